@@ -1,0 +1,334 @@
+//! Accounts, projects and API keys: the rules, independent of HTTP.
+//!
+//! - Passwords: bcrypt (cost from config), always on a blocking thread, and always run at login, even for
+//!   an unknown e-mail (against a dummy hash), so timing does not tell which e-mails have accounts.
+//! - Sessions: an HS256 JWT (the algorithm is pinned: `alg: none` or another algorithm is refused) that
+//!   names a server-side session; logout deletes the session, so the token is refused at once.
+//! - Failed logins are counted per e-mail; past the limit, logins for it get 429 until the window ends.
+//! - Anything that changes what a key may do (revocation, project deletion, new settings) makes every
+//!   cache forget the key before answering.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ledger_stages::auth::{ApiKey, KeyDigest, KeyValidator};
+use ledger_stages::{ProjectSettings, Scope};
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::backend::{Backend, KeyRecord, Project, StoreError, User};
+use crate::config::AuthConfig;
+use crate::error::ApiError;
+
+const ISSUER: &str = "ledger";
+
+/// A store failure as the client sees it.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::EmailTaken => ApiError::EmailTaken,
+            StoreError::Unavailable { what, cause } => {
+                tracing::warn!(%cause, what, "dependency unavailable");
+                ApiError::Unavailable { what, retry_after: Duration::from_secs(1) }
+            }
+            StoreError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    /// The user id.
+    sub: String,
+    /// The server-side session id.
+    sid: String,
+    iss: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// A request's session, once its token and server-side session are checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Session {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+}
+
+/// What register and login hand back.
+pub struct Issued {
+    pub user: User,
+    pub token: String,
+    pub expires_in: u64,
+}
+
+/// A new key: the record, and the key itself, which exists only in this answer.
+pub struct NewKey {
+    pub record: KeyRecord,
+    pub key: ApiKey,
+}
+
+/// Partial settings, as PATCH sends them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SettingsPatch {
+    pub rate_limit_per_minute: Option<u32>,
+    pub rate_limit_per_hour: Option<u32>,
+    pub daily_quota: Option<u64>,
+    pub retention_days: Option<u32>,
+    pub max_queue_depth: Option<u64>,
+}
+
+impl SettingsPatch {
+    fn apply(self, mut s: ProjectSettings) -> ProjectSettings {
+        s.rate_limit_per_minute = self.rate_limit_per_minute.unwrap_or(s.rate_limit_per_minute);
+        s.rate_limit_per_hour = self.rate_limit_per_hour.unwrap_or(s.rate_limit_per_hour);
+        s.daily_quota = self.daily_quota.unwrap_or(s.daily_quota);
+        s.retention_days = self.retention_days.unwrap_or(s.retention_days);
+        s.max_queue_depth = self.max_queue_depth.unwrap_or(s.max_queue_depth);
+        s
+    }
+}
+
+pub struct Accounts {
+    backend: Backend,
+    validator: KeyValidator,
+    config: AuthConfig,
+    defaults: ProjectSettings,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    /// A bcrypt hash of a random password at the configured cost, verified against when the e-mail is
+    /// unknown so that a failed login costs the same whether or not the account exists.
+    dummy_hash: OnceCell<String>,
+}
+
+/// Times are kept to the microsecond, as API.md prints them and as PostgreSQL stores them.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
+}
+
+impl Accounts {
+    pub fn new(
+        backend: Backend,
+        validator: KeyValidator,
+        config: AuthConfig,
+        jwt_secret: &[u8],
+        defaults: ProjectSettings,
+    ) -> Accounts {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        validation.leeway = 0;
+        Accounts {
+            backend,
+            validator,
+            config,
+            defaults,
+            encoding: EncodingKey::from_secret(jwt_secret),
+            decoding: DecodingKey::from_secret(jwt_secret),
+            validation,
+            dummy_hash: OnceCell::new(),
+        }
+    }
+
+    pub fn validator(&self) -> &KeyValidator {
+        &self.validator
+    }
+
+    pub fn defaults(&self) -> &ProjectSettings {
+        &self.defaults
+    }
+
+    // ---- users and sessions
+
+    pub async fn register(&self, email: &str, password: &str) -> Result<Issued, ApiError> {
+        let cost = self.config.bcrypt_cost;
+        let password = password.to_owned();
+        let hash = blocking(move || bcrypt::hash(password, cost)).await?.map_err(ApiError::internal)?;
+        let user = User { id: Uuid::now_v7(), email: email.to_owned(), created_at: now() };
+        self.backend.accounts.create_user(&user, &hash).await?;
+        tracing::info!(user_id = %user.id, "user registered");
+        self.issue(user).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<Issued, ApiError> {
+        // Keyed by a digest: e-mail addresses have no business in cache key names.
+        let counter = format!("login-failures:{}", KeyDigest::of(email).to_hex());
+        let (failures, remaining) = self.backend.counters.peek(&counter).await?;
+        if failures >= u64::from(self.config.login_max_failures) {
+            return Err(ApiError::TooManyLoginAttempts { retry_after: remaining });
+        }
+        let found = self.backend.accounts.user_by_email(email).await?;
+        let hash = match &found {
+            Some((_, hash)) => hash.clone(),
+            None => self.dummy_hash().await?,
+        };
+        let password = password.to_owned();
+        let verified = blocking(move || bcrypt::verify(password, &hash).unwrap_or(false)).await?;
+        match found {
+            Some((user, _)) if verified => {
+                self.backend.counters.clear(&counter).await?;
+                self.issue(user).await
+            }
+            _ => {
+                let window = Duration::from_secs(self.config.login_window_secs);
+                self.backend.counters.hit(&counter, window).await?;
+                Err(ApiError::Unauthorized)
+            }
+        }
+    }
+
+    async fn dummy_hash(&self) -> Result<String, ApiError> {
+        let cost = self.config.bcrypt_cost;
+        self.dummy_hash
+            .get_or_try_init(|| async move {
+                let random = Uuid::new_v4().to_string();
+                blocking(move || bcrypt::hash(random, cost)).await?.map_err(ApiError::internal)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn issue(&self, user: User) -> Result<Issued, ApiError> {
+        let session_id = Uuid::new_v4();
+        let ttl = Duration::from_secs(self.config.session_ttl_secs);
+        self.backend.sessions.create_session(session_id, user.id, ttl).await?;
+        let iat = Utc::now().timestamp();
+        let claims = Claims {
+            sub: user.id.to_string(),
+            sid: session_id.to_string(),
+            iss: ISSUER.into(),
+            iat,
+            exp: iat + i64::try_from(self.config.session_ttl_secs).unwrap_or(i64::MAX / 2),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal)?;
+        Ok(Issued { user, token, expires_in: self.config.session_ttl_secs })
+    }
+
+    /// Checks a session token: signature, algorithm, issuer, expiry, and that its session is still live.
+    pub async fn session(&self, token: &str) -> Result<Session, ApiError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| ApiError::Unauthorized)?
+            .claims;
+        let user_id = Uuid::parse_str(&claims.sub).map_err(|_| ApiError::Unauthorized)?;
+        let session_id = Uuid::parse_str(&claims.sid).map_err(|_| ApiError::Unauthorized)?;
+        match self.backend.sessions.session_user(session_id).await? {
+            Some(owner) if owner == user_id => Ok(Session { user_id, session_id }),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+
+    pub async fn logout(&self, session: Session) -> Result<(), ApiError> {
+        Ok(self.backend.sessions.delete_session(session.session_id).await?)
+    }
+
+    pub async fn me(&self, session: Session) -> Result<User, ApiError> {
+        // A session whose user is gone is no session.
+        self.backend.accounts.user(session.user_id).await?.ok_or(ApiError::Unauthorized)
+    }
+
+    // ---- projects
+
+    pub async fn create_project(&self, owner: Uuid, name: String, patch: SettingsPatch) -> Result<Project, ApiError> {
+        let project = Project {
+            id: Uuid::now_v7(),
+            owner_id: owner,
+            name,
+            created_at: now(),
+            settings: patch.apply(self.defaults.clone()),
+        };
+        self.backend.accounts.create_project(&project).await?;
+        Ok(project)
+    }
+
+    pub async fn projects(&self, owner: Uuid) -> Result<Vec<Project>, ApiError> {
+        Ok(self.backend.accounts.projects(owner).await?)
+    }
+
+    pub async fn project(&self, owner: Uuid, id: Uuid) -> Result<Project, ApiError> {
+        self.backend.accounts.project(owner, id).await?.ok_or(ApiError::NotFound)
+    }
+
+    pub async fn update_project(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        name: Option<String>,
+        patch: SettingsPatch,
+    ) -> Result<Project, ApiError> {
+        let mut project = self.project(owner, id).await?;
+        project.name = name.unwrap_or(project.name);
+        project.settings = patch.apply(project.settings);
+        let updated = self.backend.accounts.update_project(owner, &project).await?.ok_or(ApiError::NotFound)?;
+        // Cached key validations carry the settings: make the new ones apply from the next request on.
+        let digests = self.backend.accounts.key_digests(id).await?;
+        self.forget_keys(&digests).await?;
+        Ok(updated)
+    }
+
+    pub async fn delete_project(&self, owner: Uuid, id: Uuid) -> Result<(), ApiError> {
+        let digests = self.backend.accounts.delete_project(owner, id).await?.ok_or(ApiError::NotFound)?;
+        self.forget_keys(&digests).await?;
+        tracing::info!(project_id = %id, keys = digests.len(), "project deleted");
+        Ok(())
+    }
+
+    // ---- keys
+
+    pub async fn create_key(
+        &self,
+        owner: Uuid,
+        project_id: Uuid,
+        name: String,
+        scopes: Vec<Scope>,
+    ) -> Result<NewKey, ApiError> {
+        self.project(owner, project_id).await?;
+        let key = ApiKey::generate();
+        let record = KeyRecord {
+            id: Uuid::now_v7(),
+            project_id,
+            name,
+            prefix: key.prefix().to_owned(),
+            scopes,
+            created_at: now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.backend.accounts.create_key(&record, &key.digest()).await?;
+        // A client may have tried this key before it existed (a negative entry): forget that.
+        self.forget_keys(&[key.digest()]).await?;
+        tracing::info!(project_id = %project_id, key_id = %record.id, prefix = record.prefix, "API key created");
+        Ok(NewKey { record, key })
+    }
+
+    pub async fn keys(&self, owner: Uuid, project_id: Uuid) -> Result<Vec<KeyRecord>, ApiError> {
+        self.project(owner, project_id).await?;
+        Ok(self.backend.accounts.keys(project_id).await?)
+    }
+
+    pub async fn revoke_key(&self, owner: Uuid, project_id: Uuid, key_id: Uuid) -> Result<(), ApiError> {
+        self.project(owner, project_id).await?;
+        let digest = self.backend.accounts.revoke_key(project_id, key_id, now()).await?.ok_or(ApiError::NotFound)?;
+        self.forget_keys(&[digest]).await?;
+        tracing::info!(project_id = %project_id, key_id = %key_id, "API key revoked");
+        Ok(())
+    }
+
+    async fn forget_keys(&self, digests: &[KeyDigest]) -> Result<(), ApiError> {
+        self.validator.forget(digests).await.map_err(|e| {
+            // The store already changed; only the caches could not be told. Answer 503 so the client
+            // retries, rather than claim success while another instance may still accept the key.
+            ApiError::from(StoreError::Unavailable { what: "cache", cause: e.to_string() })
+        })
+    }
+}
+
+/// The shared handle the fronts use.
+pub type SharedAccounts = Arc<Accounts>;

@@ -1,0 +1,164 @@
+//! Storage and the hot path behind traits, each with a shared (PostgreSQL + Redis) and an embedded (SQLite +
+//! in-process) implementation. Which one runs is `backend.kind`; nothing above this module knows.
+//!
+//! | trait | shared | embedded |
+//! |---|---|---|
+//! | [`AccountStore`] (users, projects, keys) | [`sql::SqlStore`] on PostgreSQL | [`sql::SqlStore`] on SQLite |
+//! | [`SessionStore`] | [`redis::RedisCache`] | [`sql::SqlStore`] on SQLite |
+//! | [`Counters`] (login failures) | [`redis::RedisCache`] | [`memory::MemoryCounters`] |
+//! | [`SharedKeyCache`] | [`redis::RedisCache`] | none: the in-process tier is the only one |
+//!
+//! The account store is one implementation over both databases: its SQL is written in the dialect both
+//! understand, so the two cannot drift apart. The conformance suite (`tests/conformance.rs`) runs every
+//! trait method against both implementations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ledger_stages::auth::{KeyDigest, KeyStore, SharedKeyCache};
+use ledger_stages::{ProjectSettings, Scope};
+use uuid::Uuid;
+
+use crate::config::{BackendKind, Config};
+
+pub mod memory;
+pub mod redis;
+pub mod setup;
+pub mod sql;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub settings: ProjectSettings,
+}
+
+/// An API key as stored: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A storage failure, classified so that callers answer 409, 503 or 500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("an account with this e-mail exists")]
+    EmailTaken,
+    /// The database or cache could not be reached in time: a 503 with Retry-After.
+    #[error("{what} unavailable: {cause}")]
+    Unavailable { what: &'static str, cause: String },
+    /// Anything else: a bug or a schema problem, a 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable { what: "database", cause: e.to_string() }
+            }
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => StoreError::EmailTaken,
+            other => StoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Users, projects and API keys. Every project method takes the owner, so one user can never reach
+/// another's project: a project that is not the caller's is simply not found.
+#[async_trait]
+pub trait AccountStore: KeyStore {
+    async fn create_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError>;
+    /// The user with this (lower-cased) e-mail and their password hash.
+    async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>, StoreError>;
+    async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+
+    async fn create_project(&self, project: &Project) -> Result<(), StoreError>;
+    /// The owner's projects, oldest first.
+    async fn projects(&self, owner: Uuid) -> Result<Vec<Project>, StoreError>;
+    async fn project(&self, owner: Uuid, id: Uuid) -> Result<Option<Project>, StoreError>;
+    /// Replaces name and settings; `None` when the owner has no such project.
+    async fn update_project(&self, owner: Uuid, project: &Project) -> Result<Option<Project>, StoreError>;
+    /// Deletes the project and its keys; the digests of its keys, for the caches to forget, or `None`.
+    async fn delete_project(&self, owner: Uuid, id: Uuid) -> Result<Option<Vec<KeyDigest>>, StoreError>;
+
+    async fn create_key(&self, key: &KeyRecord, digest: &KeyDigest) -> Result<(), StoreError>;
+    /// The project's keys, oldest first, revoked ones included.
+    async fn keys(&self, project_id: Uuid) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Revokes a key of the project (idempotent); its digest, or `None` when the project has no such key.
+    async fn revoke_key(
+        &self,
+        project_id: Uuid,
+        key_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<KeyDigest>, StoreError>;
+    /// Digests of the project's live keys: what the caches must forget when its settings change.
+    async fn key_digests(&self, project_id: Uuid) -> Result<Vec<KeyDigest>, StoreError>;
+
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Server-side sessions, so that logout revokes a token at once.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    async fn create_session(&self, id: Uuid, user_id: Uuid, ttl: Duration) -> Result<(), StoreError>;
+    /// The user of a live session.
+    async fn session_user(&self, id: Uuid) -> Result<Option<Uuid>, StoreError>;
+    async fn delete_session(&self, id: Uuid) -> Result<(), StoreError>;
+}
+
+/// Fixed-window counters (failed logins per e-mail).
+#[async_trait]
+pub trait Counters: Send + Sync + 'static {
+    /// Counts one event under `key`; the count in the current window and the time until it ends. The window
+    /// starts with its first event.
+    async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError>;
+    /// The count in the current window, without counting.
+    async fn peek(&self, key: &str) -> Result<(u64, Duration), StoreError>;
+    async fn clear(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// A dependency's health, for `/health/deep`.
+#[async_trait]
+pub trait HealthCheck: Send + Sync + 'static {
+    async fn check(&self) -> Result<(), StoreError>;
+}
+
+/// The backend an instance runs on, assembled once at start-up.
+#[derive(Clone)]
+pub struct Backend {
+    pub kind: BackendKind,
+    pub accounts: Arc<dyn AccountStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub counters: Arc<dyn Counters>,
+    pub shared_keys: Option<Arc<dyn SharedKeyCache>>,
+    /// Subscribes to other instances' key revocations (shared only).
+    pub redis: Option<redis::RedisCache>,
+    /// Named checks for `/health/deep`: `database` and `cache`.
+    pub checks: Vec<(&'static str, Arc<dyn HealthCheck>)>,
+}
+
+impl Backend {
+    /// Connects, creates the databases when missing, and applies the migrations.
+    pub async fn open(config: &Config) -> Result<Backend, setup::SetupError> {
+        setup::open(config).await
+    }
+}

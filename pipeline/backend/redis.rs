@@ -1,0 +1,206 @@
+//! The shared backend's hot cache on Redis: sessions, counters, the shared tier of the key cache, and the
+//! broadcast that makes every instance forget a revoked key at once.
+//!
+//! Every key starts with `redis.key_prefix`, so deployments and tests can share one Redis. Every command
+//! has a deadline: a slow Redis turns into 503s, not into requests that hang.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use ledger_stages::auth::{CachedKey, KeyDigest, KeyValidator, SharedKeyCache, StoreUnavailable};
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Counters, HealthCheck, SessionStore, StoreError};
+
+#[derive(Clone)]
+pub struct RedisCache {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+}
+
+fn unavailable(cause: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable { what: "cache", cause: cause.to_string() }
+}
+
+impl From<StoreError> for StoreUnavailable {
+    fn from(e: StoreError) -> Self {
+        StoreUnavailable(e.to_string())
+    }
+}
+
+impl RedisCache {
+    /// Connects and checks the connection with a PING.
+    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<RedisCache, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Internal(format!("redis.url: {e}")))?;
+        let conn = tokio::time::timeout(timeout, client.get_connection_manager())
+            .await
+            .map_err(|_| unavailable(format!("no answer from {url} within {timeout:?}")))?
+            .map_err(unavailable)?;
+        let cache = RedisCache { client, conn, prefix: prefix.to_owned(), timeout };
+        cache.check().await?;
+        Ok(cache)
+    }
+
+    fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
+        format!("{}{kind}:{id}", self.prefix)
+    }
+
+    fn forget_channel(&self) -> String {
+        format!("{}apikey-forget", self.prefix)
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(self.timeout, cmd.query_async(&mut conn))
+            .await
+            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
+            .map_err(unavailable)
+    }
+
+    async fn query_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
+            .await
+            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
+            .map_err(unavailable)
+    }
+
+    /// Listens for other instances' revocations and drops those keys from `validator`'s in-process tier,
+    /// until `shutdown`. Reconnects after a broken connection; while disconnected, the in-process tier's
+    /// short lifetime bounds how long a revoked key could still pass on this instance.
+    pub async fn follow_key_revocations(self, validator: KeyValidator, shutdown: CancellationToken) {
+        let channel = self.forget_channel();
+        while !shutdown.is_cancelled() {
+            let subscribed = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let pubsub = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = subscribed => result,
+            };
+            match pubsub {
+                Ok(pubsub) => {
+                    let mut messages = pubsub.into_on_message();
+                    loop {
+                        let message = tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            message = messages.next() => message,
+                        };
+                        let Some(message) = message else { break };
+                        let digests: Vec<KeyDigest> =
+                            message.get_payload_bytes().chunks(32).filter_map(KeyDigest::from_slice).collect();
+                        validator.forget_local(&digests).await;
+                    }
+                    tracing::warn!("key revocation subscription ended; resubscribing");
+                }
+                Err(error) => tracing::warn!(%error, "cannot subscribe to key revocations; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl HealthCheck for RedisCache {
+    async fn check(&self) -> Result<(), StoreError> {
+        let pong: String = self.query(&redis::cmd("PING")).await?;
+        if pong == "PONG" { Ok(()) } else { Err(unavailable(format!("PING answered {pong}"))) }
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisCache {
+    async fn create_session(&self, id: Uuid, user_id: Uuid, ttl: Duration) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("session", id)).arg(user_id.to_string()).arg("EX").arg(ttl.as_secs().max(1));
+        self.query::<()>(&cmd).await
+    }
+
+    async fn session_user(&self, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let user: Option<String> = self.query(redis::cmd("GET").arg(self.key("session", id))).await?;
+        Ok(user.and_then(|u| Uuid::parse_str(&u).ok()))
+    }
+
+    async fn delete_session(&self, id: Uuid) -> Result<(), StoreError> {
+        self.query::<()>(redis::cmd("DEL").arg(self.key("session", id))).await
+    }
+}
+
+fn remaining(pttl_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(pttl_ms).unwrap_or(0))
+}
+
+#[async_trait]
+impl Counters for RedisCache {
+    async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
+        let key = self.key("count", key);
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        // One atomic round trip: start the window if there is none, count, read what is left of it.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(0)
+            .arg("PX")
+            .arg(window_ms)
+            .arg("NX")
+            .ignore()
+            .cmd("INCR")
+            .arg(&key)
+            .cmd("PTTL")
+            .arg(&key);
+        let (count, pttl): (u64, i64) = self.query_pipe(&pipe).await?;
+        Ok((count, remaining(pttl)))
+    }
+
+    async fn peek(&self, key: &str) -> Result<(u64, Duration), StoreError> {
+        let key = self.key("count", key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+        let (count, pttl): (Option<u64>, i64) = self.query_pipe(&pipe).await?;
+        Ok((count.unwrap_or(0), remaining(pttl)))
+    }
+
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        self.query::<()>(redis::cmd("DEL").arg(self.key("count", key))).await
+    }
+}
+
+#[async_trait]
+impl SharedKeyCache for RedisCache {
+    async fn get(&self, digest: &KeyDigest) -> Result<Option<CachedKey>, StoreUnavailable> {
+        let raw: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(self.key("apikey", digest.to_hex()))).await?;
+        // An entry this version cannot read (written by another version) is treated as a miss.
+        Ok(raw.and_then(|raw| serde_json::from_slice(&raw).ok()))
+    }
+
+    async fn put(&self, digest: &KeyDigest, entry: &CachedKey, ttl: Duration) -> Result<(), StoreUnavailable> {
+        let value = serde_json::to_vec(entry).map_err(|e| StoreUnavailable(e.to_string()))?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("apikey", digest.to_hex())).arg(value).arg("EX").arg(ttl.as_secs().max(1));
+        Ok(self.query::<()>(&cmd).await?)
+    }
+
+    async fn forget(&self, digests: &[KeyDigest]) -> Result<(), StoreUnavailable> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        let payload: Vec<u8> = digests.iter().flat_map(|d| d.as_bytes().iter().copied()).collect();
+        let mut pipe = redis::pipe();
+        for digest in digests {
+            pipe.cmd("DEL").arg(self.key("apikey", digest.to_hex())).ignore();
+        }
+        pipe.cmd("PUBLISH").arg(self.forget_channel()).arg(payload).ignore();
+        Ok(self.query_pipe::<()>(&pipe).await?)
+    }
+}

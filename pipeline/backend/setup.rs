@@ -1,0 +1,173 @@
+//! Opening a backend: connect, create the databases when missing, migrate. Every failure is one line that
+//! says what could not be reached and why, without the password of a URL.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use super::memory::{InProcess, MemoryCounters};
+use super::redis::RedisCache;
+use super::sql::{Db, SqlStore};
+use super::{Backend, HealthCheck};
+use crate::config::{BackendKind, Config};
+
+/// The migrations, embedded in the binary at build time.
+fn pg_auth() -> Migrator {
+    sqlx::migrate!("schema/postgres/auth")
+}
+
+fn pg_logs() -> Migrator {
+    sqlx::migrate!("schema/postgres/logs")
+}
+
+fn sqlite_accounts() -> Migrator {
+    sqlx::migrate!("schema/sqlite")
+}
+
+/// Why a backend could not be opened: one line for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`: URLs go into error messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+pub async fn open(config: &Config) -> Result<Backend, SetupError> {
+    match config.backend.kind {
+        BackendKind::Embedded => open_embedded(config).await,
+        BackendKind::Shared => open_shared(config).await,
+    }
+}
+
+async fn open_embedded(config: &Config) -> Result<Backend, SetupError> {
+    let dir = &config.backend.data_dir;
+    create_private_dir(dir)?;
+    let accounts = sqlite_pool(&dir.join("accounts.db"), SqliteSynchronous::Normal).await?;
+    migrate(sqlite_accounts(), &accounts, "the accounts file").await?;
+    let store = Arc::new(SqlStore::new(Db::Sqlite(accounts)));
+    Ok(Backend {
+        kind: BackendKind::Embedded,
+        accounts: store.clone(),
+        sessions: store.clone(),
+        counters: Arc::new(MemoryCounters::default()),
+        shared_keys: None,
+        redis: None,
+        checks: vec![("database", store as Arc<dyn HealthCheck>), ("cache", Arc::new(InProcess))],
+    })
+}
+
+async fn open_shared(config: &Config) -> Result<Backend, SetupError> {
+    let pg = &config.postgres;
+    let timeout = Duration::from_secs(pg.connect_timeout_secs);
+    let auth = postgres_pool(&pg.auth_url, pg.max_connections, timeout).await?;
+    migrate(pg_auth(), &auth, "the auth database").await?;
+    let logs = if pg.logs_url == pg.auth_url {
+        auth.clone()
+    } else {
+        postgres_pool(&pg.logs_url, pg.max_connections, timeout).await?
+    };
+    migrate(pg_logs(), &logs, "the logs database").await?;
+    let redis_timeout = Duration::from_secs(config.redis.timeout_secs);
+    let redis = RedisCache::connect(&config.redis.url, &config.redis.key_prefix, redis_timeout)
+        .await
+        .map_err(|e| SetupError(format!("cannot use Redis at {}: {e}", redact(&config.redis.url))))?;
+    let store = Arc::new(SqlStore::new(Db::Postgres(auth)));
+    let cache = Arc::new(redis.clone());
+    Ok(Backend {
+        kind: BackendKind::Shared,
+        accounts: store.clone(),
+        sessions: cache.clone(),
+        counters: cache.clone(),
+        shared_keys: Some(cache.clone()),
+        redis: Some(redis),
+        checks: vec![("database", store as Arc<dyn HealthCheck>), ("cache", cache as Arc<dyn HealthCheck>)],
+    })
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), SetupError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| SetupError(format!("cannot create backend.data_dir {}: {e}", dir.display())))
+}
+
+pub async fn sqlite_pool(path: &Path, synchronous: SqliteSynchronous) -> Result<SqlitePool, SetupError> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        // WAL: readers never block the writer, and a commit is one append.
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(synchronous)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .map_err(|e| SetupError(format!("cannot open {}: {e}", path.display())))
+}
+
+/// Connects to a PostgreSQL database, creating it first when it is missing and we have the right to.
+pub async fn postgres_pool(url: &str, max_connections: u32, timeout: Duration) -> Result<PgPool, SetupError> {
+    let shown = redact(url);
+    let reach = |e: sqlx::Error| SetupError(format!("cannot reach PostgreSQL at {shown}: {e}"));
+    let exists = tokio::time::timeout(timeout, sqlx::Postgres::database_exists(url))
+        .await
+        .map_err(|_| SetupError(format!("cannot reach PostgreSQL at {shown}: no answer within {timeout:?}")))?
+        .map_err(reach)?;
+    if !exists {
+        match sqlx::Postgres::create_database(url).await {
+            Ok(()) => tracing::info!(database = %shown, "created database"),
+            // Another instance created it between our check and our CREATE: fine.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(SetupError(format!("cannot create the database {shown}: {e}"))),
+        }
+    }
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(|e| SetupError(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(timeout)
+        .connect_with(options)
+        .await
+        .map_err(reach)
+}
+
+async fn migrate<'a, A>(mut migrator: Migrator, pool: A, what: &str) -> Result<(), SetupError>
+where
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
+{
+    // The auth and logs migrations may share one database (versions 1xxx and 2xxx): neither set may
+    // refuse to run because the other's rows are there.
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await.map_err(|e| SetupError(format!("cannot migrate {what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("redis://:pw@h:6379"), "redis://:***@h:6379");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+}

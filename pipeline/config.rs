@@ -1,0 +1,413 @@
+//! Configuration: `config.toml` (or `--config PATH`), then `LEDGER__SECTION__KEY` environment variables.
+//!
+//! Every section refuses unknown keys (a typo is an error naming the key, not a silently ignored setting),
+//! every field has a default, and names carry their unit (`_secs`, `_bytes`). Read the file `config.toml`
+//! at the repository root for the documentation of each key; this module is its schema.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use ledger_stages::ProjectSettings;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub backend: BackendConfig,
+    pub postgres: PostgresConfig,
+    pub redis: RedisConfig,
+    pub auth: AuthConfig,
+    pub roles: RolesConfig,
+    pub telemetry: TelemetryConfig,
+    pub defaults: DefaultsConfig,
+    pub stages: StagesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// REST listener. Port 0 picks a free port (the chosen one is logged in the `ledger ready` line).
+    pub http_addr: SocketAddr,
+    /// gRPC listener.
+    pub grpc_addr: SocketAddr,
+    /// Largest request body, after decompression.
+    pub max_body_bytes: usize,
+    /// How long SIGTERM waits for requests and batches in hand before exiting anyway.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            max_body_bytes: 10 * 1024 * 1024,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// SQLite files in `data_dir` and in-process caches: one node, nothing to install.
+    #[default]
+    Embedded,
+    /// PostgreSQL and Redis: for production and several instances.
+    Shared,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Embedded => "embedded",
+            BackendKind::Shared => "shared",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    /// The embedded backend's files and generated secrets.
+    pub data_dir: PathBuf,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig { kind: BackendKind::Embedded, data_dir: PathBuf::from("./data") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Users, sessions' owners, projects, keys, usage.
+    pub auth_url: String,
+    /// Logs. May be the same server as `auth_url`, or the same database.
+    pub logs_url: String,
+    /// Connections per pool (each of the two databases has one pool).
+    pub max_connections: u32,
+    /// How long to wait for a connection before answering 503.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            auth_url: "postgres://postgres@127.0.0.1:5432/ledger_auth".into(),
+            logs_url: "postgres://postgres@127.0.0.1:5432/ledger_logs".into(),
+            max_connections: 16,
+            connect_timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Every key Ledger writes starts with this, so deployments (and tests) can share one Redis.
+    pub key_prefix: String,
+    /// How long to wait for Redis before answering 503.
+    pub timeout_secs: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: "redis://127.0.0.1:6379".into(), key_prefix: "ledger:".into(), timeout_secs: 2 }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret for session tokens, at least 32 bytes. Required when shared; when embedded and empty,
+    /// one is generated on first start and kept in `data_dir/jwt_secret` (mode 0600).
+    pub jwt_secret: String,
+    /// Lifetime of a session token.
+    pub session_ttl_secs: u64,
+    /// bcrypt cost for passwords (4 to 31). Each step doubles the time of a login.
+    pub bcrypt_cost: u32,
+    /// Failed logins per e-mail within `login_window_secs` before 429 `too_many_login_attempts`.
+    pub login_max_failures: u32,
+    pub login_window_secs: u64,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    // The secret must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &if self.jwt_secret.is_empty() { "(empty)" } else { "(set)" })
+            .field("session_ttl_secs", &self.session_ttl_secs)
+            .field("bcrypt_cost", &self.bcrypt_cost)
+            .field("login_max_failures", &self.login_max_failures)
+            .field("login_window_secs", &self.login_window_secs)
+            .finish()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: String::new(),
+            session_ttl_secs: 3600,
+            bcrypt_cost: 12,
+            login_max_failures: 10,
+            login_window_secs: 900,
+        }
+    }
+}
+
+/// Which parts of Ledger this instance runs; all by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolesConfig {
+    /// REST and gRPC fronts.
+    pub gateway: bool,
+    /// Queue consumers that write logs to the log store.
+    pub workers: bool,
+    /// Scheduled jobs: metrics rebuild, partitions, retention.
+    pub analytics: bool,
+}
+
+impl Default for RolesConfig {
+    fn default() -> Self {
+        RolesConfig { gateway: true, workers: true, analytics: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector for traces, e.g. `http://127.0.0.1:4317`; empty = off.
+    pub otlp_endpoint: String,
+    /// `json` (one object per line) or `text`.
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `ledger=debug,info`. `RUST_LOG` wins when set.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { otlp_endpoint: String::new(), log_format: LogFormat::Json, log_level: "info".into() }
+    }
+}
+
+/// Settings of new projects (API.md's project settings).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefaultsConfig {
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_per_hour: u32,
+    pub daily_quota: u64,
+    pub retention_days: u32,
+    pub max_queue_depth: u64,
+}
+
+impl Default for DefaultsConfig {
+    fn default() -> Self {
+        let s = ProjectSettings::default();
+        DefaultsConfig {
+            rate_limit_per_minute: s.rate_limit_per_minute,
+            rate_limit_per_hour: s.rate_limit_per_hour,
+            daily_quota: s.daily_quota,
+            retention_days: s.retention_days,
+            max_queue_depth: s.max_queue_depth,
+        }
+    }
+}
+
+impl DefaultsConfig {
+    pub fn settings(&self) -> ProjectSettings {
+        ProjectSettings {
+            rate_limit_per_minute: self.rate_limit_per_minute,
+            rate_limit_per_hour: self.rate_limit_per_hour,
+            daily_quota: self.daily_quota,
+            retention_days: self.retention_days,
+            max_queue_depth: self.max_queue_depth,
+        }
+    }
+}
+
+/// `[stages.*]`: tuning of the ingestion stages.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StagesConfig {
+    pub auth: AuthStageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthStageConfig {
+    /// How long this instance trusts its own memory of a key. Revocation clears it at once regardless.
+    pub local_cache_secs: u64,
+    /// How long the shared cache (Redis) keeps a validated key.
+    pub shared_cache_secs: u64,
+    /// How long an unknown key is remembered as unknown.
+    pub negative_cache_secs: u64,
+    /// Keys kept in the in-process cache at most.
+    pub local_cache_capacity: u64,
+}
+
+impl Default for AuthStageConfig {
+    fn default() -> Self {
+        AuthStageConfig {
+            local_cache_secs: 5,
+            shared_cache_secs: 300,
+            negative_cache_secs: 30,
+            local_cache_capacity: 100_000,
+        }
+    }
+}
+
+impl AuthStageConfig {
+    pub fn validator_settings(&self) -> ledger_stages::auth::ValidatorSettings {
+        ledger_stages::auth::ValidatorSettings {
+            local_ttl: Duration::from_secs(self.local_cache_secs),
+            shared_ttl: Duration::from_secs(self.shared_cache_secs),
+            negative_ttl: Duration::from_secs(self.negative_cache_secs),
+            local_capacity: self.local_cache_capacity,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with a one-line reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Reads `path` (which must exist when given explicitly; `config.toml` in the working directory is
+    /// used when present otherwise), then the environment, then checks the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        match path {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file_exact("config.toml")),
+        }
+        Self::from_figment(figment.merge(Env::prefixed("LEDGER__").split("__")))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            // figment's errors say what and where (the key, the file or variable); keep them on one line.
+            ConfigError(format!("invalid configuration: {}", e.to_string().replace('\n', "; ")))
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let fail = |msg: String| Err(ConfigError(format!("invalid configuration: {msg}")));
+        if !(4..=31).contains(&self.auth.bcrypt_cost) {
+            return fail(format!("auth.bcrypt_cost must be 4 to 31, not {}", self.auth.bcrypt_cost));
+        }
+        if self.auth.session_ttl_secs == 0 {
+            return fail("auth.session_ttl_secs must be at least 1".into());
+        }
+        if self.backend.kind == BackendKind::Shared {
+            if self.auth.jwt_secret.is_empty() {
+                return fail(
+                    "auth.jwt_secret is required when backend.kind = \"shared\" (set LEDGER__AUTH__JWT_SECRET)".into(),
+                );
+            }
+            if self.redis.key_prefix.is_empty() {
+                return fail("redis.key_prefix must not be empty".into());
+            }
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
+            return fail("auth.jwt_secret must be at least 32 bytes".into());
+        }
+        if self.postgres.max_connections == 0 {
+            return fail("postgres.max_connections must be at least 1".into());
+        }
+        let d = &self.defaults;
+        if d.rate_limit_per_minute == 0
+            || d.rate_limit_per_hour == 0
+            || d.daily_quota == 0
+            || d.retention_days == 0
+            || d.max_queue_depth == 0
+        {
+            return fail("every [defaults] setting must be at least 1".into());
+        }
+        if !self.telemetry.otlp_endpoint.is_empty() {
+            return fail("telemetry.otlp_endpoint: OTLP export is not built yet (issue 5); leave it empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::providers::Serialized;
+
+    use super::*;
+
+    fn from_toml(toml: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(Figment::new().merge(Toml::string(toml)))
+    }
+
+    #[test]
+    fn the_shipped_config_toml_is_valid_and_embedded() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let config = Config::from_figment(Figment::new().merge(Toml::file_exact(path))).expect("valid");
+        assert_eq!(config.backend.kind, BackendKind::Embedded);
+        assert_eq!(config.server.http_addr.port(), 8000);
+        assert_eq!(config.defaults.settings(), ProjectSettings::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = from_toml("[server]\nhttp_adr = \"127.0.0.1:1\"\n").expect_err("typo");
+        assert!(err.to_string().contains("http_adr"), "{err}");
+        let err = from_toml("[sever]\n").expect_err("typo");
+        assert!(err.to_string().contains("sever"), "{err}");
+    }
+
+    #[test]
+    fn shared_mode_requires_a_secret() {
+        let err = from_toml("[backend]\nkind = \"shared\"\n").expect_err("no secret");
+        assert!(err.to_string().contains("jwt_secret"), "{err}");
+        let ok = from_toml("[backend]\nkind = \"shared\"\n[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n");
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn nested_overrides_merge_like_environment_variables() {
+        let figment = Figment::new()
+            .merge(Toml::string("[server]\nhttp_addr = \"127.0.0.1:1\"\n"))
+            .merge(Serialized::default("server.http_addr", "127.0.0.1:18000"));
+        let config = Config::from_figment(figment).expect("valid");
+        assert_eq!(config.server.http_addr.port(), 18000);
+    }
+
+    #[test]
+    fn a_bad_bcrypt_cost_is_refused() {
+        let err = from_toml("[auth]\nbcrypt_cost = 3\n").expect_err("too low");
+        assert!(err.to_string().contains("bcrypt_cost"), "{err}");
+    }
+}

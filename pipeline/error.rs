@@ -1,0 +1,192 @@
+//! The one error type every route answers with, and its one mapping to HTTP (the gRPC mapping sits beside
+//! it in `grpc.rs`).
+//!
+//! Clients get API.md's body: `{"error": {"code", "message", "request_id", "details"?}}`. Internal errors
+//! are logged with their cause and answered with a generic message: nothing internal is echoed.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::http::request_id;
+
+/// One problem with one field of a request, for 422 `validation_failed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldProblem {
+    /// Position of the log in a batch; absent for single-object bodies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldProblem {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> FieldProblem {
+        FieldProblem { index: None, field: field.into(), reason: reason.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing, malformed, unknown, expired or revoked credential")]
+    Unauthorized,
+    #[error("this credential lacks the `{0}` scope")]
+    InsufficientScope(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("an account with this e-mail exists")]
+    EmailTaken,
+    #[error("the request body is larger than {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the request has invalid fields")]
+    Validation(Vec<FieldProblem>),
+    #[error("too many failed logins for this e-mail; try again later")]
+    TooManyLoginAttempts { retry_after: Duration },
+    #[error("{what} is unavailable; try again later")]
+    Unavailable { what: &'static str, retry_after: Duration },
+    /// A bug or an unexpected failure: logged in full, answered as 500 without detail.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(cause.to_string())
+    }
+
+    pub fn validation(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
+        ApiError::Validation(vec![FieldProblem::new(field, reason)])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::EmailTaken => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyLoginAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// API.md's `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::InsufficientScope(_) => "insufficient_scope",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::EmailTaken => "email_taken",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::TooManyLoginAttempts { .. } => "too_many_login_attempts",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::TooManyLoginAttempts { retry_after } | ApiError::Unavailable { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// API.md's error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: &'static str,
+    pub message: String,
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<FieldProblem>>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = %cause, "internal error");
+        }
+        let retry_after = self.retry_after();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+                request_id: request_id::current().unwrap_or_default(),
+                details: match self {
+                    ApiError::Validation(details) => Some(details),
+                    _ => None,
+                },
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(retry_after) = retry_after {
+            // Whole seconds, rounded up: a client that waits exactly this long must not be refused again.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_the_status_and_code_of_api_md() {
+        let cases = [
+            (ApiError::BadRequest("x".into()), 400, "bad_request"),
+            (ApiError::Unauthorized, 401, "unauthorized"),
+            (ApiError::InsufficientScope("query"), 403, "insufficient_scope"),
+            (ApiError::NotFound, 404, "not_found"),
+            (ApiError::EmailTaken, 409, "email_taken"),
+            (ApiError::PayloadTooLarge { limit_bytes: 1 }, 413, "payload_too_large"),
+            (ApiError::UnsupportedMediaType("x".into()), 415, "unsupported_media_type"),
+            (ApiError::Validation(vec![]), 422, "validation_failed"),
+            (ApiError::TooManyLoginAttempts { retry_after: Duration::from_secs(1) }, 429, "too_many_login_attempts"),
+            (ApiError::Unavailable { what: "x", retry_after: Duration::from_secs(1) }, 503, "unavailable"),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(error.status().as_u16(), status);
+            assert_eq!(error.code(), code);
+        }
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_seconds() {
+        let response = ApiError::TooManyLoginAttempts { retry_after: Duration::from_millis(1500) }.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let error = ApiError::internal("password column missing");
+        assert_eq!(error.to_string(), "internal error");
+    }
+}

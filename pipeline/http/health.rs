@@ -1,0 +1,67 @@
+//! `/health` (the process serves) and `/health/deep` (each dependency, with its latency).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+
+/// A dependency that does not answer within this is down, as far as a health check is concerned.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Check {
+    /// `ok` or `down`.
+    status: &'static str,
+    latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeepHealth {
+    /// `ok` when every check passes, `down` when none does, `degraded` otherwise.
+    status: &'static str,
+    checks: BTreeMap<&'static str, Check>,
+}
+
+#[utoipa::path(get, path = "/health/deep", tag = "operations",
+    responses((status = 200, body = DeepHealth), (status = 503, body = DeepHealth, description = "A dependency is down")))]
+pub async fn deep(State(state): State<AppState>) -> (StatusCode, Json<DeepHealth>) {
+    let runs = state.backend.checks.iter().map(|(name, check)| async move {
+        let started = Instant::now();
+        let result = tokio::time::timeout(CHECK_TIMEOUT, check.check()).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {CHECK_TIMEOUT:?}")),
+        };
+        let status = if error.is_none() { "ok" } else { "down" };
+        (*name, Check { status, latency_ms, error })
+    });
+    let checks: BTreeMap<_, _> = futures::future::join_all(runs).await.into_iter().collect();
+    let down = checks.values().filter(|c| c.status != "ok").count();
+    let (status, code) = match down {
+        0 => ("ok", StatusCode::OK),
+        n if n == checks.len() => ("down", StatusCode::SERVICE_UNAVAILABLE),
+        _ => ("degraded", StatusCode::SERVICE_UNAVAILABLE),
+    };
+    (code, Json(DeepHealth { status, checks }))
+}

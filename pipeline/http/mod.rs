@@ -1,0 +1,81 @@
+//! The REST front (axum). Handlers decode, call the domain (`accounts`, the ingestion stack, query), and
+//! encode; every error is an [`ApiError`](crate::error::ApiError).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use chrono::{DateTime, Utc};
+use tower_http::catch_panic::CatchPanicLayer;
+use uuid::Uuid;
+
+use crate::accounts::Accounts;
+use crate::backend::Backend;
+use crate::error::ApiError;
+
+pub mod accounts;
+pub mod extract;
+pub mod health;
+pub mod keys;
+pub mod openapi;
+pub mod projects;
+pub mod request_id;
+
+/// Account and project bodies are small; ingestion has its own, configurable limit.
+pub const ACCOUNT_BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub accounts: Arc<Accounts>,
+    pub backend: Backend,
+}
+
+/// Every REST route. Tests and `server::run` both start from here.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/register", post(accounts::register))
+        .route("/v1/login", post(accounts::login))
+        .route("/v1/logout", post(accounts::logout))
+        .route("/v1/me", get(accounts::me))
+        .route("/v1/projects", post(projects::create).get(projects::list))
+        .route("/v1/projects/{id}", get(projects::get).patch(projects::update).delete(projects::delete))
+        .route("/v1/projects/{id}/keys", post(keys::create).get(keys::list))
+        .route("/v1/projects/{id}/keys/{key_id}", delete(keys::revoke))
+        .route("/health", get(health::health))
+        .route("/health/deep", get(health::deep))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(ACCOUNT_BODY_LIMIT))
+        // Inside the request id, so that a panic's 500 still carries the id of its request.
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| -> Response {
+            ApiError::internal("a handler panicked").into_response()
+        }))
+        // Outermost: every response, errors from the layers above included, gets the id.
+        .layer(middleware::from_fn(request_id::middleware))
+        .with_state(state)
+}
+
+/// API.md's timestamps: RFC 3339, UTC, microseconds.
+pub fn timestamp(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Ids in paths are opaque: one that is not a UUID names nothing, so it is a 404 like any unknown id.
+pub fn path_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_microseconds_and_z() {
+        let t = DateTime::parse_from_rfc3339("2026-11-27T08:00:00.123456789+00:00").expect("valid").to_utc();
+        assert_eq!(timestamp(&t), "2026-11-27T08:00:00.123456Z");
+    }
+}

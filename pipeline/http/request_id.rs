@@ -1,0 +1,63 @@
+//! `X-Request-ID`: the client's value when it sent a sane one, else a new UUIDv7; echoed on every response,
+//! carried by the request's span (so every log line of the request has it), and readable from anywhere in
+//! the request's task, which is how error bodies get it.
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+use uuid::Uuid;
+
+pub const HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request this task serves, if any.
+pub fn current() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// A client's id is kept when it is 1 to 128 visible ASCII characters; anything else is replaced, so a
+/// request id can never inject into headers or log lines.
+fn acceptable(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+pub async fn middleware(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| acceptable(id))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let started = Instant::now();
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(request).instrument(span.clone())).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HEADER, value);
+    }
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| tracing::info!(status, latency_ms, "request finished"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sane_ids_are_kept() {
+        assert!(acceptable("abc-123"));
+        assert!(!acceptable(""));
+        assert!(!acceptable("has space"));
+        assert!(!acceptable(&"x".repeat(129)));
+        assert!(!acceptable("new\nline"));
+    }
+}

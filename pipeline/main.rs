@@ -1,0 +1,48 @@
+//! `ledger`: a thin binary over the library. Errors end the process with one line on stderr and code 1.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use ledger::cli::{Cli, Command};
+use ledger::config::Config;
+use ledger::{server, telemetry};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` puts the whole chain on one line.
+            eprintln!("ledger: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    if let Command::CheckConfig = cli.command {
+        println!("configuration is valid: {config:#?}");
+        return Ok(());
+    }
+    telemetry::init(&config.telemetry);
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(server::cancel_on_signal(shutdown.clone()));
+                server::run(config, shutdown).await?;
+            }
+            Command::Migrate => {
+                server::migrate(&config).await?;
+                tracing::info!("migrations applied");
+            }
+            Command::CheckConfig => {}
+        }
+        Ok(())
+    })
+}

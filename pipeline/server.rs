@@ -1,0 +1,143 @@
+//! Wiring: open the backend, build the services once, serve REST and gRPC on their listeners until the
+//! shutdown token fires, then drain within `server.shutdown_timeout_secs`.
+//!
+//! [`run`] takes its shutdown token, and `server.*_addr` may use port 0, so tests can start a whole daemon.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ledger_stages::auth::{KeyStore, KeyValidator};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::Accounts;
+use crate::backend::Backend;
+use crate::backend::setup::SetupError;
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::{grpc, secrets};
+
+/// Why the daemon stopped other than by a shutdown signal; one line for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ServeError(String);
+
+impl From<SetupError> for ServeError {
+    fn from(e: SetupError) -> Self {
+        ServeError(e.0)
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|e| ServeError(format!("cannot listen on {addr} ({key}): {e}")))
+}
+
+/// Applies the migrations (creating the databases when missing) and returns.
+pub async fn migrate(config: &Config) -> Result<(), ServeError> {
+    Backend::open(config).await?;
+    Ok(())
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let backend = Backend::open(&config).await?;
+    let secret = secrets::jwt_secret(&config)?;
+    let key_store: Arc<dyn KeyStore> = backend.accounts.clone();
+    let validator = KeyValidator::new(key_store, backend.shared_keys.clone(), config.stages.auth.validator_settings());
+    let accounts = Arc::new(Accounts::new(
+        backend.clone(),
+        validator.clone(),
+        config.auth.clone(),
+        &secret,
+        config.defaults.settings(),
+    ));
+
+    let mut tasks = JoinSet::new();
+    if let Some(redis) = backend.redis.clone() {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            redis.follow_key_revocations(validator, stop).await;
+            Ok(())
+        });
+    }
+
+    if config.roles.gateway {
+        let http_listener = bind(config.server.http_addr, "server.http_addr").await?;
+        let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
+        let http_addr = http_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
+        let grpc_addr = grpc_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
+
+        let app = http::router(AppState { accounts, backend: backend.clone() });
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(http_listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .map_err(|e| ServeError(format!("HTTP server failed: {e}")))
+        });
+        let stop = shutdown.clone();
+        tasks.spawn(async move { grpc::serve(grpc_listener, stop.cancelled_owned()).await.map_err(ServeError) });
+        tracing::info!(%http_addr, %grpc_addr, backend = %backend.kind, "ledger ready");
+    } else {
+        tracing::info!(backend = %backend.kind, "ledger ready (no gateway role)");
+    }
+
+    // Either a task fails (then stop the others) or shutdown is asked for (then let them drain).
+    let mut failure = None;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        Some(joined) = tasks.join_next() => {
+            failure = task_failure(joined);
+            shutdown.cancel();
+        }
+    }
+    tracing::info!("shutting down");
+    let drained = tokio::time::timeout(config.server.shutdown_timeout(), async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Some(e) = task_failure(joined) {
+                failure.get_or_insert(e);
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(timeout_secs = config.server.shutdown_timeout_secs, "shutdown timed out; exiting anyway");
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+fn task_failure(joined: Result<Result<(), ServeError>, tokio::task::JoinError>) -> Option<ServeError> {
+    match joined {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(ServeError(format!("a server task failed: {e}"))),
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    token.cancel();
+}

@@ -1,0 +1,20 @@
+//! Compiles ledger/v1/*.proto with the protoc that ships inside `protoc-bin-vendored`, so building needs
+//! nothing installed and nothing downloaded.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let include = protoc_bin_vendored::include_path()?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let protos = ["ledger/v1/logs.proto", "ledger/v1/ingest.proto", "ledger/v1/query.proto"].map(PathBuf::from);
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("ledger_v1_descriptor.bin"))
+        .compile_with_config(config, &protos, &[PathBuf::from("."), include])?;
+    for proto in protos {
+        println!("cargo:rerun-if-changed={}", proto.display());
+    }
+    Ok(())
+}
