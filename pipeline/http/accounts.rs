@@ -64,7 +64,7 @@ fn plausible_email(email: &str) -> bool {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !domain.contains('@')
+        && !local.contains('@')
 }
 
 impl Credentials {

@@ -1,0 +1,348 @@
+//! Test support: the real `ledger` binary, started on free ports against a fresh backend.
+//!
+//! - Embedded: a temporary data directory.
+//! - Shared: fresh PostgreSQL databases and a fresh Redis key prefix, so tests run in parallel. The server
+//!   URLs come from `LEDGER_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`) and
+//!   `LEDGER_TEST_REDIS` (default `redis://127.0.0.1:6379`). Both are dropped when the daemon is.
+//!
+//! The daemon binds port 0 and says where in its `ledger ready` log line, which is how tests find it.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Embedded,
+    Shared,
+}
+
+pub fn postgres_server() -> String {
+    std::env::var("LEDGER_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("LEDGER_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A fresh backend: its configuration as environment variables, and what to clean up.
+pub struct Fresh {
+    pub kind: Kind,
+    pub id: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fresh {
+    pub fn new(kind: Kind) -> Fresh {
+        let id = format!("t{}", uuid::Uuid::new_v4().simple());
+        Fresh { kind, id, dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn auth_db(&self) -> String {
+        format!("ledger_{}_auth", self.id)
+    }
+
+    pub fn logs_db(&self) -> String {
+        format!("ledger_{}_logs", self.id)
+    }
+
+    pub fn prefix(&self) -> String {
+        format!("ledger_{}:", self.id)
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("LEDGER__SERVER__HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            ("LEDGER__SERVER__GRPC_ADDR".into(), "127.0.0.1:0".into()),
+            ("LEDGER__AUTH__BCRYPT_COST".into(), "4".into()),
+            ("LEDGER__BACKEND__DATA_DIR".into(), self.dir.path().display().to_string()),
+            ("LEDGER__TELEMETRY__LOG_LEVEL".into(), "info".into()),
+        ];
+        if self.kind == Kind::Shared {
+            let pg = postgres_server();
+            env.extend([
+                ("LEDGER__BACKEND__KIND".into(), "shared".into()),
+                ("LEDGER__AUTH__JWT_SECRET".into(), JWT_SECRET.into()),
+                ("LEDGER__POSTGRES__AUTH_URL".into(), format!("{pg}/{}", self.auth_db())),
+                ("LEDGER__POSTGRES__LOGS_URL".into(), format!("{pg}/{}", self.logs_db())),
+                ("LEDGER__POSTGRES__MAX_CONNECTIONS".into(), "4".into()),
+                ("LEDGER__REDIS__URL".into(), redis_url()),
+                ("LEDGER__REDIS__KEY_PREFIX".into(), self.prefix()),
+            ]);
+        }
+        env
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        if self.kind != Kind::Shared {
+            return;
+        }
+        let (dbs, prefix) = (vec![self.auth_db(), self.logs_db()], self.prefix());
+        // Drop may run inside a test's runtime, which cannot block on another: use a thread of our own.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) =
+                    <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{}/postgres", postgres_server())).await
+                {
+                    for db in dbs {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut conn).await;
+                    }
+                }
+                if let Ok(client) = redis::Client::open(redis_url())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> =
+                        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// A running daemon. Killed when dropped.
+pub struct Daemon {
+    child: Child,
+    pub base: String,
+    pub grpc: String,
+    pub fresh: Fresh,
+    output: Arc<Mutex<Vec<String>>>,
+    client: reqwest::Client,
+}
+
+/// The response of a test request: status, headers and JSON body (`Value::Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts API.md's error body with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.body["error"]["code"], code, "{self:?}");
+        assert!(self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{self:?}");
+        assert_eq!(self.body["error"]["request_id"].as_str(), self.header("x-request-id"), "{self:?}");
+    }
+}
+
+pub fn ledger_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ledger")
+}
+
+pub fn config_path() -> String {
+    format!("{}/config.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Daemon {
+    pub async fn start(kind: Kind) -> Daemon {
+        Self::start_with(Fresh::new(kind), &[]).await
+    }
+
+    /// Starts a daemon on `fresh` with extra environment overrides.
+    pub async fn start_with(fresh: Fresh, extra: &[(&str, &str)]) -> Daemon {
+        let mut command = Command::new(ledger_binary());
+        command.arg("--config").arg(config_path()).arg("serve");
+        command.env_remove("RUST_LOG");
+        for (k, v) in fresh.env() {
+            command.env(k, v);
+        }
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            let ready_tx = ready_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains("\"ledger ready") {
+                        let _ = ready_tx.send(line.clone());
+                    }
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ready = loop {
+            if let Ok(line) = ready_rx.recv_timeout(Duration::from_millis(50)) {
+                break line;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("ledger exited with {status} before it was ready:\n{}", output.lock().unwrap().join("\n"));
+            }
+            assert!(Instant::now() < deadline, "ledger not ready within 60 s:\n{}", output.lock().unwrap().join("\n"));
+        };
+        let ready: Value = serde_json::from_str(&ready).unwrap();
+        let base = format!("http://{}", ready["http_addr"].as_str().unwrap());
+        let grpc = format!("http://{}", ready["grpc_addr"].as_str().unwrap_or_default());
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        Daemon { child, base, grpc, fresh, output, client }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.fresh.kind
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the exit (at most 60 s).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "ledger did not stop within 60 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the daemon without warning (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with an optional bearer credential and JSON body.
+    pub async fn call(&self, method: Method, path: &str, bearer: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Self::reply(request.send().await.unwrap()).await
+    }
+
+    pub async fn reply(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, headers, body }
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> Reply {
+        self.call(Method::GET, path, bearer, None).await
+    }
+
+    pub async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> Reply {
+        self.call(Method::POST, path, bearer, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, bearer: Option<&str>, body: Value) -> Reply {
+        self.call(Method::PATCH, path, bearer, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, bearer: Option<&str>) -> Reply {
+        self.call(Method::DELETE, path, bearer, None).await
+    }
+
+    /// Registers `email` and returns its session token.
+    pub async fn signup(&self, email: &str) -> String {
+        let r = self.post("/v1/register", None, json!({"email": email, "password": "correct horse"})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        r.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a project and returns its id.
+    pub async fn project(&self, token: &str, name: &str) -> String {
+        let r = self.post("/v1/projects", Some(token), json!({"name": name})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        r.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a key with `scopes` and returns (key id, key).
+    pub async fn key(&self, token: &str, project: &str, scopes: &[&str]) -> (String, String) {
+        let r = self.post(&format!("/v1/projects/{project}/keys"), Some(token), json!({"scopes": scopes})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        (r.body["id"].as_str().unwrap().to_owned(), r.body["key"].as_str().unwrap().to_owned())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs each named `async fn(Daemon)` against a fresh daemon on each backend: `embedded::name` and
+/// `shared::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Daemon::start($crate::support::Kind::Embedded).await).await
+                }
+            )*
+        }
+        mod shared {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Daemon::start($crate::support::Kind::Shared).await).await
+                }
+            )*
+        }
+    };
+}
+
+/// Polls `check` until it returns `Some`, or panics after `within`: for conditions that become true
+/// asynchronously. Never a sleep standing in for a wait.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
