@@ -1,12 +1,26 @@
 //! Ledger's ingestion stages.
 //!
 //! Each stage is a tower `Layer` + `Service` in a module of its own, independent of the transport (REST or
-//! gRPC decode into the same request type) and of the storage backend (a stage that needs storage names a
-//! small trait here and the daemon in `pipeline/` implements it for PostgreSQL/Redis and for SQLite).
+//! gRPC decode into the same [`Ingest`] request) and of the storage backend (a stage that needs storage
+//! names a small trait here, and the daemon in `pipeline/` implements it for PostgreSQL/Redis and for
+//! SQLite). The order of the stack, outermost first:
+//!
+//! `auth → rate_limit → quota → validate → enrich → fingerprint → queue`
 //!
 //! This crate must never depend on a transport or a database driver.
 
 pub mod auth;
 pub mod context;
+pub mod enrich;
+pub mod fingerprint;
+pub mod log;
+pub mod queue;
+pub mod quota;
+pub mod rate_limit;
+pub mod request;
+pub mod stage;
+pub mod validate;
 
 pub use context::{ProjectContext, ProjectSettings, Scope};
+pub use log::{Level, LogRecord};
+pub use request::{Accepted, Ingest, IngestError, Problem, Protocol, RateLimitStatus};

@@ -28,6 +28,9 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The project of the live key with this digest: not revoked, its project not deleted. The store
     /// compares the digest it finds with [`KeyDigest::ct_eq`], and records the key as used.
     async fn project_for_key(&self, digest: &KeyDigest) -> Result<Option<ProjectContext>, StoreUnavailable>;
+
+    /// Keys were revoked: drop whatever the store itself remembers of them (an emergency cache).
+    async fn forget(&self, _digests: &[KeyDigest]) {}
 }
 
 /// What a cache remembers about a digest.
@@ -156,6 +159,7 @@ impl KeyValidator {
         for digest in digests {
             self.local.invalidate(digest).await;
         }
+        self.store.forget(digests).await;
     }
 }
 

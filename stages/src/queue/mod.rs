@@ -1,0 +1,85 @@
+//! The queue stage, innermost: a durable enqueue, then the 202.
+//!
+//! When [`LogQueue::enqueue`] returns, the logs are durable (in a Redis stream, or committed to SQLite) and
+//! will be stored exactly once; only then is the request answered 202. A project whose queue holds its
+//! `max_queue_depth` logs is refused with 503 `queue_full` and Retry-After.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use tower::Service;
+
+use crate::ProjectContext;
+use crate::log::LogRecord;
+use crate::request::{Accepted, Ingest, IngestError};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("the project's queue is full")]
+    Full { retry_after: Duration },
+    #[error("the queue is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A durable queue of log batches.
+#[async_trait]
+pub trait LogQueue: Send + Sync + 'static {
+    /// Makes the batch durable. `traceparent` travels with it so the write can link to the request.
+    async fn enqueue(
+        &self,
+        project: &ProjectContext,
+        records: Vec<LogRecord>,
+        traceparent: Option<String>,
+    ) -> Result<(), QueueError>;
+
+    /// Logs waiting to be written, all projects together.
+    async fn depth(&self) -> Result<u64, QueueError>;
+}
+
+/// The innermost service of the ingestion stack.
+#[derive(Clone)]
+pub struct QueueService {
+    queue: Arc<dyn LogQueue>,
+}
+
+impl QueueService {
+    pub fn new(queue: Arc<dyn LogQueue>) -> QueueService {
+        QueueService { queue }
+    }
+}
+
+impl Service<Ingest> for QueueService {
+    type Response = Accepted;
+    type Error = IngestError;
+    type Future = BoxFuture<'static, Result<Accepted, IngestError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is per project (its queue depth), so it is decided per request in `enqueue`.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Ingest) -> Self::Future {
+        let queue = self.queue.clone();
+        Box::pin(async move {
+            let project = request.project()?.clone();
+            let records = std::mem::take(&mut request.records);
+            if records.is_empty() {
+                return Err(IngestError::unavailable("the ingestion stack (no validate stage ran)"));
+            }
+            let ids = records.iter().map(|r| r.id).collect();
+            let span = tracing::debug_span!("stage", name = "queue", logs = records.len());
+            let enqueued = tracing::Instrument::instrument(queue.enqueue(&project, records, request.traceparent.take()), span);
+            enqueued.await.map_err(|e| match e {
+                QueueError::Full { retry_after } => IngestError::QueueFull { retry_after },
+                QueueError::Unavailable(cause) => {
+                    tracing::warn!(%cause, "queue unavailable");
+                    IngestError::unavailable("the queue")
+                }
+            })?;
+            Ok(Accepted { ids })
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! What flows through the stack: one request (its context and its logs), its answer, and its error.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::log::LogRecord;
+use crate::{ProjectContext, Scope};
+
+/// Which front a request came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+/// The state of the tightest rate-limit window, for `X-RateLimit-*` headers (or gRPC metadata). Set by
+/// the rate_limit stage and read by the front whatever the outcome, so error answers carry it too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the window has room again.
+    pub reset_secs: u64,
+}
+
+/// One ingestion request.
+#[derive(Debug)]
+pub struct Ingest {
+    pub request_id: String,
+    pub protocol: Protocol,
+    pub received_at: DateTime<Utc>,
+    /// The raw credential (`Authorization: Bearer` or `X-API-Key`): read by auth, then dropped.
+    pub credential: Option<String>,
+    /// W3C `traceparent`, carried into the queue so the write can link to the request.
+    pub traceparent: Option<String>,
+    /// Size of the decoded body, for usage.
+    pub body_bytes: u64,
+    /// Set by auth.
+    pub project: Option<ProjectContext>,
+    /// The logs as decoded; the validate stage turns them into `records`.
+    pub logs: Vec<Value>,
+    pub records: Vec<LogRecord>,
+    pub rate_limit: Arc<OnceLock<RateLimitStatus>>,
+}
+
+impl Ingest {
+    pub fn new(request_id: String, protocol: Protocol, credential: Option<String>, logs: Vec<Value>) -> Ingest {
+        Ingest {
+            request_id,
+            protocol,
+            received_at: Utc::now(),
+            credential,
+            traceparent: None,
+            body_bytes: 0,
+            project: None,
+            logs,
+            records: Vec::new(),
+            rate_limit: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The project, once auth has run. Stages after auth may rely on it.
+    pub fn project(&self) -> Result<&ProjectContext, IngestError> {
+        self.project.as_ref().ok_or(IngestError::Unauthorized)
+    }
+
+    /// How many logs the request carries, whichever form they are in.
+    pub fn len(&self) -> usize {
+        self.logs.len().max(self.records.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A 202: the logs are durable in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// In request order.
+    pub ids: Vec<Uuid>,
+}
+
+/// One problem with one field of one log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The log's position in the batch (`None` for a problem with the batch itself).
+    pub index: Option<usize>,
+    pub field: String,
+    pub reason: String,
+}
+
+/// Why a request was refused. Every variant is one outcome of API.md; the fronts map them to HTTP and gRPC.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error("missing, malformed, unknown or revoked API key")]
+    Unauthorized,
+    #[error("this API key lacks the `{}` scope", .0.as_str())]
+    InsufficientScope(Scope),
+    #[error("too many requests for this project; retry later")]
+    RateLimited { retry_after: Duration },
+    #[error("the project's daily quota is used up; it resets at midnight UTC")]
+    QuotaExceeded { retry_after: Duration },
+    #[error("the request has invalid logs; nothing was stored")]
+    Invalid(Vec<Problem>),
+    #[error("a batch holds at most {max} logs")]
+    BatchTooLarge { max: usize },
+    #[error("the project's queue is full; retry later")]
+    QueueFull { retry_after: Duration },
+    #[error("{what} is unavailable; retry later")]
+    Unavailable { what: &'static str, retry_after: Duration },
+}
+
+impl IngestError {
+    pub fn unavailable(what: &'static str) -> IngestError {
+        IngestError::Unavailable { what, retry_after: Duration::from_secs(1) }
+    }
+}

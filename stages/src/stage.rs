@@ -1,0 +1,103 @@
+//! The tower plumbing every stage shares.
+//!
+//! A stage is a [`Stage`]: one async step over the request that either lets it through or refuses it.
+//! [`StageLayer`] and [`StageService`] turn any stage into a tower `Layer` and `Service` wrapping the next
+//! service, so each stage module holds only its logic, its config and its error.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use tower::{Layer, Service};
+
+use crate::request::{Accepted, Ingest, IngestError};
+
+/// One step of the ingestion stack.
+#[async_trait::async_trait]
+pub trait Stage: Send + Sync + 'static {
+    /// The stage's name, for spans and metrics.
+    const NAME: &'static str;
+
+    /// Checks or changes the request; an error ends it with that outcome.
+    async fn apply(&self, request: &mut Ingest) -> Result<(), IngestError>;
+
+    /// A later stage refused the request this stage let through: undo what `apply` counted.
+    async fn refused_later(&self, _request: &Summary) {}
+}
+
+/// What a stage may need to know of a request once it has been handed on.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub project: Option<crate::ProjectContext>,
+    pub logs: usize,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A stage as a tower `Layer`: a cheap clone of the stage.
+pub struct StageLayer<T> {
+    stage: Arc<T>,
+}
+
+impl<T> Clone for StageLayer<T> {
+    fn clone(&self) -> Self {
+        StageLayer { stage: self.stage.clone() }
+    }
+}
+
+impl<T: Stage> StageLayer<T> {
+    pub fn new(stage: T) -> Self {
+        StageLayer { stage: Arc::new(stage) }
+    }
+}
+
+impl<T, S> Layer<S> for StageLayer<T> {
+    type Service = StageService<T, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StageService { stage: self.stage.clone(), inner }
+    }
+}
+
+/// A stage in front of the next service.
+pub struct StageService<T, S> {
+    stage: Arc<T>,
+    inner: S,
+}
+
+impl<T, S: Clone> Clone for StageService<T, S> {
+    fn clone(&self) -> Self {
+        StageService { stage: self.stage.clone(), inner: self.inner.clone() }
+    }
+}
+
+impl<T, S> Service<Ingest> for StageService<T, S>
+where
+    T: Stage,
+    S: Service<Ingest, Response = Accepted, Error = IngestError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Accepted;
+    type Error = IngestError;
+    type Future = BoxFuture<'static, Result<Accepted, IngestError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Ingest) -> Self::Future {
+        // The clone that was polled ready is the one to call; leave a fresh clone behind (tower's idiom).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let stage = self.stage.clone();
+        Box::pin(async move {
+            let span = tracing::debug_span!("stage", name = T::NAME);
+            tracing::Instrument::instrument(stage.apply(&mut request), span).await?;
+            let summary = Summary { project: request.project.clone(), logs: request.len(), received_at: request.received_at };
+            let result = inner.call(request).await;
+            if result.is_err() {
+                stage.refused_later(&summary).await;
+            }
+            result
+        })
+    }
+}
