@@ -25,6 +25,8 @@ pub struct Config {
     pub roles: RolesConfig,
     pub telemetry: TelemetryConfig,
     pub defaults: DefaultsConfig,
+    pub ingest: crate::ingest::IngestConfig,
+    pub queue: crate::queue::QueueConfig,
     pub stages: StagesConfig,
 }
 
@@ -255,6 +257,7 @@ impl DefaultsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StagesConfig {
     pub auth: AuthStageConfig,
+    pub validate: ledger_stages::validate::ValidateConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -268,6 +271,12 @@ pub struct AuthStageConfig {
     pub negative_cache_secs: u64,
     /// Keys kept in the in-process cache at most.
     pub local_cache_capacity: u64,
+    /// Consecutive account store failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// Seconds the breaker stays open before letting one look-up through.
+    pub breaker_open_secs: u64,
+    /// Seconds a key's last good answer is served while the breaker is open.
+    pub breaker_stale_secs: u64,
 }
 
 impl Default for AuthStageConfig {
@@ -277,6 +286,9 @@ impl Default for AuthStageConfig {
             shared_cache_secs: 300,
             negative_cache_secs: 30,
             local_cache_capacity: 100_000,
+            breaker_failures: 5,
+            breaker_open_secs: 30,
+            breaker_stale_secs: 600,
         }
     }
 }
@@ -288,6 +300,14 @@ impl AuthStageConfig {
             shared_ttl: Duration::from_secs(self.shared_cache_secs),
             negative_ttl: Duration::from_secs(self.negative_cache_secs),
             local_capacity: self.local_cache_capacity,
+        }
+    }
+
+    pub fn breaker_settings(&self) -> ledger_stages::auth::BreakerSettings {
+        ledger_stages::auth::BreakerSettings {
+            failure_threshold: self.breaker_failures.max(1),
+            open_for: Duration::from_secs(self.breaker_open_secs),
+            stale_for: Duration::from_secs(self.breaker_stale_secs),
         }
     }
 }
@@ -353,6 +373,14 @@ impl Config {
             || d.max_queue_depth == 0
         {
             return fail("every [defaults] setting must be at least 1".into());
+        }
+        if let Some(problem) = self.ingest.problem() {
+            return fail(problem);
+        }
+        if self.stages.validate.max_batch_logs == 0 || self.queue.shards == 0 || self.queue.max_batch_logs == 0 {
+            return fail(
+                "stages.validate.max_batch_logs, queue.shards and queue.max_batch_logs must be at least 1".into(),
+            );
         }
         if !self.telemetry.otlp_endpoint.is_empty() {
             return fail("telemetry.otlp_endpoint: OTLP export is not built yet (issue 5); leave it empty".into());

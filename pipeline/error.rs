@@ -44,12 +44,20 @@ pub enum ApiError {
     EmailTaken,
     #[error("the request body is larger than {limit_bytes} bytes")]
     PayloadTooLarge { limit_bytes: usize },
+    #[error("a batch holds at most {max} logs")]
+    BatchTooLarge { max: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the request has invalid fields")]
     Validation(Vec<FieldProblem>),
     #[error("too many failed logins for this e-mail; try again later")]
     TooManyLoginAttempts { retry_after: Duration },
+    #[error("too many requests for this project; retry later")]
+    RateLimited { retry_after: Duration },
+    #[error("the project's daily quota is used up; it resets at midnight UTC")]
+    QuotaExceeded { retry_after: Duration },
+    #[error("the project's queue is full; retry later")]
+    QueueFull { retry_after: Duration },
     #[error("{what} is unavailable; try again later")]
     Unavailable { what: &'static str, retry_after: Duration },
     /// A bug or an unexpected failure: logged in full, answered as 500 without detail.
@@ -74,11 +82,13 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::EmailTaken => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyLoginAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyLoginAttempts { .. } | ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::Unavailable { .. } | ApiError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,6 +103,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::EmailTaken => "email_taken",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BatchTooLarge { .. } => "batch_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::QuotaExceeded { .. } => "quota_exceeded",
+            ApiError::QueueFull { .. } => "queue_full",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
             ApiError::TooManyLoginAttempts { .. } => "too_many_login_attempts",
@@ -103,9 +117,11 @@ impl ApiError {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::TooManyLoginAttempts { retry_after } | ApiError::Unavailable { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            ApiError::TooManyLoginAttempts { retry_after }
+            | ApiError::RateLimited { retry_after }
+            | ApiError::QuotaExceeded { retry_after }
+            | ApiError::QueueFull { retry_after }
+            | ApiError::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -154,6 +170,28 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The ingestion stack's outcomes as API.md's errors.
+impl From<ledger_stages::IngestError> for ApiError {
+    fn from(e: ledger_stages::IngestError) -> Self {
+        use ledger_stages::IngestError as E;
+        match e {
+            E::Unauthorized => ApiError::Unauthorized,
+            E::InsufficientScope(scope) => ApiError::InsufficientScope(scope.as_str()),
+            E::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
+            E::QuotaExceeded { retry_after } => ApiError::QuotaExceeded { retry_after },
+            E::Invalid(problems) => ApiError::Validation(
+                problems
+                    .into_iter()
+                    .map(|p| FieldProblem { index: p.index, field: p.field, reason: p.reason })
+                    .collect(),
+            ),
+            E::BatchTooLarge { max } => ApiError::BatchTooLarge { max },
+            E::QueueFull { retry_after } => ApiError::QueueFull { retry_after },
+            E::Unavailable { what, retry_after } => ApiError::Unavailable { what, retry_after },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +209,10 @@ mod tests {
             (ApiError::Validation(vec![]), 422, "validation_failed"),
             (ApiError::TooManyLoginAttempts { retry_after: Duration::from_secs(1) }, 429, "too_many_login_attempts"),
             (ApiError::Unavailable { what: "x", retry_after: Duration::from_secs(1) }, 503, "unavailable"),
+            (ApiError::BatchTooLarge { max: 1000 }, 413, "batch_too_large"),
+            (ApiError::RateLimited { retry_after: Duration::from_secs(1) }, 429, "rate_limited"),
+            (ApiError::QuotaExceeded { retry_after: Duration::from_secs(1) }, 429, "quota_exceeded"),
+            (ApiError::QueueFull { retry_after: Duration::from_secs(1) }, 503, "queue_full"),
         ];
         for (error, status, code) in cases {
             assert_eq!(error.status().as_u16(), status);

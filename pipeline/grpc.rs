@@ -4,26 +4,37 @@
 
 use std::future::Future;
 
+use ledger_proto::v1 as pb;
+use ledger_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
+use ledger_stages::{Ingest, Protocol, RateLimitStatus};
+use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::Code;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
 
 use crate::error::ApiError;
+use crate::http::request_id;
+use crate::ingest::Ingestion;
 
 /// API.md's mapping of errors to gRPC status codes; retryable ones carry `retry-after` (whole seconds).
 pub fn status(error: &ApiError) -> tonic::Status {
     let code = match error {
-        ApiError::BadRequest(_) | ApiError::Validation(_) | ApiError::PayloadTooLarge { .. } => Code::InvalidArgument,
+        ApiError::BadRequest(_)
+        | ApiError::Validation(_)
+        | ApiError::PayloadTooLarge { .. }
+        | ApiError::BatchTooLarge { .. } => Code::InvalidArgument,
         ApiError::UnsupportedMediaType(_) => Code::InvalidArgument,
         ApiError::Unauthorized => Code::Unauthenticated,
         ApiError::InsufficientScope(_) => Code::PermissionDenied,
         ApiError::NotFound => Code::NotFound,
         ApiError::MethodNotAllowed => Code::Unimplemented,
         ApiError::EmailTaken => Code::AlreadyExists,
-        ApiError::TooManyLoginAttempts { .. } => Code::ResourceExhausted,
-        ApiError::Unavailable { .. } => Code::Unavailable,
+        ApiError::TooManyLoginAttempts { .. } | ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
+            Code::ResourceExhausted
+        }
+        ApiError::Unavailable { .. } | ApiError::QueueFull { .. } => Code::Unavailable,
         ApiError::Internal(_) => Code::Internal,
     };
     let mut status = tonic::Status::new(code, error.to_string());
@@ -34,8 +45,150 @@ pub fn status(error: &ApiError) -> tonic::Status {
     status
 }
 
+/// A protobuf `Value` as JSON; whole numbers become integers, as a JSON client would have sent them.
+fn value_to_json(value: prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => json!(n as i64),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
+    }
+}
+
+fn struct_to_json(s: prost_types::Struct) -> Value {
+    Value::Object(s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect())
+}
+
+/// A protobuf record as the log object REST would have decoded, so one validate stage judges both.
+fn record_to_json(r: pb::LogRecord) -> Value {
+    let mut log = Map::new();
+    log.insert("message".into(), Value::String(r.message));
+    if !r.level.is_empty() {
+        log.insert("level".into(), Value::String(r.level));
+    }
+    if let Some(t) = r.timestamp {
+        let nanos = u32::try_from(t.nanos).unwrap_or(0);
+        let time = chrono::DateTime::from_timestamp(t.seconds, nanos).map(|t| t.to_rfc3339());
+        log.insert("timestamp".into(), time.map_or(Value::Null, Value::String));
+    }
+    let optional = [
+        ("service", r.service),
+        ("environment", r.environment),
+        ("host", r.host),
+        ("trace_id", r.trace_id),
+        ("span_id", r.span_id),
+        ("fingerprint", r.fingerprint),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            log.insert(name.into(), Value::String(value));
+        }
+    }
+    if let Some(attributes) = r.attributes {
+        log.insert("attributes".into(), struct_to_json(attributes));
+    }
+    if let Some(e) = r.exception {
+        log.insert("exception".into(), json!({"type": e.r#type, "value": e.value, "stacktrace": e.stacktrace}));
+    }
+    Value::Object(log)
+}
+
+/// The API key in gRPC metadata: `authorization: Bearer ledger_…` or `x-api-key`.
+fn credential(metadata: &MetadataMap) -> Option<String> {
+    let bearer = metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim().to_owned());
+    bearer.or_else(|| metadata.get("x-api-key").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned()))
+}
+
+fn add_rate_limit(metadata: &mut MetadataMap, status: Option<&RateLimitStatus>) {
+    if let Some(s) = status {
+        metadata.insert("x-ratelimit-limit", MetadataValue::from(s.limit));
+        metadata.insert("x-ratelimit-remaining", MetadataValue::from(s.remaining));
+        metadata.insert("x-ratelimit-reset", MetadataValue::from(s.reset_secs));
+    }
+}
+
+/// `ledger.v1.IngestService`: the REST ingestion stack behind protobuf.
+#[derive(Clone)]
+pub struct Ingester {
+    ingestion: Ingestion,
+}
+
+impl Ingester {
+    async fn batch(
+        &self,
+        metadata: &MetadataMap,
+        logs: Vec<pb::LogRecord>,
+    ) -> Result<(Vec<String>, Option<RateLimitStatus>), Status> {
+        let credential = credential(metadata).ok_or_else(|| status(&ApiError::Unauthorized))?;
+        let logs: Vec<Value> = logs.into_iter().map(record_to_json).collect();
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let mut request = Ingest::new(request_id.clone(), Protocol::Grpc, Some(credential), logs);
+        request.traceparent = metadata.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (result, report) = request_id::scope(request_id, self.ingestion.run(request)).await;
+        let rate_limit = report.rate_limit.get().copied();
+        match result {
+            Ok(accepted) => Ok((accepted.ids.iter().map(ToString::to_string).collect(), rate_limit)),
+            Err(e) => {
+                let mut s = status(&ApiError::from(e));
+                add_rate_limit(s.metadata_mut(), rate_limit.as_ref());
+                Err(s)
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl IngestService for Ingester {
+    async fn ingest(&self, request: Request<pb::IngestRequest>) -> Result<Response<pb::IngestResponse>, Status> {
+        let (metadata, _, body) = request.into_parts();
+        let (ids, rate_limit) = self.batch(&metadata, body.logs).await?;
+        let mut response = Response::new(pb::IngestResponse { accepted: ids.len() as u64, ids });
+        add_rate_limit(response.metadata_mut(), rate_limit.as_ref());
+        Ok(response)
+    }
+
+    async fn ingest_stream(
+        &self,
+        request: Request<Streaming<pb::IngestRequest>>,
+    ) -> Result<Response<pb::IngestResponse>, Status> {
+        let (metadata, _, mut stream) = request.into_parts();
+        let mut totals = pb::IngestResponse::default();
+        let mut rate_limit = None;
+        while let Some(message) = stream.message().await? {
+            match self.batch(&metadata, message.logs).await {
+                Ok((ids, status)) => {
+                    totals.accepted += ids.len() as u64;
+                    totals.ids.extend(ids);
+                    rate_limit = status;
+                }
+                Err(mut refused) => {
+                    // Earlier batches of the stream stay accepted; say how many.
+                    refused.metadata_mut().insert("x-ledger-accepted", MetadataValue::from(totals.accepted));
+                    return Err(refused);
+                }
+            }
+        }
+        let mut response = Response::new(totals);
+        add_rate_limit(response.metadata_mut(), rate_limit.as_ref());
+        Ok(response)
+    }
+}
+
 /// Serves gRPC on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+pub async fn serve(
+    listener: TcpListener,
+    ingestion: Ingestion,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -43,8 +196,11 @@ pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + S
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
+    let max = ingestion.max_body_bytes;
+    let ingester = IngestServiceServer::new(Ingester { ingestion }).max_decoding_message_size(max);
     tonic::transport::Server::builder()
         .add_service(health)
+        .add_service(ingester)
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

@@ -5,17 +5,29 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use ledger_stages::auth::{KeyStore, KeyValidator};
+use ledger_stages::auth::{BreakerStore, KeyStore, KeyValidator};
+use ledger_stages::queue::LogQueue;
+use ledger_stages::quota::{MemoryQuotaCounter, QuotaCounter};
+use ledger_stages::rate_limit::{MemoryRateLimiter, RateLimiter};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use uuid::Uuid;
+
 use crate::accounts::Accounts;
-use crate::backend::Backend;
+use crate::backend::limits::RedisLimits;
 use crate::backend::setup::SetupError;
+use crate::backend::{Backend, LogDb};
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::ingest::outcome::Outcomes;
+use crate::ingest::{self, Ingestion, Parts};
+use crate::queue::embedded::EmbeddedQueue;
+use crate::queue::redis::{Keys, RedisQueue};
+use crate::queue::worker::Workers;
 use crate::{grpc, secrets};
 
 /// Why the daemon stopped other than by a shutdown signal; one line for the operator.
@@ -39,11 +51,55 @@ pub async fn migrate(config: &Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// What the backend gives the ingestion stack.
+struct Plumbing {
+    queue: Arc<dyn LogQueue>,
+    limiter: Arc<dyn RateLimiter>,
+    quota: Arc<dyn QuotaCounter>,
+    /// The embedded writer: it ends once every handle on the queue is dropped.
+    writer: Option<tokio::task::JoinHandle<()>>,
+    workers: Option<Workers>,
+}
+
+fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> {
+    match &backend.logs {
+        LogDb::Sqlite(store) => {
+            let (queue, writer) =
+                EmbeddedQueue::start(store.clone(), config.queue.embedded_capacity, config.queue.max_batch_logs);
+            Ok(Plumbing {
+                queue: Arc::new(queue),
+                limiter: Arc::new(MemoryRateLimiter::default()),
+                quota: Arc::new(MemoryQuotaCounter::default()),
+                writer: Some(writer),
+                workers: None,
+            })
+        }
+        LogDb::Postgres(store) => {
+            let redis = backend.redis.clone().ok_or_else(|| ServeError("the shared backend has no Redis".into()))?;
+            let limits = Arc::new(RedisLimits::new(redis.clone()));
+            let queue = RedisQueue::new(redis.connection(), redis.prefix(), config.queue.shards, redis.timeout());
+            let workers = config.roles.workers.then(|| Workers {
+                client: redis.client(),
+                keys: Keys { prefix: redis.prefix().to_owned() },
+                shards: config.queue.shards,
+                logs: store.pool().clone(),
+                lease: Duration::from_secs(config.queue.lease_secs.max(1)),
+                max_batch_logs: config.queue.max_batch_logs,
+                owner: Uuid::new_v4().to_string(),
+            });
+            Ok(Plumbing { queue: Arc::new(queue), limiter: limits.clone(), quota: limits, writer: None, workers })
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     let backend = Backend::open(&config).await?;
     let secret = secrets::jwt_secret(&config)?;
-    let key_store: Arc<dyn KeyStore> = backend.accounts.clone();
+    let accounts_store: Arc<dyn KeyStore> = backend.accounts.clone();
+    // The breaker sits between the caches and the store: cache hits never touch it.
+    let key_store: Arc<dyn KeyStore> =
+        Arc::new(BreakerStore::new(accounts_store, config.stages.auth.breaker_settings()));
     let validator = KeyValidator::new(key_store, backend.shared_keys.clone(), config.stages.auth.validator_settings());
     let accounts = Arc::new(Accounts::new(
         backend.clone(),
@@ -55,12 +111,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 
     let mut tasks = JoinSet::new();
     if let Some(redis) = backend.redis.clone() {
-        let stop = shutdown.clone();
+        let (stop, validator) = (shutdown.clone(), validator.clone());
         tasks.spawn(async move {
             redis.follow_key_revocations(validator, stop).await;
             Ok(())
         });
     }
+    let Plumbing { queue, limiter, quota, writer, workers } = plumbing(&config, &backend)?;
+    if let Some(workers) = workers {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            workers.run(stop).await;
+            Ok(())
+        });
+    }
+    let outcomes = Arc::new(Outcomes::new(backend.accounts.clone()));
+    {
+        let (stop, outcomes) = (shutdown.clone(), outcomes.clone());
+        tasks.spawn(async move {
+            outcomes.flush_every_second(stop).await;
+            Ok(())
+        });
+    }
+    let parts = Parts { validator, limiter, quota, queue: queue.clone(), validate: config.stages.validate.clone() };
+    let ingestion = Ingestion {
+        stack: ingest::build(&config.ingest, parts),
+        outcomes,
+        max_body_bytes: config.server.max_body_bytes,
+    };
 
     if config.roles.gateway {
         let http_listener = bind(config.server.http_addr, "server.http_addr").await?;
@@ -68,7 +146,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let http_addr = http_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
         let grpc_addr = grpc_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
 
-        let app = http::router(AppState { accounts, backend: backend.clone() });
+        let state = AppState {
+            accounts,
+            backend: backend.clone(),
+            ingestion: ingestion.clone(),
+            logs: backend.logs.store(),
+            queue,
+        };
+        let app = http::router(state);
         let stop = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(http_listener, app)
@@ -77,9 +162,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                 .map_err(|e| ServeError(format!("HTTP server failed: {e}")))
         });
         let stop = shutdown.clone();
-        tasks.spawn(async move { grpc::serve(grpc_listener, stop.cancelled_owned()).await.map_err(ServeError) });
+        tasks.spawn(
+            async move { grpc::serve(grpc_listener, ingestion, stop.cancelled_owned()).await.map_err(ServeError) },
+        );
         tracing::info!(%http_addr, %grpc_addr, backend = %backend.kind, "ledger ready");
     } else {
+        drop((ingestion, queue, accounts));
         tracing::info!(backend = %backend.kind, "ledger ready (no gateway role)");
     }
 
@@ -98,6 +186,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             if let Some(e) = task_failure(joined) {
                 failure.get_or_insert(e);
             }
+        }
+        // The servers are gone, and with them every handle on the embedded queue: its writer commits what
+        // it holds and ends.
+        if let Some(writer) = writer {
+            let _ = writer.await;
         }
     })
     .await;

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::config::{BackendKind, Config};
 
+pub mod limits;
 pub mod memory;
 pub mod redis;
 pub mod setup;
@@ -55,6 +56,29 @@ pub struct KeyRecord {
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// One project's usage on one UTC day: every log it sent ends in exactly one of these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub accepted: u64,
+    pub rejected_rate_limited: u64,
+    pub rejected_quota: u64,
+    pub rejected_backpressure: u64,
+    pub rejected_invalid: u64,
+    /// Bytes of the accepted requests' decoded bodies.
+    pub bytes: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: &Usage) {
+        self.accepted += other.accepted;
+        self.rejected_rate_limited += other.rejected_rate_limited;
+        self.rejected_quota += other.rejected_quota;
+        self.rejected_backpressure += other.rejected_backpressure;
+        self.rejected_invalid += other.rejected_invalid;
+        self.bytes += other.bytes;
+    }
 }
 
 /// A storage failure, classified so that callers answer 409, 503 or 500.
@@ -113,6 +137,16 @@ pub trait AccountStore: KeyStore {
     /// Digests of the project's live keys: what the caches must forget when its settings change.
     async fn key_digests(&self, project_id: Uuid) -> Result<Vec<KeyDigest>, StoreError>;
 
+    /// Adds to the usage of each (project, day).
+    async fn add_usage(&self, rows: &[(Uuid, chrono::NaiveDate, Usage)]) -> Result<(), StoreError>;
+    /// A project's usage per day from `from` to `to` inclusive, days without usage left out.
+    async fn usage(
+        &self,
+        project_id: Uuid,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<(chrono::NaiveDate, Usage)>, StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
@@ -152,8 +186,26 @@ pub struct Backend {
     pub shared_keys: Option<Arc<dyn SharedKeyCache>>,
     /// Subscribes to other instances' key revocations (shared only).
     pub redis: Option<redis::RedisCache>,
+    /// Where logs are kept and read.
+    pub logs: LogDb,
     /// Named checks for `/health/deep`: `database` and `cache`.
     pub checks: Vec<(&'static str, Arc<dyn HealthCheck>)>,
+}
+
+/// The log store of each backend.
+#[derive(Clone)]
+pub enum LogDb {
+    Sqlite(crate::logs::sqlite::SqliteLogStore),
+    Postgres(crate::logs::postgres::PgLogStore),
+}
+
+impl LogDb {
+    pub fn store(&self) -> Arc<dyn crate::logs::LogStore> {
+        match self {
+            LogDb::Sqlite(s) => Arc::new(s.clone()),
+            LogDb::Postgres(s) => Arc::new(s.clone()),
+        }
+    }
 }
 
 impl Backend {

@@ -14,8 +14,10 @@ use sqlx::{PgPool, SqlitePool};
 use super::memory::{InProcess, MemoryCounters};
 use super::redis::RedisCache;
 use super::sql::{Db, SqlStore};
-use super::{Backend, HealthCheck};
+use super::{Backend, HealthCheck, LogDb};
 use crate::config::{BackendKind, Config};
+use crate::logs::postgres::PgLogStore;
+use crate::logs::sqlite::SqliteLogStore;
 
 /// The migrations, embedded in the binary at build time.
 fn pg_auth() -> Migrator {
@@ -27,7 +29,11 @@ fn pg_logs() -> Migrator {
 }
 
 fn sqlite_accounts() -> Migrator {
-    sqlx::migrate!("schema/sqlite")
+    sqlx::migrate!("schema/sqlite/accounts")
+}
+
+fn sqlite_logs() -> Migrator {
+    sqlx::migrate!("schema/sqlite/logs")
 }
 
 /// Why a backend could not be opened: one line for the operator.
@@ -57,6 +63,9 @@ async fn open_embedded(config: &Config) -> Result<Backend, SetupError> {
     create_private_dir(dir)?;
     let accounts = sqlite_pool(&dir.join("accounts.db"), SqliteSynchronous::Normal).await?;
     migrate(sqlite_accounts(), &accounts, "the accounts file").await?;
+    // FULL: a commit is on disk before the 202 that follows it, even through a power cut.
+    let logs = sqlite_pool(&dir.join("logs.db"), SqliteSynchronous::Full).await?;
+    migrate(sqlite_logs(), &logs, "the logs file").await?;
     let store = Arc::new(SqlStore::new(Db::Sqlite(accounts)));
     Ok(Backend {
         kind: BackendKind::Embedded,
@@ -65,6 +74,7 @@ async fn open_embedded(config: &Config) -> Result<Backend, SetupError> {
         counters: Arc::new(MemoryCounters::default()),
         shared_keys: None,
         redis: None,
+        logs: LogDb::Sqlite(SqliteLogStore::new(logs)),
         checks: vec![("database", store as Arc<dyn HealthCheck>), ("cache", Arc::new(InProcess))],
     })
 }
@@ -93,6 +103,7 @@ async fn open_shared(config: &Config) -> Result<Backend, SetupError> {
         counters: cache.clone(),
         shared_keys: Some(cache.clone()),
         redis: Some(redis),
+        logs: LogDb::Postgres(PgLogStore::new(logs)),
         checks: vec![("database", store as Arc<dyn HealthCheck>), ("cache", cache as Arc<dyn HealthCheck>)],
     })
 }

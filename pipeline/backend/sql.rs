@@ -10,7 +10,7 @@ use ledger_stages::{ProjectContext, ProjectSettings, Scope};
 use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;
 
-use super::{AccountStore, HealthCheck, KeyRecord, Project, SessionStore, StoreError, User};
+use super::{AccountStore, HealthCheck, KeyRecord, Project, SessionStore, StoreError, Usage, User};
 
 /// A pool of either database.
 #[derive(Clone, Debug)]
@@ -310,6 +310,56 @@ impl AccountStore for SqlStore {
         let rows: Vec<(Vec<u8>,)> =
             on_db!(&self.db, pool => sqlx::query_as(sql).bind(project_id).fetch_all(pool).await)?;
         Ok(digests(rows))
+    }
+
+    async fn add_usage(&self, rows: &[(Uuid, chrono::NaiveDate, Usage)]) -> Result<(), StoreError> {
+        let sql = "INSERT INTO usage_daily (project_id, day, accepted, rejected_rate_limited, rejected_quota, \
+                   rejected_backpressure, rejected_invalid, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                   ON CONFLICT (project_id, day) DO UPDATE SET \
+                   accepted = usage_daily.accepted + excluded.accepted, \
+                   rejected_rate_limited = usage_daily.rejected_rate_limited + excluded.rejected_rate_limited, \
+                   rejected_quota = usage_daily.rejected_quota + excluded.rejected_quota, \
+                   rejected_backpressure = usage_daily.rejected_backpressure + excluded.rejected_backpressure, \
+                   rejected_invalid = usage_daily.rejected_invalid + excluded.rejected_invalid, \
+                   bytes = usage_daily.bytes + excluded.bytes";
+        on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            for (project, day, u) in rows {
+                sqlx::query(sql)
+                    .bind(project).bind(day)
+                    .bind(to_i64(u.accepted)).bind(to_i64(u.rejected_rate_limited)).bind(to_i64(u.rejected_quota))
+                    .bind(to_i64(u.rejected_backpressure)).bind(to_i64(u.rejected_invalid)).bind(to_i64(u.bytes))
+                    .execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        project_id: Uuid,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<(chrono::NaiveDate, Usage)>, StoreError> {
+        let sql = "SELECT day, accepted, rejected_rate_limited, rejected_quota, rejected_backpressure, rejected_invalid, bytes \
+                   FROM usage_daily WHERE project_id = $1 AND day >= $2 AND day <= $3 ORDER BY day";
+        let rows: Vec<(chrono::NaiveDate, i64, i64, i64, i64, i64, i64)> =
+            on_db!(&self.db, pool => sqlx::query_as(sql).bind(project_id).bind(from).bind(to).fetch_all(pool).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(day, a, rl, q, bp, inv, bytes)| {
+                let usage = Usage {
+                    accepted: to_u64(a),
+                    rejected_rate_limited: to_u64(rl),
+                    rejected_quota: to_u64(q),
+                    rejected_backpressure: to_u64(bp),
+                    rejected_invalid: to_u64(inv),
+                    bytes: to_u64(bytes),
+                };
+                (day, usage)
+            })
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

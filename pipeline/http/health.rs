@@ -38,7 +38,22 @@ pub struct Check {
 pub struct DeepHealth {
     /// `ok` when every check passes, `down` when none does, `degraded` otherwise.
     status: &'static str,
-    checks: BTreeMap<&'static str, Check>,
+    checks: Checks,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Checks {
+    #[serde(flatten)]
+    dependencies: BTreeMap<&'static str, Check>,
+    queue: QueueCheck,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueCheck {
+    /// `ok`, or `down` when the depth cannot be read.
+    status: &'static str,
+    /// Logs waiting to be written, all projects together.
+    depth: Option<u64>,
 }
 
 #[utoipa::path(get, path = "/health/deep", tag = "operations",
@@ -56,12 +71,14 @@ pub async fn deep(State(state): State<AppState>) -> (StatusCode, Json<DeepHealth
         let status = if error.is_none() { "ok" } else { "down" };
         (*name, Check { status, latency_ms, error })
     });
-    let checks: BTreeMap<_, _> = futures::future::join_all(runs).await.into_iter().collect();
-    let down = checks.values().filter(|c| c.status != "ok").count();
+    let dependencies: BTreeMap<_, _> = futures::future::join_all(runs).await.into_iter().collect();
+    let depth = tokio::time::timeout(CHECK_TIMEOUT, state.queue.depth()).await.ok().and_then(Result::ok);
+    let queue = QueueCheck { status: if depth.is_some() { "ok" } else { "down" }, depth };
+    let down = dependencies.values().filter(|c| c.status != "ok").count() + usize::from(depth.is_none());
     let (status, code) = match down {
         0 => ("ok", StatusCode::OK),
-        n if n == checks.len() => ("down", StatusCode::SERVICE_UNAVAILABLE),
+        n if n == dependencies.len() + 1 => ("down", StatusCode::SERVICE_UNAVAILABLE),
         _ => ("degraded", StatusCode::SERVICE_UNAVAILABLE),
     };
-    (code, Json(DeepHealth { status, checks }))
+    (code, Json(DeepHealth { status, checks: Checks { dependencies, queue } }))
 }

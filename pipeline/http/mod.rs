@@ -19,7 +19,9 @@ use crate::error::ApiError;
 pub mod accounts;
 pub mod extract;
 pub mod health;
+pub mod ingest;
 pub mod keys;
+pub mod logs;
 pub mod openapi;
 pub mod projects;
 pub mod request_id;
@@ -31,6 +33,9 @@ pub const ACCOUNT_BODY_LIMIT: usize = 64 * 1024;
 pub struct AppState {
     pub accounts: Arc<Accounts>,
     pub backend: Backend,
+    pub ingestion: crate::ingest::Ingestion,
+    pub logs: Arc<dyn crate::logs::LogStore>,
+    pub queue: Arc<dyn ledger_stages::queue::LogQueue>,
 }
 
 /// Every REST route. Tests and `server::run` both start from here.
@@ -44,6 +49,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/projects/{id}", get(projects::get).patch(projects::update).delete(projects::delete))
         .route("/v1/projects/{id}/keys", post(keys::create).get(keys::list))
         .route("/v1/projects/{id}/keys/{key_id}", delete(keys::revoke))
+        // Ingestion reads its body itself, with its own (configurable) limit.
+        .route("/v1/logs", post(ingest::ingest).get(logs::list).layer(DefaultBodyLimit::disable()))
+        .route("/v1/logs/{id}", get(logs::get))
         .route("/health", get(health::health))
         .route("/health/deep", get(health::deep))
         .route("/openapi.json", get(openapi::document))

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, health, keys, projects};
+use super::{accounts, health, ingest, keys, logs, projects};
 use crate::error::{ErrorBody, ErrorDetail, FieldProblem};
 
 #[derive(OpenApi)]
@@ -15,6 +15,7 @@ use crate::error::{ErrorBody, ErrorDetail, FieldProblem};
         accounts::register, accounts::login, accounts::logout, accounts::me,
         projects::create, projects::list, projects::get, projects::update, projects::delete,
         keys::create, keys::list, keys::revoke,
+        ingest::ingest, logs::list, logs::get,
         health::health, health::deep,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldProblem)),

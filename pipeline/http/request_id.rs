@@ -17,6 +17,11 @@ tokio::task_local! {
     static REQUEST_ID: String;
 }
 
+/// Runs `future` as the work of request `id` (for fronts other than HTTP).
+pub async fn scope<F: std::future::Future>(id: String, future: F) -> F::Output {
+    REQUEST_ID.scope(id, future).await
+}
+
 /// The id of the request this task serves, if any.
 pub fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()

@@ -23,4 +23,4 @@ pub mod validate;
 
 pub use context::{ProjectContext, ProjectSettings, Scope};
 pub use log::{Level, LogRecord};
-pub use request::{Accepted, Ingest, IngestError, Problem, Protocol, RateLimitStatus};
+pub use request::{Accepted, Ingest, IngestError, Problem, Protocol, RateLimitStatus, Report};

@@ -17,14 +17,23 @@ pub enum Protocol {
     Grpc,
 }
 
-/// The state of the tightest rate-limit window, for `X-RateLimit-*` headers (or gRPC metadata). Set by
-/// the rate_limit stage and read by the front whatever the outcome, so error answers carry it too.
+/// The state of the tightest rate-limit window, for `X-RateLimit-*` headers (or gRPC metadata).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimitStatus {
     pub limit: u64,
     pub remaining: u64,
     /// Seconds until the window has room again.
     pub reset_secs: u64,
+}
+
+/// What the stages learn that the front needs after the stack has consumed the request, whatever the
+/// outcome: the project (for usage) and the rate-limit status (for headers, on errors too).
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Set by auth.
+    pub project: OnceLock<Uuid>,
+    /// Set by rate_limit.
+    pub rate_limit: OnceLock<RateLimitStatus>,
 }
 
 /// One ingestion request.
@@ -44,7 +53,7 @@ pub struct Ingest {
     /// The logs as decoded; the validate stage turns them into `records`.
     pub logs: Vec<Value>,
     pub records: Vec<LogRecord>,
-    pub rate_limit: Arc<OnceLock<RateLimitStatus>>,
+    pub report: Arc<Report>,
 }
 
 impl Ingest {
@@ -59,7 +68,7 @@ impl Ingest {
             project: None,
             logs,
             records: Vec::new(),
-            rate_limit: Arc::new(OnceLock::new()),
+            report: Arc::default(),
         }
     }
 

@@ -92,7 +92,8 @@ where
         Box::pin(async move {
             let span = tracing::debug_span!("stage", name = T::NAME);
             tracing::Instrument::instrument(stage.apply(&mut request), span).await?;
-            let summary = Summary { project: request.project.clone(), logs: request.len(), received_at: request.received_at };
+            let summary =
+                Summary { project: request.project.clone(), logs: request.len(), received_at: request.received_at };
             let result = inner.call(request).await;
             if result.is_err() {
                 stage.refused_later(&summary).await;

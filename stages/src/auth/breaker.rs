@@ -27,11 +27,7 @@ pub struct BreakerSettings {
 
 impl Default for BreakerSettings {
     fn default() -> Self {
-        BreakerSettings {
-            failure_threshold: 5,
-            open_for: Duration::from_secs(30),
-            stale_for: Duration::from_secs(600),
-        }
+        BreakerSettings { failure_threshold: 5, open_for: Duration::from_secs(30), stale_for: Duration::from_secs(600) }
     }
 }
 
@@ -44,8 +40,12 @@ pub enum BreakerState {
 
 #[derive(Debug)]
 enum State {
-    Closed { failures: u32 },
-    Open { since: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        since: Instant,
+    },
     /// One trial look-up is under way.
     HalfOpen,
 }
@@ -117,7 +117,11 @@ impl<S: KeyStore> BreakerStore<S> {
         }
     }
 
-    async fn stale_answer(&self, digest: &KeyDigest, cause: String) -> Result<Option<ProjectContext>, StoreUnavailable> {
+    async fn stale_answer(
+        &self,
+        digest: &KeyDigest,
+        cause: String,
+    ) -> Result<Option<ProjectContext>, StoreUnavailable> {
         match self.stale.get(digest).await {
             Some((ctx, at)) if at.elapsed() < self.settings.stale_for => Ok(Some(ctx)),
             _ => Err(StoreUnavailable(cause)),

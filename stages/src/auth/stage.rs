@@ -1,9 +1,9 @@
 //! The auth stage: the request's credential → its project, which must grant the `ingest` scope.
 
 use super::validator::{AuthError, KeyValidator};
+use crate::Scope;
 use crate::request::{Ingest, IngestError};
 use crate::stage::{Stage, StageLayer};
-use crate::Scope;
 
 pub struct Authenticate {
     validator: KeyValidator,
@@ -30,6 +30,7 @@ impl Stage for Authenticate {
         if !project.has_scope(Scope::Ingest) {
             return Err(IngestError::InsufficientScope(Scope::Ingest));
         }
+        let _ = request.report.project.set(project.project_id);
         request.project = Some(project);
         Ok(())
     }

@@ -33,6 +33,17 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn forget(&self, _digests: &[KeyDigest]) {}
 }
 
+#[async_trait]
+impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
+    async fn project_for_key(&self, digest: &KeyDigest) -> Result<Option<ProjectContext>, StoreUnavailable> {
+        (**self).project_for_key(digest).await
+    }
+
+    async fn forget(&self, digests: &[KeyDigest]) {
+        (**self).forget(digests).await
+    }
+}
+
 /// What a cache remembers about a digest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CachedKey {

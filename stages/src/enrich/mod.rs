@@ -44,7 +44,11 @@ mod tests {
     async fn ids_are_unique_v7_and_times_are_microseconds() {
         let mut request = Ingest::new("r".into(), Protocol::Http, None, vec![]);
         request.records = Validate::new(ValidateConfig::default())
-            .check(vec![json!({"message": "a", "timestamp": "2026-11-27T08:00:00.123456789Z"}), json!({"message": "b"})], Uuid::nil(), request.received_at)
+            .check(
+                vec![json!({"message": "a", "timestamp": "2026-11-27T08:00:00.123456789Z"}), json!({"message": "b"})],
+                Uuid::nil(),
+                request.received_at,
+            )
             .expect("valid");
         Enrich.apply(&mut request).await.expect("enriched");
         let [a, b] = [&request.records[0], &request.records[1]];

@@ -72,7 +72,11 @@ fn normalize_into(text: &str, hash: &mut Fnv) {
                 i += 1;
             }
             let word = &bytes[start..i];
-            if is_variable(word) { hash.byte(PLACEHOLDER) } else { hash.bytes(word) }
+            if is_variable(word) {
+                hash.byte(PLACEHOLDER)
+            } else {
+                hash.bytes(word)
+            }
             continue;
         }
         let opens_quote = is_quote(b) && (i == 0 || !is_word_byte(bytes[i - 1]));
@@ -191,11 +195,8 @@ mod tests {
 
     fn with_exception(message: &str, kind: &str, value: Option<&str>, stacktrace: Option<&str>) -> u64 {
         let mut record = log(message);
-        record.exception = Some(Exception {
-            kind: kind.into(),
-            value: value.map(Into::into),
-            stacktrace: stacktrace.map(Into::into),
-        });
+        record.exception =
+            Some(Exception { kind: kind.into(), value: value.map(Into::into), stacktrace: stacktrace.map(Into::into) });
         fingerprint(&record)
     }
 
@@ -208,7 +209,10 @@ mod tests {
             ("request took 12.5ms", "request took 980.25ms"),
             ("object deadbeefcafe0123 missing", "object 0123456789abcdef missing"),
             ("cache key 'user:17:profile' expired", "cache key 'session:abc' expired"),
-            ("job \"nightly-export\" failed at 2026-11-27T08:00:00Z", "job \"weekly\" failed at 2025-01-01T23:59:59.999+02:00"),
+            (
+                "job \"nightly-export\" failed at 2026-11-27T08:00:00Z",
+                "job \"weekly\" failed at 2025-01-01T23:59:59.999+02:00",
+            ),
             ("GET /api/users/42/orders 500", "GET /api/users/7/orders 503"),
             ("retry 3/5 after 1.5s", "retry 4/5 after 3s"),
             ("connect to [2001:db8::1]:5432 timed out", "connect to [fe80::1ff:fe23:4567:890a]:5432 timed out"),

@@ -71,7 +71,8 @@ impl Service<Ingest> for QueueService {
             }
             let ids = records.iter().map(|r| r.id).collect();
             let span = tracing::debug_span!("stage", name = "queue", logs = records.len());
-            let enqueued = tracing::Instrument::instrument(queue.enqueue(&project, records, request.traceparent.take()), span);
+            let enqueued =
+                tracing::Instrument::instrument(queue.enqueue(&project, records, request.traceparent.take()), span);
             enqueued.await.map_err(|e| match e {
                 QueueError::Full { retry_after } => IngestError::QueueFull { retry_after },
                 QueueError::Unavailable(cause) => {

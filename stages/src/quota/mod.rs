@@ -28,10 +28,7 @@ pub trait QuotaCounter: Send + Sync + 'static {
 /// Time until the next midnight UTC, at least one second.
 pub fn until_midnight(now: DateTime<Utc>) -> Duration {
     let tomorrow = now.date_naive().succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
-    tomorrow
-        .and_then(|t| (t - now).to_std().ok())
-        .unwrap_or(Duration::from_secs(1))
-        .max(Duration::from_secs(1))
+    tomorrow.and_then(|t| (t - now).to_std().ok()).unwrap_or(Duration::from_secs(1)).max(Duration::from_secs(1))
 }
 
 /// The embedded backend's counter. Counts start at zero when the process starts, unless seeded.

@@ -172,7 +172,7 @@ impl Stage for RateLimit {
             .acquire(project.project_id, &windows)
             .await
             .map_err(|_| IngestError::unavailable("the rate limiter"))?;
-        let _ = request.rate_limit.set(decision.status);
+        let _ = request.report.rate_limit.set(decision.status);
         if decision.allowed {
             Ok(())
         } else {

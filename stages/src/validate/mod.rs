@@ -60,7 +60,12 @@ impl Validate {
     }
 
     /// Validates a batch for `project` received at `received_at`.
-    pub fn check(&self, logs: Vec<Value>, project: Uuid, received_at: DateTime<Utc>) -> Result<Vec<LogRecord>, IngestError> {
+    pub fn check(
+        &self,
+        logs: Vec<Value>,
+        project: Uuid,
+        received_at: DateTime<Utc>,
+    ) -> Result<Vec<LogRecord>, IngestError> {
         if logs.is_empty() {
             let reason = format!("must hold 1 to {} logs", self.config.max_batch_logs);
             return Err(IngestError::Invalid(vec![Problem { index: None, field: "logs".into(), reason }]));
@@ -181,9 +186,13 @@ impl Checker<'_> {
             self.problem("timestamp", "must be an RFC 3339 time or Unix seconds");
             return None;
         };
-        let limit = received_at + chrono::Duration::seconds(i64::try_from(self.config.max_future_secs).unwrap_or(i64::MAX / 2));
+        let limit =
+            received_at + chrono::Duration::seconds(i64::try_from(self.config.max_future_secs).unwrap_or(i64::MAX / 2));
         if t > limit {
-            self.problem("timestamp", format!("is more than {} seconds ahead of the server's clock", self.config.max_future_secs));
+            self.problem(
+                "timestamp",
+                format!("is more than {} seconds ahead of the server's clock", self.config.max_future_secs),
+            );
             return None;
         }
         Some(t)
@@ -197,7 +206,10 @@ impl Checker<'_> {
                 Value::Null
             }
             Value::Object(_) if json_len(&value) > self.config.max_attributes_bytes => {
-                self.problem("attributes", format!("must be at most {} bytes as JSON", self.config.max_attributes_bytes));
+                self.problem(
+                    "attributes",
+                    format!("must be at most {} bytes as JSON", self.config.max_attributes_bytes),
+                );
                 Value::Null
             }
             Value::Object(_) => value,
@@ -224,7 +236,9 @@ impl Checker<'_> {
                 "type" => kind = self.optional_string("exception.type", value, max),
                 "value" => text = self.optional_string("exception.value", value, max),
                 "stacktrace" => stacktrace = self.optional_string("exception.stacktrace", value, max),
-                other => self.problem(&format!("exception.{other}"), "unknown field (allowed: type, value, stacktrace)"),
+                other => {
+                    self.problem(&format!("exception.{other}"), "unknown field (allowed: type, value, stacktrace)")
+                }
             }
         }
         let Some(kind) = kind.filter(|k| !k.is_empty()) else {
@@ -303,7 +317,9 @@ impl Checker<'_> {
         }
         match message {
             Some(m) => record.message = m,
-            None if !self.problems[before..].iter().any(|p| p.field == "message") => self.problem("message", "is required"),
+            None if !self.problems[before..].iter().any(|p| p.field == "message") => {
+                self.problem("message", "is required")
+            }
             None => {}
         }
         (self.problems.len() == before).then_some(record)
@@ -348,7 +364,11 @@ mod tests {
     fn defaults_and_unix_seconds() {
         let received = Utc::now();
         let records = Validate::new(ValidateConfig::default())
-            .check(vec![json!({"message": "a"}), json!({"message": "b", "timestamp": 1_700_000_000.25})], Uuid::nil(), received)
+            .check(
+                vec![json!({"message": "a"}), json!({"message": "b", "timestamp": 1_700_000_000.25})],
+                Uuid::nil(),
+                received,
+            )
             .expect("valid");
         assert_eq!(records[0].level, Level::Info);
         assert_eq!(records[0].timestamp, received);

@@ -1,0 +1,103 @@
+//! `POST /v1/logs`: decode, run the ingestion stack, answer 202 with the ids, or API.md's error. Every
+//! answer after the rate_limit stage carries `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ledger_stages::{Ingest, Protocol, RateLimitStatus};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{AppState, request_id};
+use crate::error::{ApiError, ErrorBody};
+use crate::ingest::decode;
+
+/// Bodies at least this large are decoded off the async workers.
+const DECODE_INLINE_MAX: usize = 256 * 1024;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedBody {
+    accepted: usize,
+    /// The logs' ids, in request order.
+    ids: Vec<String>,
+}
+
+/// The API key of a request: `Authorization: Bearer ledger_…` or `X-API-Key: ledger_…`.
+pub fn credential(headers: &HeaderMap) -> Option<String> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim().to_owned());
+    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned()))
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn decode_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<(Vec<Value>, usize), ApiError> {
+    let format = decode::format(header_text(headers, header::CONTENT_TYPE))?;
+    let encoding = decode::encoding(header_text(headers, header::CONTENT_ENCODING))?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { limit_bytes: limit })?;
+    let work = move || {
+        let decoded = decode::decompress(&raw, encoding, limit)?;
+        let size = decoded.len();
+        decode::logs(&decoded, format).map(|logs| (logs, size))
+    };
+    if raw_len_hint(headers) < DECODE_INLINE_MAX {
+        work()
+    } else {
+        tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)?
+    }
+}
+
+fn raw_len_hint(headers: &HeaderMap) -> usize {
+    header_text(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok()).unwrap_or(usize::MAX)
+}
+
+fn with_rate_limit(mut response: Response, status: Option<&RateLimitStatus>) -> Response {
+    if let Some(s) = status {
+        let headers = response.headers_mut();
+        headers.insert("x-ratelimit-limit", HeaderValue::from(s.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(s.remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(s.reset_secs));
+    }
+    response
+}
+
+#[utoipa::path(post, path = "/v1/logs", tag = "ingestion", security(("api_key" = [])),
+    request_body(content = Value, description = "One log object, or {\"logs\": [log, ...]} with 1 to 1,000 logs; JSON or MessagePack; optionally gzip or zstd", content_type = "application/json"),
+    responses(
+        (status = 202, body = AcceptedBody, description = "Durable in the queue; stored exactly once"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody, description = "payload_too_large or batch_too_large"),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody, description = "validation_failed; nothing stored"),
+        (status = 429, body = ErrorBody, description = "rate_limited or quota_exceeded, with Retry-After"),
+        (status = 503, body = ErrorBody, description = "queue_full or unavailable, with Retry-After"),
+    ))]
+pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let Some(credential) = credential(&headers) else {
+        return ApiError::Unauthorized.into_response();
+    };
+    let (logs, size) = match decode_body(&headers, body, state.ingestion.max_body_bytes).await {
+        Ok(decoded) => decoded,
+        Err(e) => return e.into_response(),
+    };
+    let mut request = Ingest::new(request_id::current().unwrap_or_default(), Protocol::Http, Some(credential), logs);
+    request.body_bytes = size as u64;
+    request.traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (result, report) = state.ingestion.run(request).await;
+    let response = match result {
+        Ok(accepted) => {
+            let ids: Vec<String> = accepted.ids.iter().map(ToString::to_string).collect();
+            (StatusCode::ACCEPTED, Json(AcceptedBody { accepted: ids.len(), ids })).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    with_rate_limit(response, report.rate_limit.get())
+}

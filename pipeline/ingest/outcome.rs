@@ -1,0 +1,139 @@
+//! Every log ends in exactly one outcome, and every outcome is counted: in process-wide counters (for
+//! `/metrics`) and, for logs whose project is known, in that project's daily usage.
+//!
+//! Usage is added up in memory and written to the account store every second, so counting costs the hot
+//! path one map update, not a database write. A crash loses at most the last second of usage counts (never
+//! logs). Unknown-credential and unavailable outcomes have no project, so they are only in the counters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use ledger_stages::{Accepted, IngestError};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::backend::{AccountStore, Usage};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    RateLimited,
+    QuotaExceeded,
+    Backpressure,
+    Invalid,
+    Unauthorized,
+    Unavailable,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Accepted,
+        Outcome::RateLimited,
+        Outcome::QuotaExceeded,
+        Outcome::Backpressure,
+        Outcome::Invalid,
+        Outcome::Unauthorized,
+        Outcome::Unavailable,
+    ];
+
+    pub fn of(result: &Result<Accepted, IngestError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Accepted,
+            Err(IngestError::RateLimited { .. }) => Outcome::RateLimited,
+            Err(IngestError::QuotaExceeded { .. }) => Outcome::QuotaExceeded,
+            Err(IngestError::QueueFull { .. }) => Outcome::Backpressure,
+            Err(IngestError::Invalid(_) | IngestError::BatchTooLarge { .. }) => Outcome::Invalid,
+            Err(IngestError::Unauthorized | IngestError::InsufficientScope(_)) => Outcome::Unauthorized,
+            Err(IngestError::Unavailable { .. }) => Outcome::Unavailable,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::QuotaExceeded => "quota_exceeded",
+            Outcome::Backpressure => "backpressure",
+            Outcome::Invalid => "invalid",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+
+    fn index(self) -> usize {
+        Outcome::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+}
+
+pub struct Outcomes {
+    logs: [AtomicU64; 7],
+    // A std mutex: one map update per request, never held across an await.
+    usage: Mutex<HashMap<(Uuid, NaiveDate), Usage>>,
+    store: Arc<dyn AccountStore>,
+}
+
+impl Outcomes {
+    pub fn new(store: Arc<dyn AccountStore>) -> Outcomes {
+        Outcomes { logs: Default::default(), usage: Mutex::default(), store }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, NaiveDate), Usage>> {
+        self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts `logs` logs ending in `outcome`.
+    pub fn record(&self, project: Option<Uuid>, day: NaiveDate, outcome: Outcome, logs: u64, bytes: u64) {
+        self.logs[outcome.index()].fetch_add(logs, Ordering::Relaxed);
+        let Some(project) = project else { return };
+        let mut pending = self.pending();
+        let usage = pending.entry((project, day)).or_default();
+        match outcome {
+            Outcome::Accepted => {
+                usage.accepted += logs;
+                usage.bytes += bytes;
+            }
+            Outcome::RateLimited => usage.rejected_rate_limited += logs,
+            Outcome::QuotaExceeded => usage.rejected_quota += logs,
+            Outcome::Backpressure => usage.rejected_backpressure += logs,
+            Outcome::Invalid => usage.rejected_invalid += logs,
+            Outcome::Unauthorized | Outcome::Unavailable => {}
+        }
+    }
+
+    /// Logs counted per outcome since start.
+    pub fn totals(&self) -> Vec<(Outcome, u64)> {
+        Outcome::ALL.iter().map(|o| (*o, self.logs[o.index()].load(Ordering::Relaxed))).collect()
+    }
+
+    /// Writes the usage counted so far; on failure keeps it for the next try.
+    pub async fn flush(&self) {
+        let rows: Vec<(Uuid, NaiveDate, Usage)> = self.pending().drain().map(|((p, d), u)| (p, d, u)).collect();
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.add_usage(&rows).await {
+            tracing::warn!(%error, rows = rows.len(), "could not write usage; will retry");
+            let mut pending = self.pending();
+            for (project, day, usage) in rows {
+                pending.entry((project, day)).or_default().add(&usage);
+            }
+        }
+    }
+
+    /// Flushes every second until `shutdown`, then once more.
+    pub async fn flush_every_second(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => self.flush().await,
+            }
+        }
+        self.flush().await;
+    }
+}

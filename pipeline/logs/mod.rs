@@ -1,0 +1,153 @@
+//! The log store: where acknowledged logs end up, and how they are read back.
+//!
+//! PostgreSQL (partitioned by month, written with COPY by the queue workers) or SQLite (written by the
+//! embedded group-commit writer). Both answer the same [`LogQuery`] with the same logs, newest first, and
+//! page with the same opaque keyset cursor, so a page never skips or repeats a log.
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use ledger_stages::log::fingerprint_hex;
+use ledger_stages::{Level, LogRecord};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::backend::StoreError;
+use crate::http::timestamp;
+
+pub mod postgres;
+pub mod sqlite;
+
+/// Where a page ends: the (timestamp, id) of its last log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub timestamp: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl Cursor {
+    pub fn after(record: &LogRecord) -> Cursor {
+        Cursor { timestamp: record.timestamp, id: record.id }
+    }
+
+    /// Opaque to clients: base64url of `micros:uuid`.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.timestamp.timestamp_micros(), self.id))
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+        let (micros, id) = raw.split_once(':')?;
+        Some(Cursor {
+            timestamp: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: Uuid::parse_str(id).ok()?,
+        })
+    }
+}
+
+/// What `GET /v1/logs` asks for; always within one project.
+#[derive(Clone, Debug)]
+pub struct LogQuery {
+    pub project_id: Uuid,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Any of these levels (empty: any).
+    pub levels: Vec<Level>,
+    pub min_level: Option<Level>,
+    /// Any of these services (empty: any).
+    pub services: Vec<String>,
+    pub environment: Option<String>,
+    /// Each must occur in the message, case-insensitively: words and quoted phrases alike.
+    pub terms: Vec<String>,
+    pub fingerprint: Option<u64>,
+    pub trace_id: Option<String>,
+    pub limit: usize,
+    pub cursor: Option<Cursor>,
+}
+
+#[async_trait]
+pub trait LogStore: Send + Sync + 'static {
+    /// Logs matching `query`, newest first (by timestamp, then id), at most `query.limit`.
+    async fn query(&self, query: &LogQuery) -> Result<Vec<LogRecord>, StoreError>;
+    async fn get(&self, project_id: Uuid, id: Uuid) -> Result<Option<LogRecord>, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A `LIKE` pattern that matches `term` anywhere, with `%`, `_` and `\` taken literally.
+pub fn contains_pattern(term: &str) -> String {
+    let mut pattern = String::with_capacity(term.len() + 2);
+    pattern.push('%');
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Splits `q` into terms: `"quoted phrases"` and single words.
+pub fn search_terms(q: &str) -> Vec<String> {
+    let mut terms = Vec::new();
+    for (i, part) in q.split('"').enumerate() {
+        if i % 2 == 1 {
+            // Inside quotes: one phrase.
+            let phrase = part.split_whitespace().collect::<Vec<_>>().join(" ");
+            if !phrase.is_empty() {
+                terms.push(phrase);
+            }
+        } else {
+            terms.extend(part.split_whitespace().map(str::to_owned));
+        }
+    }
+    terms
+}
+
+/// API.md's stored log.
+pub fn to_json(record: &LogRecord) -> Value {
+    json!({
+        "id": record.id.to_string(),
+        "timestamp": timestamp(&record.timestamp),
+        "received_at": timestamp(&record.received_at),
+        "level": record.level.as_str(),
+        "message": record.message,
+        "service": record.service,
+        "environment": record.environment,
+        "host": record.host,
+        "trace_id": record.trace_id,
+        "span_id": record.span_id,
+        "attributes": record.attributes,
+        "exception": record.exception,
+        "fingerprint": fingerprint_hex(record.fingerprint),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let c = Cursor {
+            timestamp: DateTime::from_timestamp_micros(1_764_230_400_123_456).expect("time"),
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("not-a-cursor"), None);
+        assert_eq!(Cursor::decode(""), None);
+    }
+
+    #[test]
+    fn terms_split_into_words_and_phrases() {
+        assert_eq!(search_terms("disk  \"no space left\" Full"), ["disk", "no space left", "Full"]);
+        assert_eq!(search_terms("\"unclosed phrase"), ["unclosed phrase"]);
+        assert!(search_terms("  ").is_empty());
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}

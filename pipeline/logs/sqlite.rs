@@ -1,0 +1,160 @@
+//! The log store on SQLite: the embedded backend. Written by the group-commit writer in batches of
+//! multi-row INSERTs inside one transaction; read with the same query as PostgreSQL's.
+
+use async_trait::async_trait;
+use ledger_stages::log::Exception;
+use ledger_stages::{Level, LogRecord};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use super::{LogQuery, LogStore, contains_pattern};
+use crate::backend::StoreError;
+
+const COLUMNS: &str = "id, project_id, ts, received_at, level, service, environment, host, message, fingerprint, trace_id, span_id, attributes, exception";
+
+/// SQLite allows 32,766 bound values per statement; 14 columns × 1000 rows stays well inside.
+const ROWS_PER_INSERT: usize = 1000;
+
+#[derive(Clone)]
+pub struct SqliteLogStore {
+    pool: SqlitePool,
+}
+
+impl SqliteLogStore {
+    pub fn new(pool: SqlitePool) -> SqliteLogStore {
+        SqliteLogStore { pool }
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    project_id: Uuid,
+    ts: i64,
+    received_at: i64,
+    level: i16,
+    service: Option<String>,
+    environment: Option<String>,
+    host: Option<String>,
+    message: String,
+    fingerprint: i64,
+    trace_id: Option<String>,
+    span_id: Option<String>,
+    attributes: String,
+    exception: Option<String>,
+}
+
+impl From<Row> for LogRecord {
+    fn from(r: Row) -> LogRecord {
+        LogRecord {
+            id: r.id,
+            project_id: r.project_id,
+            timestamp: chrono::DateTime::from_timestamp_micros(r.ts).unwrap_or_default(),
+            received_at: chrono::DateTime::from_timestamp_micros(r.received_at).unwrap_or_default(),
+            level: Level::from_number(r.level).unwrap_or(Level::Info),
+            message: r.message,
+            service: r.service,
+            environment: r.environment,
+            host: r.host,
+            trace_id: r.trace_id,
+            span_id: r.span_id,
+            attributes: serde_json::from_str(&r.attributes).unwrap_or_default(),
+            exception: r.exception.and_then(|e| serde_json::from_str::<Exception>(&e).ok()),
+            fingerprint: r.fingerprint as u64,
+            fingerprint_override: None,
+        }
+    }
+}
+
+/// Inserts records on `conn` (inside the caller's transaction).
+pub async fn insert_records(conn: &mut SqliteConnection, records: &[LogRecord]) -> Result<(), sqlx::Error> {
+    for chunk in records.chunks(ROWS_PER_INSERT) {
+        let mut sql = QueryBuilder::<Sqlite>::new(format!("INSERT INTO logs ({COLUMNS}) "));
+        sql.push_values(chunk, |mut row, r| {
+            row.push_bind(r.id)
+                .push_bind(r.project_id)
+                .push_bind(r.timestamp.timestamp_micros())
+                .push_bind(r.received_at.timestamp_micros())
+                .push_bind(r.level.number())
+                .push_bind(r.service.as_deref())
+                .push_bind(r.environment.as_deref())
+                .push_bind(r.host.as_deref())
+                .push_bind(r.message.as_str())
+                .push_bind(r.fingerprint as i64)
+                .push_bind(r.trace_id.as_deref())
+                .push_bind(r.span_id.as_deref())
+                .push_bind(r.attributes.to_string())
+                .push_bind(r.exception.as_ref().and_then(|e| serde_json::to_string(e).ok()));
+        });
+        sql.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl LogStore for SqliteLogStore {
+    async fn query(&self, q: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM logs WHERE project_id = "));
+        sql.push_bind(q.project_id)
+            .push(" AND ts >= ")
+            .push_bind(q.from.timestamp_micros())
+            .push(" AND ts <= ")
+            .push_bind(q.to.timestamp_micros());
+        if !q.levels.is_empty() {
+            sql.push(" AND level IN (");
+            let mut list = sql.separated(", ");
+            for level in &q.levels {
+                list.push_bind(level.number());
+            }
+            sql.push(")");
+        }
+        if let Some(min) = q.min_level {
+            sql.push(" AND level >= ").push_bind(min.number());
+        }
+        if !q.services.is_empty() {
+            sql.push(" AND service IN (");
+            let mut list = sql.separated(", ");
+            for service in &q.services {
+                list.push_bind(service.clone());
+            }
+            sql.push(")");
+        }
+        if let Some(environment) = &q.environment {
+            sql.push(" AND environment = ").push_bind(environment.clone());
+        }
+        for term in &q.terms {
+            sql.push(" AND message LIKE ").push_bind(contains_pattern(term)).push(" ESCAPE '\\'");
+        }
+        if let Some(fingerprint) = q.fingerprint {
+            sql.push(" AND fingerprint = ").push_bind(fingerprint as i64);
+        }
+        if let Some(trace_id) = &q.trace_id {
+            sql.push(" AND trace_id = ").push_bind(trace_id.clone());
+        }
+        if let Some(cursor) = q.cursor {
+            sql.push(" AND (ts, id) < (")
+                .push_bind(cursor.timestamp.timestamp_micros())
+                .push(", ")
+                .push_bind(cursor.id)
+                .push(")");
+        }
+        sql.push(" ORDER BY ts DESC, id DESC LIMIT ").push_bind(i64::try_from(q.limit).unwrap_or(1000));
+        let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(LogRecord::from).collect())
+    }
+
+    async fn get(&self, project_id: Uuid, id: Uuid) -> Result<Option<LogRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM logs WHERE project_id = $1 AND id = $2");
+        let row: Option<Row> = sqlx::query_as(&sql).bind(project_id).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(LogRecord::from))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! The embedded queue: a group-commit writer into SQLite.
+//!
+//! Each request hands its batch to the writer over a bounded channel and waits. The writer takes every
+//! batch that is waiting (up to `max_batch_logs`), writes them in one transaction, commits, and only then
+//! answers each request: a 202 means committed, with `synchronous = FULL` so a commit survives power loss.
+//! Concurrent requests share one commit, which is what makes SQLite fast here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ledger_stages::queue::{LogQueue, QueueError};
+use ledger_stages::{LogRecord, ProjectContext};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::pending::Pending;
+use crate::logs::sqlite::{SqliteLogStore, insert_records};
+
+struct Job {
+    records: Vec<LogRecord>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    jobs: mpsc::Sender<Job>,
+    pending: Arc<Pending>,
+}
+
+impl EmbeddedQueue {
+    /// Starts the writer. It stops once every clone of the queue is dropped and the batches in hand are
+    /// written: that is the embedded backend's graceful shutdown.
+    pub fn start(store: SqliteLogStore, capacity: usize, max_batch_logs: usize) -> (EmbeddedQueue, JoinHandle<()>) {
+        let (jobs, receiver) = mpsc::channel(capacity.max(1));
+        let writer = tokio::spawn(write_loop(store, receiver, max_batch_logs.max(1)));
+        (EmbeddedQueue { jobs, pending: Arc::new(Pending::default()) }, writer)
+    }
+}
+
+async fn write_loop(store: SqliteLogStore, mut receiver: mpsc::Receiver<Job>, max_batch_logs: usize) {
+    while let Some(first) = receiver.recv().await {
+        let mut jobs = vec![first];
+        let mut logs = jobs[0].records.len();
+        while logs < max_batch_logs {
+            match receiver.try_recv() {
+                Ok(job) => {
+                    logs += job.records.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = write(&store, &jobs).await.map_err(|e| e.to_string());
+        if let Err(error) = &result {
+            tracing::error!(%error, requests = jobs.len(), logs, "embedded write failed; requests answered 503");
+        } else {
+            tracing::debug!(requests = jobs.len(), logs, "embedded batch committed");
+        }
+        for job in jobs {
+            // The request may have given up waiting; then nobody is told, and that is fine: it was not
+            // answered 202.
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
+async fn write(store: &SqliteLogStore, jobs: &[Job]) -> Result<(), sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
+    for job in jobs {
+        insert_records(&mut tx, &job.records).await?;
+    }
+    tx.commit().await
+}
+
+#[async_trait]
+impl LogQueue for EmbeddedQueue {
+    async fn enqueue(
+        &self,
+        project: &ProjectContext,
+        records: Vec<LogRecord>,
+        _traceparent: Option<String>,
+    ) -> Result<(), QueueError> {
+        let n = records.len() as u64;
+        let full = QueueError::Full { retry_after: Duration::from_secs(1) };
+        if !self.pending.try_add(project.project_id, n, project.settings.max_queue_depth) {
+            return Err(full);
+        }
+        // Whatever happens next, these logs stop being pending when this request ends.
+        struct Release<'a>(&'a Pending, uuid::Uuid, u64);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.remove(self.1, self.2);
+            }
+        }
+        let _release = Release(&self.pending, project.project_id, n);
+        let (done, answer) = oneshot::channel();
+        self.jobs.try_send(Job { records, done }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => full,
+            mpsc::error::TrySendError::Closed(_) => QueueError::Unavailable("the writer has stopped".into()),
+        })?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(cause)) => Err(QueueError::Unavailable(cause)),
+            Err(_) => Err(QueueError::Unavailable("the writer stopped before committing".into())),
+        }
+    }
+
+    async fn depth(&self) -> Result<u64, QueueError> {
+        Ok(self.pending.total())
+    }
+}

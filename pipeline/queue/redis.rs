@@ -1,0 +1,128 @@
+//! The shared queue: Redis stream shards `{prefix}logs:{shard}`.
+//!
+//! One script checks the project's pending count against `max_queue_depth`, XADDs the batch and counts
+//! it, atomically and in one round trip. The 202 follows the XADD: the batch is as durable as Redis is
+//! configured to be (AOF with `appendfsync always` for zero loss; see the README).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ledger_stages::queue::{LogQueue, QueueError};
+use ledger_stages::{LogRecord, ProjectContext};
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What one stream entry carries (field `d`, MessagePack with field names, so versions can add fields).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Entry {
+    pub traceparent: Option<String>,
+    pub records: Vec<LogRecord>,
+}
+
+/// KEYS: stream, project's pending counter, total pending counter. ARGV: logs, max depth, project, payload.
+/// A project that already holds `max` pending logs is refused; otherwise the batch goes in whole.
+const ENQUEUE: &str = r"
+local pending = tonumber(redis.call('GET', KEYS[2]) or '0')
+if pending >= tonumber(ARGV[2]) then return false end
+local id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[3], 'n', ARGV[1], 'd', ARGV[4])
+redis.call('INCRBY', KEYS[2], ARGV[1])
+redis.call('INCRBY', KEYS[3], ARGV[1])
+return id
+";
+
+/// Key names, from one place.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub prefix: String,
+}
+
+impl Keys {
+    pub fn stream(&self, shard: u32) -> String {
+        format!("{}logs:{shard}", self.prefix)
+    }
+
+    pub fn pending(&self, project: Uuid) -> String {
+        format!("{}pending:{project}", self.prefix)
+    }
+
+    pub fn pending_total(&self) -> String {
+        format!("{}pending", self.prefix)
+    }
+
+    pub fn lease(&self, shard: u32) -> String {
+        format!("{}lease:{shard}", self.prefix)
+    }
+}
+
+#[derive(Clone)]
+pub struct RedisQueue {
+    conn: ConnectionManager,
+    keys: Keys,
+    shards: u32,
+    next_shard: Arc<AtomicU32>,
+    script: Arc<redis::Script>,
+    timeout: Duration,
+}
+
+impl RedisQueue {
+    pub fn new(conn: ConnectionManager, prefix: &str, shards: u32, timeout: Duration) -> RedisQueue {
+        RedisQueue {
+            conn,
+            keys: Keys { prefix: prefix.to_owned() },
+            shards: shards.max(1),
+            next_shard: Arc::new(AtomicU32::new(0)),
+            script: Arc::new(redis::Script::new(ENQUEUE)),
+            timeout,
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+#[async_trait]
+impl LogQueue for RedisQueue {
+    async fn enqueue(
+        &self,
+        project: &ProjectContext,
+        records: Vec<LogRecord>,
+        traceparent: Option<String>,
+    ) -> Result<(), QueueError> {
+        let n = records.len();
+        let payload = rmp_serde::to_vec_named(&Entry { traceparent, records }).map_err(unavailable)?;
+        // Round robin: a busy project spreads over every shard, and so over every worker.
+        let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards;
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(self.keys.stream(shard))
+            .key(self.keys.pending(project.project_id))
+            .key(self.keys.pending_total())
+            .arg(n)
+            .arg(project.settings.max_queue_depth)
+            .arg(project.project_id.to_string())
+            .arg(payload);
+        let mut conn = self.conn.clone();
+        let id: Option<String> = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| unavailable(format!("no answer from Redis within {:?}", self.timeout)))?
+            .map_err(unavailable)?;
+        match id {
+            Some(_) => Ok(()),
+            None => Err(QueueError::Full { retry_after: Duration::from_secs(1) }),
+        }
+    }
+
+    async fn depth(&self) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let depth: Option<i64> =
+            tokio::time::timeout(self.timeout, redis::cmd("GET").arg(self.keys.pending_total()).query_async(&mut conn))
+                .await
+                .map_err(|_| unavailable("no answer from Redis"))?
+                .map_err(unavailable)?;
+        Ok(u64::try_from(depth.unwrap_or(0)).unwrap_or(0))
+    }
+}

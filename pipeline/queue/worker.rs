@@ -1,0 +1,234 @@
+//! Queue workers: drain the Redis stream shards into PostgreSQL, exactly once.
+//!
+//! Each shard is owned by one worker at a time, by a lease in Redis (`SET NX PX`, renewed while owned,
+//! taken over by another instance when it lapses). The owner:
+//! 1. reads the shard's last committed entry id from `queue_offsets` (PostgreSQL);
+//! 2. releases whatever is at or below it: entries a crash left behind after their commit are dropped
+//!    from the stream and from the pending counts, never written again;
+//! 3. reads the entries after it (XREAD, blocking), COPYs their logs and moves the offset from the id it
+//!    read to the last id it wrote, in one transaction. The offset moves only if it still holds the
+//!    value this worker read (compare-and-set), so a worker that lost its lease cannot commit twice;
+//! 4. releases those entries (step 2), and goes on from 3.
+//!
+//! A crash anywhere replays from the committed offset: nothing is lost, nothing is stored twice.
+
+use std::time::{Duration, Instant};
+
+use ledger_stages::LogRecord;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::redis::{Entry, Keys};
+use crate::logs::postgres::{copy_records, ensure_partitions};
+
+/// KEYS: stream. ARGV: last committed id, key prefix. Drops every entry up to that id and takes its
+/// logs off the pending counts; returns how many entries it dropped.
+const RELEASE: &str = r"
+local entries = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
+local total = 0
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  local project, n
+  for i = 1, #fields, 2 do
+    if fields[i] == 'p' then project = fields[i + 1] elseif fields[i] == 'n' then n = tonumber(fields[i + 1]) end
+  end
+  if project and n then
+    redis.call('DECRBY', ARGV[2] .. 'pending:' .. project, n)
+    total = total + n
+  end
+  redis.call('XDEL', KEYS[1], entry[1])
+end
+if total > 0 then redis.call('DECRBY', ARGV[2] .. 'pending', total) end
+return #entries
+";
+
+/// KEYS: lease. ARGV: owner, milliseconds. Extends the lease if this owner holds it.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
+/// KEYS: lease. ARGV: owner. Gives the lease up if this owner holds it.
+const GIVE_UP: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// The offset before any entry: XREAD from here reads the whole stream.
+const START: &str = "0-0";
+
+#[derive(Clone)]
+pub struct Workers {
+    pub client: redis::Client,
+    pub keys: Keys,
+    pub shards: u32,
+    pub logs: PgPool,
+    pub lease: Duration,
+    pub max_batch_logs: usize,
+    /// This instance, as lease owner.
+    pub owner: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WorkError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("lost the lease on shard {0}")]
+    LeaseLost(u32),
+}
+
+impl Workers {
+    /// Runs a worker loop per shard until `shutdown`; each finishes the batch in hand first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if let Err(error) = ensure_partitions(&self.logs, 2).await {
+            tracing::warn!(%error, "could not create log partitions");
+        }
+        let mut loops = tokio::task::JoinSet::new();
+        for shard in 0..self.shards {
+            loops.spawn(self.clone().shard_loop(shard, shutdown.clone()));
+        }
+        while loops.join_next().await.is_some() {}
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        // A connection of its own: XREAD blocks it, and must not block anyone else's commands.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(10)));
+        self.client.get_multiplexed_async_connection_with_config(&config).await
+    }
+
+    async fn shard_loop(self, shard: u32, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            match self.own(shard, &shutdown).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Another instance holds it: look again in a while (a third of a lease).
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(self.lease / 3) => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, shard, "queue worker failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the shard's lease and drains it while held; `false` when another instance holds it.
+    async fn own(&self, shard: u32, shutdown: &CancellationToken) -> Result<bool, WorkError> {
+        let mut conn = self.connect().await?;
+        let lease_key = self.keys.lease(shard);
+        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(15_000);
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(&lease_key)
+            .arg(&self.owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(lease_ms)
+            .query_async(&mut conn)
+            .await?;
+        if taken.is_none() {
+            return Ok(false);
+        }
+        tracing::info!(shard, "queue shard taken");
+        let result = self.drain(shard, &mut conn, shutdown).await;
+        let _: Result<i64, _> =
+            redis::Script::new(GIVE_UP).key(&lease_key).arg(&self.owner).invoke_async(&mut conn).await;
+        tracing::info!(shard, "queue shard given up");
+        result.map(|()| true)
+    }
+
+    async fn drain(
+        &self,
+        shard: u32,
+        conn: &mut MultiplexedConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<(), WorkError> {
+        let stream = self.keys.stream(shard);
+        let lease_key = self.keys.lease(shard);
+        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(15_000);
+        let release = redis::Script::new(RELEASE);
+        let renew = redis::Script::new(RENEW);
+        let shard_id = i32::try_from(shard).unwrap_or(i32::MAX);
+
+        let mut last: String = sqlx::query_scalar("SELECT last_id FROM queue_offsets WHERE shard = $1")
+            .bind(shard_id)
+            .fetch_optional(&self.logs)
+            .await?
+            .unwrap_or_else(|| START.to_owned());
+        if last != START {
+            let dropped: i64 = release.key(&stream).arg(&last).arg(&self.keys.prefix).invoke_async(conn).await?;
+            if dropped > 0 {
+                tracing::info!(shard, dropped, "released entries committed before a restart");
+            }
+        }
+        let mut renewed = Instant::now();
+        // Entries per read: each holds up to 1,000 logs; aim at max_batch_logs of small batches.
+        let count = (self.max_batch_logs / 10).max(1);
+        while !shutdown.is_cancelled() {
+            if renewed.elapsed() >= self.lease / 3 {
+                let held: i64 = renew.key(&lease_key).arg(&self.owner).arg(lease_ms).invoke_async(conn).await?;
+                if held != 1 {
+                    return Err(WorkError::LeaseLost(shard));
+                }
+                renewed = Instant::now();
+            }
+            let options = StreamReadOptions::default().count(count).block(1000);
+            let mut xread = redis::cmd("XREAD");
+            xread.arg(&options).arg("STREAMS").arg(&stream).arg(&last);
+            let read = xread.query_async(conn);
+            let reply: Option<StreamReadReply> = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                reply = read => reply?,
+            };
+            let Some(entries) = reply.and_then(|r| r.keys.into_iter().next()).map(|k| k.ids) else { continue };
+            let Some(newest) = entries.last().map(|e| e.id.clone()) else { continue };
+            let mut records: Vec<LogRecord> = Vec::new();
+            for entry in &entries {
+                match entry.get::<Vec<u8>>("d").map(|d| rmp_serde::from_slice::<Entry>(&d)) {
+                    Some(Ok(decoded)) => records.extend(decoded.records),
+                    // Written by this code, so unreadable means corrupt: keep going and say so loudly.
+                    _ => tracing::error!(shard, entry = entry.id, "unreadable queue entry skipped"),
+                }
+            }
+            // Not cancellable from here: a batch read is a batch written.
+            self.commit(shard_id, &last, &newest, &records).await?;
+            let _: i64 = release.key(&stream).arg(&newest).arg(&self.keys.prefix).invoke_async(conn).await?;
+            tracing::debug!(shard, entries = entries.len(), logs = records.len(), "queue batch written");
+            last = newest;
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, shard: i32, from: &str, to: &str, records: &[LogRecord]) -> Result<(), WorkError> {
+        let mut tx = self.logs.begin().await?;
+        if !records.is_empty() {
+            copy_records(&mut tx, records).await?;
+        }
+        let moved = sqlx::query(
+            "INSERT INTO queue_offsets (shard, last_id) VALUES ($1, $3) \
+             ON CONFLICT (shard) DO UPDATE SET last_id = EXCLUDED.last_id WHERE queue_offsets.last_id = $2",
+        )
+        .bind(shard)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            // Someone else moved the offset: this worker is no longer the owner. Roll back.
+            return Err(WorkError::LeaseLost(u32::try_from(shard).unwrap_or(0)));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
