@@ -149,6 +149,9 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %cause, "internal error");
         }
         let retry_after = self.retry_after();
+        // The body was not read to its end: the connection cannot carry another request, and a client
+        // must be told before it tries.
+        let close = matches!(self, ApiError::PayloadTooLarge { .. });
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
@@ -165,6 +168,9 @@ impl IntoResponse for ApiError {
             // Whole seconds, rounded up: a client that waits exactly this long must not be refused again.
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

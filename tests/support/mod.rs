@@ -120,7 +120,9 @@ pub struct Daemon {
     child: Child,
     pub base: String,
     pub grpc: String,
-    pub fresh: Fresh,
+    /// The backend; `None` only while `restart` moves it to the next daemon.
+    fresh: Option<Fresh>,
+    extra: Vec<(String, String)>,
     output: Arc<Mutex<Vec<String>>>,
     client: reqwest::Client,
 }
@@ -162,13 +164,36 @@ impl Daemon {
 
     /// Starts a daemon on `fresh` with extra environment overrides.
     pub async fn start_with(fresh: Fresh, extra: &[(&str, &str)]) -> Daemon {
+        let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Self::launch(fresh, extra).await
+    }
+
+    /// Kills this daemon (SIGKILL) and starts another on the same backend and settings.
+    pub async fn restart(mut self) -> Daemon {
+        let extra = std::mem::take(&mut self.extra);
+        self.relaunch(extra).await
+    }
+
+    /// Kills this daemon (SIGKILL) and starts another on the same backend, with other overrides.
+    pub async fn restart_with(self, extra: &[(&str, &str)]) -> Daemon {
+        let extra = extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.relaunch(extra).await
+    }
+
+    async fn relaunch(mut self, extra: Vec<(String, String)>) -> Daemon {
+        self.kill();
+        let fresh = self.fresh.take().unwrap();
+        Self::launch(fresh, extra).await
+    }
+
+    async fn launch(fresh: Fresh, extra: Vec<(String, String)>) -> Daemon {
         let mut command = Command::new(ledger_binary());
         command.arg("--config").arg(config_path()).arg("serve");
         command.env_remove("RUST_LOG");
         for (k, v) in fresh.env() {
             command.env(k, v);
         }
-        for (k, v) in extra {
+        for (k, v) in &extra {
             command.env(k, v);
         }
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -203,11 +228,15 @@ impl Daemon {
         let base = format!("http://{}", ready["http_addr"].as_str().unwrap());
         let grpc = format!("http://{}", ready["grpc_addr"].as_str().unwrap_or_default());
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Daemon { child, base, grpc, fresh, output, client }
+        Daemon { child, base, grpc, fresh: Some(fresh), extra, output, client }
     }
 
     pub fn kind(&self) -> Kind {
-        self.fresh.kind
+        self.fresh().kind
+    }
+
+    pub fn fresh(&self) -> &Fresh {
+        self.fresh.as_ref().unwrap()
     }
 
     pub fn output(&self) -> String {
@@ -292,12 +321,68 @@ impl Daemon {
         r.body["id"].as_str().unwrap().to_owned()
     }
 
+    /// A user, a project and a key with both scopes: (session token, project id, key).
+    pub async fn tenant(&self, email: &str) -> (String, String, String) {
+        let token = self.signup(email).await;
+        let project = self.project(&token, "app").await;
+        let (_, key) = self.key(&token, &project, &["ingest", "query"]).await;
+        (token, project, key)
+    }
+
+    /// Posts logs with an API key.
+    pub async fn ingest(&self, key: &str, body: Value) -> Reply {
+        let response =
+            self.client.post(self.url("/v1/logs")).header("x-api-key", key).json(&body).send().await.unwrap();
+        Self::reply(response).await
+    }
+
+    /// Waits until the log `id` can be read back with `key`, and returns it.
+    pub async fn stored(&self, key: &str, id: &str) -> Value {
+        eventually(Duration::from_secs(20), &format!("log {id} is queryable"), || async {
+            let r = self.get(&format!("/v1/logs/{id}"), Some(key)).await;
+            (r.status == 200).then_some(r.body)
+        })
+        .await
+    }
+
+    /// Every log of the key's project, whenever stamped, paging with `page` logs at a time.
+    pub async fn all_logs(&self, key: &str, page: usize) -> Vec<Value> {
+        let from = "1970-01-01T00:00:00Z";
+        let to =
+            (chrono::Utc::now() + chrono::Duration::hours(48)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut logs = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = format!("/v1/logs?limit={page}&from={}&to={}", urlencode(from), urlencode(&to));
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let r = self.get(&url, Some(key)).await;
+            assert_eq!(r.status, 200, "{r:?}");
+            logs.extend(r.body["logs"].as_array().unwrap().iter().cloned());
+            match r.body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return logs,
+            }
+        }
+    }
+
     /// Creates a key with `scopes` and returns (key id, key).
     pub async fn key(&self, token: &str, project: &str, scopes: &[&str]) -> (String, String) {
         let r = self.post(&format!("/v1/projects/{project}/keys"), Some(token), json!({"scopes": scopes})).await;
         assert_eq!(r.status, 201, "{r:?}");
         (r.body["id"].as_str().unwrap().to_owned(), r.body["key"].as_str().unwrap().to_owned())
     }
+}
+
+/// Percent-encodes a query parameter value (enough for times and words).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 impl Drop for Daemon {

@@ -96,7 +96,7 @@ fn normalize_into(text: &str, hash: &mut Fnv) {
 fn top_frame(stacktrace: &str) -> Option<&str> {
     let lines = || stacktrace.lines().map(str::trim).filter(|l| !l.is_empty());
     // Python prints the most recent call last.
-    if let Some(frame) = lines().filter(|l| l.starts_with("File \"")).last() {
+    if let Some(frame) = lines().rfind(|l| l.starts_with("File \"")) {
         return Some(frame);
     }
     // Java, JavaScript, .NET print it first.
