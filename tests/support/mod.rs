@@ -76,6 +76,8 @@ impl Fresh {
                 ("LEDGER__POSTGRES__MAX_CONNECTIONS".into(), "4".into()),
                 ("LEDGER__REDIS__URL".into(), redis_url()),
                 ("LEDGER__REDIS__KEY_PREFIX".into(), self.prefix()),
+                // A killed daemon's shards are taken over when its lease lapses: keep that short in tests.
+                ("LEDGER__QUEUE__LEASE_SECS".into(), "2".into()),
             ]);
         }
         env
