@@ -161,7 +161,7 @@ async fn bad_bodies_get_clear_errors(d: Daemon) {
     let none = d.client().post(d.url("/v1/logs")).json(&json!({"message": "a"})).send().await.unwrap();
     Daemon::reply(none).await.assert_error(401, "unauthorized");
     d.ingest("ledger_short", json!({"message": "a"})).await.assert_error(401, "unauthorized");
-    d.ingest(&ledger_stages::auth::ApiKey::generate().expose_secret().to_owned(), json!({"message": "a"}))
+    d.ingest(ledger_stages::auth::ApiKey::generate().expose_secret(), json!({"message": "a"}))
         .await
         .assert_error(401, "unauthorized");
 }
