@@ -1,0 +1,37 @@
+//! Realistic log shapes for the benches: a mix of plain messages, messages with attributes and context,
+//! and errors with stack traces, averaging ~400 bytes of JSON per log like BASELINES.md's rows.
+
+use serde_json::{Value, json};
+
+const STACK: &str = "Traceback (most recent call last):\n  File \"/app/service/handlers.py\", line 214, in charge\n    result = gateway.charge(order.total, card)\n  File \"/app/service/gateway.py\", line 88, in charge\n    raise PaymentDeclined(response.code)\n";
+
+/// The `i`-th log of a stream: shapes rotate, numbers and ids vary.
+pub fn log(i: usize) -> Value {
+    match i % 4 {
+        0 => json!({
+            "message": format!("GET /api/v1/orders/{} 200 in {}ms", 10_000 + i, i % 97),
+            "level": "info", "service": "api", "environment": "production", "host": format!("web-{}", i % 8),
+            "attributes": {"method": "GET", "status": 200, "duration_ms": i % 97, "user_id": i * 7}
+        }),
+        1 => json!({
+            "message": format!("user {} logged in from 10.0.{}.{}", i, i % 255, (i * 3) % 255),
+            "level": "info", "service": "auth", "timestamp": "2026-11-27T08:00:00.123456Z",
+            "trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331"
+        }),
+        2 => json!({
+            "message": format!("payment for order {} declined", 20_000 + i), "level": "error", "service": "checkout",
+            "environment": "production", "attributes": {"order_id": 20_000 + i, "amount": 49.95, "currency": "EUR"},
+            "exception": {"type": "PaymentDeclined", "value": format!("code {}", i % 5), "stacktrace": STACK}
+        }),
+        _ => json!({
+            "message": format!("cache miss for key 'session:{}:profile' after {}us", i, i % 1000),
+            "level": "debug", "service": "api", "host": "web-3",
+            "attributes": {"cache": "redis", "hit": false, "shard": i % 16, "tags": ["session", "profile"]}
+        }),
+    }
+}
+
+/// A `{"logs": [...]}` batch of `n` logs starting at `offset`.
+pub fn batch(offset: usize, n: usize) -> Value {
+    json!({ "logs": (offset..offset + n).map(log).collect::<Vec<_>>() })
+}
