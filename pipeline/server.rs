@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ledger_stages::auth::{BreakerStore, KeyStore, KeyValidator};
 use ledger_stages::queue::LogQueue;
-use ledger_stages::quota::{MemoryQuotaCounter, QuotaCounter};
+use ledger_stages::quota::QuotaCounter;
 use ledger_stages::rate_limit::{MemoryRateLimiter, RateLimiter};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::accounts::Accounts;
 use crate::backend::limits::RedisLimits;
+use crate::backend::memory::SeededQuota;
 use crate::backend::setup::SetupError;
 use crate::backend::{Backend, LogDb};
 use crate::config::Config;
@@ -69,7 +70,7 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
             Ok(Plumbing {
                 queue: Arc::new(queue),
                 limiter: Arc::new(MemoryRateLimiter::default()),
-                quota: Arc::new(MemoryQuotaCounter::default()),
+                quota: Arc::new(SeededQuota::new(backend.accounts.clone())),
                 writer: Some(writer),
                 workers: None,
             })

@@ -20,6 +20,7 @@ on_both_backends!(
     bad_bodies_get_clear_errors,
     exactly_the_rate_limit_passes,
     the_daily_quota_counts_accepted_logs,
+    the_daily_quota_survives_a_restart,
     a_revoked_key_or_deleted_project_is_refused_on_the_next_request,
     scopes_are_enforced,
     messages_differing_in_variable_parts_share_a_fingerprint,
@@ -157,6 +158,8 @@ async fn bad_bodies_get_clear_errors(d: Daemon) {
     bomb.extend(b"\"}");
     post("application/json", Some("gzip"), gzip(&bomb)).await.assert_error(413, "payload_too_large");
     post("application/json", None, b"[{\"message\": \"a\"}]".to_vec()).await.assert_error(422, "validation_failed");
+    // PostgreSQL cannot store NUL: refused on both backends alike, before it could block a write.
+    post("application/json", None, br#"{"message": "a\u0000b"}"#.to_vec()).await.assert_error(422, "validation_failed");
     // No credential, a malformed one, an unknown one.
     let none = d.client().post(d.url("/v1/logs")).json(&json!({"message": "a"})).send().await.unwrap();
     Daemon::reply(none).await.assert_error(401, "unauthorized");
@@ -200,6 +203,20 @@ async fn the_daily_quota_counts_accepted_logs(d: Daemon) {
     let two = d.ingest(&key, json!({"logs": [{"message": "d"}, {"message": "e"}]})).await;
     assert_eq!(two.status, 202, "exactly the quota fits: {two:?}");
     d.ingest(&key, json!({"message": "f"})).await.assert_error(429, "quota_exceeded");
+}
+
+async fn the_daily_quota_survives_a_restart(mut d: Daemon) {
+    let (token, project, key) = d.tenant("ada@example.com").await;
+    d.patch(&format!("/v1/projects/{project}"), Some(&token), json!({"settings": {"daily_quota": 5}})).await;
+    assert_eq!(
+        d.ingest(&key, json!({"logs": [{"message": "a"}, {"message": "b"}, {"message": "c"}]})).await.status,
+        202
+    );
+    assert!(d.terminate().success());
+    let d = d.restart().await;
+    let three = json!({"logs": [{"message": "d"}, {"message": "e"}, {"message": "f"}]});
+    d.ingest(&key, three).await.assert_error(429, "quota_exceeded");
+    assert_eq!(d.ingest(&key, json!({"logs": [{"message": "d"}, {"message": "e"}]})).await.status, 202);
 }
 
 async fn a_revoked_key_or_deleted_project_is_refused_on_the_next_request(d: Daemon) {

@@ -98,3 +98,62 @@ mod tests {
         assert_eq!(c.hit("a", Duration::from_secs(60)).await.expect("hit").0, 1);
     }
 }
+
+/// The embedded quota counter: in process, seeded from the stored usage of the day the first time a
+/// project is counted, so that a restart does not hand a project a fresh quota.
+pub struct SeededQuota {
+    counts: ledger_stages::quota::MemoryQuotaCounter,
+    store: std::sync::Arc<dyn super::AccountStore>,
+    /// (project, day) already seeded. A tokio mutex: held across the one look-up that seeds.
+    seeded: tokio::sync::Mutex<std::collections::HashSet<(uuid::Uuid, chrono::NaiveDate)>>,
+}
+
+impl SeededQuota {
+    pub fn new(store: std::sync::Arc<dyn super::AccountStore>) -> SeededQuota {
+        SeededQuota { counts: Default::default(), store, seeded: Default::default() }
+    }
+
+    async fn seed(
+        &self,
+        project: uuid::Uuid,
+        day: chrono::NaiveDate,
+    ) -> Result<(), ledger_stages::auth::StoreUnavailable> {
+        let mut seeded = self.seeded.lock().await;
+        if seeded.contains(&(project, day)) {
+            return Ok(());
+        }
+        let usage = self
+            .store
+            .usage(project, day, day)
+            .await
+            .map_err(|e| ledger_stages::auth::StoreUnavailable(e.to_string()))?;
+        let accepted = usage.first().map_or(0, |(_, u)| u.accepted);
+        self.counts.seed(project, day, accepted);
+        seeded.retain(|(_, d)| *d >= day);
+        seeded.insert((project, day));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ledger_stages::quota::QuotaCounter for SeededQuota {
+    async fn try_add(
+        &self,
+        project: uuid::Uuid,
+        day: chrono::NaiveDate,
+        n: u64,
+        limit: u64,
+    ) -> Result<bool, ledger_stages::auth::StoreUnavailable> {
+        self.seed(project, day).await?;
+        self.counts.try_add(project, day, n, limit).await
+    }
+
+    async fn give_back(
+        &self,
+        project: uuid::Uuid,
+        day: chrono::NaiveDate,
+        n: u64,
+    ) -> Result<(), ledger_stages::auth::StoreUnavailable> {
+        self.counts.give_back(project, day, n).await
+    }
+}

@@ -102,3 +102,82 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tower::{Layer, ServiceExt};
+    use tower_test::mock;
+
+    use super::*;
+    use crate::request::Protocol;
+
+    /// Counts what it lets through, and what it is told was refused later.
+    #[derive(Default)]
+    struct Counting {
+        applied: AtomicUsize,
+        undone: AtomicUsize,
+        refuse: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Stage for Arc<Counting> {
+        const NAME: &'static str = "counting";
+
+        async fn apply(&self, _request: &mut Ingest) -> Result<(), IngestError> {
+            self.applied.fetch_add(1, Ordering::SeqCst);
+            if self.refuse { Err(IngestError::Unauthorized) } else { Ok(()) }
+        }
+
+        async fn refused_later(&self, _request: &Summary) {
+            self.undone.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn request() -> Ingest {
+        Ingest::new("r".into(), Protocol::Http, None, vec![serde_json::json!({"message": "m"})])
+    }
+
+    /// The mock's errors are boxed; the stack's are `IngestError`.
+    fn unbox(e: tower::BoxError) -> IngestError {
+        match e.downcast::<IngestError>() {
+            Ok(e) => *e,
+            Err(other) => panic!("unexpected mock error: {other}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stage_passes_the_request_on_and_is_told_when_a_later_stage_refuses_it() {
+        let counting = Arc::new(Counting::default());
+        let (inner, mut handle) = mock::pair::<Ingest, Accepted>();
+        let service =
+            StageLayer::new(counting.clone()).layer(inner.map_err(unbox as fn(tower::BoxError) -> IngestError));
+
+        let call = tokio::spawn(service.clone().oneshot(request()));
+        let (seen, reply) = handle.next_request().await.expect("passed on");
+        assert_eq!(seen.len(), 1);
+        reply.send_response(Accepted { ids: vec![] });
+        assert!(call.await.expect("joined").is_ok());
+        assert_eq!(counting.undone.load(Ordering::SeqCst), 0);
+
+        let call = tokio::spawn(service.oneshot(request()));
+        let (_, reply) = handle.next_request().await.expect("passed on");
+        reply.send_error(IngestError::QueueFull { retry_after: std::time::Duration::from_secs(1) });
+        let refused = call.await.expect("joined").expect_err("refused");
+        assert_eq!(refused, IngestError::QueueFull { retry_after: std::time::Duration::from_secs(1) });
+        assert_eq!(counting.undone.load(Ordering::SeqCst), 1, "the stage undid its count");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusing_stage_never_reaches_the_next_service() {
+        let counting = Arc::new(Counting { refuse: true, ..Counting::default() });
+        let (inner, mut handle) = mock::pair::<Ingest, Accepted>();
+        handle.allow(1);
+        let service =
+            StageLayer::new(counting.clone()).layer(inner.map_err(unbox as fn(tower::BoxError) -> IngestError));
+        assert_eq!(service.oneshot(request()).await.expect_err("refused"), IngestError::Unauthorized);
+        assert!(handle.next_request().await.is_none(), "nothing reached the inner service");
+        assert_eq!(counting.undone.load(Ordering::SeqCst), 0, "a stage is not told about its own refusal");
+    }
+}

@@ -108,6 +108,19 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Whether a JSON value holds a NUL character in any string or key. PostgreSQL's text and jsonb cannot
+/// store one, so such a log is refused here, on both backends alike, instead of failing its write later.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+const NUL: &str = "must not contain NUL (\\u0000) characters";
+
 /// Nesting depth of a JSON value: scalars 0, an object or array one more than its deepest member.
 fn depth(value: &Value) -> usize {
     match value {
@@ -144,6 +157,10 @@ impl Checker<'_> {
     fn optional_string(&mut self, field: &str, value: Value, max: usize) -> Option<String> {
         match value {
             Value::Null => None,
+            Value::String(s) if s.contains('\0') => {
+                self.problem(field, NUL);
+                None
+            }
             Value::String(s) if s.len() <= max => Some(s),
             Value::String(_) => {
                 self.problem(field, format!("must be at most {max} bytes"));
@@ -203,6 +220,10 @@ impl Checker<'_> {
             Value::Null => Value::Object(Map::new()),
             Value::Object(_) if depth(&value) > self.config.max_attributes_depth => {
                 self.problem("attributes", format!("must nest at most {} levels", self.config.max_attributes_depth));
+                Value::Null
+            }
+            Value::Object(_) if has_nul(&value) => {
+                self.problem("attributes", NUL);
                 Value::Null
             }
             Value::Object(_) if json_len(&value) > self.config.max_attributes_bytes => {
@@ -282,6 +303,7 @@ impl Checker<'_> {
             match key.as_str() {
                 "message" => match value {
                     Value::String(s) if s.is_empty() => self.problem("message", "must not be empty"),
+                    Value::String(s) if s.contains('\0') => self.problem("message", NUL),
                     Value::String(s) if s.len() > self.config.max_message_bytes => {
                         self.problem("message", format!("must be at most {} bytes", self.config.max_message_bytes));
                     }
@@ -421,6 +443,19 @@ mod tests {
         assert!(check(vec![json!({"message": "m".repeat(32 * 1024)})]).is_ok());
         let service = json!({"message": "m", "service": "s".repeat(129)});
         assert_eq!(problems(vec![service]), vec![(Some(0), "service".into())]);
+    }
+
+    #[test]
+    fn nul_characters_are_refused_everywhere() {
+        let found = problems(vec![
+            json!({"message": "a\0b"}),
+            json!({"message": "m", "service": "s\0"}),
+            json!({"message": "m", "attributes": {"k": ["x", {"deep": "\0"}]}}),
+            json!({"message": "m", "attributes": {"k\0": 1}}),
+            json!({"message": "m", "exception": {"type": "E", "stacktrace": "\0"}}),
+        ]);
+        let fields: Vec<&str> = found.iter().map(|(_, f)| f.as_str()).collect();
+        assert_eq!(fields, ["message", "service", "attributes", "attributes", "exception.stacktrace"]);
     }
 
     #[test]
