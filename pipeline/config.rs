@@ -256,60 +256,8 @@ impl DefaultsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StagesConfig {
-    pub auth: AuthStageConfig,
+    pub auth: ledger_stages::auth::AuthConfig,
     pub validate: ledger_stages::validate::ValidateConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthStageConfig {
-    /// How long this instance trusts its own memory of a key. Revocation clears it at once regardless.
-    pub local_cache_secs: u64,
-    /// How long the shared cache (Redis) keeps a validated key.
-    pub shared_cache_secs: u64,
-    /// How long an unknown key is remembered as unknown.
-    pub negative_cache_secs: u64,
-    /// Keys kept in the in-process cache at most.
-    pub local_cache_capacity: u64,
-    /// Consecutive account store failures that open the circuit breaker.
-    pub breaker_failures: u32,
-    /// Seconds the breaker stays open before letting one look-up through.
-    pub breaker_open_secs: u64,
-    /// Seconds a key's last good answer is served while the breaker is open.
-    pub breaker_stale_secs: u64,
-}
-
-impl Default for AuthStageConfig {
-    fn default() -> Self {
-        AuthStageConfig {
-            local_cache_secs: 5,
-            shared_cache_secs: 300,
-            negative_cache_secs: 30,
-            local_cache_capacity: 100_000,
-            breaker_failures: 5,
-            breaker_open_secs: 30,
-            breaker_stale_secs: 600,
-        }
-    }
-}
-
-impl AuthStageConfig {
-    pub fn validator_settings(&self) -> ledger_stages::auth::ValidatorSettings {
-        ledger_stages::auth::ValidatorSettings {
-            local_ttl: Duration::from_secs(self.local_cache_secs),
-            shared_ttl: Duration::from_secs(self.shared_cache_secs),
-            negative_ttl: Duration::from_secs(self.negative_cache_secs),
-            local_capacity: self.local_cache_capacity,
-        }
-    }
-
-    pub fn breaker_settings(&self) -> ledger_stages::auth::BreakerSettings {
-        ledger_stages::auth::BreakerSettings {
-            failure_threshold: self.breaker_failures.max(1),
-            open_for: Duration::from_secs(self.breaker_open_secs),
-            stale_for: Duration::from_secs(self.breaker_stale_secs),
-        }
-    }
 }
 
 /// A configuration that cannot be used, with a one-line reason.

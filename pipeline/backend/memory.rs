@@ -74,31 +74,6 @@ impl HealthCheck for InProcess {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn counts_within_a_window_and_restarts_after_it() {
-        let c = MemoryCounters::default();
-        let window = Duration::from_millis(200);
-        assert_eq!(c.hit("a", window).await.expect("hit").0, 1);
-        assert_eq!(c.hit("a", window).await.expect("hit").0, 2);
-        assert_eq!(c.hit("b", window).await.expect("hit").0, 1);
-        assert_eq!(c.peek("a").await.expect("peek").0, 2);
-        c.clear("a").await.expect("clear");
-        assert_eq!(c.peek("a").await.expect("peek").0, 0);
-    }
-
-    #[tokio::test]
-    async fn an_expired_window_starts_again() {
-        let c = MemoryCounters::default();
-        assert_eq!(c.hit("a", Duration::ZERO).await.expect("hit").0, 1);
-        // The zero-length window has ended: the next hit opens a new one.
-        assert_eq!(c.hit("a", Duration::from_secs(60)).await.expect("hit").0, 1);
-    }
-}
-
 /// The embedded quota counter: in process, seeded from the stored usage of the day the first time a
 /// project is counted, so that a restart does not hand a project a fresh quota.
 pub struct SeededQuota {
@@ -155,5 +130,30 @@ impl ledger_stages::quota::QuotaCounter for SeededQuota {
         n: u64,
     ) -> Result<(), ledger_stages::auth::StoreUnavailable> {
         self.counts.give_back(project, day, n).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_within_a_window_and_restarts_after_it() {
+        let c = MemoryCounters::default();
+        let window = Duration::from_millis(200);
+        assert_eq!(c.hit("a", window).await.expect("hit").0, 1);
+        assert_eq!(c.hit("a", window).await.expect("hit").0, 2);
+        assert_eq!(c.hit("b", window).await.expect("hit").0, 1);
+        assert_eq!(c.peek("a").await.expect("peek").0, 2);
+        c.clear("a").await.expect("clear");
+        assert_eq!(c.peek("a").await.expect("peek").0, 0);
+    }
+
+    #[tokio::test]
+    async fn an_expired_window_starts_again() {
+        let c = MemoryCounters::default();
+        assert_eq!(c.hit("a", Duration::ZERO).await.expect("hit").0, 1);
+        // The zero-length window has ended: the next hit opens a new one.
+        assert_eq!(c.hit("a", Duration::from_secs(60)).await.expect("hit").0, 1);
     }
 }

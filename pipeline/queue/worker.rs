@@ -84,10 +84,22 @@ enum WorkError {
 impl Workers {
     /// Runs a worker loop per shard until `shutdown`; each finishes the batch in hand first.
     pub async fn run(self, shutdown: CancellationToken) {
-        if let Err(error) = ensure_partitions(&self.logs, 2).await {
-            tracing::warn!(%error, "could not create log partitions");
-        }
         let mut loops = tokio::task::JoinSet::new();
+        // Monthly partitions two months ahead, checked hourly, so a month never starts without its own.
+        let (pool, stop) = (self.logs.clone(), shutdown.clone());
+        loops.spawn(async move {
+            let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every_hour.tick() => {
+                        if let Err(error) = ensure_partitions(&pool, 2).await {
+                            tracing::warn!(%error, "could not create log partitions");
+                        }
+                    }
+                }
+            }
+        });
         for shard in 0..self.shards {
             loops.spawn(self.clone().shard_loop(shard, shutdown.clone()));
         }

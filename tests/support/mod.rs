@@ -40,8 +40,29 @@ pub struct Fresh {
     pub dir: tempfile::TempDir,
 }
 
+/// Panics with what to do when a service the shared-backend tests need is not listening.
+fn require(service: &str, url: &str, default_port: u16) {
+    let authority = url.split("://").nth(1).unwrap_or(url).rsplit('@').next().unwrap_or(url);
+    let host_port = authority.split('/').next().unwrap_or(authority);
+    let address = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:{default_port}") };
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&address)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    assert!(
+        reachable,
+        "{service} is not reachable at {address}: the shared-backend tests need it. Start it, point \
+         LEDGER_TEST_POSTGRES / LEDGER_TEST_REDIS elsewhere, or run `bash .ci/run`, which starts (and if \
+         need be installs) PostgreSQL and Redis before the tests"
+    );
+}
+
 impl Fresh {
     pub fn new(kind: Kind) -> Fresh {
+        if kind == Kind::Shared {
+            require("PostgreSQL", &postgres_server(), 5432);
+            require("Redis", &redis_url(), 6379);
+        }
         let id = format!("t{}", uuid::Uuid::new_v4().simple());
         Fresh { kind, id, dir: tempfile::tempdir().unwrap() }
     }

@@ -10,11 +10,13 @@
 //! This module must never log a key: log its `prefix` or its key id.
 
 pub mod breaker;
+pub mod config;
 pub mod key;
 pub mod stage;
 pub mod validator;
 
 pub use breaker::{BreakerSettings, BreakerState, BreakerStore};
+pub use config::AuthConfig;
 pub use key::{ApiKey, KeyDigest, KeyFormatError};
 pub use stage::Authenticate;
 pub use validator::{
