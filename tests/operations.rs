@@ -19,8 +19,19 @@ on_both_backends!(
     health_and_deep_health,
     openapi_describes_every_route,
     grpc_health_and_reflection,
-    sigterm_exits_zero
+    sigterm_exits_zero,
+    prometheus_metrics_count_outcomes,
 );
+
+async fn prometheus_metrics_count_outcomes(d: Daemon) {
+    let (_, _, key) = d.tenant("ada@example.com").await;
+    assert_eq!(d.ingest(&key, serde_json::json!({"logs": [{"message": "a"}, {"message": "b"}]})).await.status, 202);
+    d.ingest(&key, serde_json::json!({"level": "x"})).await.assert_error(422, "validation_failed");
+    let text = d.client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("ledger_ingest_logs_total{outcome=\"accepted\"} 2"), "{text}");
+    assert!(text.contains("ledger_ingest_logs_total{outcome=\"invalid\"} 1"), "{text}");
+    assert!(text.contains("ledger_queue_depth "), "{text}");
+}
 
 async fn health_and_deep_health(d: Daemon) {
     let r = d.get("/health", None).await;

@@ -22,6 +22,7 @@ pub mod health;
 pub mod ingest;
 pub mod keys;
 pub mod logs;
+pub mod metrics;
 pub mod openapi;
 pub mod projects;
 pub mod request_id;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/health/deep", get(health::deep))
         .route("/openapi.json", get(openapi::document))
+        .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(ACCOUNT_BODY_LIMIT))
