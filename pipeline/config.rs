@@ -27,6 +27,7 @@ pub struct Config {
     pub defaults: DefaultsConfig,
     pub ingest: crate::ingest::IngestConfig,
     pub queue: crate::queue::QueueConfig,
+    pub analytics: crate::analytics::rebuild::AnalyticsConfig,
     pub stages: StagesConfig,
 }
 

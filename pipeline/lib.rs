@@ -4,6 +4,7 @@
 //! databases; this crate implements their storage traits and assembles them.
 
 pub mod accounts;
+pub mod analytics;
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::accounts::Accounts;
+use crate::analytics::memory::MemoryMetrics;
+use crate::analytics::redis::RedisMetrics;
+use crate::analytics::{MetricsCache, rebuild};
 use crate::backend::limits::RedisLimits;
 use crate::backend::memory::SeededQuota;
 use crate::backend::setup::SetupError;
@@ -60,14 +63,21 @@ struct Plumbing {
     /// The embedded writer: it ends once every handle on the queue is dropped.
     writer: Option<tokio::task::JoinHandle<()>>,
     workers: Option<Workers>,
+    metrics: Arc<dyn MetricsCache>,
 }
 
 fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> {
     match &backend.logs {
         LogDb::Sqlite(store) => {
-            let (queue, writer) =
-                EmbeddedQueue::start(store.clone(), config.queue.embedded_capacity, config.queue.max_batch_logs);
+            let metrics: Arc<dyn MetricsCache> = Arc::new(MemoryMetrics::default());
+            let (queue, writer) = EmbeddedQueue::start(
+                store.clone(),
+                metrics.clone(),
+                config.queue.embedded_capacity,
+                config.queue.max_batch_logs,
+            );
             Ok(Plumbing {
+                metrics,
                 queue: Arc::new(queue),
                 limiter: Arc::new(MemoryRateLimiter::default()),
                 quota: Arc::new(SeededQuota::new(backend.accounts.clone())),
@@ -78,6 +88,7 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
         LogDb::Postgres(store) => {
             let redis = backend.redis.clone().ok_or_else(|| ServeError("the shared backend has no Redis".into()))?;
             let limits = Arc::new(RedisLimits::new(redis.clone()));
+            let metrics: Arc<dyn MetricsCache> = Arc::new(RedisMetrics::new(redis.clone()));
             let queue = RedisQueue::new(redis.connection(), redis.prefix(), config.queue.shards, redis.timeout());
             let workers = config.roles.workers.then(|| Workers {
                 client: redis.client(),
@@ -87,8 +98,16 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
                 lease: Duration::from_secs(config.queue.lease_secs.max(1)),
                 max_batch_logs: config.queue.max_batch_logs,
                 owner: Uuid::new_v4().to_string(),
+                metrics: metrics.clone(),
             });
-            Ok(Plumbing { queue: Arc::new(queue), limiter: limits.clone(), quota: limits, writer: None, workers })
+            Ok(Plumbing {
+                queue: Arc::new(queue),
+                limiter: limits.clone(),
+                quota: limits,
+                writer: None,
+                workers,
+                metrics,
+            })
         }
     }
 }
@@ -121,7 +140,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             Ok(())
         });
     }
-    let Plumbing { queue, limiter, quota, writer, workers } = plumbing(&config, &backend)?;
+    let Plumbing { queue, limiter, quota, writer, workers, metrics } = plumbing(&config, &backend)?;
+    if config.roles.analytics {
+        let (store, cache, analytics, stop) =
+            (backend.logs.store(), metrics.clone(), config.analytics.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            rebuild::run(store, cache, analytics, stop).await;
+            Ok(())
+        });
+    }
     if let Some(workers) = workers {
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -156,6 +183,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             ingestion: ingestion.clone(),
             logs: backend.logs.store(),
             queue,
+            metrics,
         };
         let app = http::router(state);
         let stop = shutdown.clone();
@@ -171,7 +199,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         );
         tracing::info!(%http_addr, %grpc_addr, backend = %backend.kind, "ledger ready");
     } else {
-        drop((ingestion, queue, accounts));
+        drop((ingestion, queue, accounts, metrics));
         tracing::info!(backend = %backend.kind, "ledger ready (no gateway role)");
     }
 

@@ -59,6 +59,11 @@ impl RedisCache {
         self.query(cmd).await
     }
 
+    /// Runs a pipeline with this cache's deadline.
+    pub async fn run_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
+        self.query_pipe(pipe).await
+    }
+
     /// Runs a script with this cache's deadline.
     pub async fn invoke<T: redis::FromRedisValue>(
         &self,

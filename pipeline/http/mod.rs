@@ -17,6 +17,7 @@ use crate::backend::Backend;
 use crate::error::ApiError;
 
 pub mod accounts;
+pub mod analytics;
 pub mod extract;
 pub mod health;
 pub mod ingest;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub ingestion: crate::ingest::Ingestion,
     pub logs: Arc<dyn crate::logs::LogStore>,
     pub queue: Arc<dyn ledger_stages::queue::LogQueue>,
+    pub metrics: Arc<dyn crate::analytics::MetricsCache>,
 }
 
 /// Every REST route. Tests and `server::run` both start from here.
@@ -53,6 +55,10 @@ pub fn router(state: AppState) -> Router {
         // Ingestion reads its body itself, with its own (configurable) limit.
         .route("/v1/logs", post(ingest::ingest).get(logs::list).layer(DefaultBodyLimit::disable()))
         .route("/v1/logs/{id}", get(logs::get))
+        .route("/v1/metrics/error-rate", get(analytics::error_rate))
+        .route("/v1/metrics/volume", get(analytics::volume))
+        .route("/v1/metrics/top-errors", get(analytics::top_errors))
+        .route("/v1/usage", get(analytics::usage))
         .route("/health", get(health::health))
         .route("/health/deep", get(health::deep))
         .route("/openapi.json", get(openapi::document))

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, health, ingest, keys, logs, projects};
+use super::{accounts, analytics, health, ingest, keys, logs, projects};
 use crate::error::{ErrorBody, ErrorDetail, FieldProblem};
 
 #[derive(OpenApi)]
@@ -16,6 +16,7 @@ use crate::error::{ErrorBody, ErrorDetail, FieldProblem};
         projects::create, projects::list, projects::get, projects::update, projects::delete,
         keys::create, keys::list, keys::revoke,
         ingest::ingest, logs::list, logs::get,
+        analytics::error_rate, analytics::volume, analytics::top_errors, analytics::usage,
         health::health, health::deep,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldProblem)),

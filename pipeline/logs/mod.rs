@@ -72,6 +72,42 @@ pub trait LogStore: Send + Sync + 'static {
     async fn query(&self, query: &LogQuery) -> Result<Vec<LogRecord>, StoreError>;
     async fn get(&self, project_id: Uuid, id: Uuid) -> Result<Option<LogRecord>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The analytics of every project's logs with `from <= ts < to`, in buckets of `g` (the caller aligns
+    /// the range to whole buckets): level counts, and for `Hour`/`Day` error counts and error info.
+    async fn stats(
+        &self,
+        g: crate::analytics::Granularity,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<crate::analytics::Stats, StoreError>;
+}
+
+/// Rows of the three analytics queries, as both stores return them.
+pub type VolumeRow = (Uuid, i64, i16, i64);
+pub type ErrorRow = (Uuid, i64, i64, i64);
+pub type InfoRow = (Uuid, i64, i64, i64, i16, Option<String>, String, Option<String>);
+
+/// Assembles the analytics query rows into cache stats.
+pub fn assemble(
+    g: crate::analytics::Granularity,
+    volume: Vec<VolumeRow>,
+    errors: Vec<ErrorRow>,
+    info: Vec<InfoRow>,
+) -> crate::analytics::Stats {
+    use crate::analytics::{ErrorInfo, Stats, level_index};
+    let mut stats = Stats::default();
+    for (project, bucket, level, count) in volume {
+        let level = Level::from_number(level).unwrap_or(Level::Info);
+        stats.volume.entry((project, g, bucket)).or_default()[level_index(level)] += u64::try_from(count).unwrap_or(0);
+    }
+    for (project, bucket, fingerprint, count) in errors {
+        stats.errors.insert((project, g, bucket, fingerprint as u64), u64::try_from(count).unwrap_or(0));
+    }
+    for (project, fingerprint, first_seen, last_seen, level, service, sample_message, exception_type) in info {
+        let info = ErrorInfo { first_seen, last_seen, level, service, sample_message, exception_type };
+        stats.info.insert((project, fingerprint as u64), info);
+    }
+    stats
 }
 
 /// A `LIKE` pattern that matches `term` anywhere, with `%`, `_` and `\` taken literally.

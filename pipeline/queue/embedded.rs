@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::pending::Pending;
+use crate::analytics::{MetricsCache, Stats};
 use crate::logs::sqlite::{SqliteLogStore, insert_records};
 
 struct Job {
@@ -31,14 +32,24 @@ pub struct EmbeddedQueue {
 impl EmbeddedQueue {
     /// Starts the writer. It stops once every clone of the queue is dropped and the batches in hand are
     /// written: that is the embedded backend's graceful shutdown.
-    pub fn start(store: SqliteLogStore, capacity: usize, max_batch_logs: usize) -> (EmbeddedQueue, JoinHandle<()>) {
+    pub fn start(
+        store: SqliteLogStore,
+        metrics: Arc<dyn MetricsCache>,
+        capacity: usize,
+        max_batch_logs: usize,
+    ) -> (EmbeddedQueue, JoinHandle<()>) {
         let (jobs, receiver) = mpsc::channel(capacity.max(1));
-        let writer = tokio::spawn(write_loop(store, receiver, max_batch_logs.max(1)));
+        let writer = tokio::spawn(write_loop(store, metrics, receiver, max_batch_logs.max(1)));
         (EmbeddedQueue { jobs, pending: Arc::new(Pending::default()) }, writer)
     }
 }
 
-async fn write_loop(store: SqliteLogStore, mut receiver: mpsc::Receiver<Job>, max_batch_logs: usize) {
+async fn write_loop(
+    store: SqliteLogStore,
+    metrics: Arc<dyn MetricsCache>,
+    mut receiver: mpsc::Receiver<Job>,
+    max_batch_logs: usize,
+) {
     while let Some(first) = receiver.recv().await {
         let mut jobs = vec![first];
         let mut logs = jobs[0].records.len();
@@ -52,6 +63,8 @@ async fn write_loop(store: SqliteLogStore, mut receiver: mpsc::Receiver<Job>, ma
             }
         }
         let result = write(&store, &jobs).await.map_err(|e| e.to_string());
+        let stats =
+            result.is_ok().then(|| Stats::of(&jobs.iter().flat_map(|j| j.records.iter().cloned()).collect::<Vec<_>>()));
         if let Err(error) = &result {
             tracing::error!(%error, requests = jobs.len(), logs, "embedded write failed; requests answered 503");
         } else {
@@ -61,6 +74,12 @@ async fn write_loop(store: SqliteLogStore, mut receiver: mpsc::Receiver<Job>, ma
             // The request may have given up waiting; then nobody is told, and that is fine: it was not
             // answered 202.
             let _ = job.done.send(result.clone());
+        }
+        // After the answers: live analytics must not delay a 202.
+        if let Some(stats) = stats
+            && let Err(error) = metrics.add(&stats).await
+        {
+            tracing::warn!(%error, "could not update live analytics; the rebuild job will");
         }
     }
 }

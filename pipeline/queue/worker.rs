@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::redis::{Entry, Keys};
+use crate::analytics::{MetricsCache, Stats};
 use crate::logs::postgres::{copy_records, ensure_partitions};
 
 /// KEYS: stream. ARGV: last committed id, key prefix. Drops every entry up to that id and takes its
@@ -69,6 +70,8 @@ pub struct Workers {
     pub max_batch_logs: usize,
     /// This instance, as lease owner.
     pub owner: String,
+    /// Live analytics, updated after each commit.
+    pub metrics: std::sync::Arc<dyn MetricsCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +219,9 @@ impl Workers {
             // Not cancellable from here: a batch read is a batch written.
             self.commit(shard_id, &last, &newest, &records).await?;
             let _: i64 = release.key(&stream).arg(&newest).arg(&self.keys.prefix).invoke_async(conn).await?;
+            if let Err(error) = self.metrics.add(&Stats::of(&records)).await {
+                tracing::warn!(%error, shard, "could not update live analytics; the rebuild job will");
+            }
             tracing::debug!(shard, entries = entries.len(), logs = records.len(), "queue batch written");
             last = newest;
         }
