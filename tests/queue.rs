@@ -8,6 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ledger::analytics::redis::RedisMetrics;
 use ledger::backend::{Backend, LogDb};
 use ledger::config::{BackendKind, Config};
 use ledger::logs::postgres::copy_records;
@@ -94,6 +95,7 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
         lease: Duration::from_secs(2),
         max_batch_logs: 1000,
         owner: "next-owner".into(),
+        metrics: Arc::new(RedisMetrics::new(redis.clone())),
     };
     let running = tokio::spawn(workers.run(stop.clone()));
     let queue = Arc::new(queue);
