@@ -6,6 +6,7 @@ use std::future::Future;
 
 use ledger_proto::v1 as pb;
 use ledger_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
+use ledger_proto::v1::query_service_server::{QueryService, QueryServiceServer};
 use ledger_stages::{Ingest, Protocol, RateLimitStatus};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
@@ -15,7 +16,8 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
 
 use crate::error::ApiError;
-use crate::http::request_id;
+use crate::http::logs::{ReadAccess, page};
+use crate::http::{AppState, analytics, request_id};
 use crate::ingest::Ingestion;
 
 /// API.md's mapping of errors to gRPC status codes; retryable ones carry `retry-after` (whole seconds).
@@ -183,12 +185,180 @@ impl IngestService for Ingester {
     }
 }
 
+fn timestamp(t: &chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+}
+
+fn micros(m: i64) -> Option<prost_types::Timestamp> {
+    chrono::DateTime::from_timestamp_micros(m).as_ref().map(timestamp)
+}
+
+fn rfc3339(t: &prost_types::Timestamp) -> String {
+    let nanos = u32::try_from(t.nanos).unwrap_or(0);
+    chrono::DateTime::from_timestamp(t.seconds, nanos).map(|t| t.to_rfc3339()).unwrap_or_default()
+}
+
+fn json_to_value(v: Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(items) => {
+            Kind::ListValue(prost_types::ListValue { values: items.into_iter().map(json_to_value).collect() })
+        }
+        Value::Object(map) => Kind::StructValue(json_to_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+fn json_to_struct(map: Map<String, Value>) -> prost_types::Struct {
+    prost_types::Struct { fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect() }
+}
+
+fn record_to_proto(r: ledger_stages::LogRecord) -> pb::LogRecord {
+    pb::LogRecord {
+        id: r.id.to_string(),
+        timestamp: Some(timestamp(&r.timestamp)),
+        received_at: Some(timestamp(&r.received_at)),
+        level: r.level.as_str().to_owned(),
+        message: r.message,
+        service: r.service,
+        environment: r.environment,
+        host: r.host,
+        trace_id: r.trace_id,
+        span_id: r.span_id,
+        attributes: match r.attributes {
+            Value::Object(map) => Some(json_to_struct(map)),
+            _ => None,
+        },
+        exception: r.exception.map(|e| pb::Exception { r#type: e.kind, value: e.value, stacktrace: e.stacktrace }),
+        fingerprint: Some(ledger_stages::log::fingerprint_hex(r.fingerprint)),
+    }
+}
+
+/// `ledger.v1.QueryService`: the REST query and metrics routes behind protobuf, with their parameters
+/// and checks (the typed request becomes the same parameters).
+#[derive(Clone)]
+pub struct Querier {
+    state: AppState,
+}
+
+type Params = std::collections::HashMap<String, String>;
+
+impl Querier {
+    async fn project(&self, metadata: &MetadataMap) -> Result<uuid::Uuid, Status> {
+        let headers = metadata.clone().into_headers();
+        let access = ReadAccess::check(&headers, &self.state, None).await.map_err(|e| status(&e))?;
+        Ok(access.project_id)
+    }
+
+    fn range(params: &mut Params, from: Option<&prost_types::Timestamp>, to: Option<&prost_types::Timestamp>) {
+        if let Some(from) = from {
+            params.insert("from".into(), rfc3339(from));
+        }
+        if let Some(to) = to {
+            params.insert("to".into(), rfc3339(to));
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl QueryService for Querier {
+    async fn query_logs(
+        &self,
+        request: Request<pb::QueryLogsRequest>,
+    ) -> Result<Response<pb::QueryLogsResponse>, Status> {
+        let (metadata, _, q) = request.into_parts();
+        let project = self.project(&metadata).await?;
+        let mut params = Params::new();
+        Self::range(&mut params, q.from.as_ref(), q.to.as_ref());
+        let lists = [("level", q.level.join(",")), ("service", q.service.join(","))];
+        for (name, value) in lists.into_iter().filter(|(_, v)| !v.is_empty()) {
+            params.insert(name.into(), value);
+        }
+        let singles = [
+            ("min_level", q.min_level),
+            ("environment", q.environment),
+            ("q", q.q),
+            ("fingerprint", q.fingerprint),
+            ("trace_id", q.trace_id),
+            ("limit", q.limit.map(|l| l.to_string())),
+            ("cursor", q.cursor),
+        ];
+        for (name, value) in singles {
+            if let Some(value) = value {
+                params.insert(name.into(), value);
+            }
+        }
+        let (records, next_cursor) = page(&self.state, project, &params).await.map_err(|e| status(&e))?;
+        Ok(Response::new(pb::QueryLogsResponse {
+            logs: records.into_iter().map(record_to_proto).collect(),
+            next_cursor,
+        }))
+    }
+
+    async fn error_rate(
+        &self,
+        request: Request<pb::ErrorRateRequest>,
+    ) -> Result<Response<pb::ErrorRateResponse>, Status> {
+        let (metadata, _, q) = request.into_parts();
+        let project = self.project(&metadata).await?;
+        let mut params = Params::new();
+        Self::range(&mut params, q.from.as_ref(), q.to.as_ref());
+        let buckets = analytics::error_rate_buckets(&self.state, project, &params).await.map_err(|e| status(&e))?;
+        let buckets = buckets
+            .into_iter()
+            .map(|(start, total, errors, error_rate)| pb::ErrorRateBucket {
+                start: Some(prost_types::Timestamp { seconds: start, nanos: 0 }),
+                total,
+                errors,
+                error_rate,
+            })
+            .collect();
+        Ok(Response::new(pb::ErrorRateResponse { bucket_seconds: 300, buckets }))
+    }
+
+    async fn top_errors(
+        &self,
+        request: Request<pb::TopErrorsRequest>,
+    ) -> Result<Response<pb::TopErrorsResponse>, Status> {
+        let (metadata, _, q) = request.into_parts();
+        let project = self.project(&metadata).await?;
+        let mut params = Params::new();
+        Self::range(&mut params, q.from.as_ref(), q.to.as_ref());
+        if let Some(limit) = q.limit {
+            params.insert("limit".into(), limit.to_string());
+        }
+        let errors = analytics::top_error_list(&self.state, project, &params).await.map_err(|e| status(&e))?;
+        let errors = errors
+            .into_iter()
+            .map(|e| pb::TopError {
+                fingerprint: format!("{:016x}", e.fingerprint),
+                count: e.count,
+                first_seen: micros(e.info.first_seen),
+                last_seen: micros(e.info.last_seen),
+                level: ledger_stages::Level::from_number(e.info.level)
+                    .unwrap_or(ledger_stages::Level::Error)
+                    .as_str()
+                    .to_owned(),
+                service: e.info.service,
+                sample_message: e.info.sample_message,
+                exception_type: e.info.exception_type,
+            })
+            .collect();
+        Ok(Response::new(pb::TopErrorsResponse { errors }))
+    }
+}
+
 /// Serves gRPC on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    ingestion: Ingestion,
+    state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let ingestion = state.ingestion.clone();
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -201,6 +371,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(ingester)
+        .add_service(QueryServiceServer::new(Querier { state }))
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

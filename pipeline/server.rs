@@ -177,15 +177,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let http_addr = http_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
         let grpc_addr = grpc_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
 
-        let state = AppState {
-            accounts,
-            backend: backend.clone(),
-            ingestion: ingestion.clone(),
-            logs: backend.logs.store(),
-            queue,
-            metrics,
-        };
-        let app = http::router(state);
+        let state =
+            AppState { accounts, backend: backend.clone(), ingestion, logs: backend.logs.store(), queue, metrics };
+        let app = http::router(state.clone());
         let stop = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(http_listener, app)
@@ -194,9 +188,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                 .map_err(|e| ServeError(format!("HTTP server failed: {e}")))
         });
         let stop = shutdown.clone();
-        tasks.spawn(
-            async move { grpc::serve(grpc_listener, ingestion, stop.cancelled_owned()).await.map_err(ServeError) },
-        );
+        tasks.spawn(async move { grpc::serve(grpc_listener, state, stop.cancelled_owned()).await.map_err(ServeError) });
         tracing::info!(%http_addr, %grpc_addr, backend = %backend.kind, "ledger ready");
     } else {
         drop((ingestion, queue, accounts, metrics));

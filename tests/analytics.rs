@@ -9,7 +9,69 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::{Daemon, Fresh, Kind, eventually, urlencode};
 
-on_both_backends!(metrics_show_new_logs_within_seconds, usage_counts_every_outcome, metrics_are_per_project);
+on_both_backends!(
+    metrics_show_new_logs_within_seconds,
+    usage_counts_every_outcome,
+    metrics_are_per_project,
+    grpc_queries
+);
+
+fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+async fn grpc_queries(d: Daemon) {
+    use ledger_proto::v1 as pb;
+    use ledger_proto::v1::query_service_client::QueryServiceClient;
+    let (token, project, key) = d.tenant("ada@example.com").await;
+    let (_, ingest_only) = d.key(&token, &project, &["ingest"]).await;
+    assert_eq!(d.ingest(&key, logs()).await.status, 202);
+    let channel = tonic::transport::Channel::from_shared(d.grpc.clone()).unwrap().connect().await.unwrap();
+    let mut client = QueryServiceClient::new(channel);
+    let from = prost_types::Timestamp { seconds: chrono::Utc::now().timestamp() - 1200, nanos: 0 };
+    let errors =
+        pb::QueryLogsRequest { level: vec!["ERROR".into(), "CRITICAL".into()], limit: Some(2), ..Default::default() };
+    let page = eventually(Duration::from_secs(10), "the logs are queryable over gRPC", || {
+        let (mut client, request) = (client.clone(), with_key(errors.clone(), &key));
+        async move {
+            let page = client.query_logs(request).await.unwrap().into_inner();
+            (page.logs.len() == 2).then_some(page)
+        }
+    })
+    .await;
+    assert!(page.next_cursor.is_some(), "three error logs, pages of two");
+    assert!(page.logs.iter().all(|l| l.level == "ERROR" || l.level == "CRITICAL"));
+    let next = pb::QueryLogsRequest { cursor: page.next_cursor.clone(), ..errors.clone() };
+    let rest = client.query_logs(with_key(next, &key)).await.unwrap().into_inner();
+    assert_eq!((rest.logs.len(), rest.next_cursor), (1, None));
+
+    let rate = eventually(Duration::from_secs(10), "the error rate over gRPC", || {
+        let (mut client, request) =
+            (client.clone(), with_key(pb::ErrorRateRequest { from: Some(from), to: None }, &key));
+        async move {
+            let rate = client.error_rate(request).await.unwrap().into_inner();
+            (rate.buckets.iter().map(|b| b.total).sum::<u64>() == 6).then_some(rate)
+        }
+    })
+    .await;
+    assert_eq!(rate.bucket_seconds, 300);
+    assert_eq!(rate.buckets.iter().map(|b| b.errors).sum::<u64>(), 3);
+    let top = client
+        .top_errors(with_key(pb::TopErrorsRequest { from: Some(from), to: None, limit: Some(1) }, &key))
+        .await
+        .unwrap();
+    let top = top.into_inner().errors;
+    assert_eq!((top.len(), top[0].count, top[0].exception_type.as_deref()), (1, 2, Some("CardError")));
+
+    let refused = client.query_logs(with_key(pb::QueryLogsRequest::default(), &ingest_only)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let refused = client.error_rate(with_key(pb::ErrorRateRequest::default(), "ledger_nope")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let bad = pb::QueryLogsRequest { limit: Some(5000), ..Default::default() };
+    assert_eq!(client.query_logs(with_key(bad, &key)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+}
 
 fn window() -> String {
     let from = (chrono::Utc::now() - chrono::Duration::minutes(20)).to_rfc3339();

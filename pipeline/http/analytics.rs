@@ -101,21 +101,34 @@ pub async fn error_rate(
     headers: HeaderMap,
 ) -> Result<Json<ErrorRate>, ApiError> {
     let access = ReadAccess::check(&headers, &state, params.get("project_id").map(String::as_str)).await?;
-    only(&params, &["from", "to"])?;
-    let (from, to) = range(&params)?;
+    let buckets = error_rate_buckets(&state, access.project_id, &params)
+        .await?
+        .into_iter()
+        .map(|(bucket, total, errors, error_rate)| ErrorRateBucket { start: start(bucket), total, errors, error_rate })
+        .collect();
+    Ok(Json(ErrorRate { bucket_seconds: Granularity::FiveMinutes.seconds(), buckets }))
+}
+
+/// The error rate's 5-minute buckets: (start, total, errors, errors / total). REST and gRPC answer from it.
+pub async fn error_rate_buckets(
+    state: &AppState,
+    project: uuid::Uuid,
+    params: &HashMap<String, String>,
+) -> Result<Vec<(i64, u64, u64, f64)>, ApiError> {
+    only(params, &["from", "to"])?;
+    let (from, to) = range(params)?;
     let g = Granularity::FiveMinutes;
     let (first, last) = buckets(g, &from, &to)?;
-    let buckets = counts(&state, access.project_id, g, first, last)
+    Ok(counts(state, project, g, first, last)
         .await?
         .into_iter()
         .map(|(bucket, c)| {
             let total: u64 = c.iter().sum();
             let errors = c[3] + c[4];
             let error_rate = if total == 0 { 0.0 } else { errors as f64 / total as f64 };
-            ErrorRateBucket { start: start(bucket), total, errors, error_rate }
+            (bucket, total, errors, error_rate)
         })
-        .collect();
-    Ok(Json(ErrorRate { bucket_seconds: g.seconds(), buckets }))
+        .collect())
 }
 
 #[utoipa::path(get, path = "/v1/metrics/volume", tag = "metrics", security(("api_key" = []), ("session" = [])),
@@ -172,8 +185,18 @@ pub async fn top_errors(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let access = ReadAccess::check(&headers, &state, params.get("project_id").map(String::as_str)).await?;
-    only(&params, &["from", "to", "limit"])?;
-    let (from, to) = range(&params)?;
+    let errors = top_error_list(&state, access.project_id, &params).await?;
+    Ok(Json(json!({"errors": errors.iter().map(top_error_json).collect::<Vec<_>>()})))
+}
+
+/// The top errors, most frequent first. REST and gRPC answer from it.
+pub async fn top_error_list(
+    state: &AppState,
+    project: uuid::Uuid,
+    params: &HashMap<String, String>,
+) -> Result<Vec<TopError>, ApiError> {
+    only(params, &["from", "to", "limit"])?;
+    let (from, to) = range(params)?;
     let limit = match params.get("limit").filter(|l| !l.is_empty()) {
         Some(l) => {
             l.parse::<usize>().ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| bad("limit", "must be 1 to 100"))?
@@ -183,10 +206,10 @@ pub async fn top_errors(
     // Hourly buckets up to a week, daily beyond: the answer is by whole buckets.
     let g = if to - from <= chrono::Duration::days(7) { Granularity::Hour } else { Granularity::Day };
     let (first, last) = buckets(g, &from, &to)?;
-    let mut errors = state.metrics.errors(access.project_id, g, first, last).await?;
+    let mut errors = state.metrics.errors(project, g, first, last).await?;
     errors.sort_by(|a, b| b.count.cmp(&a.count).then(a.fingerprint.cmp(&b.fingerprint)));
     errors.truncate(limit);
-    Ok(Json(json!({"errors": errors.iter().map(top_error_json).collect::<Vec<_>>()})))
+    Ok(errors)
 }
 
 #[utoipa::path(get, path = "/v1/usage", tag = "metrics", security(("api_key" = []), ("session" = [])),

@@ -170,7 +170,17 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<LogPage>, ApiError> {
     let access = ReadAccess::check(&headers, &state, params.get("project_id").map(String::as_str)).await?;
-    let mut query = parse_query(access.project_id, &params)?;
+    let (records, next_cursor) = page(&state, access.project_id, &params).await?;
+    Ok(Json(LogPage { logs: records.iter().map(to_json).collect(), next_cursor }))
+}
+
+/// One page of logs and the cursor of the next, if there is one. REST and gRPC answer from it.
+pub async fn page(
+    state: &AppState,
+    project: Uuid,
+    params: &HashMap<String, String>,
+) -> Result<(Vec<ledger_stages::LogRecord>, Option<String>), ApiError> {
+    let mut query = parse_query(project, params)?;
     let limit = query.limit;
     // One more than asked tells whether there is a next page.
     query.limit += 1;
@@ -179,7 +189,7 @@ pub async fn list(
         records.truncate(limit);
         records.last().map(|r| Cursor::after(r).encode())
     });
-    Ok(Json(LogPage { logs: records.iter().map(to_json).collect(), next_cursor: next_cursor.flatten() }))
+    Ok((records, next_cursor.flatten()))
 }
 
 #[utoipa::path(get, path = "/v1/logs/{id}", tag = "query", security(("api_key" = []), ("session" = [])),
