@@ -28,6 +28,7 @@ pub struct Config {
     pub ingest: crate::ingest::IngestConfig,
     pub queue: crate::queue::QueueConfig,
     pub analytics: crate::analytics::rebuild::AnalyticsConfig,
+    pub retention: crate::logs::retention::RetentionConfig,
     pub stages: StagesConfig,
 }
 

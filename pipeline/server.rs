@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::ingest::outcome::Outcomes;
 use crate::ingest::{self, Ingestion, Parts};
+use crate::logs::retention;
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::redis::{Keys, RedisQueue};
 use crate::queue::worker::Workers;
@@ -146,6 +147,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             (backend.logs.store(), metrics.clone(), config.analytics.clone(), shutdown.clone());
         tasks.spawn(async move {
             rebuild::run(store, cache, analytics, stop).await;
+            Ok(())
+        });
+        let (accounts, logs, stop) = (backend.accounts.clone(), backend.logs.store(), shutdown.clone());
+        let (days, retention_config) = (config.defaults.retention_days, config.retention.clone());
+        tasks.spawn(async move {
+            retention::run(accounts, logs, days, retention_config, stop).await;
             Ok(())
         });
     }

@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use ledger::accounts::now;
 use ledger::backend::{Backend, KeyRecord, Project, StoreError, User};
 use ledger::config::{BackendKind, Config};
@@ -57,8 +57,120 @@ conformance!(
     keys_resolve_until_revoked_or_deleted,
     sessions,
     counters,
-    health_checks
+    health_checks,
+    log_store_queries_stats_and_retention,
 );
+
+fn log(
+    project: Uuid,
+    message: &str,
+    level: ledger_stages::Level,
+    ts: chrono::DateTime<Utc>,
+) -> ledger_stages::LogRecord {
+    ledger_stages::LogRecord {
+        id: Uuid::now_v7(),
+        project_id: project,
+        timestamp: ts,
+        received_at: ts,
+        level,
+        message: message.into(),
+        service: Some("svc".into()),
+        environment: None,
+        host: None,
+        trace_id: None,
+        span_id: None,
+        attributes: serde_json::json!({"k": 1}),
+        exception: None,
+        fingerprint: 7,
+        fingerprint_override: None,
+    }
+}
+
+/// Writes records the way each backend's writer does.
+async fn write(b: &Backend, records: &[ledger_stages::LogRecord]) {
+    match &b.logs {
+        ledger::backend::LogDb::Sqlite(store) => {
+            let mut tx = store.pool().begin().await.unwrap();
+            ledger::logs::sqlite::insert_records(&mut tx, records).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        ledger::backend::LogDb::Postgres(store) => {
+            let mut tx = store.pool().begin().await.unwrap();
+            ledger::logs::postgres::copy_records(&mut tx, records).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+}
+
+async fn log_store_queries_stats_and_retention(b: Backend) {
+    use ledger_stages::Level;
+    let logs = b.logs.store();
+    let (p, q) = (Uuid::now_v7(), Uuid::now_v7());
+    let now = chrono::Utc::now().trunc_subsecs(6);
+    let old = now - chrono::Duration::days(3);
+    let records = vec![
+        log(p, "Disk FULL on db-1", Level::Error, now),
+        log(p, "all good", Level::Info, now),
+        log(p, "old news", Level::Info, old),
+        log(q, "theirs", Level::Error, now),
+    ];
+    write(&b, &records).await;
+
+    let query = |terms: Vec<&str>, levels: Vec<Level>| ledger::logs::LogQuery {
+        project_id: p,
+        from: now - chrono::Duration::days(7),
+        to: now + chrono::Duration::minutes(1),
+        levels,
+        min_level: None,
+        services: vec![],
+        environment: None,
+        terms: terms.into_iter().map(str::to_owned).collect(),
+        fingerprint: None,
+        trace_id: None,
+        limit: 100,
+        cursor: None,
+    };
+    let messages = |found: Vec<ledger_stages::LogRecord>| found.into_iter().map(|r| r.message).collect::<Vec<_>>();
+    let none = Vec::<String>::new();
+    assert_eq!(
+        messages(logs.query(&query(vec!["full disk"], vec![])).await.unwrap()),
+        none,
+        "a phrase keeps its order"
+    );
+    assert_eq!(messages(logs.query(&query(vec!["disk full"], vec![])).await.unwrap()), ["Disk FULL on db-1"]);
+    assert_eq!(messages(logs.query(&query(vec!["full", "DISK"], vec![])).await.unwrap()), ["Disk FULL on db-1"]);
+    assert_eq!(messages(logs.query(&query(vec!["50%"], vec![])).await.unwrap()), none, "wildcards are literal");
+    assert_eq!(logs.query(&query(vec![], vec![Level::Info])).await.unwrap().len(), 2);
+    let stored = logs.get(p, records[0].id).await.unwrap().unwrap();
+    assert_eq!(stored, records[0]);
+    assert_eq!(logs.get(q, records[0].id).await.unwrap(), None, "another project's log is not found");
+
+    let hour = ledger::analytics::Granularity::Hour;
+    let stats = logs.stats(hour, now - chrono::Duration::days(4), now + chrono::Duration::hours(1)).await.unwrap();
+    let volume: u64 =
+        stats.volume.iter().filter(|((project, _, _), _)| *project == p).flat_map(|(_, c)| c.iter()).sum();
+    assert_eq!(volume, 3);
+    assert_eq!(stats.errors.iter().filter(|((project, ..), _)| *project == p).map(|(_, n)| n).sum::<u64>(), 1);
+    assert_eq!(stats.info[&(p, 7)].sample_message, "Disk FULL on db-1");
+
+    assert_eq!(logs.delete_before(p, now - chrono::Duration::days(1), 100).await.unwrap(), 1);
+    assert_eq!(logs.delete_others(&[p], 100).await.unwrap(), 1, "the unknown project's log goes");
+    assert_eq!(messages(logs.query(&query(vec![], vec![])).await.unwrap()).len(), 2);
+
+    if let ledger::backend::LogDb::Postgres(store) = &b.logs {
+        sqlx::query("CREATE TABLE logs_2020_01 PARTITION OF logs FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let ancient = chrono::DateTime::parse_from_rfc3339("2020-01-15T00:00:00Z").unwrap().to_utc();
+        write(&b, &[log(p, "ancient", Level::Info, ancient)]).await;
+        let dropped = logs.drop_before(now - chrono::Duration::days(30)).await.unwrap();
+        assert_eq!(dropped, ["logs_2020_01"]);
+        assert_eq!(logs.drop_before(now - chrono::Duration::days(30)).await.unwrap(), none);
+    } else {
+        assert_eq!(logs.drop_before(now).await.unwrap(), none);
+    }
+}
 
 fn user(email: &str) -> User {
     User { id: Uuid::now_v7(), email: email.into(), created_at: now() }

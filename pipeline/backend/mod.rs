@@ -137,6 +137,9 @@ pub trait AccountStore: KeyStore {
     /// Digests of the project's live keys: what the caches must forget when its settings change.
     async fn key_digests(&self, project_id: Uuid) -> Result<Vec<KeyDigest>, StoreError>;
 
+    /// Every project and its `retention_days`.
+    async fn retention(&self) -> Result<Vec<(Uuid, u32)>, StoreError>;
+
     /// Adds to the usage of each (project, day).
     async fn add_usage(&self, rows: &[(Uuid, chrono::NaiveDate, Usage)]) -> Result<(), StoreError>;
     /// A project's usage per day from `from` to `to` inclusive, days without usage left out.

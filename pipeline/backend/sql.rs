@@ -312,6 +312,12 @@ impl AccountStore for SqlStore {
         Ok(digests(rows))
     }
 
+    async fn retention(&self) -> Result<Vec<(Uuid, u32)>, StoreError> {
+        let rows: Vec<(Uuid, i64)> =
+            on_db!(&self.db, pool => sqlx::query_as("SELECT id, retention_days FROM projects").fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|(id, days)| (id, to_u32(days))).collect())
+    }
+
     async fn add_usage(&self, rows: &[(Uuid, chrono::NaiveDate, Usage)]) -> Result<(), StoreError> {
         let sql = "INSERT INTO usage_daily (project_id, day, accepted, rejected_rate_limited, rejected_quota, \
                    rejected_backpressure, rejected_invalid, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \

@@ -17,6 +17,7 @@ use crate::backend::StoreError;
 use crate::http::timestamp;
 
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 
 /// Where a page ends: the (timestamp, id) of its last log.
@@ -72,6 +73,13 @@ pub trait LogStore: Send + Sync + 'static {
     async fn query(&self, query: &LogQuery) -> Result<Vec<LogRecord>, StoreError>;
     async fn get(&self, project_id: Uuid, id: Uuid) -> Result<Option<LogRecord>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Deletes at most `limit` logs of `project` older than `before`; how many it deleted.
+    async fn delete_before(&self, project: Uuid, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError>;
+    /// Deletes at most `limit` logs of projects not in `projects` (deleted projects); how many.
+    async fn delete_others(&self, projects: &[Uuid], limit: i64) -> Result<u64, StoreError>;
+    /// Drops whole storage units holding only logs older than `before` (PostgreSQL's monthly partitions;
+    /// nothing for SQLite); their names.
+    async fn drop_before(&self, before: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
     /// The analytics of every project's logs with `from <= ts < to`, in buckets of `g` (the caller aligns
     /// the range to whole buckets): level counts, and for `Hour`/`Day` error counts and error info.
     async fn stats(

@@ -117,6 +117,39 @@ impl LogStore for PgLogStore {
         Ok(())
     }
 
+    async fn delete_before(&self, project: Uuid, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {
+        // (tableoid, ctid) names a row across partitions; small batches keep locks and WAL bursts short.
+        let sql = "DELETE FROM logs WHERE (tableoid, ctid) IN \
+                   (SELECT tableoid, ctid FROM logs WHERE project_id = $1 AND ts < $2 LIMIT $3)";
+        Ok(sqlx::query(sql).bind(project).bind(before).bind(limit).execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn delete_others(&self, projects: &[Uuid], limit: i64) -> Result<u64, StoreError> {
+        let sql = "DELETE FROM logs WHERE (tableoid, ctid) IN \
+                   (SELECT tableoid, ctid FROM logs WHERE project_id <> ALL($1) LIMIT $2)";
+        Ok(sqlx::query(sql).bind(projects).bind(limit).execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn drop_before(&self, before: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        use chrono::{Months, NaiveDate};
+        let partitions: Vec<(String,)> = sqlx::query_as(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'logs'::regclass AND c.relname ~ '^logs_[0-9]{4}_[0-9]{2}$'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut dropped = Vec::new();
+        for (name,) in partitions {
+            let start = NaiveDate::parse_from_str(&format!("{}_01", &name[5..]), "%Y_%m_%d").ok();
+            let end = start.and_then(|s| s.checked_add_months(Months::new(1)));
+            if end.is_some_and(|end| end.and_hms_opt(0, 0, 0).is_some_and(|e| e.and_utc() <= before)) {
+                sqlx::query(&format!("DROP TABLE IF EXISTS {name}")).execute(&self.pool).await?;
+                dropped.push(name);
+            }
+        }
+        Ok(dropped)
+    }
+
     async fn stats(&self, g: Granularity, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Stats, StoreError> {
         let secs = g.seconds();
         let bucket = "(floor(extract(epoch FROM ts))::bigint / $3) * $3";

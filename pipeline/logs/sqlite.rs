@@ -160,6 +160,31 @@ impl LogStore for SqliteLogStore {
         Ok(())
     }
 
+    async fn delete_before(&self, project: Uuid, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {
+        let sql = "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE project_id = $1 AND ts < $2 LIMIT $3)";
+        let done =
+            sqlx::query(sql).bind(project).bind(before.timestamp_micros()).bind(limit).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_others(&self, projects: &[Uuid], limit: i64) -> Result<u64, StoreError> {
+        let mut sql =
+            QueryBuilder::<Sqlite>::new("DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE project_id NOT IN (");
+        let mut list = sql.separated(", ");
+        // An empty NOT IN list is a syntax error in SQLite: the nil id stands for "no project".
+        list.push_bind(Uuid::nil());
+        for project in projects {
+            list.push_bind(*project);
+        }
+        sql.push(") LIMIT ").push_bind(limit).push(")");
+        Ok(sql.build().execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn drop_before(&self, _before: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        // One table: retention is row deletion, done by `delete_before`.
+        Ok(Vec::new())
+    }
+
     async fn stats(&self, g: Granularity, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Stats, StoreError> {
         let (from, to, secs) = (from.timestamp_micros(), to.timestamp_micros(), g.seconds());
         let bucket = "(ts / 1000000 / $3) * $3";
