@@ -1,3 +1,6 @@
+// Shared by several benches; each uses part of it.
+#![allow(dead_code)]
+
 //! Realistic log shapes for the benches: a mix of plain messages, messages with attributes and context,
 //! and errors with stack traces, averaging ~400 bytes of JSON per log like BASELINES.md's rows.
 
