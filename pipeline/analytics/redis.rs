@@ -70,6 +70,23 @@ impl RedisMetrics {
         serde_json::to_string(&details).unwrap_or_default()
     }
 
+    /// Adds to `pipe` the merge of every fingerprint's info, each key kept as long as the daily buckets.
+    fn push_merges(&self, pipe: &mut redis::Pipeline, stats: &Stats) {
+        for ((project, fingerprint), info) in &stats.info {
+            let keys = self.info_keys(*project);
+            pipe.cmd("EVAL").arg(MERGE).arg(4).arg(&keys[..]);
+            pipe.arg(hex(*fingerprint))
+                .arg(info.first_seen)
+                .arg(info.last_seen)
+                .arg(info.level)
+                .arg(Self::details(info))
+                .ignore();
+            for key in &keys {
+                pipe.cmd("EXPIRE").arg(key).arg(INFO_KEEP_SECS).ignore();
+            }
+        }
+    }
+
     fn buckets(g: Granularity, from: i64, to: i64) -> impl Iterator<Item = i64> {
         (from..=to).step_by(usize::try_from(g.seconds()).unwrap_or(300))
     }
@@ -95,19 +112,7 @@ impl MetricsCache for RedisMetrics {
             pipe.cmd("HINCRBY").arg(&key).arg(hex(*fingerprint)).arg(*count).ignore();
             pipe.cmd("EXPIRE").arg(&key).arg(g.keep_secs()).ignore();
         }
-        for ((project, fingerprint), info) in &stats.info {
-            let keys = self.info_keys(*project);
-            pipe.cmd("EVAL").arg(MERGE).arg(4).arg(&keys[..]);
-            pipe.arg(hex(*fingerprint))
-                .arg(info.first_seen)
-                .arg(info.last_seen)
-                .arg(info.level)
-                .arg(Self::details(info))
-                .ignore();
-            for key in &keys {
-                pipe.cmd("EXPIRE").arg(key).arg(INFO_KEEP_SECS).ignore();
-            }
-        }
+        self.push_merges(&mut pipe, stats);
         self.cache.run_pipe::<()>(&pipe).await
     }
 
@@ -132,15 +137,7 @@ impl MetricsCache for RedisMetrics {
             pipe.cmd("EXPIRE").arg(&key).arg(g.keep_secs()).ignore();
         }
         // A rebuild sees only its window: widen what is known rather than replace it.
-        for ((project, fingerprint), info) in &stats.info {
-            pipe.cmd("EVAL").arg(MERGE).arg(4).arg(&self.info_keys(*project)[..]);
-            pipe.arg(hex(*fingerprint))
-                .arg(info.first_seen)
-                .arg(info.last_seen)
-                .arg(info.level)
-                .arg(Self::details(info))
-                .ignore();
-        }
+        self.push_merges(&mut pipe, stats);
         self.cache.run_pipe::<()>(&pipe).await
     }
 

@@ -95,6 +95,34 @@ pub type VolumeRow = (Uuid, i64, i16, i64);
 pub type ErrorRow = (Uuid, i64, i64, i64);
 pub type InfoRow = (Uuid, i64, i64, i64, i16, Option<String>, String, Option<String>);
 
+/// The three analytics queries (level counts, error counts, error info), written once for both stores.
+/// Parameters: `$1` from, `$2` to, `$3` bucket seconds (volume and errors only).
+pub struct StatsSql {
+    pub volume: String,
+    pub errors: String,
+    pub info: String,
+}
+
+impl StatsSql {
+    /// `bucket`: the bucket start of `ts` in Unix seconds; `micros`: an expression over `ts` in Unix
+    /// microseconds (applied to `min(ts)` and `max(ts)`); `exception_type`: the exception's type.
+    pub fn new(bucket: &str, micros: impl Fn(&str) -> String, exception_type: &str) -> StatsSql {
+        let window = "FROM logs WHERE ts >= $1 AND ts < $2";
+        StatsSql {
+            volume: format!("SELECT project_id, {bucket}, level, count(*) {window} GROUP BY 1, 2, 3"),
+            errors: format!(
+                "SELECT project_id, {bucket}, fingerprint, count(*) {window} AND level >= 40 GROUP BY 1, 2, 3"
+            ),
+            info: format!(
+                "SELECT project_id, fingerprint, {}, {}, max(level), min(service), min(message), min({exception_type}) \
+                 {window} AND level >= 40 GROUP BY 1, 2",
+                micros("min(ts)"),
+                micros("max(ts)")
+            ),
+        }
+    }
+}
+
 /// Assembles the analytics query rows into cache stats.
 pub fn assemble(
     g: crate::analytics::Granularity,

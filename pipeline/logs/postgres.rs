@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::{ErrorRow, InfoRow, LogQuery, LogStore, VolumeRow, assemble, contains_pattern};
+use super::{ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble, contains_pattern};
 use crate::analytics::{Granularity, Stats};
 use crate::backend::StoreError;
 
@@ -151,36 +151,20 @@ impl LogStore for PgLogStore {
     }
 
     async fn stats(&self, g: Granularity, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Stats, StoreError> {
+        let sql = StatsSql::new(
+            "(floor(extract(epoch FROM ts))::bigint / $3) * $3",
+            |ts| format!("(extract(epoch FROM {ts}) * 1000000)::bigint"),
+            "exception->>'type'",
+        );
         let secs = g.seconds();
-        let bucket = "(floor(extract(epoch FROM ts))::bigint / $3) * $3";
-        let volume: Vec<VolumeRow> = sqlx::query_as(&format!(
-            "SELECT project_id, {bucket}, level, count(*) FROM logs WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2, 3"
-        ))
-        .bind(from)
-        .bind(to)
-        .bind(secs)
-        .fetch_all(&self.pool)
-        .await?;
+        let volume: Vec<VolumeRow> =
+            sqlx::query_as(&sql.volume).bind(from).bind(to).bind(secs).fetch_all(&self.pool).await?;
         if g == Granularity::FiveMinutes {
             return Ok(assemble(g, volume, Vec::new(), Vec::new()));
         }
-        let errors: Vec<ErrorRow> = sqlx::query_as(&format!(
-            "SELECT project_id, {bucket}, fingerprint, count(*) FROM logs WHERE ts >= $1 AND ts < $2 AND level >= 40 GROUP BY 1, 2, 3"
-        ))
-        .bind(from)
-        .bind(to)
-        .bind(secs)
-        .fetch_all(&self.pool)
-        .await?;
-        let info: Vec<InfoRow> = sqlx::query_as(
-            "SELECT project_id, fingerprint, (extract(epoch FROM min(ts)) * 1000000)::bigint, \
-             (extract(epoch FROM max(ts)) * 1000000)::bigint, max(level), min(service), min(message), min(exception->>'type') \
-             FROM logs WHERE ts >= $1 AND ts < $2 AND level >= 40 GROUP BY 1, 2",
-        )
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
+        let errors: Vec<ErrorRow> =
+            sqlx::query_as(&sql.errors).bind(from).bind(to).bind(secs).fetch_all(&self.pool).await?;
+        let info: Vec<InfoRow> = sqlx::query_as(&sql.info).bind(from).bind(to).fetch_all(&self.pool).await?;
         Ok(assemble(g, volume, errors, info))
     }
 }

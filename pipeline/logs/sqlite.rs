@@ -7,7 +7,7 @@ use ledger_stages::{Level, LogRecord};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{ErrorRow, InfoRow, LogQuery, LogStore, VolumeRow, assemble, contains_pattern};
+use super::{ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble, contains_pattern};
 use crate::analytics::{Granularity, Stats};
 use crate::backend::StoreError;
 use chrono::{DateTime, Utc};
@@ -186,35 +186,16 @@ impl LogStore for SqliteLogStore {
     }
 
     async fn stats(&self, g: Granularity, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Stats, StoreError> {
+        let sql = StatsSql::new("(ts / 1000000 / $3) * $3", str::to_owned, "json_extract(exception, '$.type')");
         let (from, to, secs) = (from.timestamp_micros(), to.timestamp_micros(), g.seconds());
-        let bucket = "(ts / 1000000 / $3) * $3";
-        let volume: Vec<VolumeRow> = sqlx::query_as(&format!(
-            "SELECT project_id, {bucket}, level, count(*) FROM logs WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2, 3"
-        ))
-        .bind(from)
-        .bind(to)
-        .bind(secs)
-        .fetch_all(&self.pool)
-        .await?;
+        let volume: Vec<VolumeRow> =
+            sqlx::query_as(&sql.volume).bind(from).bind(to).bind(secs).fetch_all(&self.pool).await?;
         if g == Granularity::FiveMinutes {
             return Ok(assemble(g, volume, Vec::new(), Vec::new()));
         }
-        let errors: Vec<ErrorRow> = sqlx::query_as(&format!(
-            "SELECT project_id, {bucket}, fingerprint, count(*) FROM logs WHERE ts >= $1 AND ts < $2 AND level >= 40 GROUP BY 1, 2, 3"
-        ))
-        .bind(from)
-        .bind(to)
-        .bind(secs)
-        .fetch_all(&self.pool)
-        .await?;
-        let info: Vec<InfoRow> = sqlx::query_as(
-            "SELECT project_id, fingerprint, min(ts), max(ts), max(level), min(service), min(message), \
-             min(json_extract(exception, '$.type')) FROM logs WHERE ts >= $1 AND ts < $2 AND level >= 40 GROUP BY 1, 2",
-        )
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
+        let errors: Vec<ErrorRow> =
+            sqlx::query_as(&sql.errors).bind(from).bind(to).bind(secs).fetch_all(&self.pool).await?;
+        let info: Vec<InfoRow> = sqlx::query_as(&sql.info).bind(from).bind(to).fetch_all(&self.pool).await?;
         Ok(assemble(g, volume, errors, info))
     }
 }
