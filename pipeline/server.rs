@@ -135,9 +135,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 
     let mut tasks = JoinSet::new();
     if let Some(redis) = backend.redis.clone() {
+        let subscription = redis
+            .subscribe_key_revocations()
+            .await
+            .map_err(|e| ServeError(format!("cannot subscribe to key revocations: {e}")))?;
         let (stop, validator) = (shutdown.clone(), validator.clone());
         tasks.spawn(async move {
-            redis.follow_key_revocations(validator, stop).await;
+            redis.follow_key_revocations(subscription, validator, stop).await;
             Ok(())
         });
     }

@@ -335,7 +335,9 @@ async fn a_revocation_reaches_every_instance() {
     let first = KeyValidator::new(store.clone(), b.shared_keys.clone(), settings.clone());
     let second = KeyValidator::new(store, b.shared_keys.clone(), settings);
     let stop = CancellationToken::new();
-    let follower = tokio::spawn(b.redis.clone().unwrap().follow_key_revocations(second.clone(), stop.clone()));
+    let redis = b.redis.clone().unwrap();
+    let subscription = redis.subscribe_key_revocations().await.unwrap();
+    let follower = tokio::spawn(redis.follow_key_revocations(subscription, second.clone(), stop.clone()));
 
     assert!(first.validate(key.expose_secret()).await.is_ok());
     assert!(second.validate(key.expose_secret()).await.is_ok());

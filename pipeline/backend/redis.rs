@@ -108,42 +108,48 @@ impl RedisCache {
             .map_err(unavailable)
     }
 
-    /// Listens for other instances' revocations and drops those keys from `validator`'s in-process tier,
-    /// until `shutdown`. Reconnects after a broken connection; while disconnected, the in-process tier's
-    /// short lifetime bounds how long a revoked key could still pass on this instance.
-    pub async fn follow_key_revocations(self, validator: KeyValidator, shutdown: CancellationToken) {
-        let channel = self.forget_channel();
-        while !shutdown.is_cancelled() {
-            let subscribed = async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            };
-            let pubsub = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                result = subscribed => result,
-            };
-            match pubsub {
-                Ok(pubsub) => {
-                    let mut messages = pubsub.into_on_message();
-                    loop {
-                        let message = tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            message = messages.next() => message,
-                        };
-                        let Some(message) = message else { break };
-                        let digests: Vec<KeyDigest> =
-                            message.get_payload_bytes().chunks(32).filter_map(KeyDigest::from_slice).collect();
-                        validator.forget_local(&digests).await;
-                    }
-                    tracing::warn!("key revocation subscription ended; resubscribing");
+    /// Subscribes to other instances' revocations. Awaited before the instance says it is ready, so no
+    /// revocation made after that can be missed.
+    pub async fn subscribe_key_revocations(&self) -> Result<redis::aio::PubSub, StoreError> {
+        let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+        pubsub.subscribe(self.forget_channel()).await.map_err(unavailable)?;
+        Ok(pubsub)
+    }
+
+    /// Drops other instances' revoked keys from `validator`'s in-process tier until `shutdown`, starting
+    /// from `pubsub`. Resubscribes after a broken connection; while disconnected, the in-process tier's short
+    /// lifetime bounds how long a revoked key could still pass on this instance.
+    pub async fn follow_key_revocations(
+        self,
+        mut pubsub: redis::aio::PubSub,
+        validator: KeyValidator,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            {
+                let mut messages = pubsub.on_message();
+                loop {
+                    let message = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        message = messages.next() => message,
+                    };
+                    let Some(message) = message else { break };
+                    let digests: Vec<KeyDigest> =
+                        message.get_payload_bytes().chunks(32).filter_map(KeyDigest::from_slice).collect();
+                    validator.forget_local(&digests).await;
                 }
-                Err(error) => tracing::warn!(%error, "cannot subscribe to key revocations; retrying"),
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+            tracing::warn!("key revocation subscription ended; resubscribing");
+            pubsub = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                match self.subscribe_key_revocations().await {
+                    Ok(pubsub) => break pubsub,
+                    Err(error) => tracing::warn!(%error, "cannot subscribe to key revocations; retrying"),
+                }
+            };
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Fresh {
     pub kind: Kind,
     pub id: String,
     pub dir: tempfile::TempDir,
+    /// Whether dropping this cleans the databases and keys up (a sibling's does not).
+    owner: bool,
 }
 
 /// Panics with what to do when a service the shared-backend tests need is not listening.
@@ -64,7 +66,12 @@ impl Fresh {
             require("Redis", &redis_url(), 6379);
         }
         let id = format!("t{}", uuid::Uuid::new_v4().simple());
-        Fresh { kind, id, dir: tempfile::tempdir().unwrap() }
+        Fresh { kind, id, dir: tempfile::tempdir().unwrap(), owner: true }
+    }
+
+    /// The same shared backend, for a second instance; dropping it cleans nothing up.
+    pub fn sibling(&self) -> Fresh {
+        Fresh { kind: self.kind, id: self.id.clone(), dir: tempfile::tempdir().unwrap(), owner: false }
     }
 
     pub fn auth_db(&self) -> String {
@@ -107,7 +114,7 @@ impl Fresh {
 
 impl Drop for Fresh {
     fn drop(&mut self) {
-        if self.kind != Kind::Shared {
+        if self.kind != Kind::Shared || !self.owner {
             return;
         }
         let (dbs, prefix) = (vec![self.auth_db(), self.logs_db()], self.prefix());
@@ -189,6 +196,11 @@ impl Daemon {
     pub async fn start_with(fresh: Fresh, extra: &[(&str, &str)]) -> Daemon {
         let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Self::launch(fresh, extra).await
+    }
+
+    /// Another instance on the same shared backend and settings.
+    pub async fn sibling(&self) -> Daemon {
+        Self::launch(self.fresh().sibling(), self.extra.clone()).await
     }
 
     /// Kills this daemon (SIGKILL) and starts another on the same backend and settings.

@@ -1,0 +1,90 @@
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+//! Two instances on one Redis and one PostgreSQL: limits count globally, a revocation reaches both, each
+//! stream shard has one writer, and a killed instance's shards are taken over.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Daemon, Fresh, Kind, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_limits_revocations_and_shards() {
+    // A long in-process key cache: only the revocation broadcast can make the other instance forget a key.
+    let a = Daemon::start_with(Fresh::new(Kind::Shared), &[("LEDGER__STAGES__AUTH__LOCAL_CACHE_SECS", "600")]).await;
+    let b = a.sibling().await;
+    let (token, project, key) = a.tenant("ada@example.com").await;
+    assert_eq!(b.get("/v1/me", Some(&token)).await.status, 200, "a session made on one instance works on the other");
+
+    // Rate limits count across instances: 6 per minute, 3 through each, then both refuse.
+    a.patch(&format!("/v1/projects/{project}"), Some(&token), json!({"settings": {"rate_limit_per_minute": 6}})).await;
+    for d in [&a, &b, &a, &b, &a, &b] {
+        assert_eq!(d.ingest(&key, json!({"message": "counted"})).await.status, 202);
+    }
+    a.ingest(&key, json!({"message": "over"})).await.assert_error(429, "rate_limited");
+    b.ingest(&key, json!({"message": "over"})).await.assert_error(429, "rate_limited");
+
+    // A revocation through one instance is seen by the other, which had the key in its own cache.
+    let (key_id, other) = a.key(&token, &project, &["query"]).await;
+    assert_eq!(b.get("/v1/logs", Some(&other)).await.status, 200);
+    assert_eq!(a.delete(&format!("/v1/projects/{project}/keys/{key_id}"), Some(&token)).await.status, 204);
+    eventually(Duration::from_secs(5), "the other instance refuses the revoked key", || async {
+        (b.get("/v1/logs", Some(&other)).await.status == 401).then_some(())
+    })
+    .await;
+
+    // Each shard's lease has exactly one owner, and every log is written once.
+    let client = redis::Client::open(support::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let owners = eventually(Duration::from_secs(10), "every shard has an owner", || {
+        let mut conn = conn.clone();
+        let prefix = a.fresh().prefix();
+        async move {
+            let mut owners = Vec::new();
+            for shard in 0..4 {
+                let owner: Option<String> =
+                    redis::cmd("GET").arg(format!("{prefix}lease:{shard}")).query_async(&mut conn).await.unwrap();
+                owners.push(owner?);
+            }
+            Some(owners)
+        }
+    })
+    .await;
+    assert!(owners.iter().collect::<HashSet<_>>().len() <= 2, "{owners:?}");
+
+    // Logs sent through both instances are each stored once.
+    a.patch(&format!("/v1/projects/{project}"), Some(&token), json!({"settings": {"rate_limit_per_minute": 100000}}))
+        .await;
+    let mut acknowledged = HashSet::new();
+    for (i, d) in [&a, &b].into_iter().cycle().take(20).enumerate() {
+        let logs: Vec<_> = (0..10).map(|j| json!({"message": format!("batch {i} log {j}")})).collect();
+        let r = d.ingest(&key, json!({ "logs": logs })).await;
+        assert_eq!(r.status, 202, "{r:?}");
+        acknowledged.extend(r.body["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()));
+    }
+    let stored = eventually(Duration::from_secs(20), "every log is stored", || async {
+        let logs = b.all_logs(&key, 1000).await;
+        (logs.len() >= acknowledged.len() + 6).then_some(logs)
+    })
+    .await;
+    let ids: Vec<&str> = stored.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), ids.iter().collect::<HashSet<_>>().len(), "a log was stored twice");
+    assert!(acknowledged.iter().all(|id| ids.contains(&id.as_str())));
+
+    // One instance dies; the other takes its shards over once their leases lapse, and nothing is lost.
+    let mut a = a;
+    a.kill();
+    let mut after = Vec::new();
+    for i in 0..8 {
+        let r = b.ingest(&key, json!({"message": format!("after the kill {i}")})).await;
+        assert_eq!(r.status, 202, "{r:?}");
+        after.push(r.body["ids"][0].as_str().unwrap().to_owned());
+    }
+    for id in &after {
+        b.stored(&key, id).await;
+    }
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+}
