@@ -9,6 +9,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -42,11 +44,16 @@ pub struct Fresh {
     owner: bool,
 }
 
-/// Panics with what to do when a service the shared-backend tests need is not listening.
-fn require(service: &str, url: &str, default_port: u16) {
+/// `host:port` of a `scheme://[user@]host[:port][/...]` URL.
+pub fn address(url: &str, default_port: u16) -> String {
     let authority = url.split("://").nth(1).unwrap_or(url).rsplit('@').next().unwrap_or(url);
     let host_port = authority.split('/').next().unwrap_or(authority);
-    let address = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:{default_port}") };
+    if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:{default_port}") }
+}
+
+/// Panics with what to do when a service the shared-backend tests need is not listening.
+fn require(service: &str, url: &str, default_port: u16) {
+    let address = address(url, default_port);
     let reachable = std::net::ToSocketAddrs::to_socket_addrs(&address)
         .ok()
         .and_then(|mut addrs| addrs.next())
