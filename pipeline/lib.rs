@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod logs;
+pub mod observe;
 pub mod queue;
 pub mod secrets;
 pub mod server;

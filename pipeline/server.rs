@@ -122,8 +122,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let secret = secrets::jwt_secret(&config)?;
     let accounts_store: Arc<dyn KeyStore> = backend.accounts.clone();
     // The breaker sits between the caches and the store: cache hits never touch it.
-    let key_store: Arc<dyn KeyStore> =
-        Arc::new(BreakerStore::new(accounts_store, config.stages.auth.breaker_settings()));
+    let breaker = Arc::new(BreakerStore::new(accounts_store, config.stages.auth.breaker_settings()));
+    let key_store: Arc<dyn KeyStore> = breaker.clone();
     let validator = KeyValidator::new(key_store, backend.shared_keys.clone(), config.stages.auth.validator_settings());
     let accounts = Arc::new(Accounts::new(
         backend.clone(),
@@ -188,8 +188,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let http_addr = http_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
         let grpc_addr = grpc_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
 
-        let state =
-            AppState { accounts, backend: backend.clone(), ingestion, logs: backend.logs.store(), queue, metrics };
+        let state = AppState {
+            accounts,
+            backend: backend.clone(),
+            ingestion,
+            logs: backend.logs.store(),
+            queue,
+            metrics,
+            breaker,
+        };
         let app = http::router(state.clone());
         let stop = shutdown.clone();
         tasks.spawn(async move {

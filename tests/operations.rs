@@ -31,6 +31,22 @@ async fn prometheus_metrics_count_outcomes(d: Daemon) {
     assert!(text.contains("ledger_ingest_logs_total{outcome=\"accepted\"} 2"), "{text}");
     assert!(text.contains("ledger_ingest_logs_total{outcome=\"invalid\"} 1"), "{text}");
     assert!(text.contains("ledger_queue_depth "), "{text}");
+    for expected in [
+        "ledger_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/logs\",status=\"202\"} 1",
+        "ledger_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/logs\",status=\"422\"} 1",
+        "ledger_key_validations_total{answered_by=\"local_cache\"}",
+        "ledger_account_store_breaker_state 0",
+        "ledger_pool_connections{pool=\"logs\",state=\"open\"}",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
+    // Written logs are counted once the writer has them.
+    support::eventually(std::time::Duration::from_secs(10), "the written logs are counted", || async {
+        let text = d.client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        text.lines().any(|l| l.starts_with("ledger_logs_written_total{") && l.ends_with(" 2")).then_some(())
+    })
+    .await;
 }
 
 async fn health_and_deep_health(d: Daemon) {

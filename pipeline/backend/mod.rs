@@ -151,6 +151,11 @@ pub trait AccountStore: KeyStore {
     ) -> Result<Vec<(chrono::NaiveDate, Usage)>, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Connections of the store's pool: (open, idle).
+    fn pool_usage(&self) -> (u32, usize) {
+        (0, 0)
+    }
 }
 
 /// Server-side sessions, so that logout revokes a token at once.
@@ -203,6 +208,14 @@ pub enum LogDb {
 }
 
 impl LogDb {
+    /// Connections of the log store's pool: (open, idle).
+    pub fn pool_usage(&self) -> (u32, usize) {
+        match self {
+            LogDb::Sqlite(s) => (s.pool().size(), s.pool().num_idle()),
+            LogDb::Postgres(s) => (s.pool().size(), s.pool().num_idle()),
+        }
+    }
+
     pub fn store(&self) -> Arc<dyn crate::logs::LogStore> {
         match self {
             LogDb::Sqlite(s) => Arc::new(s.clone()),

@@ -372,6 +372,10 @@ impl AccountStore for SqlStore {
         on_db!(&self.db, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
+
+    fn pool_usage(&self) -> (u32, usize) {
+        on_db!(&self.db, pool => (pool.size(), pool.num_idle()))
+    }
 }
 
 #[async_trait]

@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus text format. Names come from this one place.
 //!
-//! What is here so far: ingestion outcomes per log and the queue depth. Request histograms, cache hit
-//! ratios, breaker state and pool use are issue 5's.
+//! Request durations, write batches and process figures come from the registry in `crate::observe`; the
+//! gauges below are read at scrape time. Names come from these two places only.
 
 use std::fmt::Write;
 
@@ -15,6 +15,29 @@ use super::AppState;
 pub const INGEST_LOGS: &str = "ledger_ingest_logs_total";
 /// Logs waiting in the queue, all projects together.
 pub const QUEUE_DEPTH: &str = "ledger_queue_depth";
+/// Key validations by where they were answered.
+pub const KEY_VALIDATIONS: &str = "ledger_key_validations_total";
+/// The account store's circuit breaker: 0 closed, 1 half-open, 2 open.
+pub const BREAKER_STATE: &str = "ledger_account_store_breaker_state";
+/// Database pool connections by pool and state.
+pub const POOL_CONNECTIONS: &str = "ledger_pool_connections";
+
+/// Times a matched route's request.
+pub async fn track(
+    path: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (route, method) = (path.as_str().to_owned(), request.method().as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    crate::observe::metrics()
+        .http_duration
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
@@ -29,5 +52,30 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         let _ = writeln!(out, "# TYPE {QUEUE_DEPTH} gauge");
         let _ = writeln!(out, "{QUEUE_DEPTH} {depth}");
     }
+    let counts = state.accounts.validator().counts();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let (all, misses, shared) = (load(&counts.validations), load(&counts.local_misses), load(&counts.shared_hits));
+    let _ = writeln!(out, "# HELP {KEY_VALIDATIONS} API key validations by where they were answered.");
+    let _ = writeln!(out, "# TYPE {KEY_VALIDATIONS} counter");
+    let _ = writeln!(out, "{KEY_VALIDATIONS}{{answered_by=\"local_cache\"}} {}", all.saturating_sub(misses));
+    let _ = writeln!(out, "{KEY_VALIDATIONS}{{answered_by=\"shared_cache\"}} {shared}");
+    let _ = writeln!(out, "{KEY_VALIDATIONS}{{answered_by=\"store\"}} {}", misses.saturating_sub(shared));
+    let breaker = match state.breaker.state() {
+        ledger_stages::auth::BreakerState::Closed => 0,
+        ledger_stages::auth::BreakerState::HalfOpen => 1,
+        ledger_stages::auth::BreakerState::Open => 2,
+    };
+    let _ = writeln!(out, "# HELP {BREAKER_STATE} The account store's circuit breaker: 0 closed, 1 half-open, 2 open.");
+    let _ = writeln!(out, "# TYPE {BREAKER_STATE} gauge");
+    let _ = writeln!(out, "{BREAKER_STATE} {breaker}");
+    let _ = writeln!(out, "# HELP {POOL_CONNECTIONS} Database pool connections.");
+    let _ = writeln!(out, "# TYPE {POOL_CONNECTIONS} gauge");
+    for (pool, (open, idle)) in
+        [("accounts", state.backend.accounts.pool_usage()), ("logs", state.backend.logs.pool_usage())]
+    {
+        let _ = writeln!(out, "{POOL_CONNECTIONS}{{pool=\"{pool}\",state=\"open\"}} {open}");
+        let _ = writeln!(out, "{POOL_CONNECTIONS}{{pool=\"{pool}\",state=\"idle\"}} {idle}");
+    }
+    out.push_str(&crate::observe::metrics().encode());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

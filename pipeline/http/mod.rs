@@ -39,6 +39,8 @@ pub struct AppState {
     pub logs: Arc<dyn crate::logs::LogStore>,
     pub queue: Arc<dyn ledger_stages::queue::LogQueue>,
     pub metrics: Arc<dyn crate::analytics::MetricsCache>,
+    /// The account store's circuit breaker, for `/metrics`.
+    pub breaker: Arc<ledger_stages::auth::BreakerStore<Arc<dyn ledger_stages::auth::KeyStore>>>,
 }
 
 /// Every REST route. Tests and `server::run` both start from here.
@@ -63,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health/deep", get(health::deep))
         .route("/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::metrics))
+        // On matched routes only, where the route template is known: durations by route, not by raw path.
+        .route_layer(middleware::from_fn(metrics::track))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(ACCOUNT_BODY_LIMIT))

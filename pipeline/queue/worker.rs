@@ -223,6 +223,7 @@ impl Workers {
                 tracing::warn!(%error, shard, "could not update live analytics; the rebuild job will");
             }
             tracing::debug!(shard, entries = entries.len(), logs = records.len(), "queue batch written");
+            crate::observe::metrics().written("shared", records.len());
             last = newest;
         }
         Ok(())

@@ -20,5 +20,5 @@ pub use config::AuthConfig;
 pub use key::{ApiKey, KeyDigest, KeyFormatError};
 pub use stage::Authenticate;
 pub use validator::{
-    AuthError, CachedKey, KeyStore, KeyValidator, SharedKeyCache, StoreUnavailable, ValidatorSettings,
+    AuthError, CachedKey, KeyStore, KeyValidator, SharedKeyCache, StoreUnavailable, ValidatorCounts, ValidatorSettings,
 };

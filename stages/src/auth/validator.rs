@@ -93,6 +93,16 @@ pub enum AuthError {
     Unavailable(#[from] StoreUnavailable),
 }
 
+/// How validations were answered, since start: for the cache hit ratio.
+#[derive(Debug, Default)]
+pub struct ValidatorCounts {
+    pub validations: std::sync::atomic::AtomicU64,
+    /// Not in the in-process cache.
+    pub local_misses: std::sync::atomic::AtomicU64,
+    /// Of those, found in the shared cache.
+    pub shared_hits: std::sync::atomic::AtomicU64,
+}
+
 /// Resolves keys; cheap to clone (the caches are shared between clones).
 #[derive(Clone)]
 pub struct KeyValidator {
@@ -100,6 +110,7 @@ pub struct KeyValidator {
     shared: Option<Arc<dyn SharedKeyCache>>,
     local: moka::future::Cache<KeyDigest, CachedKey>,
     settings: ValidatorSettings,
+    counts: Arc<ValidatorCounts>,
 }
 
 impl KeyValidator {
@@ -112,13 +123,18 @@ impl KeyValidator {
             .max_capacity(settings.local_capacity)
             .time_to_live(settings.local_ttl)
             .build();
-        KeyValidator { store, shared, local, settings }
+        KeyValidator { store, shared, local, settings, counts: Arc::default() }
+    }
+
+    pub fn counts(&self) -> &ValidatorCounts {
+        &self.counts
     }
 
     /// The project of `raw`, or why not.
     pub async fn validate(&self, raw: &str) -> Result<ProjectContext, AuthError> {
         let key = ApiKey::parse(raw)?;
         let digest = key.digest();
+        self.counts.validations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let entry = self
             .local
             .try_get_with(digest, self.resolve_uncached(digest))
@@ -131,9 +147,13 @@ impl KeyValidator {
     }
 
     async fn resolve_uncached(&self, digest: KeyDigest) -> Result<CachedKey, StoreUnavailable> {
+        self.counts.local_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(shared) = &self.shared {
             match shared.get(&digest).await {
-                Ok(Some(entry)) => return Ok(entry),
+                Ok(Some(entry)) => {
+                    self.counts.shared_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(entry);
+                }
                 Ok(None) => {}
                 // The shared cache is an optimisation: without it, ask the store.
                 Err(error) => tracing::warn!(%error, "shared key cache read failed"),
