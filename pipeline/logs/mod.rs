@@ -20,6 +20,9 @@ pub mod postgres;
 pub mod retention;
 pub mod sqlite;
 
+/// The columns of `logs`, in the order both stores read and write them.
+pub const COLUMNS: &str = "id, project_id, ts, received_at, level, service, environment, host, message, fingerprint, trace_id, span_id, attributes, exception";
+
 /// Where a page ends: the (timestamp, id) of its last log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cursor {

@@ -10,11 +10,9 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::{ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble, contains_pattern};
+use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble, contains_pattern};
 use crate::analytics::{Granularity, Stats};
 use crate::backend::StoreError;
-
-pub const COLUMNS: &str = "id, project_id, ts, received_at, level, service, environment, host, message, fingerprint, trace_id, span_id, attributes, exception";
 
 #[derive(Clone)]
 pub struct PgLogStore {

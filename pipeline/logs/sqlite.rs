@@ -7,12 +7,10 @@ use ledger_stages::{Level, LogRecord};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble, contains_pattern};
+use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble, contains_pattern};
 use crate::analytics::{Granularity, Stats};
 use crate::backend::StoreError;
 use chrono::{DateTime, Utc};
-
-const COLUMNS: &str = "id, project_id, ts, received_at, level, service, environment, host, message, fingerprint, trace_id, span_id, attributes, exception";
 
 /// SQLite allows 32,766 bound values per statement; 14 columns × 1000 rows stays well inside.
 const ROWS_PER_INSERT: usize = 1000;
