@@ -239,6 +239,15 @@ async fn postgres_part(total: usize, projects: &[Uuid], now: DateTime<Utc>, quer
         sqlx::query("DROP INDEX bench_text").execute(&pool).await.unwrap_or_else(|e| panic!("{e}"));
     }
     pool.close().await;
+    if let Ok(client) = redis::Client::open(config.redis.url.clone())
+        && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+    {
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("ledger_{id}:*")).query_async(&mut conn).await.unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+        }
+    }
     drop(backend);
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{}/postgres", postgres())).await {
