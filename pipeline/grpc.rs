@@ -16,6 +16,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
 
 use crate::error::ApiError;
+use crate::http::extract::credential;
 use crate::http::logs::{ReadAccess, page};
 use crate::http::{AppState, analytics, request_id};
 use crate::ingest::Ingestion;
@@ -99,17 +100,6 @@ fn record_to_json(r: pb::LogRecord) -> Value {
     Value::Object(log)
 }
 
-/// The API key in gRPC metadata: `authorization: Bearer ledger_…` or `x-api-key`.
-fn credential(metadata: &MetadataMap) -> Option<String> {
-    let bearer = metadata
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim().to_owned());
-    bearer.or_else(|| metadata.get("x-api-key").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned()))
-}
-
 fn add_rate_limit(metadata: &mut MetadataMap, status: Option<&RateLimitStatus>) {
     if let Some(s) = status {
         metadata.insert("x-ratelimit-limit", MetadataValue::from(s.limit));
@@ -127,14 +117,14 @@ pub struct Ingester {
 impl Ingester {
     async fn batch(
         &self,
-        metadata: &MetadataMap,
+        headers: &axum::http::HeaderMap,
         logs: Vec<pb::LogRecord>,
     ) -> Result<(Vec<String>, Option<RateLimitStatus>), Status> {
-        let credential = credential(metadata).ok_or_else(|| status(&ApiError::Unauthorized))?;
+        let credential = credential(headers).map(str::to_owned).ok_or_else(|| status(&ApiError::Unauthorized))?;
         let logs: Vec<Value> = logs.into_iter().map(record_to_json).collect();
         let request_id = uuid::Uuid::now_v7().to_string();
         let mut request = Ingest::new(request_id.clone(), Protocol::Grpc, Some(credential), logs);
-        request.traceparent = metadata.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        request.traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (result, report) = request_id::scope(request_id, self.ingestion.run(request)).await;
         let rate_limit = report.rate_limit.get().copied();
         match result {
@@ -152,7 +142,7 @@ impl Ingester {
 impl IngestService for Ingester {
     async fn ingest(&self, request: Request<pb::IngestRequest>) -> Result<Response<pb::IngestResponse>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let (ids, rate_limit) = self.batch(&metadata, body.logs).await?;
+        let (ids, rate_limit) = self.batch(&metadata.into_headers(), body.logs).await?;
         let mut response = Response::new(pb::IngestResponse { accepted: ids.len() as u64, ids });
         add_rate_limit(response.metadata_mut(), rate_limit.as_ref());
         Ok(response)
@@ -163,10 +153,11 @@ impl IngestService for Ingester {
         request: Request<Streaming<pb::IngestRequest>>,
     ) -> Result<Response<pb::IngestResponse>, Status> {
         let (metadata, _, mut stream) = request.into_parts();
+        let headers = metadata.into_headers();
         let mut totals = pb::IngestResponse::default();
         let mut rate_limit = None;
         while let Some(message) = stream.message().await? {
-            match self.batch(&metadata, message.logs).await {
+            match self.batch(&headers, message.logs).await {
                 Ok((ids, status)) => {
                     totals.accepted += ids.len() as u64;
                     totals.ids.extend(ids);
@@ -248,8 +239,8 @@ pub struct Querier {
 type Params = std::collections::HashMap<String, String>;
 
 impl Querier {
-    async fn project(&self, metadata: &MetadataMap) -> Result<uuid::Uuid, Status> {
-        let headers = metadata.clone().into_headers();
+    async fn project(&self, metadata: MetadataMap) -> Result<uuid::Uuid, Status> {
+        let headers = metadata.into_headers();
         let access = ReadAccess::check(&headers, &self.state, None).await.map_err(|e| status(&e))?;
         Ok(access.project_id)
     }
@@ -271,7 +262,7 @@ impl QueryService for Querier {
         request: Request<pb::QueryLogsRequest>,
     ) -> Result<Response<pb::QueryLogsResponse>, Status> {
         let (metadata, _, q) = request.into_parts();
-        let project = self.project(&metadata).await?;
+        let project = self.project(metadata).await?;
         let mut params = Params::new();
         Self::range(&mut params, q.from.as_ref(), q.to.as_ref());
         let lists = [("level", q.level.join(",")), ("service", q.service.join(","))];
@@ -304,7 +295,7 @@ impl QueryService for Querier {
         request: Request<pb::ErrorRateRequest>,
     ) -> Result<Response<pb::ErrorRateResponse>, Status> {
         let (metadata, _, q) = request.into_parts();
-        let project = self.project(&metadata).await?;
+        let project = self.project(metadata).await?;
         let mut params = Params::new();
         Self::range(&mut params, q.from.as_ref(), q.to.as_ref());
         let buckets = analytics::error_rate_buckets(&self.state, project, &params).await.map_err(|e| status(&e))?;
@@ -325,7 +316,7 @@ impl QueryService for Querier {
         request: Request<pb::TopErrorsRequest>,
     ) -> Result<Response<pb::TopErrorsResponse>, Status> {
         let (metadata, _, q) = request.into_parts();
-        let project = self.project(&metadata).await?;
+        let project = self.project(metadata).await?;
         let mut params = Params::new();
         Self::range(&mut params, q.from.as_ref(), q.to.as_ref());
         if let Some(limit) = q.limit {

@@ -93,6 +93,12 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim())
 }
 
+/// The API key a request carries: `Authorization: Bearer ledger_…` or `X-API-Key: ledger_…` (the first wins).
+/// REST and gRPC (its metadata as headers) both read it here.
+pub fn credential(headers: &HeaderMap) -> Option<&str> {
+    bearer(headers).or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
+}
+
 /// A live session (`Authorization: Bearer <jwt>`). API keys are refused here: account and project routes
 /// take sessions only.
 pub struct SessionAuth(pub Session);

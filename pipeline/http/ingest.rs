@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::extract::credential;
 use super::{AppState, request_id};
 use crate::error::{ApiError, ErrorBody};
 use crate::ingest::decode;
@@ -23,17 +24,6 @@ pub struct AcceptedBody {
     accepted: usize,
     /// The logs' ids, in request order.
     ids: Vec<String>,
-}
-
-/// The API key of a request: `Authorization: Bearer ledger_…` or `X-API-Key: ledger_…`.
-pub fn credential(headers: &HeaderMap) -> Option<String> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim().to_owned());
-    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned()))
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -81,7 +71,7 @@ fn with_rate_limit(mut response: Response, status: Option<&RateLimitStatus>) -> 
         (status = 503, body = ErrorBody, description = "queue_full or unavailable, with Retry-After"),
     ))]
 pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let Some(credential) = credential(&headers) else {
+    let Some(credential) = credential(&headers).map(str::to_owned) else {
         return ApiError::Unauthorized.into_response();
     };
     let (logs, size) = match decode_body(&headers, body, state.ingestion.max_body_bytes).await {
