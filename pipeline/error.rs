@@ -115,6 +115,12 @@ impl ApiError {
         }
     }
 
+    /// Retry-After in whole seconds, rounded up and at least 1: a client that waits exactly this long must
+    /// not be refused again. HTTP's header and gRPC's metadata both carry this.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after().map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::TooManyLoginAttempts { retry_after }
@@ -148,7 +154,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = %cause, "internal error");
         }
-        let retry_after = self.retry_after();
+        let retry_after = self.retry_after_secs();
         // The body was not read to its end: the connection cannot carry another request, and a client
         // must be told before it tries.
         let close = matches!(self, ApiError::PayloadTooLarge { .. });
@@ -164,10 +170,8 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if let Some(retry_after) = retry_after {
-            // Whole seconds, rounded up: a client that waits exactly this long must not be refused again.
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if close {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -41,9 +41,8 @@ pub fn status(error: &ApiError) -> tonic::Status {
         ApiError::Internal(_) => Code::Internal,
     };
     let mut status = tonic::Status::new(code, error.to_string());
-    if let Some(retry_after) = error.retry_after() {
-        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        status.metadata_mut().insert("retry-after", MetadataValue::from(secs.max(1)));
+    if let Some(secs) = error.retry_after_secs() {
+        status.metadata_mut().insert("retry-after", MetadataValue::from(secs));
     }
     status
 }
