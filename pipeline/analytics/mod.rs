@@ -110,7 +110,7 @@ pub struct Stats {
 
 impl Stats {
     /// The counts of a committed batch.
-    pub fn of(records: &[LogRecord]) -> Stats {
+    pub fn of<'a>(records: impl IntoIterator<Item = &'a LogRecord>) -> Stats {
         let mut stats = Stats::default();
         for r in records {
             for g in Granularity::ALL {

@@ -63,8 +63,7 @@ async fn write_loop(
             }
         }
         let result = write(&store, &jobs).await.map_err(|e| e.to_string());
-        let stats =
-            result.is_ok().then(|| Stats::of(&jobs.iter().flat_map(|j| j.records.iter().cloned()).collect::<Vec<_>>()));
+        let stats = result.is_ok().then(|| Stats::of(jobs.iter().flat_map(|j| &j.records)));
         if let Err(error) = &result {
             tracing::error!(%error, requests = jobs.len(), logs, "embedded write failed; requests answered 503");
         } else {
