@@ -16,7 +16,7 @@ use super::{AppState, request_id};
 use crate::error::{ApiError, ErrorBody};
 use crate::ingest::decode;
 
-/// Bodies at least this large are decoded off the async workers.
+/// Uncompressed bodies at least this large, and every compressed one, are decoded off the async workers.
 const DECODE_INLINE_MAX: usize = 256 * 1024;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -34,20 +34,15 @@ async fn decode_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<(V
     let format = decode::format(header_text(headers, header::CONTENT_TYPE))?;
     let encoding = decode::encoding(header_text(headers, header::CONTENT_ENCODING))?;
     let raw = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { limit_bytes: limit })?;
+    let inline = encoding == decode::Encoding::Identity && raw.len() < DECODE_INLINE_MAX;
     let work = move || {
         let decoded = decode::decompress(&raw, encoding, limit)?;
         let size = decoded.len();
         decode::logs(&decoded, format).map(|logs| (logs, size))
     };
-    if raw_len_hint(headers) < DECODE_INLINE_MAX {
-        work()
-    } else {
-        tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)?
-    }
-}
-
-fn raw_len_hint(headers: &HeaderMap) -> usize {
-    header_text(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok()).unwrap_or(usize::MAX)
+    // Decided by the body as read, not by what Content-Length claims; a compressed body may inflate up to
+    // the limit, so only a small uncompressed one is decoded on the async worker.
+    if inline { work() } else { tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)? }
 }
 
 fn with_rate_limit(mut response: Response, status: Option<&RateLimitStatus>) -> Response {
