@@ -83,12 +83,11 @@ impl MetricsCache for MemoryMetrics {
         to: i64,
     ) -> Result<Vec<(i64, LevelCounts)>, StoreError> {
         let maps = self.lock();
-        let mut out: Vec<(i64, LevelCounts)> = (from..=to)
+        // Walking the buckets in order gives them in order.
+        Ok((from..=to)
             .step_by(usize::try_from(g.seconds()).unwrap_or(300))
             .filter_map(|bucket| maps.volume.get(&(project, g, bucket)).map(|c| (bucket, *c)))
-            .collect();
-        out.sort_by_key(|(bucket, _)| *bucket);
-        Ok(out)
+            .collect())
     }
 
     async fn errors(&self, project: Uuid, g: Granularity, from: i64, to: i64) -> Result<Vec<TopError>, StoreError> {
