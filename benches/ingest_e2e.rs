@@ -16,11 +16,7 @@ use std::time::{Duration, Instant};
 use ledger::backend::{Backend, LogDb};
 use ledger::config::{BackendKind, Config};
 use ledger::logs::postgres::copy_records;
-use ledger_stages::enrich::Enrich;
-use ledger_stages::fingerprint::fingerprint;
-use ledger_stages::stage::Stage;
-use ledger_stages::validate::{Validate, ValidateConfig};
-use ledger_stages::{Ingest, LogRecord, Protocol};
+use ledger_stages::LogRecord;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -72,24 +68,9 @@ async fn call(client: &reqwest::Client, url: String, token: Option<&str>, body: 
     }
 }
 
-/// The rows the daemon would write for `n` logs, built by the same stages, a full batch at a time.
+/// The rows the daemon would write for `n` logs.
 fn rows(n: usize) -> Vec<LogRecord> {
-    let validate = Validate::new(ValidateConfig::default());
-    let mut rows = Vec::with_capacity(n);
-    for start in (0..n).step_by(1000) {
-        let logs: Vec<Value> = (start..(start + 1000).min(n)).map(payload::log).collect();
-        let mut request = Ingest::new(String::new(), Protocol::Http, None, Vec::new());
-        request.records = match validate.check(logs, Uuid::now_v7(), chrono::Utc::now()) {
-            Ok(records) => records,
-            Err(e) => panic!("the bench payload is invalid: {e:?}"),
-        };
-        let _ = futures::executor::block_on(Enrich.apply(&mut request));
-        for record in &mut request.records {
-            record.fingerprint = fingerprint(record);
-        }
-        rows.extend(request.records);
-    }
-    rows
+    payload::records((0..n).map(payload::log).collect(), chrono::Utc::now())
 }
 
 async fn drop_databases(id: &str) {

@@ -4,7 +4,14 @@
 //! Realistic log shapes for the benches: a mix of plain messages, messages with attributes and context,
 //! and errors with stack traces, averaging ~400 bytes of JSON per log like BASELINES.md's rows.
 
+use chrono::{DateTime, Utc};
+use ledger_stages::enrich::Enrich;
+use ledger_stages::fingerprint::fingerprint;
+use ledger_stages::stage::Stage;
+use ledger_stages::validate::{Validate, ValidateConfig};
+use ledger_stages::{Ingest, LogRecord, Protocol};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 const STACK: &str = "Traceback (most recent call last):\n  File \"/app/service/handlers.py\", line 214, in charge\n    result = gateway.charge(order.total, card)\n  File \"/app/service/gateway.py\", line 88, in charge\n    raise PaymentDeclined(response.code)\n";
 
@@ -37,4 +44,24 @@ pub fn log(i: usize) -> Value {
 /// A `{"logs": [...]}` batch of `n` logs starting at `offset`.
 pub fn batch(offset: usize, n: usize) -> Value {
     json!({ "logs": (offset..offset + n).map(log).collect::<Vec<_>>() })
+}
+
+/// The records the daemon would store for `logs`, built by the same stages (validate a batch at a time,
+/// enrich, fingerprint).
+pub fn records(logs: Vec<Value>, received_at: DateTime<Utc>) -> Vec<LogRecord> {
+    let validate = Validate::new(ValidateConfig::default());
+    let mut out = Vec::with_capacity(logs.len());
+    for batch in logs.chunks(1000) {
+        let mut request = Ingest::new(String::new(), Protocol::Http, None, Vec::new());
+        request.records = match validate.check(batch.to_vec(), Uuid::now_v7(), received_at) {
+            Ok(records) => records,
+            Err(e) => panic!("the bench payload is invalid: {e:?}"),
+        };
+        let _ = futures::executor::block_on(Enrich.apply(&mut request));
+        for record in &mut request.records {
+            record.fingerprint = fingerprint(record);
+        }
+        out.extend(request.records);
+    }
+    out
 }

@@ -19,11 +19,7 @@ use ledger::config::{BackendKind, Config};
 use ledger::logs::postgres::{copy_records, ensure_partitions};
 use ledger::logs::sqlite::insert_records;
 use ledger::logs::{LogQuery, LogStore};
-use ledger_stages::enrich::Enrich;
-use ledger_stages::fingerprint::fingerprint;
-use ledger_stages::stage::Stage;
-use ledger_stages::validate::{Validate, ValidateConfig};
-use ledger_stages::{Ingest, Level, LogRecord, Protocol};
+use ledger_stages::{Level, LogRecord};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -41,38 +37,27 @@ fn postgres() -> String {
 
 /// Rows `start..start + n` of the data set: spread over `DAYS` days back from `now` and over the projects.
 fn rows(start: usize, n: usize, total: usize, projects: &[Uuid], now: DateTime<Utc>) -> Vec<LogRecord> {
-    let validate = Validate::new(ValidateConfig::default());
-    let mut out = Vec::with_capacity(n);
-    for chunk in (start..start + n).collect::<Vec<_>>().chunks(1000) {
-        let logs: Vec<Value> = chunk
-            .iter()
-            .map(|i| {
-                let mut log = payload::log(*i);
-                if i % 1000 == 7 {
-                    log["message"] =
-                        Value::String(format!("{} {RARE} edge case {i}", log["message"].as_str().unwrap_or("")));
-                }
-                if let Some(map) = log.as_object_mut() {
-                    map.remove("timestamp");
-                }
-                log
-            })
-            .collect();
-        let mut request = Ingest::new(String::new(), Protocol::Http, None, Vec::new());
-        request.records = match validate.check(logs, Uuid::nil(), now) {
-            Ok(records) => records,
-            Err(e) => panic!("invalid bench payload: {e:?}"),
-        };
-        let _ = futures::executor::block_on(Enrich.apply(&mut request));
-        for (record, i) in request.records.iter_mut().zip(chunk) {
-            let age = chrono::Duration::milliseconds((DAYS * 86_400_000) * (total - i) as i64 / total as i64);
-            record.timestamp = now - age;
-            record.project_id = projects[i % projects.len()];
-            record.fingerprint = fingerprint(record);
-        }
-        out.extend(request.records);
+    let logs: Vec<Value> = (start..start + n)
+        .map(|i| {
+            let mut log = payload::log(i);
+            if i % 1000 == 7 {
+                log["message"] =
+                    Value::String(format!("{} {RARE} edge case {i}", log["message"].as_str().unwrap_or("")));
+            }
+            if let Some(map) = log.as_object_mut() {
+                map.remove("timestamp");
+            }
+            log
+        })
+        .collect();
+    let mut records = payload::records(logs, now);
+    // The fingerprint depends on neither project nor time, so it stays right.
+    for (record, i) in records.iter_mut().zip(start..) {
+        let age = chrono::Duration::milliseconds((DAYS * 86_400_000) * (total - i) as i64 / total as i64);
+        record.timestamp = now - age;
+        record.project_id = projects[i % projects.len()];
     }
-    out
+    records
 }
 
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
