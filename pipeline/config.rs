@@ -204,8 +204,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// OTLP/gRPC collector for traces, e.g. `http://127.0.0.1:4317`; empty = off. Not exported yet: a set
-    /// value is accepted and warned about at start-up.
+    /// OTLP/gRPC collector for traces, e.g. `http://127.0.0.1:4317`; empty = off.
     pub otlp_endpoint: String,
     /// `json` (one object per line) or `text`.
     pub log_format: LogFormat,

@@ -121,9 +121,9 @@ impl Ingester {
     ) -> Result<(Vec<String>, Option<RateLimitStatus>), Status> {
         let credential = credential(headers).map(str::to_owned).ok_or_else(|| status(&ApiError::Unauthorized))?;
         let logs: Vec<Value> = logs.into_iter().map(record_to_json).collect();
-        let request_id = uuid::Uuid::now_v7().to_string();
-        let mut request = Ingest::new(request_id.clone(), Protocol::Grpc, Some(credential), logs);
-        request.traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // Set by `with_request_id` for every call.
+        let request_id = headers.get(request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let request = Ingest::new(request_id.clone(), Protocol::Grpc, Some(credential), logs);
         let (result, report) = request_id::scope(request_id, self.ingestion.run(request)).await;
         let rate_limit = report.rate_limit.get().copied();
         match result {
@@ -343,6 +343,24 @@ impl QueryService for Querier {
 }
 
 /// Serves gRPC on `listener` until `shutdown` completes.
+/// Keeps the caller's `x-request-id` when it is sane, else sets a new one: the call's id in its span, its log
+/// lines and its error details.
+fn with_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    let sane =
+        request.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()).is_some_and(request_id::acceptable);
+    if !sane && let Ok(id) = axum::http::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
+        request.headers_mut().insert(request_id::HEADER, id);
+    }
+    request
+}
+
+/// A call's span, named by its gRPC method and continuing the caller's `traceparent`.
+fn call_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let path = request.uri().path();
+    let id = request.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    crate::telemetry::request_span(path.trim_start_matches('/'), path, id, request.headers())
+}
+
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -358,7 +376,11 @@ pub async fn serve(
         .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
     let max = ingestion.max_body_bytes;
     let ingester = IngestServiceServer::new(Ingester { ingestion }).max_decoding_message_size(max);
+    let traced = tower::ServiceBuilder::new()
+        .map_request(with_request_id)
+        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(call_span));
     tonic::transport::Server::builder()
+        .layer(traced)
         .add_service(health)
         .add_service(ingester)
         .add_service(QueryServiceServer::new(Querier { state }))

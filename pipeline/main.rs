@@ -27,10 +27,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("configuration is valid: {config:#?}");
         return Ok(());
     }
-    telemetry::init(&config.telemetry);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
-    runtime.block_on(async move {
+    // The span exporter's channel lives on the runtime, so telemetry starts inside it.
+    let telemetry = {
+        let _inside = runtime.enter();
+        telemetry::init(&config.telemetry).map_err(anyhow::Error::msg)?
+    };
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve => {
                 let shutdown = CancellationToken::new();
@@ -44,5 +48,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::CheckConfig => {}
         }
         Ok(())
-    })
+    });
+    // Flushing blocks on the exporter, whose channel runs on the runtime's workers: still alive here.
+    telemetry.shutdown();
+    result
 }

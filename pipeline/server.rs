@@ -115,9 +115,6 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
-    if !config.telemetry.otlp_endpoint.is_empty() {
-        tracing::warn!(endpoint = %config.telemetry.otlp_endpoint, "telemetry.otlp_endpoint is set, but OTLP trace export is not built yet: no traces are exported");
-    }
     let backend = Backend::open(&config).await?;
     let secret = secrets::jwt_secret(&config)?;
     let accounts_store: Arc<dyn KeyStore> = backend.accounts.clone();

@@ -75,7 +75,6 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Bod
     };
     let mut request = Ingest::new(request_id::current().unwrap_or_default(), Protocol::Http, Some(credential), logs);
     request.body_bytes = size as u64;
-    request.traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (result, report) = state.ingestion.run(request).await;
     let response = match result {
         Ok(accepted) => {

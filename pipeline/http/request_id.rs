@@ -29,7 +29,7 @@ pub fn current() -> Option<String> {
 
 /// A client's id is kept when it is 1 to 128 visible ASCII characters; anything else is replaced, so a
 /// request id can never inject into headers or log lines.
-fn acceptable(id: &str) -> bool {
+pub fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
@@ -40,8 +40,7 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|id| acceptable(id))
         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let span = crate::telemetry::request_span(request.method().as_str(), request.uri().path(), &id, request.headers());
     let started = Instant::now();
     let mut response = REQUEST_ID.scope(id.clone(), next.run(request).instrument(span.clone())).await;
     if let Ok(value) = HeaderValue::from_str(&id) {

@@ -73,9 +73,11 @@ pub struct Ingestion {
 
 impl Ingestion {
     /// Runs one request through the stack and counts its outcome.
-    pub async fn run(&self, request: Ingest) -> (Result<Accepted, IngestError>, Arc<ledger_stages::Report>) {
+    pub async fn run(&self, mut request: Ingest) -> (Result<Accepted, IngestError>, Arc<ledger_stages::Report>) {
         use tower::ServiceExt;
         let report = request.report.clone();
+        // The queue carries the request's trace context, so the worker's batch span can link to it.
+        request.traceparent = crate::telemetry::current_traceparent();
         let (logs, bytes, day) = (request.len() as u64, request.body_bytes, request.received_at.date_naive());
         let result = self.stack.clone().oneshot(request).await;
         self.outcomes.record(report.project.get().copied(), day, outcome::Outcome::of(&result), logs, bytes);

@@ -13,6 +13,7 @@ use ledger_stages::queue::{LogQueue, QueueError};
 use ledger_stages::{LogRecord, ProjectContext};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::pending::Pending;
 use crate::analytics::{MetricsCache, Stats};
@@ -20,6 +21,7 @@ use crate::logs::sqlite::{SqliteLogStore, insert_records};
 
 struct Job {
     records: Vec<LogRecord>,
+    traceparent: Option<String>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -62,7 +64,11 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let result = write(&store, &jobs).await.map_err(|e| e.to_string());
+        let batch = crate::telemetry::batch_span("embedded", jobs.iter().map(|j| j.traceparent.as_deref()));
+        batch.record("logs", logs);
+        let insert = tracing::info_span!(parent: &batch, "insert", otel.name = "INSERT logs", logs);
+        let result = write(&store, &jobs).instrument(insert).await.map_err(|e| e.to_string());
+        drop(batch);
         let stats = result.is_ok().then(|| Stats::of(jobs.iter().flat_map(|j| &j.records)));
         if let Err(error) = &result {
             tracing::error!(%error, requests = jobs.len(), logs, "embedded write failed; requests answered 503");
@@ -98,7 +104,7 @@ impl LogQueue for EmbeddedQueue {
         &self,
         project: &ProjectContext,
         records: Vec<LogRecord>,
-        _traceparent: Option<String>,
+        traceparent: Option<String>,
     ) -> Result<(), QueueError> {
         let n = records.len() as u64;
         let full = QueueError::Full { retry_after: Duration::from_secs(1) };
@@ -114,7 +120,7 @@ impl LogQueue for EmbeddedQueue {
         }
         let _release = Release(&self.pending, project.project_id, n);
         let (done, answer) = oneshot::channel();
-        self.jobs.try_send(Job { records, done }).map_err(|e| match e {
+        self.jobs.try_send(Job { records, traceparent, done }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => full,
             mpsc::error::TrySendError::Closed(_) => QueueError::Unavailable("the writer has stopped".into()),
         })?;

@@ -19,6 +19,7 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::redis::{Entry, Keys};
 use crate::analytics::{MetricsCache, Stats};
@@ -209,15 +210,24 @@ impl Workers {
             let Some(entries) = reply.and_then(|r| r.keys.into_iter().next()).map(|k| k.ids) else { continue };
             let Some(newest) = entries.last().map(|e| e.id.clone()) else { continue };
             let mut records: Vec<LogRecord> = Vec::new();
+            let mut traceparents = Vec::with_capacity(entries.len());
             for entry in &entries {
                 match entry.get::<Vec<u8>>("d").map(|d| rmp_serde::from_slice::<Entry>(&d)) {
-                    Some(Ok(decoded)) => records.extend(decoded.records),
+                    Some(Ok(decoded)) => {
+                        records.extend(decoded.records);
+                        traceparents.push(decoded.traceparent);
+                    }
                     // Written by this code, so unreadable means corrupt: keep going and say so loudly.
                     _ => tracing::error!(shard, entry = entry.id, "unreadable queue entry skipped"),
                 }
             }
+            let batch = crate::telemetry::batch_span("shared", traceparents.iter().map(Option::as_deref));
+            batch.record("logs", records.len());
+            let copy =
+                tracing::info_span!(parent: &batch, "copy", otel.name = "COPY logs", shard, logs = records.len());
             // Not cancellable from here: a batch read is a batch written.
-            self.commit(shard_id, &last, &newest, &records).await?;
+            self.commit(shard_id, &last, &newest, &records).instrument(copy).await?;
+            drop(batch);
             let _: i64 = release.key(&stream).arg(&newest).arg(&self.keys.prefix).invoke_async(conn).await?;
             if let Err(error) = self.metrics.add(&Stats::of(&records)).await {
                 tracing::warn!(%error, shard, "could not update live analytics; the rebuild job will");

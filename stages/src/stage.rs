@@ -90,7 +90,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let stage = self.stage.clone();
         Box::pin(async move {
-            let span = tracing::debug_span!("stage", name = T::NAME);
+            let span = tracing::debug_span!("stage", otel.name = T::NAME, name = T::NAME);
             tracing::Instrument::instrument(stage.apply(&mut request), span).await?;
             let summary =
                 Summary { project: request.project.clone(), logs: request.len(), received_at: request.received_at };

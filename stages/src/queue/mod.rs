@@ -70,7 +70,7 @@ impl Service<Ingest> for QueueService {
                 return Err(IngestError::unavailable("the ingestion stack (no validate stage ran)"));
             }
             let ids = records.iter().map(|r| r.id).collect();
-            let span = tracing::debug_span!("stage", name = "queue", logs = records.len());
+            let span = tracing::debug_span!("stage", otel.name = "queue", name = "queue", logs = records.len());
             let enqueued =
                 tracing::Instrument::instrument(queue.enqueue(&project, records, request.traceparent.take()), span);
             enqueued.await.map_err(|e| match e {
