@@ -161,6 +161,15 @@ async fn postgres_cut_queues_until_backpressure_and_loses_nothing() {
     // An unknown key cannot be checked against the store: 503, never 401.
     let unknown = ledger_stages::auth::ApiKey::generate();
     d.ingest(unknown.expose_secret(), json!({"message": "x"})).await.assert_error(503, "unavailable");
+    // The backlog shows, per shard and in the deep health check.
+    let text = d.client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.lines().any(|l| l.starts_with("ledger_queue_shard_entries{") && !l.ends_with(" 0")), "{text}");
+    let lag = eventually(Duration::from_secs(10), "the queue lag shows", || async {
+        let health = d.get("/health/deep", None).await;
+        health.body["checks"]["queue"]["lag_seconds"].as_f64().filter(|lag| *lag > 0.0)
+    })
+    .await;
+    assert!(lag < 60.0, "{lag}");
 
     proxy.restore();
     let stored = eventually(Duration::from_secs(40), "the queue drains into PostgreSQL", || async {
@@ -172,4 +181,10 @@ async fn postgres_cut_queues_until_backpressure_and_loses_nothing() {
     assert_eq!(ids.len(), stored["logs"].as_array().unwrap().len(), "no duplicates");
     assert!(acknowledged.iter().all(|id| ids.contains(id.as_str())), "an acknowledged log was lost");
     assert_eq!(d.ingest(&key, json!({"message": "after"})).await.status, 202);
+    eventually(Duration::from_secs(20), "every shard is drained", || async {
+        let text = d.client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let entries: Vec<&str> = text.lines().filter(|l| l.starts_with("ledger_queue_shard_entries{")).collect();
+        (!entries.is_empty() && entries.iter().all(|l| l.ends_with(" 0"))).then_some(())
+    })
+    .await;
 }

@@ -41,6 +41,10 @@ async fn prometheus_metrics_count_outcomes(d: Daemon) {
     ] {
         assert!(text.contains(expected), "{expected} missing:\n{text}");
     }
+    if d.kind() == support::Kind::Shared {
+        assert!(text.contains("ledger_queue_shard_lag_seconds{shard=\"0\"}"), "{text}");
+        assert!(text.contains("ledger_queue_shard_entries{shard=\"3\"}"), "{text}");
+    }
     // Written logs are counted once the writer has them.
     support::eventually(std::time::Duration::from_secs(10), "the written logs are counted", || async {
         let text = d.client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();

@@ -54,6 +54,8 @@ pub struct QueueCheck {
     status: &'static str,
     /// Logs waiting to be written, all projects together.
     depth: Option<u64>,
+    /// How long the oldest waiting batch has waited, in seconds (shared backend; 0 when none waits).
+    lag_seconds: Option<f64>,
 }
 
 #[utoipa::path(get, path = "/health/deep", tag = "operations",
@@ -73,7 +75,10 @@ pub async fn deep(State(state): State<AppState>) -> (StatusCode, Json<DeepHealth
     });
     let dependencies: BTreeMap<_, _> = futures::future::join_all(runs).await.into_iter().collect();
     let depth = tokio::time::timeout(CHECK_TIMEOUT, state.queue.depth()).await.ok().and_then(Result::ok);
-    let queue = QueueCheck { status: if depth.is_some() { "ok" } else { "down" }, depth };
+    let shards = tokio::time::timeout(CHECK_TIMEOUT, state.queue.shards()).await.ok().and_then(Result::ok);
+    let lag_seconds =
+        shards.filter(|s| !s.is_empty()).map(|s| s.iter().map(|b| b.lag).max().unwrap_or_default().as_secs_f64());
+    let queue = QueueCheck { status: if depth.is_some() { "ok" } else { "down" }, depth, lag_seconds };
     let down = dependencies.values().filter(|c| c.status != "ok").count() + usize::from(depth.is_none());
     let (status, code) = match down {
         0 => ("ok", StatusCode::OK),

@@ -15,6 +15,10 @@ use super::AppState;
 pub const INGEST_LOGS: &str = "ledger_ingest_logs_total";
 /// Logs waiting in the queue, all projects together.
 pub const QUEUE_DEPTH: &str = "ledger_queue_depth";
+/// Batches waiting in each queue shard (shared backend).
+pub const QUEUE_SHARD_ENTRIES: &str = "ledger_queue_shard_entries";
+/// How long each shard's oldest batch has waited (shared backend).
+pub const QUEUE_SHARD_LAG: &str = "ledger_queue_shard_lag_seconds";
 /// Key validations by where they were answered.
 pub const KEY_VALIDATIONS: &str = "ledger_key_validations_total";
 /// The account store's circuit breaker: 0 closed, 1 half-open, 2 open.
@@ -51,6 +55,20 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         let _ = writeln!(out, "# HELP {QUEUE_DEPTH} Logs acknowledged and not yet written.");
         let _ = writeln!(out, "# TYPE {QUEUE_DEPTH} gauge");
         let _ = writeln!(out, "{QUEUE_DEPTH} {depth}");
+    }
+    if let Ok(shards) = state.queue.shards().await
+        && !shards.is_empty()
+    {
+        let _ = writeln!(out, "# HELP {QUEUE_SHARD_ENTRIES} Batches waiting in each queue shard.");
+        let _ = writeln!(out, "# TYPE {QUEUE_SHARD_ENTRIES} gauge");
+        for s in &shards {
+            let _ = writeln!(out, "{QUEUE_SHARD_ENTRIES}{{shard=\"{}\"}} {}", s.shard, s.entries);
+        }
+        let _ = writeln!(out, "# HELP {QUEUE_SHARD_LAG} How long each shard's oldest batch has waited.");
+        let _ = writeln!(out, "# TYPE {QUEUE_SHARD_LAG} gauge");
+        for s in &shards {
+            let _ = writeln!(out, "{QUEUE_SHARD_LAG}{{shard=\"{}\"}} {}", s.shard, s.lag.as_secs_f64());
+        }
     }
     let counts = state.accounts.validator().counts();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);

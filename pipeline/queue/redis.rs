@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ledger_stages::queue::{LogQueue, QueueError};
+use ledger_stages::queue::{LogQueue, QueueError, ShardBacklog};
 use ledger_stages::{LogRecord, ProjectContext};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -114,6 +114,40 @@ impl LogQueue for RedisQueue {
             Some(_) => Ok(()),
             None => Err(QueueError::Full { retry_after: Duration::from_secs(1) }),
         }
+    }
+
+    async fn shards(&self) -> Result<Vec<ShardBacklog>, QueueError> {
+        // Released entries are deleted, so a stream holds only what is not yet written.
+        let mut pipe = redis::pipe();
+        for shard in 0..self.shards {
+            let stream = self.keys.stream(shard);
+            pipe.cmd("XLEN").arg(&stream).cmd("XRANGE").arg(&stream).arg("-").arg("+").arg("COUNT").arg(1);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<redis::Value> = tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
+            .await
+            .map_err(|_| unavailable("no answer from Redis"))?
+            .map_err(unavailable)?;
+        let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let backlog = replies
+            .chunks(2)
+            .zip(0..)
+            .map(|(pair, shard)| {
+                let entries = match pair.first() {
+                    Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                    _ => 0,
+                };
+                let oldest: Option<redis::streams::StreamRangeReply> =
+                    pair.get(1).and_then(|v| redis::FromRedisValue::from_redis_value(v.clone()).ok());
+                // An entry id is `<milliseconds>-<sequence>`: when it was added.
+                let added_ms = oldest
+                    .and_then(|r| r.ids.into_iter().next())
+                    .and_then(|e| e.id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()));
+                let lag = added_ms.map_or(Duration::ZERO, |ms| Duration::from_millis(now_ms.saturating_sub(ms)));
+                ShardBacklog { shard, entries, lag }
+            })
+            .collect();
+        Ok(backlog)
     }
 
     async fn depth(&self) -> Result<u64, QueueError> {

@@ -37,6 +37,21 @@ pub trait LogQueue: Send + Sync + 'static {
 
     /// Logs waiting to be written, all projects together.
     async fn depth(&self) -> Result<u64, QueueError>;
+
+    /// Each shard's backlog; empty for a queue without shards.
+    async fn shards(&self) -> Result<Vec<ShardBacklog>, QueueError> {
+        Ok(Vec::new())
+    }
+}
+
+/// What one queue shard holds, unwritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardBacklog {
+    pub shard: u32,
+    /// Batches waiting.
+    pub entries: u64,
+    /// How long the oldest has waited: the shard's lag. Zero when it is empty.
+    pub lag: Duration,
 }
 
 /// The innermost service of the ingestion stack.
