@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long SIGTERM waits for requests and batches in hand before exiting anyway.
     pub shutdown_timeout_secs: u64,
+    /// On SIGTERM, how long the listeners stay open answering new ingestion 503 (and `/health` 503, so
+    /// load balancers take the instance out) before they close. Requests begun before are finished.
+    pub shutdown_drain_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_timeout_secs: 30,
+            shutdown_drain_ms: 500,
         }
     }
 }

@@ -177,6 +177,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         stack: ingest::build(&config.ingest, parts),
         outcomes,
         max_body_bytes: config.server.max_body_bytes,
+        draining: shutdown.clone(),
     };
 
     if config.roles.gateway {
@@ -195,15 +196,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             breaker,
         };
         let app = http::router(state.clone());
-        let stop = shutdown.clone();
+        // Shutdown drains first (new ingestion answered 503), then closes the listeners and finishes what
+        // is in flight.
+        let drain = Duration::from_millis(config.server.shutdown_drain_ms);
+        let drained = |stop: CancellationToken| async move {
+            stop.cancelled().await;
+            tokio::time::sleep(drain).await;
+        };
+        let stop = drained(shutdown.clone());
         tasks.spawn(async move {
             axum::serve(http_listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
+                .with_graceful_shutdown(stop)
                 .await
                 .map_err(|e| ServeError(format!("HTTP server failed: {e}")))
         });
-        let stop = shutdown.clone();
-        tasks.spawn(async move { grpc::serve(grpc_listener, state, stop.cancelled_owned()).await.map_err(ServeError) });
+        let stop = drained(shutdown.clone());
+        tasks.spawn(async move { grpc::serve(grpc_listener, state, stop).await.map_err(ServeError) });
         tracing::info!(%http_addr, %grpc_addr, backend = %backend.kind, "ledger ready");
     } else {
         drop((ingestion, queue, accounts, metrics));

@@ -20,9 +20,13 @@ pub struct Health {
     status: &'static str,
 }
 
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
-pub async fn health() -> Json<Health> {
-    Json(Health { status: "ok" })
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health),
+    (status = 503, body = Health, description = "Shutting down: `{\"status\": \"shutting_down\"}`")))]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    if state.ingestion.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "shutting_down" }));
+    }
+    (StatusCode::OK, Json(Health { status: "ok" }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

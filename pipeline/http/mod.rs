@@ -76,7 +76,22 @@ pub fn router(state: AppState) -> Router {
         }))
         // Outermost: every response, errors from the layers above included, gets the id.
         .layer(middleware::from_fn(request_id::middleware))
+        .layer(middleware::from_fn_with_state(state.clone(), close_when_draining))
         .with_state(state)
+}
+
+/// While shutting down, each answer closes its connection, so no client sends another request on a
+/// connection that is about to close.
+async fn close_when_draining(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if state.ingestion.draining.is_cancelled() {
+        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// API.md's timestamps: RFC 3339, UTC, microseconds.

@@ -69,6 +69,8 @@ pub struct Ingestion {
     pub outcomes: Arc<outcome::Outcomes>,
     /// Largest body after decompression.
     pub max_body_bytes: usize,
+    /// Cancelled on shutdown: from then on, requests are refused with 503 instead of accepted.
+    pub draining: tokio_util::sync::CancellationToken,
 }
 
 impl Ingestion {
@@ -76,6 +78,9 @@ impl Ingestion {
     pub async fn run(&self, mut request: Ingest) -> (Result<Accepted, IngestError>, Arc<ledger_stages::Report>) {
         use tower::ServiceExt;
         let report = request.report.clone();
+        if self.draining.is_cancelled() {
+            return (Err(IngestError::unavailable("this instance (shutting down)")), report);
+        }
         // The queue carries the request's trace context, so the worker's batch span can link to it.
         request.traceparent = crate::telemetry::current_traceparent();
         let (logs, bytes, day) = (request.len() as u64, request.body_bytes, request.received_at.date_naive());
