@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// On SIGTERM, how long the listeners stay open answering new ingestion 503 (and `/health` 503, so
     /// load balancers take the instance out) before they close. Requests begun before are finished.
     pub shutdown_drain_ms: u64,
+    /// TLS for both listeners: a PEM certificate chain and its PEM private key. Both empty = plain TCP.
+    pub tls_cert_path: String,
+    pub tls_key_path: String,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +59,8 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_timeout_secs: 30,
             shutdown_drain_ms: 500,
+            tls_cert_path: String::new(),
+            tls_key_path: String::new(),
         }
     }
 }
@@ -327,6 +332,9 @@ impl Config {
             || d.max_queue_depth == 0
         {
             return fail("every [defaults] setting must be at least 1".into());
+        }
+        if self.server.tls_cert_path.is_empty() != self.server.tls_key_path.is_empty() {
+            return fail("server.tls_cert_path and server.tls_key_path go together: set both, or neither".into());
         }
         if let Some(problem) = self.ingest.problem() {
             return fail(problem);

@@ -364,6 +364,7 @@ fn call_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let ingestion = state.ingestion.clone();
@@ -379,7 +380,11 @@ pub async fn serve(
     let traced = tower::ServiceBuilder::new()
         .map_request(with_request_id)
         .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(call_span));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(|e| format!("gRPC TLS: {e}"))?;
+    }
+    builder
         .layer(traced)
         .add_service(health)
         .add_service(ingester)

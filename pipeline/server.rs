@@ -40,6 +40,12 @@ use crate::{grpc, secrets};
 #[error("{0}")]
 pub struct ServeError(String);
 
+impl ServeError {
+    pub fn new(message: String) -> ServeError {
+        ServeError(message)
+    }
+}
+
 impl From<SetupError> for ServeError {
     fn from(e: SetupError) -> Self {
         ServeError(e.0)
@@ -203,16 +209,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             stop.cancelled().await;
             tokio::time::sleep(drain).await;
         };
+        let tls = crate::tls::load(&config.server).await?;
+        let tls_on = tls.is_some();
+        let (rest_tls, grpc_tls) = tls.map(|t| (t.rest, t.grpc)).unzip();
         let stop = drained(shutdown.clone());
-        tasks.spawn(async move {
-            axum::serve(http_listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-                .map_err(|e| ServeError(format!("HTTP server failed: {e}")))
-        });
+        let failed = |e: std::io::Error| ServeError(format!("HTTP server failed: {e}"));
+        match rest_tls {
+            None => {
+                tasks.spawn(async move {
+                    axum::serve(http_listener, app).with_graceful_shutdown(stop).await.map_err(failed)
+                });
+            }
+            Some(rustls) => {
+                let listener = http_listener.into_std().map_err(failed)?;
+                let handle = axum_server::Handle::new();
+                let closing = handle.clone();
+                tasks.spawn(async move {
+                    stop.await;
+                    // No bound of its own: `server.shutdown_timeout_secs` bounds the whole shutdown.
+                    closing.graceful_shutdown(None);
+                    Ok(())
+                });
+                let server = axum_server::from_tcp_rustls(listener, rustls).map_err(failed)?.handle(handle);
+                tasks.spawn(async move { server.serve(app.into_make_service()).await.map_err(failed) });
+            }
+        }
         let stop = drained(shutdown.clone());
-        tasks.spawn(async move { grpc::serve(grpc_listener, state, stop).await.map_err(ServeError) });
-        tracing::info!(%http_addr, %grpc_addr, backend = %backend.kind, "ledger ready");
+        tasks.spawn(async move { grpc::serve(grpc_listener, state, grpc_tls, stop).await.map_err(ServeError) });
+        tracing::info!(%http_addr, %grpc_addr, backend = %backend.kind, tls = tls_on, "ledger ready");
     } else {
         drop((ingestion, queue, accounts, metrics));
         tracing::info!(backend = %backend.kind, "ledger ready (no gateway role)");

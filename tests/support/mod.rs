@@ -273,6 +273,21 @@ impl Daemon {
         Daemon { child, base, grpc, fresh: Some(fresh), extra, output, client }
     }
 
+    /// Talks to a daemon serving TLS with a certificate for `localhost` signed by `ca_pem`: every helper
+    /// then goes over HTTPS.
+    pub fn use_tls(&mut self, ca_pem: &[u8]) {
+        let http: std::net::SocketAddr = self.base.trim_start_matches("http://").parse().unwrap();
+        let grpc = self.grpc.trim_start_matches("http://").rsplit(':').next().unwrap().to_owned();
+        self.base = format!("https://localhost:{}", http.port());
+        self.grpc = format!("https://localhost:{grpc}");
+        self.client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).unwrap())
+            .resolve("localhost", http)
+            .build()
+            .unwrap();
+    }
+
     pub fn kind(&self) -> Kind {
         self.fresh().kind
     }

@@ -1,0 +1,82 @@
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+//! TLS: with `server.tls_cert_path` and `server.tls_key_path` set, REST and gRPC are served over TLS only.
+
+mod support;
+
+use ledger_proto::v1 as pb;
+use ledger_proto::v1::ingest_service_client::IngestServiceClient;
+use serde_json::json;
+use support::{Daemon, Fresh, Kind};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_and_grpc_are_served_over_tls() {
+    let fresh = Fresh::new(Kind::Embedded);
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let (cert, key) = (fresh.dir.path().join("cert.pem"), fresh.dir.path().join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let mut d = Daemon::start_with(
+        fresh,
+        &[("LEDGER__SERVER__TLS_CERT_PATH", cert.as_str()), ("LEDGER__SERVER__TLS_KEY_PATH", key.as_str())],
+    )
+    .await;
+    let plain = d.base.clone();
+    assert!(d.output().contains("\"tls\":true"), "{}", d.output());
+
+    // Plain HTTP on the TLS port is not served.
+    let refused = reqwest::Client::new().get(format!("{plain}/health")).send().await;
+    assert!(refused.map(|r| r.status() != 200).unwrap_or(true), "plain HTTP was answered");
+
+    d.use_tls(cert_pem.as_bytes());
+    assert_eq!(d.get("/health", None).await.status, 200);
+    let (_, _, api_key) = d.tenant("ada@example.com").await;
+    let accepted = d.ingest(&api_key, json!({"message": "over https"})).await;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    d.stored(&api_key, accepted.body["ids"][0].as_str().unwrap()).await;
+
+    // gRPC over TLS, the certificate checked against the test's CA.
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&cert_pem)).domain_name("localhost");
+    let endpoint = d.grpc.replace("localhost", "127.0.0.1");
+    let channel = Channel::from_shared(endpoint).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let mut client = IngestServiceClient::new(channel);
+    let mut call = tonic::Request::new(pb::IngestRequest {
+        logs: vec![pb::LogRecord { message: "over grpc+tls".into(), level: "info".into(), ..Default::default() }],
+    });
+    call.metadata_mut().insert("authorization", format!("Bearer {api_key}").parse().unwrap());
+    assert_eq!(client.ingest(call).await.unwrap().into_inner().accepted, 1);
+
+    // And SIGTERM still ends it cleanly.
+    let status = tokio::task::block_in_place(|| d.terminate());
+    assert!(status.success(), "exit status {status}: {}", d.output());
+}
+
+#[test]
+fn a_bad_certificate_stops_the_start_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let output = std::process::Command::new(support::ledger_binary())
+        .args(["--config", &support::config_path(), "serve"])
+        .env("LEDGER__BACKEND__DATA_DIR", dir.path())
+        .env("LEDGER__SERVER__HTTP_ADDR", "127.0.0.1:0")
+        .env("LEDGER__SERVER__GRPC_ADDR", "127.0.0.1:0")
+        .env("LEDGER__SERVER__TLS_CERT_PATH", &cert)
+        .env("LEDGER__SERVER__TLS_KEY_PATH", &cert)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("server.tls_cert_path"), "{stderr}");
+
+    let only_one = std::process::Command::new(support::ledger_binary())
+        .args(["--config", &support::config_path(), "check-config"])
+        .env("LEDGER__SERVER__TLS_CERT_PATH", &cert)
+        .output()
+        .unwrap();
+    assert!(!only_one.status.success());
+    assert!(String::from_utf8_lossy(&only_one.stderr).contains("go together"));
+}
