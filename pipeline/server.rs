@@ -96,7 +96,7 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
             let redis = backend.redis.clone().ok_or_else(|| ServeError("the shared backend has no Redis".into()))?;
             let limits = Arc::new(RedisLimits::new(redis.clone()));
             let metrics: Arc<dyn MetricsCache> = Arc::new(RedisMetrics::new(redis.clone()));
-            let queue = RedisQueue::new(redis.connection(), redis.prefix(), config.queue.shards, redis.timeout());
+            let queue = RedisQueue::new(redis.clone(), config.queue.shards);
             let workers = config.roles.workers.then(|| Workers {
                 client: redis.client(),
                 keys: Keys { prefix: redis.prefix().to_owned() },

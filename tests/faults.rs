@@ -106,11 +106,13 @@ async fn redis_cut_answers_503_then_recovers() {
     assert_eq!(health.body["checks"]["cache"]["status"], "down");
 
     proxy.restore();
+    let restored = std::time::Instant::now();
     let id = eventually(Duration::from_secs(30), "ingestion recovers by itself", || async {
         let r = d.ingest(&key, json!({"message": "after"})).await;
         (r.status == 202).then(|| r.body["ids"][0].as_str().unwrap().to_owned())
     })
     .await;
+    println!("Redis cut: first 202 {:?} after the connection was restored", restored.elapsed());
     d.stored(&key, &id).await;
     let messages: Vec<String> =
         d.all_logs(&key, 100).await.iter().map(|l| l["message"].as_str().unwrap().to_owned()).collect();
@@ -172,11 +174,17 @@ async fn postgres_cut_queues_until_backpressure_and_loses_nothing() {
     assert!(lag < 60.0, "{lag}");
 
     proxy.restore();
+    let restored = std::time::Instant::now();
     let stored = eventually(Duration::from_secs(40), "the queue drains into PostgreSQL", || async {
         let r = d.get("/v1/logs?limit=1000", Some(&key)).await;
         (r.status == 200 && r.body["logs"].as_array().unwrap().len() >= acknowledged.len()).then_some(r.body)
     })
     .await;
+    println!(
+        "PostgreSQL cut: {} acknowledged during the cut, all stored {:?} after the connection was restored",
+        acknowledged.len() - 1,
+        restored.elapsed()
+    );
     let ids: HashSet<&str> = stored["logs"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), stored["logs"].as_array().unwrap().len(), "no duplicates");
     assert!(acknowledged.iter().all(|id| ids.contains(id.as_str())), "an acknowledged log was lost");

@@ -54,7 +54,7 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
     let backend = Backend::open(&config).await.unwrap();
     let LogDb::Postgres(logs) = &backend.logs else { panic!("shared backend without PostgreSQL") };
     let redis = backend.redis.clone().unwrap();
-    let queue = RedisQueue::new(redis.connection(), &fresh.prefix(), 1, Duration::from_secs(2));
+    let queue = RedisQueue::new(redis.clone(), 1);
     let project = ProjectContext {
         project_id: Uuid::now_v7(),
         key_id: Uuid::now_v7(),

@@ -2,9 +2,12 @@
 //! broadcast that makes every instance forget a revoked key at once.
 //!
 //! Every key starts with `redis.key_prefix`, so deployments and tests can share one Redis. Every command
-//! has a deadline: a slow Redis turns into 503s, not into requests that hang.
+//! has a deadline: a slow Redis turns into 503s, not into requests that hang; and once Redis has failed to
+//! answer, commands fail fast for a second at a time ([`FailFast`]).
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -21,6 +24,58 @@ pub struct RedisCache {
     conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
+    fail_fast: Arc<FailFast>,
+}
+
+/// After Redis fails to answer, commands fail at once for [`FailFast::OPEN_MS`] instead of each waiting out
+/// the timeout; then one command tries Redis again (the others still fail fast), and its answer decides.
+/// An outage costs one timeout per second, not one per request.
+#[derive(Debug, Default)]
+pub struct FailFast {
+    /// Milliseconds since `epoch` until which commands fail fast; 0 while Redis answers.
+    until_ms: AtomicU64,
+    epoch: OnceLock<Instant>,
+}
+
+impl FailFast {
+    const OPEN_MS: u64 = 1000;
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Whether a command may go to Redis now; the first after a pause becomes the trial, holding the others
+    /// off for as long as it may take (`trial`).
+    pub fn admit(&self, trial: Duration) -> bool {
+        let until = self.until_ms.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now_ms();
+        if now < until {
+            return false;
+        }
+        let hold = now.saturating_add(u64::try_from(trial.as_millis()).unwrap_or(u64::MAX));
+        self.until_ms.compare_exchange(until, hold, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    pub fn answered(&self) {
+        if self.until_ms.swap(0, Ordering::AcqRel) != 0 {
+            tracing::info!("Redis answers again");
+        }
+    }
+
+    pub fn failed(&self) {
+        let until = self.now_ms().saturating_add(Self::OPEN_MS);
+        if self.until_ms.swap(until, Ordering::AcqRel) == 0 {
+            tracing::warn!(fail_fast_ms = Self::OPEN_MS, "Redis does not answer: failing fast, retrying every second");
+        }
+    }
+}
+
+/// Errors that say Redis is unreachable, as opposed to a command it refused.
+fn unreachable(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
 fn unavailable(cause: impl std::fmt::Display) -> StoreError {
@@ -41,7 +96,7 @@ impl RedisCache {
             .await
             .map_err(|_| unavailable(format!("no answer from {url} within {timeout:?}")))?
             .map_err(unavailable)?;
-        let cache = RedisCache { client, conn, prefix: prefix.to_owned(), timeout };
+        let cache = RedisCache { client, conn, prefix: prefix.to_owned(), timeout, fail_fast: Arc::default() };
         cache.check().await?;
         Ok(cache)
     }
@@ -70,10 +125,31 @@ impl RedisCache {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
-        tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
-            .await
-            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
-            .map_err(unavailable)
+        self.guarded(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Runs one Redis call with this cache's deadline, failing fast while Redis is known not to answer.
+    pub async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        if !self.fail_fast.admit(self.timeout) {
+            return Err(unavailable("Redis did not answer a moment ago (failing fast)"));
+        }
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => {
+                self.fail_fast.failed();
+                Err(unavailable(format!("no answer within {:?}", self.timeout)))
+            }
+            Ok(Err(e)) if unreachable(&e) => {
+                self.fail_fast.failed();
+                Err(unavailable(e))
+            }
+            Ok(result) => {
+                self.fail_fast.answered();
+                result.map_err(unavailable)
+            }
+        }
     }
 
     pub fn connection(&self) -> ConnectionManager {
@@ -94,18 +170,12 @@ impl RedisCache {
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
-        tokio::time::timeout(self.timeout, cmd.query_async(&mut conn))
-            .await
-            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
-            .map_err(unavailable)
+        self.guarded(cmd.query_async(&mut conn)).await
     }
 
     async fn query_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
-        tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
-            .await
-            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
-            .map_err(unavailable)
+        self.guarded(pipe.query_async(&mut conn)).await
     }
 
     /// Subscribes to other instances' revocations. Awaited before the instance says it is ready, so no
@@ -246,5 +316,25 @@ impl SharedKeyCache for RedisCache {
         }
         pipe.cmd("PUBLISH").arg(self.forget_channel()).arg(payload).ignore();
         Ok(self.query_pipe::<()>(&pipe).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_fast_holds_commands_off_then_lets_one_trial_through() {
+        let f = FailFast::default();
+        assert!(f.admit(Duration::from_secs(2)), "Redis is presumed up");
+        f.failed();
+        assert!(!f.admit(Duration::from_secs(2)), "failing fast after a failure");
+        // The second is over: one trial goes, the others wait for its answer.
+        f.until_ms.store(1, Ordering::Release);
+        let _ = f.now_ms();
+        assert!(f.admit(Duration::from_secs(2)), "the trial");
+        assert!(!f.admit(Duration::from_secs(2)), "held off during the trial");
+        f.answered();
+        assert!(f.admit(Duration::from_secs(2)) && f.admit(Duration::from_secs(2)), "Redis answers again");
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ledger_stages::queue::{LogQueue, QueueError, ShardBacklog};
 use ledger_stages::{LogRecord, ProjectContext};
-use redis::aio::ConnectionManager;
+
+use crate::backend::redis::RedisCache;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -59,23 +60,22 @@ impl Keys {
 
 #[derive(Clone)]
 pub struct RedisQueue {
-    conn: ConnectionManager,
+    /// Its deadline and fail-fast are the cache's: one view of whether Redis answers.
+    redis: RedisCache,
     keys: Keys,
     shards: u32,
     next_shard: Arc<AtomicU32>,
     script: Arc<redis::Script>,
-    timeout: Duration,
 }
 
 impl RedisQueue {
-    pub fn new(conn: ConnectionManager, prefix: &str, shards: u32, timeout: Duration) -> RedisQueue {
+    pub fn new(redis: RedisCache, shards: u32) -> RedisQueue {
         RedisQueue {
-            conn,
-            keys: Keys { prefix: prefix.to_owned() },
+            keys: Keys { prefix: redis.prefix().to_owned() },
+            redis,
             shards: shards.max(1),
             next_shard: Arc::new(AtomicU32::new(0)),
             script: Arc::new(redis::Script::new(ENQUEUE)),
-            timeout,
         }
     }
 }
@@ -105,11 +105,7 @@ impl LogQueue for RedisQueue {
             .arg(project.settings.max_queue_depth)
             .arg(project.project_id.to_string())
             .arg(payload);
-        let mut conn = self.conn.clone();
-        let id: Option<String> = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
-            .await
-            .map_err(|_| unavailable(format!("no answer from Redis within {:?}", self.timeout)))?
-            .map_err(unavailable)?;
+        let id: Option<String> = self.redis.invoke(&invocation).await.map_err(unavailable)?;
         match id {
             Some(_) => Ok(()),
             None => Err(QueueError::Full { retry_after: Duration::from_secs(1) }),
@@ -123,11 +119,7 @@ impl LogQueue for RedisQueue {
             let stream = self.keys.stream(shard);
             pipe.cmd("XLEN").arg(&stream).cmd("XRANGE").arg(&stream).arg("-").arg("+").arg("COUNT").arg(1);
         }
-        let mut conn = self.conn.clone();
-        let replies: Vec<redis::Value> = tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
-            .await
-            .map_err(|_| unavailable("no answer from Redis"))?
-            .map_err(unavailable)?;
+        let replies: Vec<redis::Value> = self.redis.run_pipe(&pipe).await.map_err(unavailable)?;
         let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
         let backlog = replies
             .chunks(2)
@@ -151,12 +143,8 @@ impl LogQueue for RedisQueue {
     }
 
     async fn depth(&self) -> Result<u64, QueueError> {
-        let mut conn = self.conn.clone();
         let depth: Option<i64> =
-            tokio::time::timeout(self.timeout, redis::cmd("GET").arg(self.keys.pending_total()).query_async(&mut conn))
-                .await
-                .map_err(|_| unavailable("no answer from Redis"))?
-                .map_err(unavailable)?;
+            self.redis.run(redis::cmd("GET").arg(self.keys.pending_total())).await.map_err(unavailable)?;
         Ok(u64::try_from(depth.unwrap_or(0)).unwrap_or(0))
     }
 }
