@@ -101,6 +101,8 @@ async fn redis_cut_answers_503_then_recovers() {
         r.assert_error(503, "unavailable");
         assert!(r.header("retry-after").is_some(), "{r:?}");
     }
+    let text = d.client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("ledger_redis_failing_fast 1"), "{text}");
     let health = d.get("/health/deep", None).await;
     assert_eq!(health.status, 503, "{health:?}");
     assert_eq!(health.body["checks"]["cache"]["status"], "down");

@@ -44,6 +44,7 @@ async fn prometheus_metrics_count_outcomes(d: Daemon) {
     if d.kind() == support::Kind::Shared {
         assert!(text.contains("ledger_queue_shard_lag_seconds{shard=\"0\"}"), "{text}");
         assert!(text.contains("ledger_queue_shard_entries{shard=\"3\"}"), "{text}");
+        assert!(text.contains("ledger_redis_failing_fast 0"), "{text}");
     }
     // Written logs are counted once the writer has them.
     support::eventually(std::time::Duration::from_secs(10), "the written logs are counted", || async {

@@ -59,6 +59,11 @@ impl FailFast {
         self.until_ms.compare_exchange(until, hold, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
+    /// Whether commands are failing fast now.
+    pub fn failing(&self) -> bool {
+        self.until_ms.load(Ordering::Acquire) != 0
+    }
+
     pub fn answered(&self) {
         if self.until_ms.swap(0, Ordering::AcqRel) != 0 {
             tracing::info!("Redis answers again");
@@ -158,6 +163,11 @@ impl RedisCache {
 
     pub fn client(&self) -> redis::Client {
         self.client.clone()
+    }
+
+    /// Whether commands fail fast now, Redis having failed to answer.
+    pub fn failing_fast(&self) -> bool {
+        self.fail_fast.failing()
     }
 
     pub fn prefix(&self) -> &str {

@@ -23,6 +23,8 @@ pub const QUEUE_SHARD_LAG: &str = "ledger_queue_shard_lag_seconds";
 pub const KEY_VALIDATIONS: &str = "ledger_key_validations_total";
 /// The account store's circuit breaker: 0 closed, 1 half-open, 2 open.
 pub const BREAKER_STATE: &str = "ledger_account_store_breaker_state";
+/// 1 while Redis commands fail fast (Redis did not answer), else 0 (shared backend).
+pub const REDIS_FAILING_FAST: &str = "ledger_redis_failing_fast";
 /// Database pool connections by pool and state.
 pub const POOL_CONNECTIONS: &str = "ledger_pool_connections";
 
@@ -93,6 +95,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     {
         let _ = writeln!(out, "{POOL_CONNECTIONS}{{pool=\"{pool}\",state=\"open\"}} {open}");
         let _ = writeln!(out, "{POOL_CONNECTIONS}{{pool=\"{pool}\",state=\"idle\"}} {idle}");
+    }
+    if let Some(redis) = &state.backend.redis {
+        let _ =
+            writeln!(out, "# HELP {REDIS_FAILING_FAST} 1 while Redis commands fail fast because Redis did not answer.");
+        let _ = writeln!(out, "# TYPE {REDIS_FAILING_FAST} gauge");
+        let _ = writeln!(out, "{REDIS_FAILING_FAST} {}", u8::from(redis.failing_fast()));
     }
     out.push_str(&crate::observe::metrics().encode());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
