@@ -104,6 +104,7 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
                 logs: store.pool().clone(),
                 lease: Duration::from_secs(config.queue.lease_secs.max(1)),
                 max_batch_logs: config.queue.max_batch_logs,
+                linger: Duration::from_millis(config.queue.linger_ms),
                 owner: Uuid::new_v4().to_string(),
                 metrics: metrics.clone(),
             });

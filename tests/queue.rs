@@ -94,6 +94,7 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
         logs: logs.pool().clone(),
         lease: Duration::from_secs(2),
         max_batch_logs: 1000,
+        linger: Duration::from_millis(100),
         owner: "next-owner".into(),
         metrics: Arc::new(RedisMetrics::new(redis.clone())),
     };

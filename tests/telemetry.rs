@@ -75,7 +75,12 @@ async fn spans_trees_and_links(kind: Kind) {
     let (receiver, endpoint) = Receiver::start().await;
     let d = Daemon::start_with(
         Fresh::new(kind),
-        &[("LEDGER__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        &[
+            ("LEDGER__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            // Accepted requests are logged at debug.
+            ("LEDGER__TELEMETRY__LOG_LEVEL", "info,ledger::http::request_id=debug"),
+        ],
     )
     .await;
     let (_, _, key) = d.tenant("ada@example.com").await;

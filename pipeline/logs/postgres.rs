@@ -187,10 +187,35 @@ fn push_optional(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
+/// `YYYY-MM-DD HH:MM:SS.ffffff+00`, digit by digit: this runs twice per stored log, and chrono's format
+/// strings are parsed on every call.
 fn push_time(out: &mut Vec<u8>, t: &DateTime<Utc>) {
-    use std::io::Write;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f+00"));
+    use chrono::{Datelike, Timelike};
+    fn digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
+        let start = out.len();
+        out.resize(start + width, b'0');
+        for i in (start..start + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    }
+    // RFC 3339 years have four digits, and validation refuses times more than a day ahead.
+    digits(out, u32::try_from(t.year()).unwrap_or(0), 4);
+    out.push(b'-');
+    digits(out, t.month(), 2);
+    out.push(b'-');
+    digits(out, t.day(), 2);
+    out.push(b' ');
+    digits(out, t.hour(), 2);
+    out.push(b':');
+    digits(out, t.minute(), 2);
+    out.push(b':');
+    digits(out, t.second(), 2);
+    out.push(b'.');
+    // A leap second's nanoseconds run past 1e9; PostgreSQL has no leap seconds, so it is the next second's
+    // start at most, like chrono's own formatting.
+    digits(out, (t.nanosecond() / 1000).min(999_999), 6);
+    out.extend_from_slice(b"+00");
 }
 
 /// Encodes records as COPY text rows, in [`COLUMNS`] order.
@@ -256,6 +281,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn times_are_written_as_chrono_would() {
+        for text in ["2026-11-27T08:00:00.123456Z", "0099-01-02T03:04:05Z", "2024-02-29T23:59:59.999999999Z"] {
+            let t = DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
+            let mut out = Vec::new();
+            push_time(&mut out, &t);
+            assert_eq!(String::from_utf8(out).unwrap(), t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string());
+        }
+    }
 
     #[test]
     fn copy_rows_escape_separators_and_mark_nulls() {

@@ -28,11 +28,15 @@ pub struct QueueConfig {
     pub max_batch_logs: usize,
     /// Requests waiting for the embedded writer at most; beyond, 503 `queue_full`. Default 4096.
     pub embedded_capacity: usize,
+    /// Shared backend: after a write that did not fill a whole read, a worker waits this long (ms) before
+    /// reading again, so a trickle of small requests is written in few large COPYs. Adds at most this much
+    /// to the time until a log is readable. Default 100.
+    pub linger_ms: u64,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { shards: 4, lease_secs: 15, max_batch_logs: 10_000, embedded_capacity: 4096 }
+        QueueConfig { shards: 4, lease_secs: 15, max_batch_logs: 10_000, embedded_capacity: 4096, linger_ms: 100 }
     }
 }
 

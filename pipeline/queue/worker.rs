@@ -71,6 +71,8 @@ pub struct Workers {
     pub max_batch_logs: usize,
     /// This instance, as lease owner.
     pub owner: String,
+    /// The pause after a write that did not fill a whole read.
+    pub linger: Duration,
     /// Live analytics, updated after each commit.
     pub metrics: std::sync::Arc<dyn MetricsCache>,
 }
@@ -235,6 +237,13 @@ impl Workers {
             tracing::debug!(shard, entries = entries.len(), logs = records.len(), "queue batch written");
             crate::observe::metrics().written("shared", records.len());
             last = newest;
+            if entries.len() < count {
+                // Caught up: let the next batch gather instead of writing a trickle one entry at a time.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(self.linger) => {}
+                }
+            }
         }
         Ok(())
     }

@@ -249,10 +249,11 @@ impl Daemon {
             let ready_tx = ready_tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    // Kept before it is announced, so the output read after the start holds the ready line.
+                    output.lock().unwrap().push(line.clone());
                     if line.contains("\"ledger ready") {
-                        let _ = ready_tx.send(line.clone());
+                        let _ = ready_tx.send(line);
                     }
-                    output.lock().unwrap().push(line);
                 }
             });
         }

@@ -1,0 +1,1095 @@
+//! `ledger-bench`, the load generator: drives the real `ledger` binary over HTTP or gRPC and measures each
+//! figure beside its ceiling, in the same run on the same machine.
+//!
+//! ```sh
+//! cargo bench --bench load                                   # every scenario once (about 3 minutes)
+//! cargo bench --bench load -- --runs 3 --json target/bench.json   # medians of 3 runs, and a JSON report
+//! cargo bench --bench load -- --scenario batched --protocol grpc --concurrency 64 --duration 30
+//! cargo bench --bench load -- --scenario latency --rate 400  # a fixed rate, in requests per second
+//! cargo bench --bench load -- --help
+//! ```
+//!
+//! Scenarios and their ceilings:
+//! - `batched`: batches of `--batch` logs into the shared backend, until every acknowledged log is stored.
+//!   Ceilings: a bare COPY of identically generated rows into an identical table (as many streams as the
+//!   daemon has shards), and XADD of the same payloads to Redis.
+//! - `grpc`: the same over gRPC.
+//! - `single`: one log per request. Ceiling: a minimal hyper server answering 202 to the same requests (run
+//!   by this binary as a separate process, like the daemon).
+//! - `latency`: a fixed rate, by default half the batched maximum: 202 latency and freshness.
+//! - `rss`: the daemon's resident memory with 100,000 logs queued (workers off, so they stay queued).
+//! - `embedded`: batches into the embedded backend (202 = committed). Ceiling: a bare SQLite batch insert of
+//!   identical rows into an identical database.
+//!
+//! Latency is from when a request was due (with `--rate`) or sent (without) to its 202. Freshness is from a
+//! 202 to the log being readable by id (`GET /v1/logs/{id}`), sampled every 50 ms.
+//!
+//! Needs PostgreSQL and Redis as the tests do (`LEDGER_TEST_POSTGRES`, `LEDGER_TEST_REDIS`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A bench: a failure is reported by the panic.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use ledger::backend::{Backend, LogDb};
+use ledger::config::{BackendKind, Config};
+use ledger_proto::v1 as pb;
+use ledger_proto::v1::ingest_service_client::IngestServiceClient;
+use ledger_stages::LogRecord;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+#[path = "payload.rs"]
+mod payload;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "ledger-bench", about = "Load generator for Ledger: every figure beside its ceiling.")]
+struct Args {
+    /// Which scenario to run; `all` runs each in turn.
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Concurrent requests in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Logs per request in the batched scenarios.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Seconds of load per scenario.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Stop after this many logs instead (the duration still bounds it).
+    #[arg(long)]
+    count: Option<u64>,
+    /// A fixed rate in requests per second (the latency scenario's default: half the batched maximum).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Protocol of the batched scenario.
+    #[arg(long, value_enum, default_value = "http")]
+    protocol: Protocol,
+    /// Repeat everything this many times and report medians.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Extra configuration for the daemons started, as `LEDGER__SECTION__KEY=value` (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    daemon_env: Vec<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Internal: serve the bare hyper ceiling on this port (0: any) and print it.
+    #[arg(long, hide = true)]
+    serve_hyper: Option<u16>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    All,
+    Batched,
+    Grpc,
+    Single,
+    Latency,
+    Rss,
+    Embedded,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http,
+    Grpc,
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Figures
+
+#[derive(Debug, Clone, Copy, Serialize)]
+enum Goal {
+    /// The ratio to the ceiling must be at least this.
+    RatioAtLeast(f64),
+    /// The value must be below this.
+    Below(f64),
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Figure {
+    scenario: &'static str,
+    name: String,
+    value: f64,
+    unit: &'static str,
+    ceiling_name: Option<String>,
+    ceiling: Option<f64>,
+    ratio: Option<f64>,
+    target: Option<Goal>,
+    met: Option<bool>,
+}
+
+impl Figure {
+    fn new(scenario: &'static str, name: impl Into<String>, value: f64, unit: &'static str) -> Figure {
+        Figure {
+            scenario,
+            name: name.into(),
+            value,
+            unit,
+            ceiling_name: None,
+            ceiling: None,
+            ratio: None,
+            target: None,
+            met: None,
+        }
+    }
+
+    fn against(mut self, ceiling_name: impl Into<String>, ceiling: f64) -> Figure {
+        self.ceiling_name = Some(ceiling_name.into());
+        self.ceiling = Some(ceiling);
+        self.ratio = (ceiling > 0.0).then(|| self.value / ceiling);
+        self
+    }
+
+    fn target(mut self, target: Goal) -> Figure {
+        self.target = Some(target);
+        self.judge();
+        self
+    }
+
+    fn judge(&mut self) {
+        self.met = self.target.map(|t| match t {
+            Goal::RatioAtLeast(min) => self.ratio.is_some_and(|r| r >= min),
+            Goal::Below(max) => self.value < max,
+        });
+    }
+
+    fn print(&self) {
+        let value = format!("{:.1} {}", self.value, self.unit);
+        let mut line = format!("  {:<38} {value:>16}", self.name);
+        if let (Some(name), Some(ceiling), Some(ratio)) = (&self.ceiling_name, self.ceiling, self.ratio) {
+            line.push_str(&format!("   {ratio:>5.2} × {name} ({ceiling:.0} {})", self.unit));
+        }
+        match (self.target, self.met) {
+            (Some(Goal::RatioAtLeast(min)), Some(met)) => {
+                line.push_str(&format!("   target ≥ {min:.2}: {}", if met { "met" } else { "NOT MET" }))
+            }
+            (Some(Goal::Below(max)), Some(met)) => {
+                line.push_str(&format!("   target < {max} {}: {}", self.unit, if met { "met" } else { "NOT MET" }))
+            }
+            _ => {}
+        }
+        println!("{line}");
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() { 0.0 } else { values[values.len() / 2] }
+}
+
+/// One figure per name: the median of its runs (value, ceiling and ratio each).
+fn medians(runs: &[Vec<Figure>]) -> Vec<Figure> {
+    let mut by_name: BTreeMap<(usize, String), Vec<&Figure>> = BTreeMap::new();
+    for run in runs {
+        for (i, f) in run.iter().enumerate() {
+            by_name.entry((i, f.name.clone())).or_default().push(f);
+        }
+    }
+    by_name
+        .into_values()
+        .map(|figures| {
+            let mut out = figures[0].clone();
+            out.value = median(&mut figures.iter().map(|f| f.value).collect::<Vec<_>>());
+            out.ceiling =
+                figures[0].ceiling.map(|_| median(&mut figures.iter().filter_map(|f| f.ceiling).collect::<Vec<_>>()));
+            out.ratio =
+                figures[0].ratio.map(|_| median(&mut figures.iter().filter_map(|f| f.ratio).collect::<Vec<_>>()));
+            out.judge();
+            out
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The daemon, as a separate process
+
+fn postgres() -> String {
+    std::env::var("LEDGER_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("LEDGER_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+    grpc: String,
+    /// Shared: the run's id (databases `ledger_{id}_*`, Redis prefix `ledger_{id}:`).
+    id: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(kind: BackendKind, extra: &[(&str, &str)], env: &[String]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("ledger.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ledger"));
+        command
+            .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"), "serve"])
+            .env_remove("RUST_LOG")
+            .env("LEDGER__SERVER__HTTP_ADDR", "127.0.0.1:0")
+            .env("LEDGER__SERVER__GRPC_ADDR", "127.0.0.1:0")
+            .env("LEDGER__AUTH__BCRYPT_COST", "4")
+            .env("LEDGER__BACKEND__DATA_DIR", dir.path());
+        let mut id = None;
+        if kind == BackendKind::Shared {
+            let run = format!("bench{}", Uuid::new_v4().simple());
+            command
+                .env("LEDGER__BACKEND__KIND", "shared")
+                .env("LEDGER__AUTH__JWT_SECRET", "bench-secret-0123456789abcdef0123456789")
+                .env("LEDGER__POSTGRES__AUTH_URL", format!("{}/ledger_{run}_auth", postgres()))
+                .env("LEDGER__POSTGRES__LOGS_URL", format!("{}/ledger_{run}_logs", postgres()))
+                .env("LEDGER__REDIS__URL", redis_url())
+                .env("LEDGER__REDIS__KEY_PREFIX", format!("ledger_{run}:"));
+            id = Some(run);
+        }
+        for (k, v) in env.iter().filter_map(|kv| kv.split_once('=')).chain(extra.iter().copied()) {
+            command.env(k, v);
+        }
+        // Logs to a file: the daemon keeps its default (info) logging, and nobody has to drain a pipe.
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command.stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ready = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("\"ledger ready")) {
+                break serde_json::from_str::<Value>(line).unwrap();
+            }
+            assert!(Instant::now() < deadline, "ledger did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let base = format!("http://{}", ready["http_addr"].as_str().unwrap());
+        let grpc = format!("http://{}", ready["grpc_addr"].as_str().unwrap());
+        Daemon { child, base, grpc, id, dir }
+    }
+
+    fn logs_url(&self) -> Option<String> {
+        self.id.as_ref().map(|id| format!("{}/ledger_{id}_logs", postgres()))
+    }
+
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let kb = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1));
+        kb.and_then(|kb| kb.parse::<u64>().ok()).unwrap_or(0) * 1024
+    }
+
+    async fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = self.child.wait();
+            drop(self.dir);
+        })
+        .await;
+        if let Some(id) = self.id {
+            cleanup(&id).await;
+        }
+    }
+}
+
+/// Drops a run's databases and Redis keys.
+async fn cleanup(id: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{}/postgres", postgres())).await {
+        for db in [format!("ledger_{id}_auth"), format!("ledger_{id}_logs")] {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut conn).await;
+        }
+    }
+    if let Ok(client) = redis::Client::open(redis_url())
+        && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+    {
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("ledger_{id}:*")).query_async(&mut conn).await.unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+        }
+    }
+}
+
+/// A project without limits, and a key that may ingest and read.
+async fn tenant(client: &reqwest::Client, base: &str) -> String {
+    let post = |path: &str, token: Option<&str>, body: Value| {
+        let mut request = client.post(format!("{base}{path}")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let session = post("/v1/register", None, json!({"email": "bench@example.com", "password": "correct horse"})).await;
+    let token = session["token"].as_str().unwrap().to_owned();
+    let settings = json!({"rate_limit_per_minute": 4_000_000_000_u64, "rate_limit_per_hour": 4_000_000_000_u64,
+                          "daily_quota": 1_000_000_000_000_u64, "max_queue_depth": 1_000_000_000_u64});
+    let project = post("/v1/projects", Some(&token), json!({"name": "bench", "settings": settings})).await;
+    let project = project["id"].as_str().unwrap().to_owned();
+    let key = post(&format!("/v1/projects/{project}/keys"), Some(&token), json!({"scopes": ["ingest", "query"]})).await;
+    key["key"].as_str().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The load
+
+/// What the load sends: pre-encoded requests, so the generator spends its CPU on sending.
+#[derive(Clone)]
+enum Target {
+    Http { client: reqwest::Client, url: String, key: String, bodies: Arc<Vec<bytes::Bytes>> },
+    Grpc { clients: Vec<IngestServiceClient<Channel>>, key: String, requests: Arc<Vec<pb::IngestRequest>> },
+}
+
+/// A request's end: the first id when acknowledged and asked for.
+enum Sent {
+    Accepted(Option<String>),
+    Refused,
+    Failed,
+}
+
+impl Target {
+    async fn send(&self, i: usize, want_id: bool) -> Sent {
+        match self {
+            Target::Http { client, url, key, bodies } => {
+                let body = bodies[i % bodies.len()].clone();
+                let response = client
+                    .post(url)
+                    .header("x-api-key", key)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status() == 202 => {
+                        let bytes = r.bytes().await.unwrap_or_default();
+                        let id = want_id
+                            .then(|| serde_json::from_slice::<Value>(&bytes).ok())
+                            .flatten()
+                            .and_then(|v| v["ids"][0].as_str().map(str::to_owned));
+                        Sent::Accepted(id)
+                    }
+                    Ok(_) => Sent::Refused,
+                    Err(_) => Sent::Failed,
+                }
+            }
+            Target::Grpc { clients, key, requests } => {
+                let mut client = clients[i % clients.len()].clone();
+                let mut request = tonic::Request::new(requests[i % requests.len()].clone());
+                request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+                match client.ingest(request).await {
+                    Ok(answer) => Sent::Accepted(answer.into_inner().ids.into_iter().next()),
+                    Err(status) if status.code() == tonic::Code::Unavailable => Sent::Refused,
+                    Err(_) => Sent::Failed,
+                }
+            }
+        }
+    }
+}
+
+struct Load {
+    concurrency: usize,
+    duration: Duration,
+    /// Requests to send at most.
+    requests: Option<u64>,
+    /// Requests per second, or as fast as they are answered.
+    rate: Option<f64>,
+    logs_per_request: usize,
+    /// Where to read logs back for freshness (base URL and key); `None`: not measured.
+    freshness: Option<(String, String)>,
+}
+
+#[derive(Default)]
+struct Outcome {
+    secs: f64,
+    acked_logs: u64,
+    acked_requests: u64,
+    refused: u64,
+    failed: u64,
+    /// Milliseconds, sorted.
+    latency_ms: Vec<f64>,
+    freshness_ms: Vec<f64>,
+}
+
+impl Outcome {
+    fn logs_per_sec(&self) -> f64 {
+        self.acked_logs as f64 / self.secs.max(1e-9)
+    }
+
+    fn requests_per_sec(&self) -> f64 {
+        self.acked_requests as f64 / self.secs.max(1e-9)
+    }
+}
+
+async fn run_load(what: &str, target: Target, load: Load) -> Outcome {
+    let started = Instant::now();
+    let until = started + load.duration;
+    let next = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let (refused, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let freshness = Arc::new(Mutex::new(Vec::new()));
+    let last_sample = Arc::new(Mutex::new(Instant::now()));
+    let probes = Arc::new(tokio::sync::Semaphore::new(4));
+    let reader = reqwest::Client::new();
+
+    let progress = ProgressBar::new(load.duration.as_secs());
+    progress.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} s  {msg}").unwrap().progress_chars("=> "),
+    );
+    progress.set_prefix(what.to_owned());
+    let ticker = {
+        let (progress, acked) = (progress.clone(), acked.clone());
+        let per = load.logs_per_request as u64;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let secs = started.elapsed().as_secs_f64();
+                let n = acked.load(Ordering::Relaxed);
+                progress.set_position(secs as u64);
+                progress.set_message(format!("{} logs acknowledged, {:.0} logs/s", n * per, (n * per) as f64 / secs));
+            }
+        })
+    };
+
+    // With a fixed rate, a dispatcher hands out due times; latency counts from them (no coordinated omission).
+    let due = load.rate.map(|rate| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Instant>(100_000);
+        let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            loop {
+                let at = ticks.tick().await;
+                if Instant::now() >= until || tx.send(at.into_std()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Arc::new(tokio::sync::Mutex::new(rx))
+    });
+
+    let mut workers = Vec::new();
+    for _ in 0..load.concurrency {
+        let (target, next, acked, refused, failed) =
+            (target.clone(), next.clone(), acked.clone(), refused.clone(), failed.clone());
+        let (due, freshness, last_sample, probes, reader) =
+            (due.clone(), freshness.clone(), last_sample.clone(), probes.clone(), reader.clone());
+        let read_back = load.freshness.clone();
+        let max = load.requests;
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let from = match &due {
+                    Some(due) => {
+                        match tokio::time::timeout_at(until.into(), async { due.lock().await.recv().await }).await {
+                            Ok(Some(at)) => at,
+                            _ => break,
+                        }
+                    }
+                    None => Instant::now(),
+                };
+                if Instant::now() >= until {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if max.is_some_and(|max| i >= max) {
+                    break;
+                }
+                // One freshness sample every 50 ms at most, and only while a prober is free.
+                let sample = read_back.is_some() && {
+                    let mut last = last_sample.lock().unwrap();
+                    let due = last.elapsed() >= Duration::from_millis(50);
+                    if due {
+                        *last = Instant::now();
+                    }
+                    due
+                };
+                match target.send(i as usize, sample).await {
+                    Sent::Accepted(id) => {
+                        let acked_at = Instant::now();
+                        latencies.push(acked_at.duration_since(from).as_secs_f64() * 1000.0);
+                        acked.fetch_add(1, Ordering::Relaxed);
+                        if let (Some(id), Some((base, key))) = (id, &read_back)
+                            && let Ok(permit) = probes.clone().try_acquire_owned()
+                        {
+                            let (reader, url, key, freshness) =
+                                (reader.clone(), format!("{base}/v1/logs/{id}"), key.clone(), freshness.clone());
+                            tokio::spawn(async move {
+                                let _permit = permit;
+                                let deadline = acked_at + Duration::from_secs(30);
+                                while Instant::now() < deadline {
+                                    let r = reader.get(&url).header("x-api-key", &key).send().await;
+                                    if r.is_ok_and(|r| r.status() == 200) {
+                                        freshness.lock().unwrap().push(acked_at.elapsed().as_secs_f64() * 1000.0);
+                                        return;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                }
+                            });
+                        }
+                    }
+                    Sent::Refused => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Sent::Failed => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latency_ms = Vec::new();
+    for worker in workers {
+        latency_ms.extend(worker.await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    ticker.abort();
+    progress.finish_and_clear();
+    // Let the last probes finish.
+    let _ = tokio::time::timeout(Duration::from_secs(30), probes.acquire_many(4)).await;
+    latency_ms.sort_by(f64::total_cmp);
+    let mut freshness_ms = freshness.lock().unwrap().clone();
+    freshness_ms.sort_by(f64::total_cmp);
+    let acked_requests = acked.load(Ordering::Relaxed);
+    Outcome {
+        secs,
+        acked_logs: acked_requests * load.logs_per_request as u64,
+        acked_requests,
+        refused: refused.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        latency_ms,
+        freshness_ms,
+    }
+}
+
+fn http_target(base: &str, key: &str, batch: usize, concurrency: usize) -> Target {
+    let bodies = (0..64)
+        .map(|i| {
+            let value = if batch == 1 { payload::log(i) } else { payload::batch(i * batch, batch) };
+            bytes::Bytes::from(serde_json::to_vec(&value).unwrap())
+        })
+        .collect();
+    Target::Http {
+        client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap(),
+        url: format!("{base}/v1/logs"),
+        key: key.to_owned(),
+        bodies: Arc::new(bodies),
+    }
+}
+
+fn to_pb_value(v: &Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.iter().map(to_pb_value).collect() }),
+        Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), to_pb_value(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// The same log as protobuf.
+fn to_pb(log: &Value) -> pb::LogRecord {
+    let text = |name: &str| log[name].as_str().map(str::to_owned);
+    pb::LogRecord {
+        message: text("message").unwrap_or_default(),
+        level: text("level").unwrap_or_default(),
+        service: text("service"),
+        environment: text("environment"),
+        host: text("host"),
+        trace_id: text("trace_id"),
+        span_id: text("span_id"),
+        attributes: log["attributes"]
+            .as_object()
+            .map(|o| prost_types::Struct { fields: o.iter().map(|(k, v)| (k.clone(), to_pb_value(v))).collect() }),
+        exception: log["exception"].as_object().map(|e| pb::Exception {
+            r#type: e["type"].as_str().unwrap_or_default().to_owned(),
+            value: e["value"].as_str().map(str::to_owned),
+            stacktrace: e["stacktrace"].as_str().map(str::to_owned),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn grpc_target(grpc: &str, key: &str, batch: usize) -> Target {
+    // A few HTTP/2 connections, each multiplexing its share of the requests in flight.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let channel = Channel::from_shared(grpc.to_owned()).unwrap().connect().await.unwrap();
+        clients.push(IngestServiceClient::new(channel).max_decoding_message_size(64 << 20));
+    }
+    let requests = (0..64)
+        .map(|i| pb::IngestRequest { logs: (i * batch..(i + 1) * batch).map(|j| to_pb(&payload::log(j))).collect() })
+        .collect();
+    Target::Grpc { clients, key: key.to_owned(), requests: Arc::new(requests) }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Ceilings
+
+/// The rows the daemon would store for `n` logs.
+fn rows(n: usize) -> Vec<LogRecord> {
+    payload::records((0..n).map(payload::log).collect(), chrono::Utc::now())
+}
+
+fn shared_config(id: &str) -> Config {
+    let mut config = Config::default();
+    config.backend.kind = BackendKind::Shared;
+    config.auth.jwt_secret = "bench-secret-0123456789abcdef0123456789".into();
+    config.postgres.auth_url = format!("{}/ledger_{id}_auth", postgres());
+    config.postgres.logs_url = format!("{}/ledger_{id}_logs", postgres());
+    config.redis.url = redis_url();
+    config.redis.key_prefix = format!("ledger_{id}:");
+    config
+}
+
+/// Bare COPY of `total` identically generated rows into an identical table, in `streams` parallel streams of
+/// 10,000-row COPYs: rows per second.
+async fn copy_ceiling(total: u64, streams: u64) -> f64 {
+    let id = format!("bench{}c", Uuid::new_v4().simple());
+    let backend = Backend::open(&shared_config(&id)).await.unwrap();
+    let LogDb::Postgres(store) = &backend.logs else { panic!("no PostgreSQL") };
+    let template = Arc::new(rows(10_000));
+    let per_stream = total.max(10_000).div_ceil(streams);
+    let started = Instant::now();
+    let mut copiers = Vec::new();
+    for _ in 0..streams {
+        let (pool, template) = (store.pool().clone(), template.clone());
+        copiers.push(tokio::spawn(async move {
+            let mut copied = 0u64;
+            while copied < per_stream {
+                let mut chunk = (*template).clone();
+                for r in &mut chunk {
+                    r.id = Uuid::now_v7();
+                }
+                let mut tx = pool.begin().await.unwrap();
+                ledger::logs::postgres::copy_records(&mut tx, &chunk).await.unwrap();
+                tx.commit().await.unwrap();
+                copied += chunk.len() as u64;
+            }
+            copied
+        }));
+    }
+    let mut copied = 0;
+    for copier in copiers {
+        copied += copier.await.unwrap();
+    }
+    let rate = copied as f64 / started.elapsed().as_secs_f64();
+    store.pool().close().await;
+    drop(backend);
+    cleanup(&id).await;
+    rate
+}
+
+/// XADD of the payloads the daemon enqueues (a MessagePack entry of `batch` records), `concurrency` at a
+/// time for `duration`: logs per second.
+async fn xadd_ceiling(batch: usize, concurrency: usize, duration: Duration) -> f64 {
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        traceparent: Option<String>,
+        records: &'a [LogRecord],
+    }
+    let records = rows(batch);
+    let payload = Arc::new(rmp_serde::to_vec_named(&Entry { traceparent: None, records: &records }).unwrap());
+    let client = redis::Client::open(redis_url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("ledger_bench{}x:stream", Uuid::new_v4().simple());
+    let added = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let until = started + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (mut conn, key, payload, added) = (conn.clone(), key.clone(), payload.clone(), added.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let id: redis::RedisResult<String> = redis::cmd("XADD")
+                    .arg(&key)
+                    .arg("*")
+                    .arg("n")
+                    .arg(batch)
+                    .arg("d")
+                    .arg(payload.as_slice())
+                    .query_async(&mut conn)
+                    .await;
+                if id.is_ok() {
+                    added.fetch_add(1, Ordering::Relaxed);
+                }
+                // Keep the stream short, as the workers do, so memory is not what is measured.
+                if added.load(Ordering::Relaxed) % 1000 == 0 {
+                    let _: redis::RedisResult<i64> =
+                        redis::cmd("XTRIM").arg(&key).arg("MAXLEN").arg("~").arg(1000).query_async(&mut conn).await;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let rate = (added.load(Ordering::Relaxed) * batch as u64) as f64 / started.elapsed().as_secs_f64();
+    let mut conn = conn;
+    let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
+    rate
+}
+
+/// Bare SQLite: `total` identical rows into an identical (identically migrated and tuned) database, in
+/// transactions of `per_commit` rows: rows per second.
+async fn sqlite_ceiling(total: u64, per_commit: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.backend.data_dir = dir.path().to_path_buf();
+    let backend = Backend::open(&config).await.unwrap();
+    let LogDb::Sqlite(store) = &backend.logs else { panic!("no SQLite") };
+    let template = rows(per_commit);
+    let started = Instant::now();
+    let mut written = 0u64;
+    while written < total.max(per_commit as u64) {
+        let mut chunk = template.clone();
+        for r in &mut chunk {
+            r.id = Uuid::now_v7();
+        }
+        let mut tx = store.pool().begin().await.unwrap();
+        ledger::logs::sqlite::insert_records(&mut tx, &chunk).await.unwrap();
+        tx.commit().await.unwrap();
+        written += chunk.len() as u64;
+    }
+    let rate = written as f64 / started.elapsed().as_secs_f64();
+    store.pool().close().await;
+    rate
+}
+
+/// The bare hyper server: reads each request's body and answers 202 with a small JSON body.
+fn serve_hyper(port: u16) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        println!("{}", listener.local_addr().unwrap().port());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service = service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
+                    let _ = request.into_body().collect().await;
+                    let body = Full::new(bytes::Bytes::from_static(
+                        br#"{"accepted":1,"ids":["0192f0c1-0000-7000-8000-000000000000"]}"#,
+                    ));
+                    let response = hyper::Response::builder()
+                        .status(202)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+}
+
+/// Starts this binary as the bare hyper server; returns the process and its base URL.
+fn start_hyper() -> (Child, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--serve-hyper", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut port = String::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        port.push(byte[0] as char);
+    }
+    (child, format!("http://127.0.0.1:{}", port.trim()))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Scenarios
+
+struct Bench {
+    args: Args,
+    /// The batched HTTP maximum of this run, for the latency scenario's half rate.
+    max_requests_per_sec: Option<f64>,
+}
+
+impl Bench {
+    fn load(&self, logs_per_request: usize, rate: Option<f64>, freshness: Option<(String, String)>) -> Load {
+        Load {
+            concurrency: self.args.concurrency,
+            duration: Duration::from_secs(self.args.duration),
+            requests: self.args.count.map(|logs| logs.div_ceil(logs_per_request as u64)),
+            rate,
+            logs_per_request,
+            freshness,
+        }
+    }
+
+    /// Waits until the logs table holds `n` rows; returns when.
+    async fn stored(logs_url: &str, n: u64) -> Instant {
+        let pool = sqlx::PgPool::connect(logs_url).await.unwrap();
+        loop {
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM logs").fetch_one(&pool).await.unwrap_or(0);
+            if stored as u64 >= n {
+                pool.close().await;
+                return Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn latency_figures(&self, scenario: &'static str, outcome: &Outcome, out: &mut Vec<Figure>, judged: bool) {
+        let l = &outcome.latency_ms;
+        for (name, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+            let mut figure = Figure::new(scenario, format!("202 latency {name}"), percentile(l, p), "ms");
+            if judged && name == "p99" {
+                figure = figure.target(Goal::Below(10.0));
+            }
+            out.push(figure);
+        }
+        let f = &outcome.freshness_ms;
+        if !f.is_empty() {
+            out.push(Figure::new(scenario, "freshness p50", percentile(f, 0.5), "ms"));
+            let mut p99 = Figure::new(scenario, "freshness p99", percentile(f, 0.99), "ms");
+            if judged {
+                p99 = p99.target(Goal::Below(2000.0));
+            }
+            out.push(p99);
+        }
+        if outcome.refused + outcome.failed > 0 {
+            out.push(Figure::new(
+                scenario,
+                "requests refused or failed",
+                (outcome.refused + outcome.failed) as f64,
+                "",
+            ));
+        }
+    }
+
+    /// Batched ingestion into the shared backend, end to end, with its ceilings.
+    async fn batched(&mut self, daemon: &Daemon, key: &str, protocol: Protocol, out: &mut Vec<Figure>) {
+        let batch = self.args.batch;
+        let (scenario, target) = match protocol {
+            Protocol::Http => ("batched", http_target(&daemon.base, key, batch, self.args.concurrency)),
+            Protocol::Grpc => ("grpc", grpc_target(&daemon.grpc, key, batch).await),
+        };
+        let logs_url = daemon.logs_url().unwrap();
+        let already: i64 = {
+            let pool = sqlx::PgPool::connect(&logs_url).await.unwrap();
+            let n = sqlx::query_scalar("SELECT count(*) FROM logs").fetch_one(&pool).await.unwrap_or(0);
+            pool.close().await;
+            n
+        };
+        let started = Instant::now();
+        let outcome =
+            run_load(scenario, target, self.load(batch, None, Some((daemon.base.clone(), key.to_owned())))).await;
+        let done = Self::stored(&logs_url, u64::try_from(already).unwrap_or(0) + outcome.acked_logs).await;
+        let e2e = outcome.acked_logs as f64 / done.duration_since(started).as_secs_f64();
+        if protocol == Protocol::Http {
+            self.max_requests_per_sec = Some(outcome.requests_per_sec());
+        }
+        eprintln!("{scenario}: measuring the bare COPY and XADD ceilings");
+        let copy = copy_ceiling(outcome.acked_logs.min(1_000_000), 4).await;
+        let xadd = xadd_ceiling(batch, self.args.concurrency, Duration::from_secs(self.args.duration.min(5))).await;
+        out.push(Figure::new(scenario, "acknowledged logs/s", outcome.logs_per_sec(), "logs/s").against("XADD", xadd));
+        out.push(Figure::new(scenario, "requests/s", outcome.requests_per_sec(), "req/s"));
+        out.push(
+            Figure::new(scenario, "end to end (stored) logs/s", e2e, "logs/s")
+                .against("bare COPY", copy)
+                .target(Goal::RatioAtLeast(0.6)),
+        );
+        self.latency_figures(scenario, &outcome, out, false);
+    }
+
+    /// Single-log requests against the bare hyper server.
+    async fn single(&self, daemon: &Daemon, key: &str, out: &mut Vec<Figure>) {
+        let outcome =
+            run_load("single", http_target(&daemon.base, key, 1, self.args.concurrency), self.load(1, None, None))
+                .await;
+        eprintln!("single: measuring the bare hyper ceiling");
+        let (mut hyper, base) = start_hyper();
+        let ceiling =
+            run_load("hyper", http_target(&base, key, 1, self.args.concurrency), self.load(1, None, None)).await;
+        let _ = hyper.kill();
+        let _ = hyper.wait();
+        out.push(
+            Figure::new("single", "single-log requests/s", outcome.requests_per_sec(), "req/s")
+                .against("bare hyper", ceiling.requests_per_sec())
+                .target(Goal::RatioAtLeast(0.5)),
+        );
+        self.latency_figures("single", &outcome, out, false);
+    }
+
+    /// A fixed rate, half the batched maximum unless given.
+    async fn latency(&mut self, daemon: &Daemon, key: &str, out: &mut Vec<Figure>) {
+        let rate = match (self.args.rate, self.max_requests_per_sec) {
+            (Some(rate), _) => rate,
+            (None, Some(max)) => max / 2.0,
+            (None, None) => {
+                let probe = Load { duration: Duration::from_secs(5), ..self.load(self.args.batch, None, None) };
+                let target = http_target(&daemon.base, key, self.args.batch, self.args.concurrency);
+                let max = run_load("max", target, probe).await.requests_per_sec();
+                self.max_requests_per_sec = Some(max);
+                max / 2.0
+            }
+        };
+        let target = http_target(&daemon.base, key, self.args.batch, self.args.concurrency);
+        let load = self.load(self.args.batch, Some(rate), Some((daemon.base.clone(), key.to_owned())));
+        let outcome = run_load("latency", target, load).await;
+        out.push(Figure::new("latency", "fixed rate", rate, "req/s"));
+        out.push(Figure::new("latency", "acknowledged logs/s", outcome.logs_per_sec(), "logs/s"));
+        self.latency_figures("latency", &outcome, out, true);
+    }
+
+    /// Resident memory with 100,000 logs queued: a daemon without workers, so they stay queued.
+    async fn rss(&self, out: &mut Vec<Figure>) {
+        let daemon = Daemon::start(BackendKind::Shared, &[("LEDGER__ROLES__WORKERS", "false")], &self.args.daemon_env);
+        let client = reqwest::Client::new();
+        let key = tenant(&client, &daemon.base).await;
+        let idle = daemon.rss_bytes();
+        let target = http_target(&daemon.base, &key, 100, self.args.concurrency);
+        let load = Load { requests: Some(1000), duration: Duration::from_secs(300), ..self.load(100, None, None) };
+        let outcome = run_load("rss", target, load).await;
+        let text = client.get(format!("{}/metrics", daemon.base)).send().await.unwrap().text().await.unwrap();
+        let queued = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ledger_queue_depth "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let rss = daemon.rss_bytes();
+        out.push(Figure::new("rss", "logs queued", queued.max(outcome.acked_logs as f64), "logs"));
+        out.push(Figure::new("rss", "RSS idle", idle as f64 / 1e6, "MB"));
+        out.push(Figure::new("rss", "RSS with the logs queued", rss as f64 / 1e6, "MB").target(Goal::Below(300.0)));
+        daemon.stop().await;
+    }
+
+    /// Batched ingestion into the embedded backend against a bare SQLite insert.
+    async fn embedded(&self, out: &mut Vec<Figure>) {
+        let daemon = Daemon::start(BackendKind::Embedded, &[], &self.args.daemon_env);
+        let client = reqwest::Client::new();
+        let key = tenant(&client, &daemon.base).await;
+        let target = http_target(&daemon.base, &key, self.args.batch, self.args.concurrency);
+        let freshness = Some((daemon.base.clone(), key.clone()));
+        let outcome = run_load("embedded", target, self.load(self.args.batch, None, freshness)).await;
+        daemon.stop().await;
+        eprintln!("embedded: measuring the bare SQLite ceiling");
+        let ceiling = sqlite_ceiling(outcome.acked_logs.min(1_000_000), 1000).await;
+        out.push(
+            Figure::new("embedded", "acknowledged (committed) logs/s", outcome.logs_per_sec(), "logs/s")
+                .against("bare SQLite insert", ceiling)
+                .target(Goal::RatioAtLeast(0.6)),
+        );
+        out.push(Figure::new("embedded", "requests/s", outcome.requests_per_sec(), "req/s"));
+        self.latency_figures("embedded", &outcome, out, false);
+    }
+
+    async fn run(&mut self) -> Vec<Figure> {
+        let s = self.args.scenario;
+        let every = s == Scenario::All;
+        let mut out = Vec::new();
+        let shared_needed =
+            every || matches!(s, Scenario::Batched | Scenario::Grpc | Scenario::Single | Scenario::Latency);
+        if shared_needed {
+            let daemon = Daemon::start(BackendKind::Shared, &[], &self.args.daemon_env);
+            let key = tenant(&reqwest::Client::new(), &daemon.base).await;
+            if every || s == Scenario::Batched {
+                let protocol = if every { Protocol::Http } else { self.args.protocol };
+                self.batched(&daemon, &key, protocol, &mut out).await;
+            }
+            if every || s == Scenario::Grpc {
+                self.batched(&daemon, &key, Protocol::Grpc, &mut out).await;
+            }
+            if every || s == Scenario::Single {
+                self.single(&daemon, &key, &mut out).await;
+            }
+            if every || s == Scenario::Latency {
+                self.latency(&daemon, &key, &mut out).await;
+            }
+            daemon.stop().await;
+        }
+        if every || s == Scenario::Rss {
+            self.rss(&mut out).await;
+        }
+        if every || s == Scenario::Embedded {
+            self.embedded(&mut out).await;
+        }
+        out
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0.0, |kb| kb as f64 / 1024.0 / 1024.0);
+    format!("{cores} cores, {memory:.0} GiB")
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(port) = args.serve_hyper {
+        serve_hyper(port);
+        return;
+    }
+    // The generator's own runtime; the daemon, PostgreSQL and Redis are other processes on the same cores.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut runs = Vec::new();
+    let mut bench = Bench { args: args.clone(), max_requests_per_sec: None };
+    for run in 0..args.runs {
+        eprintln!("ledger-bench: run {} of {}", run + 1, args.runs);
+        bench.max_requests_per_sec = None;
+        runs.push(runtime.block_on(bench.run()));
+    }
+    let figures = if runs.len() == 1 { runs.remove(0) } else { medians(&runs) };
+    let when = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
+    println!(
+        "ledger-bench: {} run(s){}, concurrency {}, batches of {}, {} s per scenario; {} ({when})",
+        args.runs,
+        if args.runs > 1 { " (medians)" } else { "" },
+        args.concurrency,
+        args.batch,
+        args.duration,
+        machine()
+    );
+    let mut scenario = "";
+    for figure in &figures {
+        if figure.scenario != scenario {
+            scenario = figure.scenario;
+            println!("{scenario}");
+        }
+        figure.print();
+    }
+    let missed: Vec<&Figure> = figures.iter().filter(|f| f.met == Some(false)).collect();
+    println!("targets: {} met, {} not met", figures.iter().filter(|f| f.met == Some(true)).count(), missed.len());
+    if let Some(path) = &args.json {
+        let report = json!({"machine": machine(), "when": when.to_string(), "runs": args.runs,
+                            "concurrency": args.concurrency, "batch": args.batch, "duration_secs": args.duration,
+                            "figures": figures});
+        std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+        eprintln!("ledger-bench: figures written to {}", path.display());
+    }
+}
