@@ -251,8 +251,13 @@ pub fn encode_copy_rows(records: &[LogRecord], out: &mut Vec<u8>) {
 pub async fn copy_records(conn: &mut PgConnection, records: &[LogRecord]) -> Result<u64, sqlx::Error> {
     let mut buffer = Vec::with_capacity(records.len() * 512);
     encode_copy_rows(records, &mut buffer);
+    copy_encoded(conn, buffer).await
+}
+
+/// COPYs rows already encoded by [`encode_copy_rows`] (the queue workers encode off the async runtime).
+pub async fn copy_encoded(conn: &mut PgConnection, rows: Vec<u8>) -> Result<u64, sqlx::Error> {
     let mut copy = conn.copy_in_raw(&format!("COPY logs ({COLUMNS}) FROM STDIN")).await?;
-    copy.send(buffer).await?;
+    copy.send(rows).await?;
     copy.finish().await
 }
 

@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::redis::{Entry, Keys};
 use crate::analytics::{MetricsCache, Stats};
-use crate::logs::postgres::{copy_records, ensure_partitions};
+use crate::logs::postgres::{copy_encoded, encode_copy_rows, ensure_partitions};
 
 /// KEYS: stream. ARGV: last committed id, key prefix. Drops every entry up to that id and takes its
 /// logs off the pending counts; returns how many entries it dropped.
@@ -85,6 +85,36 @@ enum WorkError {
     Postgres(#[from] sqlx::Error),
     #[error("lost the lease on shard {0}")]
     LeaseLost(u32),
+    #[error("preparing a batch failed: {0}")]
+    Prepare(String),
+}
+
+/// A read batch, decoded and encoded for COPY.
+struct Prepared {
+    rows: Vec<u8>,
+    logs: usize,
+    traceparents: Vec<Option<String>>,
+    stats: Stats,
+}
+
+/// Decodes the entries' payloads and encodes their logs as COPY rows: CPU work, run on a blocking thread so
+/// that requests on the runtime's threads are not held up behind a batch.
+fn prepare(shard: u32, payloads: Vec<(String, Option<Vec<u8>>)>) -> Prepared {
+    let mut records: Vec<LogRecord> = Vec::new();
+    let mut traceparents = Vec::with_capacity(payloads.len());
+    for (id, payload) in payloads {
+        match payload.map(|d| rmp_serde::from_slice::<Entry>(&d)) {
+            Some(Ok(decoded)) => {
+                records.extend(decoded.records);
+                traceparents.push(decoded.traceparent);
+            }
+            // Written by this code, so unreadable means corrupt: keep going and say so loudly.
+            _ => tracing::error!(shard, entry = id, "unreadable queue entry skipped"),
+        }
+    }
+    let mut rows = Vec::with_capacity(records.len() * 512);
+    encode_copy_rows(&records, &mut rows);
+    Prepared { rows, logs: records.len(), traceparents, stats: Stats::of(&records) }
 }
 
 impl Workers {
@@ -211,31 +241,23 @@ impl Workers {
             };
             let Some(entries) = reply.and_then(|r| r.keys.into_iter().next()).map(|k| k.ids) else { continue };
             let Some(newest) = entries.last().map(|e| e.id.clone()) else { continue };
-            let mut records: Vec<LogRecord> = Vec::new();
-            let mut traceparents = Vec::with_capacity(entries.len());
-            for entry in &entries {
-                match entry.get::<Vec<u8>>("d").map(|d| rmp_serde::from_slice::<Entry>(&d)) {
-                    Some(Ok(decoded)) => {
-                        records.extend(decoded.records);
-                        traceparents.push(decoded.traceparent);
-                    }
-                    // Written by this code, so unreadable means corrupt: keep going and say so loudly.
-                    _ => tracing::error!(shard, entry = entry.id, "unreadable queue entry skipped"),
-                }
-            }
+            let payloads = entries.iter().map(|e| (e.id.clone(), e.get::<Vec<u8>>("d"))).collect();
+            let prepared = tokio::task::spawn_blocking(move || prepare(shard, payloads))
+                .await
+                .map_err(|e| WorkError::Prepare(e.to_string()))?;
+            let Prepared { rows, logs, traceparents, stats } = prepared;
             let batch = crate::telemetry::batch_span("shared", traceparents.iter().map(Option::as_deref));
-            batch.record("logs", records.len());
-            let copy =
-                tracing::info_span!(parent: &batch, "copy", otel.name = "COPY logs", shard, logs = records.len());
+            batch.record("logs", logs);
+            let copy = tracing::info_span!(parent: &batch, "copy", otel.name = "COPY logs", shard, logs);
             // Not cancellable from here: a batch read is a batch written.
-            self.commit(shard_id, &last, &newest, &records).instrument(copy).await?;
+            self.commit(shard_id, &last, &newest, rows, logs).instrument(copy).await?;
             drop(batch);
             let _: i64 = release.key(&stream).arg(&newest).arg(&self.keys.prefix).invoke_async(conn).await?;
-            if let Err(error) = self.metrics.add(&Stats::of(&records)).await {
+            if let Err(error) = self.metrics.add(&stats).await {
                 tracing::warn!(%error, shard, "could not update live analytics; the rebuild job will");
             }
-            tracing::debug!(shard, entries = entries.len(), logs = records.len(), "queue batch written");
-            crate::observe::metrics().written("shared", records.len());
+            tracing::debug!(shard, entries = entries.len(), logs, "queue batch written");
+            crate::observe::metrics().written("shared", logs);
             last = newest;
             if entries.len() < count {
                 // Caught up: let the next batch gather instead of writing a trickle one entry at a time.
@@ -248,10 +270,10 @@ impl Workers {
         Ok(())
     }
 
-    async fn commit(&self, shard: i32, from: &str, to: &str, records: &[LogRecord]) -> Result<(), WorkError> {
+    async fn commit(&self, shard: i32, from: &str, to: &str, rows: Vec<u8>, logs: usize) -> Result<(), WorkError> {
         let mut tx = self.logs.begin().await?;
-        if !records.is_empty() {
-            copy_records(&mut tx, records).await?;
+        if logs > 0 {
+            copy_encoded(&mut tx, rows).await?;
         }
         let moved = sqlx::query(
             "INSERT INTO queue_offsets (shard, last_id) VALUES ($1, $3) \
