@@ -119,6 +119,22 @@ impl Queries {
             let (p50, p99, found) = self.time(store, hours, min_level, terms).await;
             println!("  {name:<10} {label:<32} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   ({found} rows)");
         }
+        // One log by id (GET /v1/logs/{id}), ids spread over the 7 days.
+        let mut ids = Vec::new();
+        for i in 0..PROJECTS {
+            let page = store.query(&self.query(i, 24 * DAYS, None, &[RARE])).await.unwrap_or_else(|e| panic!("{e}"));
+            ids.extend(page.into_iter().map(|r| (r.project_id, r.id)));
+        }
+        let mut samples = Vec::with_capacity(RUNS);
+        for i in 0..RUNS {
+            let (project, id) = ids[i * 7 % ids.len()];
+            let started = Instant::now();
+            let found = store.get(project, id).await.unwrap_or_else(|e| panic!("{e}"));
+            samples.push(started.elapsed());
+            assert!(found.is_some(), "log {id} not found by id");
+        }
+        let (p50, p99) = percentiles(samples);
+        println!("  {name:<10} {:<32} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms", "one log by id");
         let mut samples = Vec::with_capacity(RUNS);
         for i in 0..RUNS {
             let g = Granularity::FiveMinutes;
@@ -178,8 +194,10 @@ async fn postgres_part(total: usize, projects: &[Uuid], now: DateTime<Utc>, quer
         copy_time += copy(rows(start, 100_000.min(total - start), total, projects, now)).await;
     }
     let _ = sqlx::query("ANALYZE logs").execute(&pool).await;
+    // As the queue workers do every 5 s.
+    ledger::logs::postgres::summarize_brin(&pool).await.unwrap_or_else(|e| panic!("{e}"));
     println!(
-        "PostgreSQL: {total} rows COPYed at {:.0} rows/s (BRIN on ts, btree on project and ts, no text index)",
+        "PostgreSQL: {total} rows COPYed at {:.0} rows/s (BRIN on ts and id, btree on project and ts, no text index)",
         total as f64 / copy_time.as_secs_f64()
     );
 

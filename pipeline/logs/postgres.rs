@@ -261,6 +261,18 @@ pub async fn copy_encoded(conn: &mut PgConnection, rows: Vec<u8>) -> Result<u64,
     copy.finish().await
 }
 
+/// Summarizes the page ranges appended since the last call in every BRIN index (time and id), so a look-up by
+/// id or time skips them; unsummarized ranges are read in full. Cheap: it reads only the new pages.
+pub async fn summarize_brin(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(brin_summarize_new_values(i.indexrelid::regclass)), 0)::bigint \
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam \
+         WHERE a.amname = 'brin' AND c.relkind = 'i'",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Creates the monthly partitions from last month to `months_ahead` ahead, where missing.
 pub async fn ensure_partitions(pool: &PgPool, months_ahead: u32) -> Result<(), sqlx::Error> {
     use chrono::{Datelike, Months, NaiveDate};

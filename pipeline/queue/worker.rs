@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::redis::{Entry, Keys};
 use crate::analytics::{MetricsCache, Stats};
-use crate::logs::postgres::{copy_encoded, encode_copy_rows, ensure_partitions};
+use crate::logs::postgres::{copy_encoded, encode_copy_rows, ensure_partitions, summarize_brin};
 
 /// KEYS: stream. ARGV: last committed id, key prefix. Drops every entry up to that id and takes its
 /// logs off the pending counts; returns how many entries it dropped.
@@ -131,6 +131,22 @@ impl Workers {
                     _ = every_hour.tick() => {
                         if let Err(error) = ensure_partitions(&pool, 2).await {
                             tracing::warn!(%error, "could not create log partitions");
+                        }
+                    }
+                }
+            }
+        });
+        // New page ranges summarized every few seconds: a log is found by id in about a millisecond even
+        // while it is among the newest.
+        let (pool, stop) = (self.logs.clone(), shutdown.clone());
+        loops.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => {
+                        if let Err(error) = summarize_brin(&pool).await {
+                            tracing::warn!(%error, "could not summarize the BRIN indexes");
                         }
                     }
                 }
