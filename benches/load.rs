@@ -853,6 +853,14 @@ impl Bench {
         }
     }
 
+    /// Rows in the logs table now.
+    async fn count(logs_url: &str) -> u64 {
+        let pool = sqlx::PgPool::connect(logs_url).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM logs").fetch_one(&pool).await.unwrap_or(0);
+        pool.close().await;
+        u64::try_from(n).unwrap_or(0)
+    }
+
     /// Waits until the logs table holds `n` rows; returns when.
     async fn stored(logs_url: &str, n: u64) -> Instant {
         let pool = sqlx::PgPool::connect(logs_url).await.unwrap();
@@ -902,17 +910,12 @@ impl Bench {
             Protocol::Grpc => ("grpc", grpc_target(&daemon.grpc, key, batch).await),
         };
         let logs_url = daemon.logs_url().unwrap();
-        let already: i64 = {
-            let pool = sqlx::PgPool::connect(&logs_url).await.unwrap();
-            let n = sqlx::query_scalar("SELECT count(*) FROM logs").fetch_one(&pool).await.unwrap_or(0);
-            pool.close().await;
-            n
-        };
+        let already = Self::count(&logs_url).await;
         let started = Instant::now();
         // At full speed without freshness probes, which read from the database being measured; freshness is
         // the latency scenario's.
         let outcome = run_load(scenario, target, self.load(batch, None, None)).await;
-        let done = Self::stored(&logs_url, u64::try_from(already).unwrap_or(0) + outcome.acked_logs).await;
+        let done = Self::stored(&logs_url, already + outcome.acked_logs).await;
         let e2e = outcome.acked_logs as f64 / done.duration_since(started).as_secs_f64();
         if protocol == Protocol::Http {
             self.max_requests_per_sec = Some(outcome.requests_per_sec());
@@ -932,9 +935,13 @@ impl Bench {
 
     /// Single-log requests against the bare hyper server.
     async fn single(&self, daemon: &Daemon, key: &str, out: &mut Vec<Figure>) {
+        let logs_url = daemon.logs_url().unwrap();
+        let already = Self::count(&logs_url).await;
         let outcome =
             run_load("single", http_target(&daemon.base, key, 1, self.args.concurrency), self.load(1, None, None))
                 .await;
+        // Drained before the next scenario, which must not measure this one's backlog.
+        Self::stored(&logs_url, already + outcome.acked_logs).await;
         eprintln!("single: measuring the bare hyper ceiling");
         let (mut hyper, base) = start_hyper();
         let ceiling =
