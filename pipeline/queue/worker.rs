@@ -117,41 +117,38 @@ fn prepare(shard: u32, payloads: Vec<(String, Option<Vec<u8>>)>) -> Prepared {
     Prepared { rows, logs: records.len(), traceparents, stats: Stats::of(&records) }
 }
 
+/// Runs `job` on the pool at once and then every `period`, until `stop`.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, pool: PgPool, job: F)
+where
+    F: Fn(PgPool) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => job(pool.clone()).await,
+        }
+    }
+}
+
 impl Workers {
     /// Runs a worker loop per shard until `shutdown`; each finishes the batch in hand first.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut loops = tokio::task::JoinSet::new();
         // Monthly partitions two months ahead, checked hourly, so a month never starts without its own.
-        let (pool, stop) = (self.logs.clone(), shutdown.clone());
-        loops.spawn(async move {
-            let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = every_hour.tick() => {
-                        if let Err(error) = ensure_partitions(&pool, 2).await {
-                            tracing::warn!(%error, "could not create log partitions");
-                        }
-                    }
-                }
+        loops.spawn(every(Duration::from_secs(3600), shutdown.clone(), self.logs.clone(), |pool| async move {
+            if let Err(error) = ensure_partitions(&pool, 2).await {
+                tracing::warn!(%error, "could not create log partitions");
             }
-        });
+        }));
         // New page ranges summarized every few seconds: a log is found by id in about a millisecond even
         // while it is among the newest.
-        let (pool, stop) = (self.logs.clone(), shutdown.clone());
-        loops.spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = every.tick() => {
-                        if let Err(error) = summarize_brin(&pool).await {
-                            tracing::warn!(%error, "could not summarize the BRIN indexes");
-                        }
-                    }
-                }
+        loops.spawn(every(Duration::from_secs(5), shutdown.clone(), self.logs.clone(), |pool| async move {
+            if let Err(error) = summarize_brin(&pool).await {
+                tracing::warn!(%error, "could not summarize the BRIN indexes");
             }
-        });
+        }));
         for shard in 0..self.shards {
             loops.spawn(self.clone().shard_loop(shard, shutdown.clone()));
         }
