@@ -342,13 +342,10 @@ impl QueryService for Querier {
     }
 }
 
-/// Serves gRPC on `listener` until `shutdown` completes.
-/// Keeps the caller's `x-request-id` when it is sane, else sets a new one: the call's id in its span, its log
-/// lines and its error details.
+/// Sets the call's `x-request-id` as REST does (the caller's when acceptable, else a new one): the call's id
+/// in its span, its log lines and its error details.
 fn with_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
-    let sane =
-        request.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()).is_some_and(request_id::acceptable);
-    if !sane && let Ok(id) = axum::http::HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
+    if let Ok(id) = axum::http::HeaderValue::from_str(&request_id::of(request.headers())) {
         request.headers_mut().insert(request_id::HEADER, id);
     }
     request
@@ -361,6 +358,7 @@ fn call_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     crate::telemetry::request_span(path.trim_start_matches('/'), path, id, request.headers())
 }
 
+/// Serves gRPC on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,

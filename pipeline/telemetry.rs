@@ -9,6 +9,7 @@
 //! trace context to the worker, whose batch span links every request it writes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
@@ -66,18 +67,20 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, String> {
             .map_err(|e| format!("telemetry.otlp_endpoint {:?}: {e}", config.otlp_endpoint))?;
         let resource = opentelemetry_sdk::Resource::builder().with_service_name("ledger").build();
         let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        // Ledger's own spans (stages are debug spans), whatever the log level; other crates' stay out.
         let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("ledger"));
         (Some(layer), Some(provider))
     };
     // One global filter: no per-layer filters, which make the OpenTelemetry layer drop other layers' events
     // (tokio-rs/tracing-opentelemetry#257).
     let filter = Filter { logs: filter, spans: provider.is_some() };
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     // A second init (unit tests that build several daemons in one process) keeps the first subscriber.
     let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
     Ok(Telemetry { provider })
 }
+
+/// Whether spans are exported: without it, requests skip reading and writing trace contexts.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// The log filter, letting through as well, when traces are exported, Ledger's own spans at debug and above
 /// (the stages' spans are debug spans): traces do not depend on the log level, and the log lines do not
@@ -141,8 +144,9 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// The span of one request (`name`: the HTTP method, or the gRPC method's path), continuing the caller's trace when `headers` carry a valid
-/// `traceparent`, and carrying its trace id as a field so every log line of the request has it.
+/// The span of one request (`name`: the HTTP method, or the gRPC method's path), continuing the caller's
+/// trace when `headers` carry a valid `traceparent`, and carrying its trace id as a field so every log line
+/// of the request has it.
 pub fn request_span(name: &str, path: &str, request_id: &str, headers: &axum::http::HeaderMap) -> Span {
     let span = tracing::info_span!(
         "request",
@@ -152,7 +156,7 @@ pub fn request_span(name: &str, path: &str, request_id: &str, headers: &axum::ht
         path = path,
         trace_id = tracing::field::Empty,
     );
-    if !span.is_disabled() {
+    if EXPORTING.load(Ordering::Relaxed) && !span.is_disabled() {
         let parent = TraceContextPropagator::new().extract(&Headers(headers));
         if parent.span().span_context().is_valid() {
             // Only fails when the span is disabled, which was ruled out.
@@ -173,6 +177,9 @@ fn record_trace_id(span: &Span) {
 
 /// The current span's context as a W3C `traceparent`, for the queue to carry to the worker.
 pub fn current_traceparent() -> Option<String> {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return None;
+    }
     let context = Span::current().context();
     if !context.span().span_context().is_valid() {
         return None;
@@ -192,7 +199,7 @@ pub fn batch_span<'a>(backend: &'static str, requests: impl IntoIterator<Item = 
         logs = tracing::field::Empty,
         trace_id = tracing::field::Empty
     );
-    if !span.is_disabled() {
+    if EXPORTING.load(Ordering::Relaxed) && !span.is_disabled() {
         for context in requests.into_iter().flatten().filter_map(linked_context) {
             span.add_link(context);
         }

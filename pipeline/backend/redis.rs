@@ -134,7 +134,7 @@ impl RedisCache {
     }
 
     /// Runs one Redis call with this cache's deadline, failing fast while Redis is known not to answer.
-    pub async fn guarded<T>(
+    async fn guarded<T>(
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {

@@ -27,19 +27,23 @@ pub fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
+/// The request's id: the client's `x-request-id` when it is acceptable, else a new UUIDv7.
+pub fn of(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| acceptable(id))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
+}
+
 /// A client's id is kept when it is 1 to 128 visible ASCII characters; anything else is replaced, so a
 /// request id can never inject into headers or log lines.
-pub fn acceptable(id: &str) -> bool {
+fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 pub async fn middleware(request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| acceptable(id))
-        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
+    let id = of(request.headers());
     let span = crate::telemetry::request_span(request.method().as_str(), request.uri().path(), &id, request.headers());
     let started = Instant::now();
     let mut response = REQUEST_ID.scope(id.clone(), next.run(request).instrument(span.clone())).await;

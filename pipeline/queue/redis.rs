@@ -11,10 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ledger_stages::queue::{LogQueue, QueueError, ShardBacklog};
 use ledger_stages::{LogRecord, ProjectContext};
-
-use crate::backend::redis::RedisCache;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::backend::redis::RedisCache;
 
 /// What one stream entry carries (field `d`, MessagePack with field names, so versions can add fields).
 #[derive(Debug, Serialize, Deserialize)]
@@ -121,16 +121,15 @@ impl LogQueue for RedisQueue {
         }
         let replies: Vec<redis::Value> = self.redis.run_pipe(&pipe).await.map_err(unavailable)?;
         let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-        let backlog = replies
-            .chunks(2)
-            .zip(0..)
-            .map(|(pair, shard)| {
-                let entries = match pair.first() {
-                    Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+        let mut replies = replies.into_iter();
+        let backlog = (0..self.shards)
+            .map(|shard| {
+                let entries = match replies.next() {
+                    Some(redis::Value::Int(n)) => u64::try_from(n).unwrap_or(0),
                     _ => 0,
                 };
                 let oldest: Option<redis::streams::StreamRangeReply> =
-                    pair.get(1).and_then(|v| redis::FromRedisValue::from_redis_value(v.clone()).ok());
+                    replies.next().and_then(|v| redis::FromRedisValue::from_redis_value(v).ok());
                 // An entry id is `<milliseconds>-<sequence>`: when it was added.
                 let added_ms = oldest
                     .and_then(|r| r.ids.into_iter().next())

@@ -254,7 +254,12 @@ impl Workers {
             };
             let Some(entries) = reply.and_then(|r| r.keys.into_iter().next()).map(|k| k.ids) else { continue };
             let Some(newest) = entries.last().map(|e| e.id.clone()) else { continue };
-            let payloads = entries.iter().map(|e| (e.id.clone(), e.get::<Vec<u8>>("d"))).collect();
+            let read = entries.len();
+            // The payloads move to the blocking thread as they are, uncopied.
+            let payloads = entries
+                .into_iter()
+                .map(|mut e| (e.id, e.map.remove("d").and_then(|d| redis::FromRedisValue::from_redis_value(d).ok())))
+                .collect();
             let prepared = tokio::task::spawn_blocking(move || prepare(shard, payloads))
                 .await
                 .map_err(|e| WorkError::Prepare(e.to_string()))?;
@@ -269,10 +274,10 @@ impl Workers {
             if let Err(error) = self.metrics.add(&stats).await {
                 tracing::warn!(%error, shard, "could not update live analytics; the rebuild job will");
             }
-            tracing::debug!(shard, entries = entries.len(), logs, "queue batch written");
+            tracing::debug!(shard, entries = read, logs, "queue batch written");
             crate::observe::metrics().written("shared", logs);
             last = newest;
-            if entries.len() < count {
+            if read < count {
                 // Caught up: let the next batch gather instead of writing a trickle one entry at a time.
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
