@@ -32,14 +32,14 @@ fn per_log(c: &mut Criterion) {
     let body = payload::batch(0, BATCH);
     let json = serde_json::to_vec(&body).unwrap_or_default();
     let msgpack = rmp_serde::to_vec_named(&body).unwrap_or_default();
-    let logs = decode::logs(&json, Format::Json).unwrap_or_default();
+    let logs = decode::logs(&json, Format::Json, 1000).unwrap_or_default();
     let validate = Validate::new(ValidateConfig::default());
     let valid = records(&validate, logs.clone());
 
     let mut group = c.benchmark_group("per_log");
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("decode_json", |b| b.iter(|| decode::logs(black_box(&json), Format::Json)));
-    group.bench_function("decode_msgpack", |b| b.iter(|| decode::logs(black_box(&msgpack), Format::MessagePack)));
+    group.bench_function("decode_json", |b| b.iter(|| decode::logs(black_box(&json), Format::Json, 1000)));
+    group.bench_function("decode_msgpack", |b| b.iter(|| decode::logs(black_box(&msgpack), Format::MessagePack, 1000)));
     group.bench_function("validate", |b| {
         b.iter_batched(|| logs.clone(), |logs| validate.check(logs, Uuid::nil(), Utc::now()), BatchSize::SmallInput)
     });
@@ -65,7 +65,7 @@ fn per_log(c: &mut Criterion) {
     });
     group.bench_function("decode_validate_enrich_fingerprint", |b| {
         b.iter(|| {
-            let logs = decode::logs(black_box(&json), Format::Json).unwrap_or_default();
+            let logs = decode::logs(black_box(&json), Format::Json, 1000).unwrap_or_default();
             let mut request = Ingest::new(String::new(), Protocol::Http, None, Vec::new());
             request.records = records(&validate, logs);
             let _ = futures::executor::block_on(Enrich.apply(&mut request));

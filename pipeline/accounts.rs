@@ -4,10 +4,13 @@
 //!   an unknown e-mail (against a dummy hash), so timing does not tell which e-mails have accounts.
 //! - Sessions: an HS256 JWT (the algorithm is pinned: `alg: none` or another algorithm is refused) that
 //!   names a server-side session; logout deletes the session, so the token is refused at once.
-//! - Failed logins are counted per e-mail; past the limit, logins for it get 429 until the window ends.
+//! - Login attempts are counted per (e-mail, client IP) before the password is checked, failures per e-mail
+//!   under a looser ceiling, and login and register requests per IP; past a limit, 429 until its window
+//!   ends. bcrypt runs on at most `auth.bcrypt_concurrency` threads at once; past it, 503.
 //! - Anything that changes what a key may do (revocation, project deletion, new settings) makes every
 //!   cache forget the key before answering.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +105,8 @@ pub struct Accounts {
     /// A bcrypt hash of a random password at the configured cost, verified against when the e-mail is
     /// unknown so that a failed login costs the same whether or not the account exists.
     dummy_hash: OnceCell<String>,
+    /// bcrypt jobs running at once: password guessing must not take every core from ingestion and queries.
+    bcrypt_slots: tokio::sync::Semaphore,
 }
 
 /// Times are kept to the microsecond, as API.md prints them and as PostgreSQL stores them.
@@ -128,12 +133,16 @@ impl Accounts {
         Accounts {
             backend,
             validator,
-            config,
             defaults,
             encoding: EncodingKey::from_secret(jwt_secret),
             decoding: DecodingKey::from_secret(jwt_secret),
             validation,
             dummy_hash: OnceCell::new(),
+            bcrypt_slots: tokio::sync::Semaphore::new(match config.bcrypt_concurrency {
+                0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+                n => n,
+            }),
+            config,
         }
     }
 
@@ -147,21 +156,58 @@ impl Accounts {
 
     // ---- users and sessions
 
-    pub async fn register(&self, email: &str, password: &str) -> Result<Issued, ApiError> {
+    /// Counts one login or register attempt from `ip`; past `auth.attempts_per_ip_per_minute`, 429.
+    async fn limit_ip(&self, ip: IpAddr, refused: fn(Duration) -> ApiError) -> Result<(), ApiError> {
+        let (count, remaining) =
+            self.backend.counters.hit(&format!("attempts-ip:{ip}"), Duration::from_secs(60)).await?;
+        if count > u64::from(self.config.attempts_per_ip_per_minute) {
+            return Err(refused(remaining));
+        }
+        Ok(())
+    }
+
+    /// Runs a bcrypt job once a slot is free (at most `auth.bcrypt_concurrency` at once); 503 when none
+    /// frees up within `auth.bcrypt_queue_ms`.
+    async fn bcrypt<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let wait = Duration::from_millis(self.config.bcrypt_queue_ms);
+        let busy = ApiError::Unavailable { what: "password checking (busy)", retry_after: Duration::from_secs(1) };
+        let _slot = match tokio::time::timeout(wait, self.bcrypt_slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            _ => return Err(busy),
+        };
+        blocking(job).await
+    }
+
+    pub async fn register(&self, email: &str, password: &str, ip: IpAddr) -> Result<Issued, ApiError> {
+        self.limit_ip(ip, |retry_after| ApiError::RateLimited { retry_after }).await?;
         let cost = self.config.bcrypt_cost;
         let password = password.to_owned();
-        let hash = blocking(move || bcrypt::hash(password, cost)).await?.map_err(ApiError::internal)?;
+        let hash = self.bcrypt(move || bcrypt::hash(password, cost)).await?.map_err(ApiError::internal)?;
         let user = User { id: Uuid::now_v7(), email: email.to_owned(), created_at: now() };
         self.backend.accounts.create_user(&user, &hash).await?;
         tracing::info!(user_id = %user.id, "user registered");
         self.issue(user).await
     }
 
-    pub async fn login(&self, email: &str, password: &str) -> Result<Issued, ApiError> {
+    /// Logs in, counting the attempt before the password is checked:
+    /// - per (e-mail, IP): atomically counted first, so a burst of guesses cannot all pass a check made
+    ///   before any of them is counted; a success clears it;
+    /// - per e-mail from every IP: a looser ceiling on failures only, so a stranger's guesses do not lock
+    ///   the owner out from the owner's own address;
+    /// - per IP: every login and register.
+    pub async fn login(&self, email: &str, password: &str, ip: IpAddr) -> Result<Issued, ApiError> {
+        self.limit_ip(ip, |retry_after| ApiError::TooManyLoginAttempts { retry_after }).await?;
+        let window = Duration::from_secs(self.config.login_window_secs);
         // Keyed by a digest: e-mail addresses have no business in cache key names.
-        let counter = format!("login-failures:{}", KeyDigest::of(email).to_hex());
-        let (failures, remaining) = self.backend.counters.peek(&counter).await?;
-        if failures >= u64::from(self.config.login_max_failures) {
+        let email_key = KeyDigest::of(email).to_hex();
+        let per_email = format!("login-failures:{email_key}");
+        let (failures, remaining) = self.backend.counters.peek(&per_email).await?;
+        if failures >= u64::from(self.config.login_max_failures_per_email) {
+            return Err(ApiError::TooManyLoginAttempts { retry_after: remaining });
+        }
+        let per_source = format!("login-attempts:{email_key}:{ip}");
+        let (attempts, remaining) = self.backend.counters.hit(&per_source, window).await?;
+        if attempts > u64::from(self.config.login_max_failures) {
             return Err(ApiError::TooManyLoginAttempts { retry_after: remaining });
         }
         let found = self.backend.accounts.user_by_email(email).await?;
@@ -170,15 +216,14 @@ impl Accounts {
             None => self.dummy_hash().await?,
         };
         let password = password.to_owned();
-        let verified = blocking(move || bcrypt::verify(password, &hash).unwrap_or(false)).await?;
+        let verified = self.bcrypt(move || bcrypt::verify(password, &hash).unwrap_or(false)).await?;
         match found {
             Some((user, _)) if verified => {
-                self.backend.counters.clear(&counter).await?;
+                self.backend.counters.clear(&per_source).await?;
                 self.issue(user).await
             }
             _ => {
-                let window = Duration::from_secs(self.config.login_window_secs);
-                self.backend.counters.hit(&counter, window).await?;
+                self.backend.counters.hit(&per_email, window).await?;
                 Err(ApiError::Unauthorized)
             }
         }
@@ -189,7 +234,7 @@ impl Accounts {
         self.dummy_hash
             .get_or_try_init(|| async move {
                 let random = Uuid::new_v4().to_string();
-                blocking(move || bcrypt::hash(random, cost)).await?.map_err(ApiError::internal)
+                self.bcrypt(move || bcrypt::hash(random, cost)).await?.map_err(ApiError::internal)
             })
             .await
             .cloned()

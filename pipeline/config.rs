@@ -32,7 +32,7 @@ pub struct Config {
     pub stages: StagesConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// REST listener. Port 0 picks a free port (the chosen one is logged in the `ledger ready` line).
@@ -49,6 +49,18 @@ pub struct ServerConfig {
     /// TLS for both listeners: a PEM certificate chain and its PEM private key. Both empty = plain TCP.
     pub tls_cert_path: String,
     pub tls_key_path: String,
+    /// Connections open at once per listener at most; past it, new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Seconds for a request head (and a TLS handshake, and an HTTP/2 connection's preface) to arrive; an
+    /// idle keep-alive connection is closed after it too.
+    pub header_read_timeout_secs: u64,
+    /// Seconds for a whole request body to arrive once its handler reads it; slower is 408.
+    pub body_read_timeout_secs: u64,
+    /// Bytes of ingestion bodies read, decoded or in the stack at once on this instance; a request that
+    /// would go past it gets 503 with Retry-After.
+    pub max_inflight_body_bytes: usize,
+    /// When set, `/metrics`, `/health/deep` and gRPC reflection require `Authorization: Bearer <token>`.
+    pub operator_token: String,
 }
 
 impl Default for ServerConfig {
@@ -61,13 +73,46 @@ impl Default for ServerConfig {
             shutdown_drain_ms: 500,
             tls_cert_path: String::new(),
             tls_key_path: String::new(),
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            max_inflight_body_bytes: 256 * 1024 * 1024,
+            operator_token: String::new(),
         }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    // The operator token must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("shutdown_timeout_secs", &self.shutdown_timeout_secs)
+            .field("shutdown_drain_ms", &self.shutdown_drain_ms)
+            .field("tls_cert_path", &self.tls_cert_path)
+            .field("tls_key_path", &self.tls_key_path)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("body_read_timeout_secs", &self.body_read_timeout_secs)
+            .field("max_inflight_body_bytes", &self.max_inflight_body_bytes)
+            .field("operator_token", &if self.operator_token.is_empty() { "(empty)" } else { "(set)" })
+            .finish()
     }
 }
 
 impl ServerConfig {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_secs)
     }
 }
 
@@ -154,9 +199,19 @@ pub struct AuthConfig {
     pub session_ttl_secs: u64,
     /// bcrypt cost for passwords (4 to 31). Each step doubles the time of a login.
     pub bcrypt_cost: u32,
-    /// Failed logins per e-mail within `login_window_secs` before 429 `too_many_login_attempts`.
+    /// Login attempts per (e-mail, client IP) within `login_window_secs` before 429
+    /// `too_many_login_attempts`; counted before the password is checked, cleared by a success.
     pub login_max_failures: u32,
     pub login_window_secs: u64,
+    /// Failed logins per e-mail from every IP together within `login_window_secs` before 429: the looser
+    /// ceiling on guessing from many addresses. The owner's own IP is not locked out by others below it.
+    pub login_max_failures_per_email: u32,
+    /// Login and register requests per client IP per minute, before 429.
+    pub attempts_per_ip_per_minute: u32,
+    /// Password hashes (bcrypt) computed at once at most; 0 = the number of cores. Past it, and after
+    /// waiting `bcrypt_queue_ms`, login and register answer 503 with Retry-After.
+    pub bcrypt_concurrency: usize,
+    pub bcrypt_queue_ms: u64,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -168,6 +223,10 @@ impl std::fmt::Debug for AuthConfig {
             .field("bcrypt_cost", &self.bcrypt_cost)
             .field("login_max_failures", &self.login_max_failures)
             .field("login_window_secs", &self.login_window_secs)
+            .field("login_max_failures_per_email", &self.login_max_failures_per_email)
+            .field("attempts_per_ip_per_minute", &self.attempts_per_ip_per_minute)
+            .field("bcrypt_concurrency", &self.bcrypt_concurrency)
+            .field("bcrypt_queue_ms", &self.bcrypt_queue_ms)
             .finish()
     }
 }
@@ -180,6 +239,10 @@ impl Default for AuthConfig {
             bcrypt_cost: 12,
             login_max_failures: 10,
             login_window_secs: 900,
+            login_max_failures_per_email: 100,
+            attempts_per_ip_per_minute: 60,
+            bcrypt_concurrency: 0,
+            bcrypt_queue_ms: 1000,
         }
     }
 }
@@ -332,6 +395,29 @@ impl Config {
             || d.max_queue_depth == 0
         {
             return fail("every [defaults] setting must be at least 1".into());
+        }
+        let server = &self.server;
+        if server.max_connections == 0
+            || server.header_read_timeout_secs == 0
+            || server.body_read_timeout_secs == 0
+            || server.max_inflight_body_bytes < server.max_body_bytes
+        {
+            return fail(
+                "server.max_connections, header_read_timeout_secs and body_read_timeout_secs must be at least 1, \
+                 and server.max_inflight_body_bytes at least server.max_body_bytes"
+                    .into(),
+            );
+        }
+        if !server.operator_token.is_empty() && server.operator_token.len() < 16 {
+            return fail(
+                "server.operator_token must be at least 16 bytes (or empty: operations endpoints open)".into(),
+            );
+        }
+        if self.auth.login_max_failures == 0
+            || self.auth.login_max_failures_per_email == 0
+            || self.auth.attempts_per_ip_per_minute == 0
+        {
+            return fail("auth.login_max_failures, login_max_failures_per_email and attempts_per_ip_per_minute must be at least 1".into());
         }
         if self.server.tls_cert_path.is_empty() != self.server.tls_key_path.is_empty() {
             return fail("server.tls_cert_path and server.tls_key_path go together: set both, or neither".into());

@@ -46,6 +46,8 @@ pub enum ApiError {
     PayloadTooLarge { limit_bytes: usize },
     #[error("a batch holds at most {max} logs")]
     BatchTooLarge { max: usize },
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the request has invalid fields")]
@@ -84,6 +86,7 @@ impl ApiError {
             ApiError::EmailTaken => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } | ApiError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyLoginAttempts { .. } | ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -108,6 +111,7 @@ impl ApiError {
             ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::QueueFull { .. } => "queue_full",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::Validation(_) => "validation_failed",
             ApiError::TooManyLoginAttempts { .. } => "too_many_login_attempts",
             ApiError::Unavailable { .. } => "unavailable",
@@ -157,7 +161,7 @@ impl IntoResponse for ApiError {
         let retry_after = self.retry_after_secs();
         // The body was not read to its end: the connection cannot carry another request, and a client
         // must be told before it tries.
-        let close = matches!(self, ApiError::PayloadTooLarge { .. });
+        let close = matches!(self, ApiError::PayloadTooLarge { .. } | ApiError::RequestTimeout);
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
@@ -220,6 +224,7 @@ mod tests {
             (ApiError::TooManyLoginAttempts { retry_after: Duration::from_secs(1) }, 429, "too_many_login_attempts"),
             (ApiError::Unavailable { what: "x", retry_after: Duration::from_secs(1) }, 503, "unavailable"),
             (ApiError::BatchTooLarge { max: 1000 }, 413, "batch_too_large"),
+            (ApiError::RequestTimeout, 408, "request_timeout"),
             (ApiError::RateLimited { retry_after: Duration::from_secs(1) }, 429, "rate_limited"),
             (ApiError::QuotaExceeded { retry_after: Duration::from_secs(1) }, 429, "quota_exceeded"),
             (ApiError::QueueFull { retry_after: Duration::from_secs(1) }, 503, "queue_full"),

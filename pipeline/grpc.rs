@@ -7,10 +7,9 @@ use std::future::Future;
 use ledger_proto::v1 as pb;
 use ledger_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
 use ledger_proto::v1::query_service_server::{QueryService, QueryServiceServer};
-use ledger_stages::{Ingest, Protocol, RateLimitStatus};
+use ledger_stages::{Ingest, IngestError, Problem, Protocol, RateLimitStatus};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
@@ -20,6 +19,7 @@ use crate::http::extract::credential;
 use crate::http::logs::{ReadAccess, page};
 use crate::http::{AppState, analytics, request_id};
 use crate::ingest::Ingestion;
+use crate::ingest::outcome::Outcome;
 
 /// API.md's mapping of errors to gRPC status codes; retryable ones carry `retry-after` (whole seconds).
 pub fn status(error: &ApiError) -> tonic::Status {
@@ -38,6 +38,7 @@ pub fn status(error: &ApiError) -> tonic::Status {
             Code::ResourceExhausted
         }
         ApiError::Unavailable { .. } | ApiError::QueueFull { .. } => Code::Unavailable,
+        ApiError::RequestTimeout => Code::DeadlineExceeded,
         ApiError::Internal(_) => Code::Internal,
     };
     let mut status = tonic::Status::new(code, error.to_string());
@@ -65,17 +66,24 @@ fn struct_to_json(s: prost_types::Struct) -> Value {
     Value::Object(s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect())
 }
 
-/// A protobuf record as the log object REST would have decoded, so one validate stage judges both.
-fn record_to_json(r: pb::LogRecord) -> Value {
+/// A protobuf record as the log object REST would have decoded, so one validate stage judges both. A
+/// timestamp no RFC 3339 time can express is a problem of that field, never the time of receipt.
+fn record_to_json(index: usize, r: pb::LogRecord) -> Result<Value, Problem> {
     let mut log = Map::new();
     log.insert("message".into(), Value::String(r.message));
     if !r.level.is_empty() {
         log.insert("level".into(), Value::String(r.level));
     }
     if let Some(t) = r.timestamp {
-        let nanos = u32::try_from(t.nanos).unwrap_or(0);
-        let time = chrono::DateTime::from_timestamp(t.seconds, nanos).map(|t| t.to_rfc3339());
-        log.insert("timestamp".into(), time.map_or(Value::Null, Value::String));
+        let time = u32::try_from(t.nanos)
+            .ok()
+            .filter(|n| *n < 1_000_000_000)
+            .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos));
+        let Some(time) = time else {
+            let reason = "is out of range (seconds and nanos must make a time between years 0 and 9999)".into();
+            return Err(Problem { index: Some(index), field: "timestamp".into(), reason });
+        };
+        log.insert("timestamp".into(), Value::String(time.to_rfc3339()));
     }
     let optional = [
         ("service", r.service),
@@ -96,7 +104,7 @@ fn record_to_json(r: pb::LogRecord) -> Value {
     if let Some(e) = r.exception {
         log.insert("exception".into(), json!({"type": e.r#type, "value": e.value, "stacktrace": e.stacktrace}));
     }
-    Value::Object(log)
+    Ok(Value::Object(log))
 }
 
 fn add_rate_limit(metadata: &mut MetadataMap, status: Option<&RateLimitStatus>) {
@@ -107,24 +115,38 @@ fn add_rate_limit(metadata: &mut MetadataMap, status: Option<&RateLimitStatus>) 
     }
 }
 
-/// `ledger.v1.IngestService`: the REST ingestion stack behind protobuf.
+/// `ledger.v1.IngestService`: the REST ingestion stack behind protobuf. Calls reach it authenticated by
+/// [`Guard`], which put the project in the request's extensions before tonic decoded anything.
 #[derive(Clone)]
 pub struct Ingester {
     ingestion: Ingestion,
 }
 
+/// The project [`Guard`] authenticated a call for.
+#[derive(Clone)]
+struct Admission(ledger_stages::ProjectContext);
+
 impl Ingester {
     async fn batch(
         &self,
         headers: &axum::http::HeaderMap,
+        project: &ledger_stages::ProjectContext,
         logs: Vec<pb::LogRecord>,
     ) -> Result<(Vec<String>, Option<RateLimitStatus>), Status> {
-        let credential = credential(headers).map(str::to_owned).ok_or_else(|| status(&ApiError::Unauthorized))?;
-        let logs: Vec<Value> = logs.into_iter().map(record_to_json).collect();
+        let admitted = self.ingestion.resume(project.clone());
+        let decoded: Result<Vec<Value>, Problem> =
+            logs.into_iter().enumerate().map(|(index, log)| record_to_json(index, log)).collect();
+        let logs = match decoded {
+            Ok(logs) => logs,
+            Err(problem) => {
+                admitted.refuse(Outcome::Invalid);
+                return Err(status(&ApiError::from(IngestError::Invalid(vec![problem]))));
+            }
+        };
         // Set by `with_request_id` for every call.
         let request_id = headers.get(request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-        let request = Ingest::new(request_id.clone(), Protocol::Grpc, Some(credential), logs);
-        let (result, report) = request_id::scope(request_id, self.ingestion.run(request)).await;
+        let request = Ingest::new(request_id.clone(), Protocol::Grpc, None, logs);
+        let (result, report) = request_id::scope(request_id, self.ingestion.run(admitted, request)).await;
         let rate_limit = report.rate_limit.get().copied();
         match result {
             Ok(accepted) => Ok((accepted.ids.iter().map(ToString::to_string).collect(), rate_limit)),
@@ -137,11 +159,17 @@ impl Ingester {
     }
 }
 
+fn admission(extensions: &tonic::Extensions) -> Result<&ledger_stages::ProjectContext, Status> {
+    // Every IngestService call passes the guard; without its mark the call is not authenticated.
+    extensions.get::<Admission>().map(|a| &a.0).ok_or_else(|| status(&ApiError::Unauthorized))
+}
+
 #[tonic::async_trait]
 impl IngestService for Ingester {
     async fn ingest(&self, request: Request<pb::IngestRequest>) -> Result<Response<pb::IngestResponse>, Status> {
-        let (metadata, _, body) = request.into_parts();
-        let (ids, rate_limit) = self.batch(&metadata.into_headers(), body.logs).await?;
+        let (metadata, extensions, body) = request.into_parts();
+        let project = admission(&extensions)?;
+        let (ids, rate_limit) = self.batch(&metadata.into_headers(), project, body.logs).await?;
         let mut response = Response::new(pb::IngestResponse { accepted: ids.len() as u64, ids });
         add_rate_limit(response.metadata_mut(), rate_limit.as_ref());
         Ok(response)
@@ -151,12 +179,13 @@ impl IngestService for Ingester {
         &self,
         request: Request<Streaming<pb::IngestRequest>>,
     ) -> Result<Response<pb::IngestResponse>, Status> {
-        let (metadata, _, mut stream) = request.into_parts();
+        let (metadata, extensions, mut stream) = request.into_parts();
+        let project = admission(&extensions)?;
         let headers = metadata.into_headers();
         let mut totals = pb::IngestResponse::default();
         let mut rate_limit = None;
         while let Some(message) = stream.message().await? {
-            match self.batch(&headers, message.logs).await {
+            match self.batch(&headers, project, message.logs).await {
                 Ok((ids, status)) => {
                     totals.accepted += ids.len() as u64;
                     totals.ids.extend(ids);
@@ -358,11 +387,167 @@ fn call_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     crate::telemetry::request_span(path.trim_start_matches('/'), path, id, request.headers())
 }
 
+/// In front of every service, before tonic reads a message: ingestion calls are authenticated from their
+/// metadata alone (an unknown key costs no decoding), and reflection asks for the operator token when one
+/// is set.
+#[derive(Clone)]
+struct Guard<S> {
+    inner: S,
+    ingestion: Ingestion,
+    operator: crate::http::operator::OperatorToken,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for Guard<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = axum::http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        // The clone that was polled ready is the one to call (tower's idiom).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path();
+        if path.starts_with("/grpc.reflection.") && !self.operator.allows(request.headers()) {
+            let refused = Status::unauthenticated("server reflection needs the operator token");
+            return Box::pin(async move { Ok(refused.into_http()) });
+        }
+        if !path.starts_with("/ledger.v1.IngestService/") {
+            return Box::pin(inner.call(request));
+        }
+        let ingestion = self.ingestion.clone();
+        Box::pin(async move {
+            let credential = credential(request.headers()).map(str::to_owned);
+            match ingestion.admit(credential.as_deref()).await {
+                Ok(admitted) => {
+                    request.extensions_mut().insert(Admission(admitted.into_project()));
+                    inner.call(request).await
+                }
+                Err(e) => Ok(status(&ApiError::from(e)).into_http()),
+            }
+        })
+    }
+}
+
+/// A gRPC connection under the listener's limits: it holds one of `server.max_connections` slots while
+/// open, and must send its first bytes (the HTTP/2 preface) within the header read timeout.
+struct Limited {
+    stream: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Until the preface is in; then `None`.
+    preface_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    read: usize,
+}
+
+/// HTTP/2's connection preface, which every client sends first.
+const PREFACE_BYTES: usize = 24;
+
+impl tokio::io::AsyncRead for Limited {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.read += buf.filled().len() - before;
+                if this.read >= PREFACE_BYTES {
+                    this.preface_deadline = None;
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let expired =
+                    this.preface_deadline.as_mut().is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    let error = std::io::Error::new(std::io::ErrorKind::TimedOut, "no HTTP/2 preface in time");
+                    Poll::Ready(Err(error))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Limited {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Limited {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// The listener's connections, at most `max_connections` open at once: past it, accepting waits.
+fn limited_incoming(
+    listener: TcpListener,
+    limits: crate::http::serve::Limits,
+) -> impl futures::Stream<Item = std::io::Result<Limited>> {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    futures::stream::unfold((listener, slots), move |(listener, slots)| async move {
+        let slot = slots.clone().acquire_owned().await.ok()?;
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let preface_deadline = Some(Box::pin(tokio::time::sleep(limits.header_read_timeout)));
+                    let limited = Limited { stream, _slot: slot, preface_deadline, read: 0 };
+                    return Some((Ok(limited), (listener, slots)));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept a gRPC connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+}
+
 /// Serves gRPC on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    limits: crate::http::serve::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let ingestion = state.ingestion.clone();
@@ -374,11 +559,21 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
     let max = ingestion.max_body_bytes;
+    ledger_proto::codec::set_max_repeated(ingestion.max_batch_logs);
+    let (guarded, operator) = (ingestion.clone(), state.operator.clone());
     let ingester = IngestServiceServer::new(Ingester { ingestion }).max_decoding_message_size(max);
     let traced = tower::ServiceBuilder::new()
         .map_request(with_request_id)
-        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(call_span));
-    let mut builder = tonic::transport::Server::builder();
+        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(call_span))
+        .layer(tower::layer::layer_fn(move |inner| Guard {
+            inner,
+            ingestion: guarded.clone(),
+            operator: operator.clone(),
+        }));
+    let mut builder = tonic::transport::Server::builder()
+        // A connection that stops answering pings is closed; a live idle client answers them.
+        .http2_keepalive_interval(Some(limits.header_read_timeout))
+        .http2_keepalive_timeout(Some(limits.header_read_timeout));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|e| format!("gRPC TLS: {e}"))?;
     }
@@ -388,7 +583,7 @@ pub async fn serve(
         .add_service(ingester)
         .add_service(QueryServiceServer::new(Querier { state }))
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(limited_incoming(listener, limits), shutdown)
         .await
         .map_err(|e| format!("gRPC server failed: {e}"))
 }

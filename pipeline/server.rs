@@ -137,14 +137,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         config.defaults.settings(),
     ));
 
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks::default();
     if let Some(redis) = backend.redis.clone() {
         let subscription = redis
             .subscribe_key_revocations()
             .await
             .map_err(|e| ServeError(format!("cannot subscribe to key revocations: {e}")))?;
         let (stop, validator) = (shutdown.clone(), validator.clone());
-        tasks.spawn(async move {
+        tasks.spawn("key revocations", async move {
             redis.follow_key_revocations(subscription, validator, stop).await;
             Ok(())
         });
@@ -153,38 +153,44 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     if config.roles.analytics {
         let (store, cache, analytics, stop) =
             (backend.logs.store(), metrics.clone(), config.analytics.clone(), shutdown.clone());
-        tasks.spawn(async move {
+        tasks.spawn("analytics rebuilds", async move {
             rebuild::run(store, cache, analytics, stop).await;
             Ok(())
         });
         let (accounts, logs, stop) = (backend.accounts.clone(), backend.logs.store(), shutdown.clone());
         let (days, retention_config) = (config.defaults.retention_days, config.retention.clone());
-        tasks.spawn(async move {
+        tasks.spawn("retention", async move {
             retention::run(accounts, logs, days, retention_config, stop).await;
             Ok(())
         });
     }
     if let Some(workers) = workers {
         let stop = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn("queue workers", async move {
             workers.run(stop).await;
             Ok(())
         });
     }
     let outcomes = Arc::new(Outcomes::new(backend.accounts.clone()));
-    {
-        let (stop, outcomes) = (shutdown.clone(), outcomes.clone());
-        tasks.spawn(async move {
-            outcomes.flush_every_second(stop).await;
-            Ok(())
-        });
-    }
-    let parts = Parts { validator, limiter, quota, queue: queue.clone(), validate: config.stages.validate.clone() };
+    // Usage is flushed every second, and once more after the fronts have finished their last request.
+    let fronts_done = CancellationToken::new();
+    let usage_flush = tokio::spawn(outcomes.clone().flush_every_second(fronts_done.clone()));
+    let parts = Parts {
+        validator: validator.clone(),
+        limiter,
+        quota,
+        queue: queue.clone(),
+        validate: config.stages.validate.clone(),
+    };
+    let inflight_units = config.server.max_inflight_body_bytes.div_ceil(1024);
     let ingestion = Ingestion {
         stack: ingest::build(&config.ingest, parts),
         outcomes,
         max_body_bytes: config.server.max_body_bytes,
+        max_batch_logs: config.stages.validate.max_batch_logs,
         draining: shutdown.clone(),
+        validator,
+        inflight: Arc::new(tokio::sync::Semaphore::new(inflight_units.min(tokio::sync::Semaphore::MAX_PERMITS))),
     };
 
     if config.roles.gateway {
@@ -201,6 +207,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             queue,
             metrics,
             breaker,
+            operator: http::operator::OperatorToken::new(&config.server.operator_token),
         };
         let app = http::router(state.clone());
         // Shutdown drains first (new ingestion answered 503), then closes the listeners and finishes what
@@ -210,52 +217,54 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             stop.cancelled().await;
             tokio::time::sleep(drain).await;
         };
-        let tls = crate::tls::load(&config.server).await?;
+        let tls = crate::tls::load(&config.server)?;
         let tls_on = tls.is_some();
         let (rest_tls, grpc_tls) = tls.map(|t| (t.rest, t.grpc)).unzip();
+        let limits = http::serve::Limits {
+            max_connections: config.server.max_connections,
+            header_read_timeout: config.server.header_read_timeout(),
+            body_read_timeout: config.server.body_read_timeout(),
+        };
         let stop = drained(shutdown.clone());
-        let failed = |e: std::io::Error| ServeError(format!("HTTP server failed: {e}"));
-        match rest_tls {
-            None => {
-                tasks.spawn(async move {
-                    axum::serve(http_listener, app).with_graceful_shutdown(stop).await.map_err(failed)
-                });
-            }
-            Some(rustls) => {
-                let listener = http_listener.into_std().map_err(failed)?;
-                let handle = axum_server::Handle::new();
-                let closing = handle.clone();
-                tasks.spawn(async move {
-                    stop.await;
-                    // No bound of its own: `server.shutdown_timeout_secs` bounds the whole shutdown.
-                    closing.graceful_shutdown(None);
-                    Ok(())
-                });
-                let server = axum_server::from_tcp_rustls(listener, rustls).map_err(failed)?.handle(handle);
-                tasks.spawn(async move { server.serve(app.into_make_service()).await.map_err(failed) });
-            }
-        }
+        tasks.spawn("REST server", async move {
+            let served = http::serve::serve(http_listener, app, rest_tls, limits, stop).await;
+            served.map_err(|e| ServeError(format!("HTTP server failed: {e}")))
+        });
         let stop = drained(shutdown.clone());
-        tasks.spawn(async move { grpc::serve(grpc_listener, state, grpc_tls, stop).await.map_err(ServeError) });
+        tasks.spawn("gRPC server", async move {
+            grpc::serve(grpc_listener, state, grpc_tls, limits, stop).await.map_err(ServeError)
+        });
         tracing::info!(%http_addr, %grpc_addr, backend = %backend.kind, tls = tls_on, "ledger ready");
     } else {
         drop((ingestion, queue, accounts, metrics));
         tracing::info!(backend = %backend.kind, "ledger ready (no gateway role)");
     }
 
-    // Either a task fails (then stop the others) or shutdown is asked for (then let them drain).
+    // Either a task ends (each runs until shutdown, so ending early is a failure, whatever it returned:
+    // stop the others) or shutdown is asked for (then let them drain).
     let mut failure = None;
     tokio::select! {
+        biased;
         _ = shutdown.cancelled() => {}
-        Some(joined) = tasks.join_next() => {
-            failure = task_failure(joined);
+        Some((task, result)) = tasks.join_next() => {
+            // A task that ended because shutdown began (the signal raced this select) ended on time.
+            let early = !shutdown.is_cancelled();
+            match result {
+                Err(error) => failure = Some(error),
+                Ok(()) if early => failure = Some(ServeError(format!("{task}: ended before shutdown was asked for"))),
+                Ok(()) => {}
+            }
+            if let Some(error) = &failure {
+                tracing::error!(task, error = %error, "a long-running task ended; stopping");
+            }
             shutdown.cancel();
         }
     }
     tracing::info!("shutting down");
     let drained = tokio::time::timeout(config.server.shutdown_timeout(), async {
-        while let Some(joined) = tasks.join_next().await {
-            if let Some(e) = task_failure(joined) {
+        while let Some((task, result)) = tasks.join_next().await {
+            if let Err(e) = result {
+                tracing::error!(task, error = %e, "a task failed while shutting down");
                 failure.get_or_insert(e);
             }
         }
@@ -264,6 +273,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         if let Some(writer) = writer {
             let _ = writer.await;
         }
+        // The fronts are done: no outcome can be recorded after this last flush.
+        fronts_done.cancel();
+        let _ = usage_flush.await;
     })
     .await;
     if drained.is_err() {
@@ -278,11 +290,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     }
 }
 
-fn task_failure(joined: Result<Result<(), ServeError>, tokio::task::JoinError>) -> Option<ServeError> {
-    match joined {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e),
-        Err(e) => Some(ServeError(format!("a server task failed: {e}"))),
+/// The daemon's long-running tasks, each known by name: every one runs until shutdown.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<Result<(), ServeError>>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = Result<(), ServeError>> + Send + 'static,
+    ) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// The next task to end, by name, with its result (a panic is an error naming it).
+    async fn join_next(&mut self) -> Option<(&'static str, Result<(), ServeError>)> {
+        let joined = self.set.join_next_with_id().await?;
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let name = self.names.remove(&id).unwrap_or("a task");
+        Some(match joined {
+            Ok((_, result)) => (name, result.map_err(|e| ServeError(format!("{name}: {e}")))),
+            Err(e) => (name, Err(ServeError(format!("{name} failed: {e}")))),
+        })
     }
 }
 

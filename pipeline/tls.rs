@@ -1,7 +1,10 @@
 //! TLS for the REST and gRPC listeners (rustls, with the ring provider), from `server.tls_cert_path` and
 //! `server.tls_key_path`: PEM files read once at start-up. A bad file stops the start with one line.
 
-use axum_server::tls_rustls::RustlsConfig;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::config::ServerConfig;
@@ -9,12 +12,12 @@ use crate::server::ServeError;
 
 /// Both listeners' TLS settings, made from the same certificate and key.
 pub struct Tls {
-    pub rest: RustlsConfig,
+    pub rest: Arc<rustls::ServerConfig>,
     pub grpc: ServerTlsConfig,
 }
 
 /// `None` when TLS is off (both paths empty; `Config::check` refuses only one set).
-pub async fn load(config: &ServerConfig) -> Result<Option<Tls>, ServeError> {
+pub fn load(config: &ServerConfig) -> Result<Option<Tls>, ServeError> {
     if config.tls_cert_path.is_empty() {
         return Ok(None);
     }
@@ -26,12 +29,20 @@ pub async fn load(config: &ServerConfig) -> Result<Option<Tls>, ServeError> {
     };
     let cert = read("server.tls_cert_path", &config.tls_cert_path)?;
     let key = read("server.tls_key_path", &config.tls_key_path)?;
-    let rest = RustlsConfig::from_pem(cert.clone(), key.clone()).await.map_err(|e| {
+    let unusable = |e: &dyn std::fmt::Display| {
         ServeError::new(format!(
             "server.tls_cert_path / server.tls_key_path ({:?}, {:?}) are not a PEM certificate and its key: {e}",
             config.tls_cert_path, config.tls_key_path
         ))
-    })?;
+    };
+    let chain = CertificateDer::pem_slice_iter(&cert).collect::<Result<Vec<_>, _>>().map_err(|e| unusable(&e))?;
+    let private = PrivateKeyDer::from_pem_slice(&key).map_err(|e| unusable(&e))?;
+    let mut rest = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| unusable(&e))?;
+    rest.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let rest = Arc::new(rest);
     let grpc = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
     Ok(Some(Tls { rest, grpc }))
 }

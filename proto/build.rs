@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
     tonic_prost_build::configure()
+        // Requests are scanned for their batch size before prost decodes them.
+        .codec_path("crate::codec::BoundedCodec")
         .file_descriptor_set_path(out_dir.join("ledger_v1_descriptor.bin"))
         .compile_with_config(config, &protos, &[PathBuf::from("."), include])?;
     for proto in protos {

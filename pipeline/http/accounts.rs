@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{JsonBody, SessionAuth};
+use super::extract::{ClientIp, JsonBody, SessionAuth};
 use super::{AppState, timestamp};
 use crate::accounts::Issued;
 use crate::backend::User;
@@ -98,13 +98,16 @@ impl Credentials {
         (status = 201, body = SessionBody, description = "Account created; a session token for it"),
         (status = 409, body = ErrorBody, description = "email_taken"),
         (status = 422, body = ErrorBody, description = "validation_failed"),
+        (status = 429, body = ErrorBody, description = "rate_limited: too many attempts from this IP, with Retry-After"),
+        (status = 503, body = ErrorBody, description = "unavailable: password checking busy or a store down, with Retry-After"),
     ))]
 pub async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<Credentials>,
 ) -> Result<(StatusCode, Json<SessionBody>), ApiError> {
     let (email, password) = body.checked(true)?;
-    let issued = state.accounts.register(&email, &password).await?;
+    let issued = state.accounts.register(&email, &password, ip).await?;
     Ok((StatusCode::CREATED, Json(issued.into())))
 }
 
@@ -113,14 +116,16 @@ pub async fn register(
         (status = 200, body = SessionBody),
         (status = 401, body = ErrorBody, description = "Wrong e-mail or password (one message for both)"),
         (status = 429, body = ErrorBody, description = "too_many_login_attempts, with Retry-After"),
+        (status = 503, body = ErrorBody, description = "unavailable: password checking busy or a store down, with Retry-After"),
     ))]
 pub async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<Credentials>,
 ) -> Result<Json<SessionBody>, ApiError> {
     // No length rules at login: a wrong password is a 401 whatever its length.
     let (email, password) = body.checked(false)?;
-    let issued = state.accounts.login(&email, &password).await?;
+    let issued = state.accounts.login(&email, &password, ip).await?;
     Ok(Json(issued.into()))
 }
 

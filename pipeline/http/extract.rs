@@ -47,6 +47,8 @@ async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes
     Bytes::from_request(request, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge { limit_bytes: super::ACCOUNT_BODY_LIMIT }
+        } else if super::serve::is_body_timeout(&rejection) {
+            ApiError::RequestTimeout
         } else {
             ApiError::BadRequest(rejection.body_text())
         }
@@ -97,6 +99,19 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// REST and gRPC (its metadata as headers) both read it here.
 pub fn credential(headers: &HeaderMap) -> Option<&str> {
     bearer(headers).or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
+}
+
+/// The client's IP address, as the listener saw it (no proxy header is trusted). A router called without
+/// a listener (tests calling it directly) sees the unspecified address.
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientIp(peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip())))
+    }
 }
 
 /// A live session (`Authorization: Bearer <jwt>`). API keys are refused here: account and project routes

@@ -15,6 +15,7 @@ use super::extract::credential;
 use super::{AppState, request_id};
 use crate::error::{ApiError, ErrorBody};
 use crate::ingest::decode;
+use crate::ingest::outcome::Outcome;
 
 /// Uncompressed bodies at least this large, and every compressed one, are decoded off the async workers.
 const DECODE_INLINE_MAX: usize = 256 * 1024;
@@ -30,15 +31,39 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn decode_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<(Vec<Value>, usize), ApiError> {
+/// What the body may decode to at most: its length when sent uncompressed with one, else the limit.
+fn may_decode_to(headers: &HeaderMap, limit: usize) -> usize {
+    let compressed = header_text(headers, header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity") && !e.trim().is_empty());
+    let length = header_text(headers, header::CONTENT_LENGTH).and_then(|l| l.parse::<usize>().ok());
+    match length {
+        Some(length) if !compressed => length.min(limit),
+        _ => limit,
+    }
+}
+
+/// Reads and decodes the body: within the size limit (before and after decompression), within the body
+/// read timeout, and stopping one log past the batch limit.
+async fn decode_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    max_logs: usize,
+) -> Result<(Vec<Value>, usize), ApiError> {
     let format = decode::format(header_text(headers, header::CONTENT_TYPE))?;
     let encoding = decode::encoding(header_text(headers, header::CONTENT_ENCODING))?;
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { limit_bytes: limit })?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if super::serve::is_body_timeout(&e) {
+            ApiError::RequestTimeout
+        } else {
+            ApiError::PayloadTooLarge { limit_bytes: limit }
+        }
+    })?;
     let inline = encoding == decode::Encoding::Identity && raw.len() < DECODE_INLINE_MAX;
     let work = move || {
         let decoded = decode::decompress(&raw, encoding, limit)?;
         let size = decoded.len();
-        decode::logs(&decoded, format).map(|logs| (logs, size))
+        decode::logs(&decoded, format, max_logs).map(|logs| (logs, size))
     };
     // Decided by the body as read, not by what Content-Length claims; a compressed body may inflate up to
     // the limit, so only a small uncompressed one is decoded on the async worker.
@@ -60,22 +85,36 @@ fn with_rate_limit(mut response: Response, status: Option<&RateLimitStatus>) -> 
     responses(
         (status = 202, body = AcceptedBody, description = "Durable in the queue; stored exactly once"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 408, body = ErrorBody, description = "request_timeout: the body did not arrive in time"),
         (status = 413, body = ErrorBody, description = "payload_too_large or batch_too_large"),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody, description = "validation_failed; nothing stored"),
         (status = 429, body = ErrorBody, description = "rate_limited or quota_exceeded, with Retry-After"),
         (status = 503, body = ErrorBody, description = "queue_full or unavailable, with Retry-After"),
     ))]
 pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let Some(credential) = credential(&headers).map(str::to_owned) else {
-        return ApiError::Unauthorized.into_response();
+    let ingestion = &state.ingestion;
+    // The credential first, from the headers alone: an unknown key never makes the daemon read the body.
+    let admitted = match ingestion.admit(credential(&headers)).await {
+        Ok(admitted) => admitted,
+        Err(e) => return ApiError::from(e).into_response(),
     };
-    let (logs, size) = match decode_body(&headers, body, state.ingestion.max_body_bytes).await {
+    let _room = match ingestion.reserve(may_decode_to(&headers, ingestion.max_body_bytes)) {
+        Ok(room) => room,
+        Err(e) => {
+            admitted.refuse(Outcome::Unavailable);
+            return ApiError::from(e).into_response();
+        }
+    };
+    let (logs, size) = match decode_body(&headers, body, ingestion.max_body_bytes, ingestion.max_batch_logs).await {
         Ok(decoded) => decoded,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            admitted.refuse(Outcome::of_refusal(&e));
+            return e.into_response();
+        }
     };
-    let mut request = Ingest::new(request_id::current().unwrap_or_default(), Protocol::Http, Some(credential), logs);
+    let mut request = Ingest::new(request_id::current().unwrap_or_default(), Protocol::Http, None, logs);
     request.body_bytes = size as u64;
-    let (result, report) = state.ingestion.run(request).await;
+    let (result, report) = ingestion.run(admitted, request).await;
     let response = match result {
         Ok(accepted) => {
             let ids: Vec<String> = accepted.ids.iter().map(ToString::to_string).collect();

@@ -13,6 +13,8 @@ use super::AppState;
 
 /// Logs by the outcome they ended in.
 pub const INGEST_LOGS: &str = "ledger_ingest_logs_total";
+/// Ingestion requests by the one outcome each ended in (refused before decoding: no logs counted).
+pub const INGEST_REQUESTS: &str = "ledger_ingest_requests_total";
 /// Logs waiting in the queue, all projects together.
 pub const QUEUE_DEPTH: &str = "ledger_queue_depth";
 /// Batches waiting in each queue shard (shared backend).
@@ -52,6 +54,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "# TYPE {INGEST_LOGS} counter");
     for (outcome, count) in state.ingestion.outcomes.totals() {
         let _ = writeln!(out, "{INGEST_LOGS}{{outcome=\"{}\"}} {count}", outcome.name());
+    }
+    let _ = writeln!(out, "# HELP {INGEST_REQUESTS} Ingestion requests, by the one outcome each ended in.");
+    let _ = writeln!(out, "# TYPE {INGEST_REQUESTS} counter");
+    for (outcome, count) in state.ingestion.outcomes.requests() {
+        let _ = writeln!(out, "{INGEST_REQUESTS}{{outcome=\"{}\"}} {count}", outcome.name());
     }
     if let Ok(depth) = state.queue.depth().await {
         let _ = writeln!(out, "# HELP {QUEUE_DEPTH} Logs acknowledged and not yet written.");

@@ -25,8 +25,10 @@ pub mod keys;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
+pub mod operator;
 pub mod projects;
 pub mod request_id;
+pub mod serve;
 
 /// Account and project bodies are small; ingestion has its own, configurable limit.
 pub const ACCOUNT_BODY_LIMIT: usize = 64 * 1024;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub metrics: Arc<dyn crate::analytics::MetricsCache>,
     /// The account store's circuit breaker, for `/metrics`.
     pub breaker: Arc<ledger_stages::auth::BreakerStore<Arc<dyn ledger_stages::auth::KeyStore>>>,
+    /// Who may read `/metrics`, `/health/deep` and gRPC reflection.
+    pub operator: operator::OperatorToken,
 }
 
 /// Every REST route. Tests and `server::run` both start from here.
@@ -62,9 +66,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/metrics/top-errors", get(analytics::top_errors))
         .route("/v1/usage", get(analytics::usage))
         .route("/health", get(health::health))
-        .route("/health/deep", get(health::deep))
+        .route(
+            "/health/deep",
+            get(health::deep).route_layer(middleware::from_fn_with_state(state.clone(), operator::required)),
+        )
         .route("/openapi.json", get(openapi::document))
-        .route("/metrics", get(metrics::metrics))
+        .route(
+            "/metrics",
+            get(metrics::metrics).route_layer(middleware::from_fn_with_state(state.clone(), operator::required)),
+        )
         // On matched routes only, where the route template is known: durations by route, not by raw path.
         .route_layer(middleware::from_fn(metrics::track))
         .fallback(|| async { ApiError::NotFound })

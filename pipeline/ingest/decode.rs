@@ -2,9 +2,11 @@
 //! decompressing, so a compression bomb is stopped at the limit instead of inflated whole; then
 //! Content-Type (JSON, MessagePack); then the shape: one log object, or `{"logs": [...]}`.
 
+use std::cell::Cell;
 use std::io::Read;
 
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 use crate::error::{ApiError, FieldProblem};
 
@@ -71,26 +73,197 @@ pub fn decompress(body: &[u8], encoding: Encoding, limit: usize) -> Result<Vec<u
     Ok(out)
 }
 
-/// Parses a decoded body into its logs.
-pub fn logs(body: &[u8], format: Format) -> Result<Vec<Value>, ApiError> {
-    let value: Value = match format {
-        Format::Json => serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?,
-        Format::MessagePack => rmp_serde::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("the body is not valid MessagePack: {e}")))?,
-    };
-    match value {
-        Value::Object(mut map) if map.contains_key("logs") => {
-            if let Some(other) = map.keys().find(|k| *k != "logs") {
-                return Err(ApiError::validation(other.as_str(), "unknown field beside `logs`"));
-            }
-            match map.remove("logs") {
-                Some(Value::Array(logs)) => Ok(logs),
-                _ => Err(ApiError::validation("logs", "must be an array of log objects")),
+/// What a body held, before the logs themselves are judged by the validate stage.
+enum Shape {
+    Logs(Vec<Value>),
+    One(Map<String, Value>),
+    /// `logs` beside other keys: the first other key.
+    Mixed(String),
+    /// `logs` that is not an array.
+    LogsNotArray,
+    NotObject,
+}
+
+/// Decodes the body's shape, stopping at `max_logs + 1` logs: a batch that is too large costs no more to
+/// refuse than a full one costs to accept, whatever it claims or holds.
+struct BodySeed<'a> {
+    max_logs: usize,
+    too_many: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Shape;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Shape, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a log object or {\"logs\": [...]}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        let mut one = Map::new();
+        let mut logs = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "logs" {
+                logs = Some(map.next_value_seed(LogsSeed { max_logs: self.max_logs, too_many: self.too_many })?);
+            } else {
+                let value = map.next_value::<Value>()?;
+                one.insert(key, value);
             }
         }
-        Value::Object(_) => Ok(vec![value]),
-        _ => Err(ApiError::Validation(vec![FieldProblem::new("body", "must be a log object or {\"logs\": [...]}")])),
+        Ok(match logs {
+            None => Shape::One(one),
+            Some(_) if !one.is_empty() => Shape::Mixed(one.keys().next().cloned().unwrap_or_default()),
+            Some(Some(logs)) => Shape::Logs(logs),
+            Some(None) => Shape::LogsNotArray,
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Shape::NotObject)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Shape, E> {
+        Ok(Shape::NotObject)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Shape, E> {
+        Ok(Shape::NotObject)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Shape, E> {
+        Ok(Shape::NotObject)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Shape, E> {
+        Ok(Shape::NotObject)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Shape, E> {
+        Ok(Shape::NotObject)
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Shape, E> {
+        Ok(Shape::NotObject)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Shape, E> {
+        Ok(Shape::NotObject)
+    }
+}
+
+/// The `logs` array, at most `max_logs` of them; `None` when `logs` is not an array.
+struct LogsSeed<'a> {
+    max_logs: usize,
+    too_many: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for LogsSeed<'_> {
+    type Value = Option<Vec<Value>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LogsSeed<'_> {
+    type Value = Option<Vec<Value>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of log objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // A length prefix (MessagePack) is the client's claim: never reserve more than a batch may hold.
+        let mut logs = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_logs));
+        while let Some(log) = seq.next_element::<Value>()? {
+            if logs.len() == self.max_logs {
+                self.too_many.set(true);
+                return Err(de::Error::custom("too many logs"));
+            }
+            logs.push(log);
+        }
+        Ok(Some(logs))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// Parses a decoded body into its logs: at most `max_logs` (more is 413 `batch_too_large`, found without
+/// decoding the rest), and nothing after the body (trailing bytes are 400, in either format).
+pub fn logs(body: &[u8], format: Format, max_logs: usize) -> Result<Vec<Value>, ApiError> {
+    let too_many = Cell::new(false);
+    let seed = BodySeed { max_logs, too_many: &too_many };
+    let shape = match format {
+        Format::Json => {
+            let mut deserializer = serde_json::Deserializer::from_slice(body);
+            seed.deserialize(&mut deserializer)
+                .and_then(|shape| deserializer.end().map(|()| shape))
+                .map_err(|e| (!too_many.get()).then(|| format!("the body is not valid JSON: {e}")))
+        }
+        Format::MessagePack => {
+            let mut rest = body;
+            let shape = {
+                let mut deserializer = rmp_serde::Deserializer::new(&mut rest);
+                seed.deserialize(&mut deserializer)
+                    .map_err(|e| (!too_many.get()).then(|| format!("the body is not valid MessagePack: {e}")))
+            };
+            match shape {
+                Ok(_) if !rest.is_empty() => {
+                    Err(Some(format!("the body is not valid MessagePack: {} bytes after its end", rest.len())))
+                }
+                other => other,
+            }
+        }
+    };
+    match shape {
+        Err(None) => Err(ApiError::BatchTooLarge { max: max_logs }),
+        Err(Some(message)) => Err(ApiError::BadRequest(message)),
+        Ok(Shape::Logs(logs)) => Ok(logs),
+        Ok(Shape::One(log)) => Ok(vec![Value::Object(log)]),
+        Ok(Shape::Mixed(other)) => Err(ApiError::validation(other, "unknown field beside `logs`")),
+        Ok(Shape::LogsNotArray) => Err(ApiError::validation("logs", "must be an array of log objects")),
+        Ok(Shape::NotObject) => {
+            Err(ApiError::Validation(vec![FieldProblem::new("body", "must be a log object or {\"logs\": [...]}")]))
+        }
     }
 }
 
@@ -126,13 +299,40 @@ mod tests {
 
     #[test]
     fn shapes() {
+        let logs = |body: &[u8], format| logs(body, format, 1000);
         assert_eq!(logs(br#"{"message": "a"}"#, Format::Json).expect("one").len(), 1);
         assert_eq!(logs(br#"{"logs": [{"message": "a"}, {"message": "b"}]}"#, Format::Json).expect("two").len(), 2);
         assert!(matches!(logs(br#"[{"message": "a"}]"#, Format::Json), Err(ApiError::Validation(_))));
+        assert!(matches!(logs(br#""text""#, Format::Json), Err(ApiError::Validation(_))));
         assert!(matches!(logs(br#"{"logs": {"message": "a"}}"#, Format::Json), Err(ApiError::Validation(_))));
+        assert!(matches!(logs(br#"{"logs": [], "x": 1}"#, Format::Json), Err(ApiError::Validation(_))));
         assert!(matches!(logs(b"{not json", Format::Json), Err(ApiError::BadRequest(_))));
+        assert!(matches!(logs(br#"{"message": "a"} {}"#, Format::Json), Err(ApiError::BadRequest(_))));
         let packed = rmp_serde::to_vec_named(&json!({"logs": [{"message": "a", "level": "error"}]})).expect("pack");
         assert_eq!(logs(&packed, Format::MessagePack).expect("msgpack")[0]["level"], "error");
+    }
+
+    #[test]
+    fn messagepack_with_bytes_after_the_body_is_refused() {
+        let mut packed = rmp_serde::to_vec_named(&json!({"message": "a"})).expect("pack");
+        packed.push(0xc0);
+        let error = logs(&packed, Format::MessagePack, 1000).expect_err("trailing byte");
+        assert!(matches!(&error, ApiError::BadRequest(m) if m.contains("after its end")), "{error:?}");
+    }
+
+    #[test]
+    fn decoding_stops_one_log_past_the_batch_limit() {
+        // 10 MiB of nils under `logs`, with an array32 header claiming all of them.
+        let n = 10 * 1024 * 1024;
+        let mut packed = vec![0x81, 0xa4, b'l', b'o', b'g', b's', 0xdd];
+        packed.extend_from_slice(&u32::try_from(n).expect("fits").to_be_bytes());
+        packed.resize(packed.len() + n, 0xc0);
+        let error = logs(&packed, Format::MessagePack, 1000).expect_err("too many");
+        assert!(matches!(error, ApiError::BatchTooLarge { max: 1000 }), "{error:?}");
+        let json = format!("{{\"logs\": [{}]}}", vec!["{}"; 1001].join(","));
+        assert!(matches!(logs(json.as_bytes(), Format::Json, 1000), Err(ApiError::BatchTooLarge { max: 1000 })));
+        let json = format!("{{\"logs\": [{}]}}", vec!["{}"; 1000].join(","));
+        assert_eq!(logs(json.as_bytes(), Format::Json, 1000).expect("exactly the limit").len(), 1000);
     }
 
     #[test]

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use ledger_stages::auth::{Authenticate, KeyValidator};
+use ledger_stages::auth::{Authenticate, KeyValidator, authenticate};
 use ledger_stages::enrich::Enrich;
 use ledger_stages::fingerprint::Fingerprint;
 use ledger_stages::queue::{LogQueue, QueueService};
 use ledger_stages::quota::{Quota, QuotaCounter};
 use ledger_stages::rate_limit::{RateLimit, RateLimiter};
 use ledger_stages::validate::{Validate, ValidateConfig};
-use ledger_stages::{Accepted, Ingest, IngestError};
+use ledger_stages::{Accepted, Ingest, IngestError, ProjectContext};
 use serde::Deserialize;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
@@ -62,30 +62,137 @@ impl IngestConfig {
 /// The assembled stack, cheap to clone.
 pub type Stack = BoxCloneSyncService<Ingest, Accepted, IngestError>;
 
-/// The stack and the counting of its outcomes: what both fronts call.
+/// The stack and the counting of its outcomes: what every front calls, in this order:
+/// [`Ingestion::admit`] with the credential from headers or metadata (before any body is read), then
+/// [`Ingestion::reserve`] for the body it is about to read, then [`Ingestion::run`] with the decoded logs.
 #[derive(Clone)]
 pub struct Ingestion {
     pub stack: Stack,
     pub outcomes: Arc<outcome::Outcomes>,
     /// Largest body after decompression.
     pub max_body_bytes: usize,
+    /// Logs per request at most (`stages.validate.max_batch_logs`): decoding stops one past it.
+    pub max_batch_logs: usize,
     /// Cancelled on shutdown: from then on, requests are refused with 503 instead of accepted.
     pub draining: tokio_util::sync::CancellationToken,
+    pub validator: KeyValidator,
+    /// KiB of request bodies being read, decoded or held by the stack, across every front of this instance.
+    pub inflight: Arc<tokio::sync::Semaphore>,
 }
 
+/// A request whose credential is good, on its way to the stack. Dropped before [`Ingestion::run`] (the
+/// client went away while its body was read) or refused by [`Admitted::refuse`], it still ends in one
+/// counted outcome.
+pub struct Admitted {
+    pub project: ProjectContext,
+    received_at: chrono::DateTime<chrono::Utc>,
+    outcomes: Arc<outcome::Outcomes>,
+    /// Set once the request has an outcome of its own.
+    settled: bool,
+}
+
+impl Admitted {
+    /// The project, for a front that admits each message of a stream by it ([`Ingestion::resume`]): this
+    /// admission itself ends here without an outcome of its own.
+    pub fn into_project(mut self) -> ProjectContext {
+        self.settled = true;
+        self.project.clone()
+    }
+
+    /// The request was refused before the stack (bad body, no room): counted as `outcome`.
+    pub fn refuse(mut self, outcome: outcome::Outcome) {
+        self.settled = true;
+        self.outcomes.record(Some(self.project.project_id), self.received_at.date_naive(), outcome, 0, 0);
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if !self.settled {
+            let day = self.received_at.date_naive();
+            self.outcomes.record(Some(self.project.project_id), day, outcome::Outcome::Cancelled, 0, 0);
+        }
+    }
+}
+
+/// Bodies are reserved in KiB, so the semaphore's count fits any sane budget.
+const RESERVE_UNIT: usize = 1024;
+
 impl Ingestion {
-    /// Runs one request through the stack and counts its outcome.
-    pub async fn run(&self, mut request: Ingest) -> (Result<Accepted, IngestError>, Arc<ledger_stages::Report>) {
+    /// The request's project, from its credential alone; refusals are counted. Nothing of the body has
+    /// been read when this answers, so an unknown key costs a cache look-up and nothing more.
+    pub async fn admit(&self, credential: Option<&str>) -> Result<Admitted, IngestError> {
+        let received_at = chrono::Utc::now();
+        let result = if self.draining.is_cancelled() {
+            Err(IngestError::unavailable("this instance (shutting down)"))
+        } else {
+            match credential {
+                Some(credential) => authenticate(&self.validator, credential).await,
+                None => Err(IngestError::Unauthorized),
+            }
+        };
+        match result {
+            Ok(project) => Ok(Admitted { project, received_at, outcomes: self.outcomes.clone(), settled: false }),
+            Err(e) => {
+                self.outcomes.record(None, received_at.date_naive(), outcome::Outcome::of(&Err(e.clone())), 0, 0);
+                Err(e)
+            }
+        }
+    }
+
+    /// A request of a project already admitted by [`Ingestion::admit`] (another message of the same call).
+    pub fn resume(&self, project: ProjectContext) -> Admitted {
+        Admitted { project, received_at: chrono::Utc::now(), outcomes: self.outcomes.clone(), settled: false }
+    }
+
+    /// Room for a body that may decode to `bytes`, among every body this instance holds; 503 when full.
+    pub fn reserve(&self, bytes: usize) -> Result<tokio::sync::OwnedSemaphorePermit, IngestError> {
+        let units = bytes.min(self.max_body_bytes).div_ceil(RESERVE_UNIT).max(1);
+        let units = u32::try_from(units).unwrap_or(u32::MAX);
+        self.inflight
+            .clone()
+            .try_acquire_many_owned(units)
+            .map_err(|_| IngestError::unavailable("room for request bodies on this instance"))
+    }
+
+    /// Runs one admitted request through the stack and counts its outcome. The stack runs as a task of its
+    /// own: a client that goes away mid-request does not cut it short, so quota, queue and outcome agree.
+    pub async fn run(
+        &self,
+        mut admitted: Admitted,
+        mut request: Ingest,
+    ) -> (Result<Accepted, IngestError>, Arc<ledger_stages::Report>) {
         use tower::ServiceExt;
+        use tracing::Instrument;
+        admitted.settled = true;
+        let project = Some(admitted.project.project_id);
+        request.received_at = admitted.received_at;
+        request.project = Some(admitted.project.clone());
         let report = request.report.clone();
+        let (logs, bytes, day) = (request.len() as u64, request.body_bytes, request.received_at.date_naive());
         if self.draining.is_cancelled() {
-            return (Err(IngestError::unavailable("this instance (shutting down)")), report);
+            let result = Err(IngestError::unavailable("this instance (shutting down)"));
+            self.outcomes.record(project, day, outcome::Outcome::of(&result), logs, bytes);
+            return (result, report);
         }
         // The queue carries the request's trace context, so the worker's batch span can link to it.
         request.traceparent = crate::telemetry::current_traceparent();
-        let (logs, bytes, day) = (request.len() as u64, request.body_bytes, request.received_at.date_naive());
-        let result = self.stack.clone().oneshot(request).await;
-        self.outcomes.record(report.project.get().copied(), day, outcome::Outcome::of(&result), logs, bytes);
+        let (stack, outcomes) = (self.stack.clone(), self.outcomes.clone());
+        let task = tokio::spawn(
+            async move {
+                let result = stack.oneshot(request).await;
+                outcomes.record(project, day, outcome::Outcome::of(&result), logs, bytes);
+                result
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let result = match task.await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "the ingestion stack panicked");
+                Err(IngestError::unavailable("ingestion"))
+            }
+        };
         (result, report)
     }
 }

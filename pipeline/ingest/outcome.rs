@@ -27,10 +27,12 @@ pub enum Outcome {
     Invalid,
     Unauthorized,
     Unavailable,
+    /// The client went away before its request reached the stack (its body was being read).
+    Cancelled,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Accepted,
         Outcome::RateLimited,
         Outcome::QuotaExceeded,
@@ -38,6 +40,7 @@ impl Outcome {
         Outcome::Invalid,
         Outcome::Unauthorized,
         Outcome::Unavailable,
+        Outcome::Cancelled,
     ];
 
     pub fn of(result: &Result<Accepted, IngestError>) -> Outcome {
@@ -52,6 +55,19 @@ impl Outcome {
         }
     }
 
+    /// The outcome of a request a front refused before the stack (its body could not be used).
+    pub fn of_refusal(error: &crate::error::ApiError) -> Outcome {
+        use crate::error::ApiError as E;
+        match error {
+            E::Unavailable { .. } | E::QueueFull { .. } | E::Internal(_) => Outcome::Unavailable,
+            E::RequestTimeout => Outcome::Cancelled,
+            E::Unauthorized | E::InsufficientScope(_) => Outcome::Unauthorized,
+            E::RateLimited { .. } | E::TooManyLoginAttempts { .. } => Outcome::RateLimited,
+            E::QuotaExceeded { .. } => Outcome::QuotaExceeded,
+            _ => Outcome::Invalid,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Accepted => "accepted",
@@ -61,6 +77,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::Unauthorized => "unauthorized",
             Outcome::Unavailable => "unavailable",
+            Outcome::Cancelled => "cancelled",
         }
     }
 
@@ -70,7 +87,9 @@ impl Outcome {
 }
 
 pub struct Outcomes {
-    logs: [AtomicU64; 7],
+    logs: [AtomicU64; 8],
+    /// Requests by outcome: a request refused before its body was decoded has no log count.
+    requests: [AtomicU64; 8],
     // A std mutex: one map update per request, never held across an await.
     usage: Mutex<HashMap<(Uuid, NaiveDate), Usage>>,
     store: Arc<dyn AccountStore>,
@@ -78,16 +97,17 @@ pub struct Outcomes {
 
 impl Outcomes {
     pub fn new(store: Arc<dyn AccountStore>) -> Outcomes {
-        Outcomes { logs: Default::default(), usage: Mutex::default(), store }
+        Outcomes { logs: Default::default(), requests: Default::default(), usage: Mutex::default(), store }
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, NaiveDate), Usage>> {
         self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Counts `logs` logs ending in `outcome`.
+    /// Counts one request, and its `logs` logs, ending in `outcome`.
     pub fn record(&self, project: Option<Uuid>, day: NaiveDate, outcome: Outcome, logs: u64, bytes: u64) {
         self.logs[outcome.index()].fetch_add(logs, Ordering::Relaxed);
+        self.requests[outcome.index()].fetch_add(1, Ordering::Relaxed);
         let Some(project) = project else { return };
         let mut pending = self.pending();
         let usage = pending.entry((project, day)).or_default();
@@ -100,13 +120,18 @@ impl Outcomes {
             Outcome::QuotaExceeded => usage.rejected_quota += logs,
             Outcome::Backpressure => usage.rejected_backpressure += logs,
             Outcome::Invalid => usage.rejected_invalid += logs,
-            Outcome::Unauthorized | Outcome::Unavailable => {}
+            Outcome::Unauthorized | Outcome::Unavailable | Outcome::Cancelled => {}
         }
     }
 
     /// Logs counted per outcome since start.
     pub fn totals(&self) -> Vec<(Outcome, u64)> {
         Outcome::ALL.iter().map(|o| (*o, self.logs[o.index()].load(Ordering::Relaxed))).collect()
+    }
+
+    /// Requests counted per outcome since start.
+    pub fn requests(&self) -> Vec<(Outcome, u64)> {
+        Outcome::ALL.iter().map(|o| (*o, self.requests[o.index()].load(Ordering::Relaxed))).collect()
     }
 
     /// Writes the usage counted so far; on failure keeps it for the next try.

@@ -1,5 +1,7 @@
 //! Ledger's gRPC contract, package `ledger.v1`, and the tonic/prost code generated from `ledger/v1/*.proto`.
 
+pub mod codec;
+
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("ledger.v1");

@@ -18,7 +18,7 @@ pub mod validator;
 pub use breaker::{BreakerSettings, BreakerState, BreakerStore};
 pub use config::AuthConfig;
 pub use key::{ApiKey, KeyDigest, KeyFormatError};
-pub use stage::Authenticate;
+pub use stage::{Authenticate, authenticate};
 pub use validator::{
     AuthError, CachedKey, KeyStore, KeyValidator, SharedKeyCache, StoreUnavailable, ValidatorCounts, ValidatorSettings,
 };

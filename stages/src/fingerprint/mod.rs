@@ -119,17 +119,23 @@ fn exception_key(exception: &Exception) -> u64 {
     hash.0
 }
 
+/// The key of a client's own `fingerprint` (rule 1): 16 lowercase hex characters as they are, any other
+/// string hashed. The validate stage applies it, so it holds with this stage left out.
+pub fn client_key(given: &str) -> u64 {
+    if given.len() == 16 && given.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return u64::from_str_radix(given, 16).unwrap_or_default();
+    }
+    let mut hash = Fnv::new();
+    hash.bytes(b"client");
+    hash.byte(SEPARATOR);
+    hash.bytes(given.as_bytes());
+    hash.0
+}
+
 /// The fingerprint of a log, by the rules above.
 pub fn fingerprint(record: &LogRecord) -> u64 {
     if let Some(given) = &record.fingerprint_override {
-        if given.len() == 16 && given.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return u64::from_str_radix(given, 16).unwrap_or_default();
-        }
-        let mut hash = Fnv::new();
-        hash.bytes(b"client");
-        hash.byte(SEPARATOR);
-        hash.bytes(given.as_bytes());
-        return hash.0;
+        return client_key(given);
     }
     if let Some(exception) = &record.exception {
         return exception_key(exception);
@@ -153,8 +159,10 @@ impl Stage for Fingerprint {
 
     async fn apply(&self, request: &mut Ingest) -> Result<(), IngestError> {
         for record in &mut request.records {
-            record.fingerprint = fingerprint(record);
-            record.fingerprint_override = None;
+            // A client's own key was applied by validate.
+            if record.fingerprint_override.take().is_none() {
+                record.fingerprint = fingerprint(record);
+            }
         }
         Ok(())
     }

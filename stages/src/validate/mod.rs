@@ -74,14 +74,14 @@ impl Validate {
             return Err(IngestError::BatchTooLarge { max: self.config.max_batch_logs });
         }
         let mut records = Vec::with_capacity(logs.len());
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         for (index, log) in logs.into_iter().enumerate() {
             let mut checker = Checker { index, problems: &mut problems, config: &self.config };
             if let Some(record) = checker.log(log, project, received_at) {
                 records.push(record);
             }
         }
-        if problems.is_empty() { Ok(records) } else { Err(IngestError::Invalid(problems)) }
+        if problems.total == 0 { Ok(records) } else { Err(problems.into_error()) }
     }
 }
 
@@ -97,10 +97,54 @@ impl Stage for Validate {
     }
 }
 
+/// Problems listed in an answer at most; beyond, they are counted, so an error body stays small whatever
+/// the request held.
+pub const MAX_PROBLEMS: usize = 100;
+/// Bytes of a field name echoed back at most (an unknown field's name is the client's text).
+const MAX_ECHOED_FIELD_BYTES: usize = 64;
+
+/// The problems of a batch: the first [`MAX_PROBLEMS`], and how many there were in all.
+#[derive(Default)]
+struct Problems {
+    list: Vec<Problem>,
+    total: usize,
+}
+
+impl Problems {
+    fn push(&mut self, problem: Problem) {
+        self.total += 1;
+        if self.list.len() < MAX_PROBLEMS {
+            self.list.push(problem);
+        }
+    }
+
+    /// The listed problems, with a last one saying how many more were left out.
+    fn into_error(mut self) -> IngestError {
+        let more = self.total - self.list.len();
+        if more > 0 {
+            let reason = format!("{more} more problems not listed (the first {MAX_PROBLEMS} are)");
+            self.list.push(Problem { index: None, field: "logs".into(), reason });
+        }
+        IngestError::Invalid(self.list)
+    }
+}
+
+/// A client's field name, cut to a bounded length on a character boundary.
+fn echoed(field: &str) -> String {
+    if field.len() <= MAX_ECHOED_FIELD_BYTES {
+        return field.to_owned();
+    }
+    let mut end = MAX_ECHOED_FIELD_BYTES;
+    while !field.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &field[..end])
+}
+
 /// Checks one log, collecting its problems.
 struct Checker<'a> {
     index: usize,
-    problems: &'a mut Vec<Problem>,
+    problems: &'a mut Problems,
     config: &'a ValidateConfig,
 }
 
@@ -150,7 +194,7 @@ fn json_len(value: &Value) -> usize {
 
 impl Checker<'_> {
     fn problem(&mut self, field: &str, reason: impl Into<String>) {
-        self.problems.push(Problem { index: Some(self.index), field: field.into(), reason: reason.into() });
+        self.problems.push(Problem { index: Some(self.index), field: echoed(field), reason: reason.into() });
     }
 
     /// An optional string of at most `max` bytes; `null` is absent.
@@ -279,7 +323,7 @@ impl Checker<'_> {
             self.problem("log", "must be an object");
             return None;
         };
-        let before = self.problems.len();
+        let before = self.problems.total;
         let mut record = LogRecord {
             id: Uuid::nil(),
             project_id,
@@ -298,18 +342,23 @@ impl Checker<'_> {
             fingerprint_override: None,
         };
         let mut message = None;
+        let mut message_seen = false;
         let max_field = self.config.max_field_bytes;
         for (key, value) in map {
             match key.as_str() {
-                "message" => match value {
-                    Value::String(s) if s.is_empty() => self.problem("message", "must not be empty"),
-                    Value::String(s) if s.contains('\0') => self.problem("message", NUL),
-                    Value::String(s) if s.len() > self.config.max_message_bytes => {
-                        self.problem("message", format!("must be at most {} bytes", self.config.max_message_bytes));
+                "message" => {
+                    message_seen = true;
+                    match value {
+                        Value::String(s) if s.is_empty() => self.problem("message", "must not be empty"),
+                        Value::String(s) if s.contains('\0') => self.problem("message", NUL),
+                        Value::String(s) if s.len() > self.config.max_message_bytes => {
+                            let max = self.config.max_message_bytes;
+                            self.problem("message", format!("must be at most {max} bytes"));
+                        }
+                        Value::String(s) => message = Some(s),
+                        _ => self.problem("message", "must be a string"),
                     }
-                    Value::String(s) => message = Some(s),
-                    _ => self.problem("message", "must be a string"),
-                },
+                }
                 "level" => match value {
                     Value::Null => {}
                     Value::String(s) => match Level::parse(&s) {
@@ -332,19 +381,23 @@ impl Checker<'_> {
                 "exception" => record.exception = self.exception(value),
                 "fingerprint" => match self.optional_string("fingerprint", value, 128) {
                     Some(f) if f.is_empty() => self.problem("fingerprint", "must not be empty"),
-                    other => record.fingerprint_override = other,
+                    Some(f) => {
+                        // Taken here, so the client's key holds whether or not the fingerprint stage runs.
+                        record.fingerprint = crate::fingerprint::client_key(&f);
+                        record.fingerprint_override = Some(f);
+                    }
+                    None => {}
                 },
                 other => self.problem(other, "unknown field; put custom data in `attributes`"),
             }
         }
         match message {
             Some(m) => record.message = m,
-            None if !self.problems[before..].iter().any(|p| p.field == "message") => {
-                self.problem("message", "is required")
-            }
+            // A message of the wrong type was reported already; only a missing one is reported here.
+            None if !message_seen => self.problem("message", "is required"),
             None => {}
         }
-        (self.problems.len() == before).then_some(record)
+        (self.problems.total == before).then_some(record)
     }
 }
 
