@@ -1,4 +1,4 @@
-//! The command line: `ledger serve`, `ledger migrate`, `ledger check-config`.
+//! The command line: `ledger serve`, `ledger migrate`, `ledger check-config`, `ledger dead-letter`.
 
 use std::path::PathBuf;
 
@@ -27,4 +27,28 @@ pub enum Command {
     Migrate,
     /// Check the configuration (file and environment) and print the effective one, secrets hidden.
     CheckConfig,
+    /// Queue entries that could not be written (shared backend): list them, put them back, or discard them.
+    #[command(subcommand)]
+    DeadLetter(DeadLetterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List dead letters, oldest first: id, shard, project, logs, reason, when, and what went wrong.
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on the queue, to be written again (after the cause is fixed).
+    Replay {
+        /// The dead letters to replay (ids from `list`); all of them when none is given.
+        ids: Vec<i64>,
+    },
+    /// Delete dead letters for good.
+    Discard {
+        /// The dead letters to delete (ids from `list`).
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
 }

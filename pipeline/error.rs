@@ -48,6 +48,9 @@ pub enum ApiError {
     BatchTooLarge { max: usize },
     #[error("the request body did not arrive in time")]
     RequestTimeout,
+    /// The connection ended before the body did: the client went away.
+    #[error("the request body ended early")]
+    BodyIncomplete,
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the request has invalid fields")]
@@ -78,7 +81,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::BodyIncomplete => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::InsufficientScope(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -99,7 +102,7 @@ impl ApiError {
     /// API.md's `code`.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadRequest(_) | ApiError::BodyIncomplete => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::InsufficientScope(_) => "insufficient_scope",
             ApiError::NotFound => "not_found",
@@ -161,7 +164,8 @@ impl IntoResponse for ApiError {
         let retry_after = self.retry_after_secs();
         // The body was not read to its end: the connection cannot carry another request, and a client
         // must be told before it tries.
-        let close = matches!(self, ApiError::PayloadTooLarge { .. } | ApiError::RequestTimeout);
+        let close =
+            matches!(self, ApiError::PayloadTooLarge { .. } | ApiError::RequestTimeout | ApiError::BodyIncomplete);
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code(),

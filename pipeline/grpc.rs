@@ -25,6 +25,7 @@ use crate::ingest::outcome::Outcome;
 pub fn status(error: &ApiError) -> tonic::Status {
     let code = match error {
         ApiError::BadRequest(_)
+        | ApiError::BodyIncomplete
         | ApiError::Validation(_)
         | ApiError::PayloadTooLarge { .. }
         | ApiError::BatchTooLarge { .. } => Code::InvalidArgument,

@@ -37,7 +37,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // The span exporter's channel lives on the runtime, so telemetry starts inside it.
     let telemetry = {
         let _inside = runtime.enter();
-        telemetry::init(&config.telemetry).map_err(anyhow::Error::msg)?
+        let to = match cli.command {
+            Command::Serve => telemetry::LogTo::Stdout,
+            _ => telemetry::LogTo::Stderr,
+        };
+        telemetry::init(&config.telemetry, to).map_err(anyhow::Error::msg)?
     };
     let result = runtime.block_on(async move {
         match cli.command {
@@ -50,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 server::migrate(&config).await?;
                 tracing::info!("migrations applied");
             }
+            Command::DeadLetter(command) => server::dead_letter(&config, command).await?,
             Command::CheckConfig => {}
         }
         Ok(())

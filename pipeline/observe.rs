@@ -10,6 +10,8 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Regi
 pub const HTTP_DURATION: &str = "ledger_http_request_duration_seconds";
 pub const LOGS_WRITTEN: &str = "ledger_logs_written_total";
 pub const BATCH_LOGS: &str = "ledger_write_batch_logs";
+pub const DEAD_LETTER_LOGS: &str = "ledger_dead_letter_logs_total";
+pub const DEAD_LETTER_ENTRIES: &str = "ledger_dead_letter_entries_total";
 
 pub struct Metrics {
     registry: Registry,
@@ -19,6 +21,10 @@ pub struct Metrics {
     pub logs_written: IntCounterVec,
     /// Logs per write (one COPY or one SQLite transaction), by backend.
     pub batch_logs: HistogramVec,
+    /// Acknowledged logs that went to the dead-letter table instead of the log store, by reason.
+    pub dead_letter_logs: IntCounterVec,
+    /// Queue entries dead-lettered, by reason.
+    pub dead_letter_entries: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -37,9 +43,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(http_duration.clone()))?;
     registry.register(Box::new(logs_written.clone()))?;
     registry.register(Box::new(batch_logs.clone()))?;
+    let dead_letter_logs = IntCounterVec::new(
+        Opts::new(DEAD_LETTER_LOGS, "Acknowledged logs dead-lettered instead of written, by reason."),
+        &["reason"],
+    )?;
+    let dead_letter_entries =
+        IntCounterVec::new(Opts::new(DEAD_LETTER_ENTRIES, "Queue entries dead-lettered, by reason."), &["reason"])?;
+    registry.register(Box::new(dead_letter_logs.clone()))?;
+    registry.register(Box::new(dead_letter_entries.clone()))?;
     // CPU seconds, resident memory, open file descriptors, start time.
     registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
-    Ok(Metrics { registry, http_duration, logs_written, batch_logs })
+    Ok(Metrics { registry, http_duration, logs_written, batch_logs, dead_letter_logs, dead_letter_entries })
 }
 
 /// The process's metrics.
@@ -57,6 +71,12 @@ impl Metrics {
     pub fn written(&self, backend: &str, logs: usize) {
         self.logs_written.with_label_values(&[backend]).inc_by(logs as u64);
         self.batch_logs.with_label_values(&[backend]).observe(logs as f64);
+    }
+
+    /// Records one queue entry of `logs` logs dead-lettered for `reason`.
+    pub fn dead_lettered(&self, reason: &str, logs: u64) {
+        self.dead_letter_entries.with_label_values(&[reason]).inc();
+        self.dead_letter_logs.with_label_values(&[reason]).inc_by(logs);
     }
 
     /// The registry's metrics in the Prometheus text format.
@@ -77,9 +97,17 @@ mod tests {
     fn every_metric_is_registered_and_encoded() {
         let m = metrics();
         m.written("embedded", 10);
+        m.dead_lettered("undecodable", 3);
         m.http_duration.with_label_values(&["/v1/logs", "POST", "202"]).observe(0.002);
         let text = m.encode();
-        for name in [HTTP_DURATION, LOGS_WRITTEN, BATCH_LOGS, "process_resident_memory_bytes"] {
+        for name in [
+            HTTP_DURATION,
+            LOGS_WRITTEN,
+            BATCH_LOGS,
+            DEAD_LETTER_LOGS,
+            DEAD_LETTER_ENTRIES,
+            "process_resident_memory_bytes",
+        ] {
             assert!(text.contains(name), "{name} missing");
         }
     }

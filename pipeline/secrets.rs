@@ -31,7 +31,10 @@ pub fn jwt_secret(config: &Config) -> Result<Vec<u8>, SetupError> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
             let mode = std::fs::metadata(&path).map_err(|e| fail("read", e))?.permissions().mode();
             if mode & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the session secret is readable by others; chmod 600 it");
+                // Readable by others: made private, whoever loosened it.
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| fail("chmod", e))?;
+                tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the session secret was readable by others; made it 0600");
             }
             let secret = std::fs::read(&path).map_err(|e| fail("read", e))?;
             if secret.len() < 32 {

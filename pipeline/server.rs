@@ -62,6 +62,67 @@ pub async fn migrate(config: &Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// `ledger dead-letter …`: the shared backend's dead letters, for the operator. Data on stdout only.
+pub async fn dead_letter(config: &Config, command: crate::cli::DeadLetterCommand) -> Result<(), ServeError> {
+    use crate::cli::DeadLetterCommand as C;
+    use crate::queue::dead_letter;
+    let backend = Backend::open(config).await?;
+    let (LogDb::Postgres(store), Some(redis)) = (&backend.logs, backend.redis.clone()) else {
+        return Err(ServeError(
+            "the embedded backend has no dead letters: its writes commit before the 202, so a refused batch is \
+             refused to its client"
+                .into(),
+        ));
+    };
+    let pool = store.pool();
+    let failed = |e: &dyn std::fmt::Display| ServeError(format!("dead letters: {e}"));
+    match command {
+        C::List { json } => {
+            let letters = dead_letter::list(pool).await.map_err(|e| failed(&e))?;
+            if json {
+                for letter in &letters {
+                    println!("{}", serde_json::to_string(letter).map_err(|e| failed(&e))?);
+                }
+            } else {
+                println!(
+                    "{:>6}  {:>5}  {:<36}  {:>5}  {:<11}  {:<27}  detail",
+                    "id", "shard", "project", "logs", "reason", "failed at"
+                );
+                for l in &letters {
+                    let project = l.project_id.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+                    let at = crate::http::timestamp(&l.failed_at);
+                    println!(
+                        "{:>6}  {:>5}  {project:<36}  {:>5}  {:<11}  {at:<27}  {}",
+                        l.id, l.shard, l.logs, l.reason, l.detail
+                    );
+                }
+                eprintln!("{} dead letter(s)", letters.len());
+            }
+        }
+        C::Replay { ids } => {
+            let queue = RedisQueue::new(redis, config.queue.shards);
+            let ids = (!ids.is_empty()).then_some(ids);
+            let replayed = dead_letter::take(pool, ids.as_deref(), |letter| {
+                let queue = queue.clone();
+                async move {
+                    let shard = u32::try_from(letter.shard).unwrap_or(0);
+                    let logs = u64::try_from(letter.logs).unwrap_or(0);
+                    let payload = letter.payload.unwrap_or_default();
+                    queue.requeue(shard, letter.project_id, logs, &payload).await
+                }
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+            println!("{replayed} dead letter(s) put back on the queue");
+        }
+        C::Discard { ids } => {
+            let discarded = dead_letter::take(pool, Some(&ids), |_| async { Ok(()) }).await.map_err(|e| failed(&e))?;
+            println!("{discarded} dead letter(s) discarded");
+        }
+    }
+    Ok(())
+}
+
 /// What the backend gives the ingestion stack.
 struct Plumbing {
     queue: Arc<dyn LogQueue>,

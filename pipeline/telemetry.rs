@@ -45,13 +45,24 @@ impl Telemetry {
     }
 }
 
+/// Where log lines go: the daemon's on stdout; a command's on stderr, so its stdout holds only its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogTo {
+    Stdout,
+    Stderr,
+}
+
 /// Installs the global subscriber. `RUST_LOG` wins over `telemetry.log_level`. With an OTLP endpoint this
 /// must run inside the tokio runtime (the exporter's channel lives on it).
-pub fn init(config: &TelemetryConfig) -> Result<Telemetry, String> {
+pub fn init(config: &TelemetryConfig, to: LogTo) -> Result<Telemetry, String> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
+    let writer = match to {
+        LogTo::Stdout => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
+        LogTo::Stderr => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt: Box<dyn Layer<Layered<Filter, Registry>> + Send + Sync> = match config.log_format {
         // Every span of the line (request, then stage): request_id and trace_id come with it.
         LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).with_span_list(true).boxed(),

@@ -154,7 +154,14 @@ async fn log_store_queries_stats_and_retention(b: Backend) {
     assert_eq!(stats.info[&(p, 7)].sample_message, "Disk FULL on db-1");
 
     assert_eq!(logs.delete_before(p, now - chrono::Duration::days(1), 100).await.unwrap(), 1);
-    assert_eq!(logs.delete_others(&[p], 100).await.unwrap(), 1, "the unknown project's log goes");
+    let snapshot_before_q = records.iter().map(|r| r.received_at).min().unwrap() - chrono::Duration::seconds(1);
+    assert_eq!(
+        logs.delete_others(&[p], snapshot_before_q, 100).await.unwrap(),
+        0,
+        "a project missing from a list read before its logs arrived keeps them (it was created since)"
+    );
+    let after = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(logs.delete_others(&[p], after, 100).await.unwrap(), 1, "the unknown project's log goes");
     assert_eq!(messages(logs.query(&query(vec![], vec![])).await.unwrap()).len(), 2);
 
     if let ledger::backend::LogDb::Postgres(store) = &b.logs {

@@ -66,6 +66,10 @@ async fn open_embedded(config: &Config) -> Result<Backend, SetupError> {
     // FULL: a commit is on disk before the 202 that follows it, even through a power cut.
     let logs = sqlite_pool(&dir.join("logs.db"), SqliteSynchronous::Full).await?;
     migrate(sqlite_logs(), &logs, "the logs file").await?;
+    // Whatever existed before, and whatever the umask: accounts and logs are the owner's alone.
+    for file in ["accounts.db", "accounts.db-wal", "accounts.db-shm", "logs.db", "logs.db-wal", "logs.db-shm"] {
+        private_file(&dir.join(file))?;
+    }
     let store = Arc::new(SqlStore::new(Db::Sqlite(accounts)));
     Ok(Backend {
         kind: BackendKind::Embedded,
@@ -108,13 +112,27 @@ async fn open_shared(config: &Config) -> Result<Backend, SetupError> {
     })
 }
 
+/// Creates `data_dir` if needed and makes it 0700, also when it existed with looser permissions.
 fn create_private_dir(dir: &Path) -> Result<(), SetupError> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| SetupError(format!("cannot create backend.data_dir {}: {e}", dir.display())))
+        .map_err(|e| SetupError(format!("cannot create backend.data_dir {}: {e}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| SetupError(format!("cannot make backend.data_dir {} private (0700): {e}", dir.display())))
+}
+
+/// Makes a data file 0600 when it exists.
+fn private_file(path: &Path) -> Result<(), SetupError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(SetupError(format!("cannot make {} private (0600): {e}", path.display())))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub async fn sqlite_pool(path: &Path, synchronous: SqliteSynchronous) -> Result<SqlitePool, SetupError> {

@@ -42,6 +42,19 @@ fn may_decode_to(headers: &HeaderMap, limit: usize) -> usize {
     }
 }
 
+/// Why a body could not be read: too large, too slow, or cut off (the client went away: nobody reads this
+/// answer, but its outcome is `cancelled`).
+fn body_error(error: &axum::Error, limit: usize) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ApiError::PayloadTooLarge { limit_bytes: limit };
+        }
+        source = e.source();
+    }
+    if super::serve::is_body_timeout(error) { ApiError::RequestTimeout } else { ApiError::BodyIncomplete }
+}
+
 /// Reads and decodes the body: within the size limit (before and after decompression), within the body
 /// read timeout, and stopping one log past the batch limit.
 async fn decode_body(
@@ -52,13 +65,7 @@ async fn decode_body(
 ) -> Result<(Vec<Value>, usize), ApiError> {
     let format = decode::format(header_text(headers, header::CONTENT_TYPE))?;
     let encoding = decode::encoding(header_text(headers, header::CONTENT_ENCODING))?;
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if super::serve::is_body_timeout(&e) {
-            ApiError::RequestTimeout
-        } else {
-            ApiError::PayloadTooLarge { limit_bytes: limit }
-        }
-    })?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| body_error(&e, limit))?;
     let inline = encoding == decode::Encoding::Identity && raw.len() < DECODE_INLINE_MAX;
     let work = move || {
         let decoded = decode::decompress(&raw, encoding, limit)?;

@@ -2,6 +2,7 @@
 //! it cannot drift from the code.
 
 use axum::Json;
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -44,13 +45,77 @@ impl Modify for SecuritySchemes {
     }
 }
 
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The errors a route can answer by what it takes, beyond those its handler names: every status a client
+/// can meet is documented (checked from outside by schemathesis in CI).
+fn with_every_error(mut doc: Value) -> Value {
+    let error = json!({"description": "See the error's `code` (API.md)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}});
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return doc };
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let Some(item) = item.as_object_mut() else { continue };
+        for operation in item.values_mut() {
+            let security = operation.get("security").map(Value::to_string).unwrap_or_default();
+            let has_body = operation.get("requestBody").is_some();
+            let parameters = operation.get("parameters").map(Value::to_string).unwrap_or_default();
+            let mut statuses = vec![
+                ("400", "bad_request: a malformed body or parameter"),
+                ("503", "unavailable: a dependency is down or the instance is busy; with Retry-After"),
+            ];
+            if !security.is_empty() {
+                statuses.push(("401", "unauthorized: missing, malformed, unknown, expired or revoked credential"));
+            }
+            if security.contains("api_key") {
+                statuses.push(("403", "insufficient_scope"));
+                statuses.push(("404", "not_found: another tenant's or an unknown project"));
+            }
+            if parameters.contains("\"in\":\"path\"") {
+                statuses.push(("404", "not_found"));
+            }
+            if has_body {
+                statuses.extend([
+                    ("408", "request_timeout: the body did not arrive in time"),
+                    ("413", "payload_too_large"),
+                    ("415", "unsupported_media_type"),
+                    ("422", "validation_failed"),
+                ]);
+            }
+            let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { continue };
+            for (status, description) in statuses {
+                if !responses.contains_key(status) {
+                    let mut response = error.clone();
+                    response["description"] = Value::String(description.to_owned());
+                    responses.insert(status.to_owned(), response);
+                }
+            }
+        }
+    }
+    doc
+}
+
+pub async fn document() -> Json<Value> {
+    static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(|| with_every_error(serde_json::to_value(ApiDoc::openapi()).unwrap_or_default())).clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_documents_the_errors_it_can_answer() {
+        let doc = with_every_error(serde_json::to_value(ApiDoc::openapi()).expect("serializes"));
+        let login = &doc["paths"]["/v1/login"]["post"]["responses"];
+        for status in ["400", "408", "413", "415", "422", "429", "503"] {
+            assert!(login.get(status).is_some(), "login lacks {status}");
+        }
+        let ingest = &doc["paths"]["/v1/logs"]["post"]["responses"];
+        for status in ["400", "401", "403", "408", "413", "415", "422", "429", "503"] {
+            assert!(ingest.get(status).is_some(), "ingest lacks {status}");
+        }
+        assert!(doc["paths"]["/v1/projects/{id}"]["get"]["responses"].get("404").is_some());
+    }
 
     #[test]
     fn the_document_names_every_account_route() {

@@ -60,7 +60,7 @@ impl Outcome {
         use crate::error::ApiError as E;
         match error {
             E::Unavailable { .. } | E::QueueFull { .. } | E::Internal(_) => Outcome::Unavailable,
-            E::RequestTimeout => Outcome::Cancelled,
+            E::RequestTimeout | E::BodyIncomplete => Outcome::Cancelled,
             E::Unauthorized | E::InsufficientScope(_) => Outcome::Unauthorized,
             E::RateLimited { .. } | E::TooManyLoginAttempts { .. } => Outcome::RateLimited,
             E::QuotaExceeded { .. } => Outcome::QuotaExceeded,

@@ -78,8 +78,15 @@ pub trait LogStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Deletes at most `limit` logs of `project` older than `before`; how many it deleted.
     async fn delete_before(&self, project: Uuid, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError>;
-    /// Deletes at most `limit` logs of projects not in `projects` (deleted projects); how many.
-    async fn delete_others(&self, projects: &[Uuid], limit: i64) -> Result<u64, StoreError>;
+    /// Deletes at most `limit` logs of projects not in `projects` (deleted projects) received before
+    /// `received_before`, the time the list was read: a project created since has no logs before it, so its
+    /// logs are never taken for a deleted project's. How many it deleted.
+    async fn delete_others(
+        &self,
+        projects: &[Uuid],
+        received_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<u64, StoreError>;
     /// Drops whole storage units holding only logs older than `before` (PostgreSQL's monthly partitions;
     /// nothing for SQLite); their names.
     async fn drop_before(&self, before: DateTime<Utc>) -> Result<Vec<String>, StoreError>;

@@ -122,10 +122,16 @@ impl LogStore for PgLogStore {
         Ok(sqlx::query(sql).bind(project).bind(before).bind(limit).execute(&self.pool).await?.rows_affected())
     }
 
-    async fn delete_others(&self, projects: &[Uuid], limit: i64) -> Result<u64, StoreError> {
+    async fn delete_others(
+        &self,
+        projects: &[Uuid],
+        received_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
         let sql = "DELETE FROM logs WHERE (tableoid, ctid) IN \
-                   (SELECT tableoid, ctid FROM logs WHERE project_id <> ALL($1) LIMIT $2)";
-        Ok(sqlx::query(sql).bind(projects).bind(limit).execute(&self.pool).await?.rows_affected())
+                   (SELECT tableoid, ctid FROM logs WHERE project_id <> ALL($1) AND received_at < $2 LIMIT $3)";
+        let deleted = sqlx::query(sql).bind(projects).bind(received_before).bind(limit).execute(&self.pool).await?;
+        Ok(deleted.rows_affected())
     }
 
     async fn drop_before(&self, before: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
@@ -251,11 +257,11 @@ pub fn encode_copy_rows(records: &[LogRecord], out: &mut Vec<u8>) {
 pub async fn copy_records(conn: &mut PgConnection, records: &[LogRecord]) -> Result<u64, sqlx::Error> {
     let mut buffer = Vec::with_capacity(records.len() * 512);
     encode_copy_rows(records, &mut buffer);
-    copy_encoded(conn, buffer).await
+    copy_encoded(conn, &buffer).await
 }
 
 /// COPYs rows already encoded by [`encode_copy_rows`] (the queue workers encode off the async runtime).
-pub async fn copy_encoded(conn: &mut PgConnection, rows: Vec<u8>) -> Result<u64, sqlx::Error> {
+pub async fn copy_encoded(conn: &mut PgConnection, rows: &[u8]) -> Result<u64, sqlx::Error> {
     let mut copy = conn.copy_in_raw(&format!("COPY logs ({COLUMNS}) FROM STDIN")).await?;
     copy.send(rows).await?;
     copy.finish().await

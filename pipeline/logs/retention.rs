@@ -46,8 +46,9 @@ pub async fn run_once(
     default_days: u32,
     batch_rows: i64,
 ) -> Result<Removed, String> {
-    let projects = accounts.retention().await.map_err(|e| e.to_string())?;
+    // Taken before the list is read: logs received after it may belong to a project created since.
     let now = Utc::now();
+    let projects = accounts.retention().await.map_err(|e| e.to_string())?;
     let mut removed = Removed::default();
     for (project, days) in &projects {
         let before = now - chrono::Duration::days(i64::from(*days));
@@ -63,7 +64,7 @@ pub async fn run_once(
     }
     let ids: Vec<uuid::Uuid> = projects.iter().map(|(id, _)| *id).collect();
     loop {
-        let n = logs.delete_others(&ids, batch_rows).await.map_err(|e| e.to_string())?;
+        let n = logs.delete_others(&ids, now, batch_rows).await.map_err(|e| e.to_string())?;
         removed.orphaned += n;
         if n < u64::try_from(batch_rows).unwrap_or(0) {
             break;

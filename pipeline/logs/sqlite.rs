@@ -165,7 +165,12 @@ impl LogStore for SqliteLogStore {
         Ok(done.rows_affected())
     }
 
-    async fn delete_others(&self, projects: &[Uuid], limit: i64) -> Result<u64, StoreError> {
+    async fn delete_others(
+        &self,
+        projects: &[Uuid],
+        received_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
         let mut sql =
             QueryBuilder::<Sqlite>::new("DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE project_id NOT IN (");
         let mut list = sql.separated(", ");
@@ -174,7 +179,8 @@ impl LogStore for SqliteLogStore {
         for project in projects {
             list.push_bind(*project);
         }
-        sql.push(") LIMIT ").push_bind(limit).push(")");
+        sql.push(") AND received_at < ").push_bind(received_before.timestamp_micros());
+        sql.push(" LIMIT ").push_bind(limit).push(")");
         Ok(sql.build().execute(&self.pool).await?.rows_affected())
     }
 

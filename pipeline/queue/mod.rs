@@ -10,6 +10,7 @@
 
 use serde::Deserialize;
 
+pub mod dead_letter;
 pub mod embedded;
 pub mod redis;
 pub mod worker;

@@ -34,6 +34,16 @@ redis.call('INCRBY', KEYS[3], ARGV[1])
 return id
 ";
 
+/// KEYS: stream, project's pending counter (or the total again when the project is unknown), total
+/// pending counter. ARGV: logs, project, payload. Puts an entry back without the depth check: it was
+/// acknowledged once already.
+const REQUEUE: &str = r"
+local id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[2], 'n', ARGV[1], 'd', ARGV[3])
+if KEYS[2] ~= KEYS[3] then redis.call('INCRBY', KEYS[2], ARGV[1]) end
+redis.call('INCRBY', KEYS[3], ARGV[1])
+return id
+";
+
 /// Key names, from one place.
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -77,6 +87,24 @@ impl RedisQueue {
             next_shard: Arc::new(AtomicU32::new(0)),
             script: Arc::new(redis::Script::new(ENQUEUE)),
         }
+    }
+}
+
+impl RedisQueue {
+    /// Puts a dead letter's payload back on its shard (`ledger dead-letter replay`).
+    pub async fn requeue(&self, shard: u32, project: Option<Uuid>, logs: u64, payload: &[u8]) -> Result<(), String> {
+        let script = redis::Script::new(REQUEUE);
+        let mut invocation = script.prepare_invoke();
+        let pending = project.map_or_else(|| self.keys.pending_total(), |p| self.keys.pending(p));
+        invocation
+            .key(self.keys.stream(shard % self.shards))
+            .key(pending)
+            .key(self.keys.pending_total())
+            .arg(logs)
+            .arg(project.map(|p| p.to_string()).unwrap_or_default())
+            .arg(payload);
+        let _: String = self.redis.invoke(&invocation).await.map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 

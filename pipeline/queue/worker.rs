@@ -20,7 +20,9 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 
+use super::dead_letter::{self, Poison, Reason, is_data_error};
 use super::redis::{Entry, Keys};
 use crate::analytics::{MetricsCache, Stats};
 use crate::logs::postgres::{copy_encoded, encode_copy_rows, ensure_partitions, summarize_brin};
@@ -89,32 +91,74 @@ enum WorkError {
     Prepare(String),
 }
 
-/// A read batch, decoded and encoded for COPY.
+/// A field of a stream entry, taken out of it.
+fn field<T: redis::FromRedisValue>(map: &mut std::collections::HashMap<String, redis::Value>, name: &str) -> Option<T> {
+    map.remove(name).and_then(|v| T::from_redis_value(v).ok())
+}
+
+/// One entry as read from its stream.
+struct Read {
+    id: String,
+    project: Option<String>,
+    logs: Option<i64>,
+    payload: Option<Vec<u8>>,
+}
+
+/// A good entry's place in the batch's COPY rows, kept so a refused batch can be written entry by entry.
+struct Span {
+    id: String,
+    /// End of its rows in `Prepared::rows`.
+    end: usize,
+    logs: usize,
+    project: Option<Uuid>,
+    payload: Vec<u8>,
+}
+
+/// A read batch, decoded and encoded for COPY, and the entries that could not be decoded.
 struct Prepared {
     rows: Vec<u8>,
     logs: usize,
+    spans: Vec<Span>,
+    poison: Vec<Poison>,
     traceparents: Vec<Option<String>>,
     stats: Stats,
 }
 
 /// Decodes the entries' payloads and encodes their logs as COPY rows: CPU work, run on a blocking thread so
-/// that requests on the runtime's threads are not held up behind a batch.
-fn prepare(shard: u32, payloads: Vec<(String, Option<Vec<u8>>)>) -> Prepared {
+/// that requests on the runtime's threads are not held up behind a batch. An entry that cannot be decoded
+/// becomes a dead letter, never a silent gap.
+fn prepare(entries: Vec<Read>) -> Prepared {
     let mut records: Vec<LogRecord> = Vec::new();
-    let mut traceparents = Vec::with_capacity(payloads.len());
-    for (id, payload) in payloads {
-        match payload.map(|d| rmp_serde::from_slice::<Entry>(&d)) {
-            Some(Ok(decoded)) => {
-                records.extend(decoded.records);
-                traceparents.push(decoded.traceparent);
+    let mut rows = Vec::new();
+    let mut spans = Vec::with_capacity(entries.len());
+    let mut poison = Vec::new();
+    let mut traceparents = Vec::with_capacity(entries.len());
+    for read in entries {
+        let project = read.project.as_deref().and_then(|p| Uuid::parse_str(p).ok());
+        let decoded = match &read.payload {
+            Some(payload) => rmp_serde::from_slice::<Entry>(payload).map_err(|e| e.to_string()),
+            None => Err("the entry has no payload".to_owned()),
+        };
+        match decoded {
+            Ok(entry) => {
+                let start = records.len();
+                records.extend(entry.records);
+                encode_copy_rows(&records[start..], &mut rows);
+                traceparents.push(entry.traceparent);
+                let payload = read.payload.unwrap_or_default();
+                spans.push(Span { id: read.id, end: rows.len(), logs: records.len() - start, project, payload });
             }
-            // Written by this code, so unreadable means corrupt: keep going and say so loudly.
-            _ => tracing::error!(shard, entry = id, "unreadable queue entry skipped"),
+            Err(detail) => poison.push(Poison {
+                entry_id: read.id,
+                project,
+                logs: read.logs.and_then(|n| i32::try_from(n).ok()).unwrap_or(0),
+                reason: Reason::Undecodable,
+                detail,
+                payload: read.payload,
+            }),
         }
     }
-    let mut rows = Vec::with_capacity(records.len() * 512);
-    encode_copy_rows(&records, &mut rows);
-    Prepared { rows, logs: records.len(), traceparents, stats: Stats::of(&records) }
+    Prepared { rows, logs: records.len(), spans, poison, traceparents, stats: Stats::of(&records) }
 }
 
 /// Runs `job` on the pool at once and then every `period`, until `stop`.
@@ -164,9 +208,11 @@ impl Workers {
     }
 
     async fn shard_loop(self, shard: u32, shutdown: CancellationToken) {
+        // Transient failures (Redis or PostgreSQL away) back off: 1 s, 2 s, 4 s … up to 30 s.
+        let mut failures: u32 = 0;
         while !shutdown.is_cancelled() {
             match self.own(shard, &shutdown).await {
-                Ok(true) => {}
+                Ok(true) => failures = 0,
                 Ok(false) => {
                     // Another instance holds it: look again in a while (a third of a lease).
                     tokio::select! {
@@ -175,10 +221,12 @@ impl Workers {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, shard, "queue worker failed; retrying");
+                    let pause = Duration::from_secs(1 << failures.min(5)).min(Duration::from_secs(30));
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(%error, shard, retry_in_secs = pause.as_secs(), "queue worker failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(pause) => {}
                     }
                 }
             }
@@ -256,22 +304,29 @@ impl Workers {
             let Some(newest) = entries.last().map(|e| e.id.clone()) else { continue };
             let read = entries.len();
             // The payloads move to the blocking thread as they are, uncopied.
-            let payloads = entries
+            let reads = entries
                 .into_iter()
-                .map(|mut e| (e.id, e.map.remove("d").and_then(|d| redis::FromRedisValue::from_redis_value(d).ok())))
+                .map(|mut e| Read {
+                    project: field(&mut e.map, "p"),
+                    logs: field(&mut e.map, "n"),
+                    payload: field(&mut e.map, "d"),
+                    id: e.id,
+                })
                 .collect();
-            let prepared = tokio::task::spawn_blocking(move || prepare(shard, payloads))
+            let prepared = tokio::task::spawn_blocking(move || prepare(reads))
                 .await
                 .map_err(|e| WorkError::Prepare(e.to_string()))?;
-            let Prepared { rows, logs, traceparents, stats } = prepared;
-            let batch = crate::telemetry::batch_span("shared", traceparents.iter().map(Option::as_deref));
+            let batch = crate::telemetry::batch_span("shared", prepared.traceparents.iter().map(Option::as_deref));
+            let logs = prepared.logs;
             batch.record("logs", logs);
             let copy = tracing::info_span!(parent: &batch, "copy", otel.name = "COPY logs", shard, logs);
             // Not cancellable from here: a batch read is a batch written.
-            self.commit(shard_id, &last, &newest, rows, logs).instrument(copy).await?;
+            let stats = self.commit(shard_id, &last, &newest, prepared).instrument(copy).await?;
             drop(batch);
             let _: i64 = release.key(&stream).arg(&newest).arg(&self.keys.prefix).invoke_async(conn).await?;
-            if let Err(error) = self.metrics.add(&stats).await {
+            if let Some(stats) = stats
+                && let Err(error) = self.metrics.add(&stats).await
+            {
                 tracing::warn!(%error, shard, "could not update live analytics; the rebuild job will");
             }
             tracing::debug!(shard, entries = read, logs, "queue batch written");
@@ -288,10 +343,42 @@ impl Workers {
         Ok(())
     }
 
-    async fn commit(&self, shard: i32, from: &str, to: &str, rows: Vec<u8>, logs: usize) -> Result<(), WorkError> {
+    /// Writes a prepared batch and moves the shard's offset from `from` to `to`, in one transaction with
+    /// the batch's undecodable entries stored as dead letters. If PostgreSQL refuses the rows for a data
+    /// reason, the entries are written one at a time and the refused ones dead-lettered. The batch's
+    /// analytics, when it went in whole (else the rebuild job counts what was written).
+    async fn commit(&self, shard: i32, from: &str, to: &str, batch: Prepared) -> Result<Option<Stats>, WorkError> {
+        let Prepared { rows, logs, spans, poison, stats, .. } = batch;
+        match self.commit_rows(shard, from, to, &rows, logs, &poison).await {
+            Ok(()) => {
+                counted(&poison);
+                Ok(Some(stats))
+            }
+            Err(WorkError::Postgres(e)) if is_data_error(&e) => {
+                tracing::warn!(shard, error = %e, "PostgreSQL refused a batch; writing its entries one by one");
+                self.commit_one_by_one(shard, from, to, &rows, spans, poison).await?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One transaction: the rows, the dead letters, the offset.
+    async fn commit_rows(
+        &self,
+        shard: i32,
+        from: &str,
+        to: &str,
+        rows: &[u8],
+        logs: usize,
+        poison: &[Poison],
+    ) -> Result<(), WorkError> {
         let mut tx = self.logs.begin().await?;
         if logs > 0 {
             copy_encoded(&mut tx, rows).await?;
+        }
+        for p in poison {
+            dead_letter::store(&mut tx, shard, p).await?;
         }
         let moved = sqlx::query(
             "INSERT INTO queue_offsets (shard, last_id) VALUES ($1, $3) \
@@ -308,5 +395,53 @@ impl Workers {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A refused batch, entry by entry in stream order, each in its own transaction with the offset moved
+    /// to it: the good ones written, the refused ones (and the undecodable ones) dead-lettered.
+    async fn commit_one_by_one(
+        &self,
+        shard: i32,
+        from: &str,
+        to: &str,
+        rows: &[u8],
+        spans: Vec<Span>,
+        poison: Vec<Poison>,
+    ) -> Result<(), WorkError> {
+        let (mut start, mut offset, mut written) = (0, from.to_owned(), 0);
+        for span in spans {
+            let entry_rows = &rows[start..span.end];
+            start = span.end;
+            match self.commit_rows(shard, &offset, &span.id, entry_rows, span.logs, &[]).await {
+                Ok(()) => written += span.logs,
+                Err(WorkError::Postgres(e)) if is_data_error(&e) => {
+                    let refused = [Poison {
+                        entry_id: span.id.clone(),
+                        project: span.project,
+                        logs: i32::try_from(span.logs).unwrap_or(i32::MAX),
+                        reason: Reason::Refused,
+                        detail: e.to_string(),
+                        payload: Some(span.payload),
+                    }];
+                    self.commit_rows(shard, &offset, &span.id, &[], 0, &refused).await?;
+                    counted(&refused);
+                }
+                Err(e) => return Err(e),
+            }
+            offset = span.id;
+        }
+        // The undecodable entries, and the offset to the end of the read.
+        self.commit_rows(shard, &offset, to, &[], 0, &poison).await?;
+        counted(&poison);
+        crate::observe::metrics().written("shared", written);
+        Ok(())
+    }
+}
+
+/// Counts dead letters as the outcome of their logs, and says so in the log.
+fn counted(poison: &[Poison]) {
+    for p in poison {
+        tracing::error!(entry = %p.entry_id, reason = p.reason.as_str(), detail = %p.detail, logs = p.logs, "queue entry dead-lettered");
+        crate::observe::metrics().dead_lettered(p.reason.as_str(), u64::try_from(p.logs).unwrap_or(0));
     }
 }

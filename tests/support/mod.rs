@@ -293,6 +293,43 @@ impl Daemon {
         self.fresh().kind
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The daemon's resident memory, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
+    /// Runs `ledger <args>` against this daemon's backend and configuration: (exit success, stdout, stderr).
+    pub fn ledger(&self, args: &[&str]) -> (bool, String, String) {
+        let mut command = Command::new(ledger_binary());
+        command.arg("--config").arg(config_path()).args(args).env_remove("RUST_LOG");
+        for (k, v) in self.fresh().env().into_iter().chain(self.extra.iter().cloned()) {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (out.status.success(), text(out.stdout), text(out.stderr))
+    }
+
+    /// `host:port` of the REST listener.
+    pub fn http_addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
+    /// `host:port` of the gRPC listener.
+    pub fn grpc_addr(&self) -> String {
+        self.grpc.trim_start_matches("http://").to_owned()
+    }
+
     pub fn fresh(&self) -> &Fresh {
         self.fresh.as_ref().unwrap()
     }
