@@ -301,26 +301,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         tracing::info!(backend = %backend.kind, "ledger ready (no gateway role)");
     }
 
-    // Either a task ends (each runs until shutdown, so ending early is a failure, whatever it returned:
-    // stop the others) or shutdown is asked for (then let them drain).
-    let mut failure = None;
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => {}
-        Some((task, result)) = tasks.join_next() => {
-            // A task that ended because shutdown began (the signal raced this select) ended on time.
-            let early = !shutdown.is_cancelled();
-            match result {
-                Err(error) => failure = Some(error),
-                Ok(()) if early => failure = Some(ServeError(format!("{task}: ended before shutdown was asked for"))),
-                Ok(()) => {}
-            }
-            if let Some(error) = &failure {
-                tracing::error!(task, error = %error, "a long-running task ended; stopping");
-            }
-            shutdown.cancel();
-        }
-    }
+    let mut failure = supervise(&mut tasks, &shutdown).await;
     tracing::info!("shutting down");
     let drained = tokio::time::timeout(config.server.shutdown_timeout(), async {
         while let Some((task, result)) = tasks.join_next().await {
@@ -347,6 +328,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         None => {
             tracing::info!("stopped");
             Ok(())
+        }
+    }
+}
+
+/// Waits until shutdown is asked for or a task ends. Each task runs until shutdown, so one that ends first is
+/// a failure whatever it returned; then shutdown begins for the others.
+async fn supervise(tasks: &mut Tasks, shutdown: &CancellationToken) -> Option<ServeError> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        Some((task, result)) = tasks.join_next() => {
+            // A task that ended because shutdown began (the signal raced this select) ended on time.
+            let failure = match result {
+                Err(error) => Some(error),
+                Ok(()) if !shutdown.is_cancelled() => {
+                    Some(ServeError(format!("{task}: ended before shutdown was asked for")))
+                }
+                Ok(()) => None,
+            };
+            if let Some(error) = &failure {
+                tracing::error!(task, error = %error, "a long-running task ended; stopping");
+            }
+            shutdown.cancel();
+            failure
         }
     }
 }
@@ -402,4 +407,44 @@ pub async fn cancel_on_signal(token: CancellationToken) {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_ends_early_is_a_failure_naming_it_and_stops_the_others() {
+        let (mut tasks, shutdown) = (Tasks::default(), CancellationToken::new());
+        let stop = shutdown.clone();
+        tasks.spawn("patient", async move {
+            stop.cancelled().await;
+            Ok(())
+        });
+        tasks.spawn("quitter", async { Ok(()) });
+        let failure = supervise(&mut tasks, &shutdown).await.expect("a failure");
+        assert!(failure.to_string().contains("quitter: ended before shutdown"), "{failure}");
+        assert!(shutdown.is_cancelled(), "the others are told to stop");
+        assert!(matches!(tasks.join_next().await, Some(("patient", Ok(())))));
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_task_is_named() {
+        let (mut tasks, shutdown) = (Tasks::default(), CancellationToken::new());
+        tasks.spawn("broken", async { Err(ServeError("disk gone".into())) });
+        let failure = supervise(&mut tasks, &shutdown).await.expect("a failure");
+        assert_eq!(failure.to_string(), "broken: disk gone");
+        let (mut tasks, shutdown) = (Tasks::default(), CancellationToken::new());
+        tasks.spawn("panicky", async { panic!("boom") });
+        let failure = supervise(&mut tasks, &shutdown).await.expect("a failure");
+        assert!(failure.to_string().starts_with("panicky failed"), "{failure}");
+    }
+
+    #[tokio::test]
+    async fn tasks_ending_after_shutdown_are_not_failures() {
+        let (mut tasks, shutdown) = (Tasks::default(), CancellationToken::new());
+        shutdown.cancel();
+        tasks.spawn("done", async { Ok(()) });
+        assert!(supervise(&mut tasks, &shutdown).await.is_none());
+    }
 }

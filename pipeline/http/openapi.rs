@@ -20,7 +20,7 @@ use crate::error::{ErrorBody, ErrorDetail, FieldProblem};
         analytics::error_rate, analytics::volume, analytics::top_errors, analytics::usage,
         health::health, health::deep,
     ),
-    components(schemas(ErrorBody, ErrorDetail, FieldProblem)),
+    components(schemas(ErrorBody, ErrorDetail, FieldProblem, health::Check)),
     modifiers(&SecuritySchemes),
 )]
 pub struct ApiDoc;
