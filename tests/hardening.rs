@@ -47,6 +47,7 @@ on_both_kinds!(
     messagepack_with_trailing_bytes_is_400,
     a_client_fingerprint_survives_with_the_fingerprint_stage_off,
     operations_endpoints_need_the_operator_token_when_set,
+    the_last_usage_is_flushed_after_the_fronts_finish,
 );
 
 /// A key of the right format (its checksum holds) that no project has.
@@ -577,4 +578,18 @@ async fn dead_letters_are_a_shared_backend_matter() {
     let d = Daemon::start(Kind::Embedded).await;
     let (ok, _, err) = d.ledger(&["dead-letter", "list"]);
     assert!(!ok && err.contains("embedded backend has no dead letters"), "{err}");
+}
+
+/// Usage counted in the last moments before a SIGTERM is written by the final flush, after the fronts.
+async fn the_last_usage_is_flushed_after_the_fronts_finish(kind: Kind) {
+    let mut d = Daemon::start(kind).await;
+    let (token, project, key) = d.tenant("ada@example.com").await;
+    for i in 0..5 {
+        assert_eq!(d.ingest(&key, json!({"logs": [{"message": format!("a{i}")}, {"message": "b"}]})).await.status, 202);
+    }
+    // No second passes for the periodic flush: the exit's flush must carry these.
+    assert!(d.terminate().success());
+    let d = d.restart().await;
+    let usage = usage_today(&d, &token, &project).await;
+    assert_eq!(usage["accepted"], 10, "{usage}");
 }
