@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
-use ledger::backend::{Backend, KeyRecord, Project, User};
 use ledger::config::{BackendKind, Config};
+use ledger::store::{Backend, KeyRecord, Project, User};
 use ledger_stages::auth::{ApiKey, KeyStore, KeyValidator, ValidatorSettings};
 use ledger_stages::{ProjectSettings, Scope};
 use uuid::Uuid;

@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use ledger::backend::{Backend, LogDb};
 use ledger::config::{BackendKind, Config};
+use ledger::store::{Backend, LogDb};
 use ledger_proto::v1 as pb;
 use ledger_proto::v1::ingest_service_client::IngestServiceClient;
 use ledger_stages::LogRecord;
@@ -690,7 +690,7 @@ async fn copy_ceiling(total: u64, streams: u64) -> f64 {
                     r.id = Uuid::now_v7();
                 }
                 let mut tx = pool.begin().await.unwrap();
-                ledger::logs::postgres::copy_records(&mut tx, &chunk).await.unwrap();
+                ledger::store::logs::postgres::copy_records(&mut tx, &chunk).await.unwrap();
                 tx.commit().await.unwrap();
                 copied += chunk.len() as u64;
             }
@@ -775,7 +775,7 @@ async fn sqlite_ceiling(total: u64, per_commit: usize) -> f64 {
             r.id = Uuid::now_v7();
         }
         let mut tx = store.pool().begin().await.unwrap();
-        ledger::logs::sqlite::insert_records(&mut tx, &chunk).await.unwrap();
+        ledger::store::logs::sqlite::insert_records(&mut tx, &chunk).await.unwrap();
         tx.commit().await.unwrap();
         written += chunk.len() as u64;
     }

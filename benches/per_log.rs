@@ -8,7 +8,7 @@ use std::hint::black_box;
 use chrono::Utc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ledger::ingest::decode::{self, Format};
-use ledger::logs::postgres::encode_copy_rows;
+use ledger::store::logs::postgres::encode_copy_rows;
 use ledger_stages::enrich::Enrich;
 use ledger_stages::fingerprint::fingerprint;
 use ledger_stages::stage::Stage;

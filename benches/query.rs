@@ -11,14 +11,15 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ledger::analytics::memory::MemoryMetrics;
-use ledger::analytics::redis::RedisMetrics;
-use ledger::analytics::{Granularity, MetricsCache, rebuild};
-use ledger::backend::{Backend, LogDb};
 use ledger::config::{BackendKind, Config};
-use ledger::logs::postgres::{copy_records, ensure_partitions};
-use ledger::logs::sqlite::insert_records;
-use ledger::logs::{LogQuery, LogStore};
+use ledger::jobs::rebuild;
+use ledger::store::analytics::memory::MemoryMetrics;
+use ledger::store::analytics::redis::RedisMetrics;
+use ledger::store::analytics::{Granularity, MetricsCache};
+use ledger::store::logs::postgres::{copy_records, ensure_partitions};
+use ledger::store::logs::sqlite::insert_records;
+use ledger::store::logs::{LogQuery, LogStore};
+use ledger::store::{Backend, LogDb};
 use ledger_stages::{Level, LogRecord};
 use serde_json::Value;
 use uuid::Uuid;
@@ -195,7 +196,7 @@ async fn postgres_part(total: usize, projects: &[Uuid], now: DateTime<Utc>, quer
     }
     let _ = sqlx::query("ANALYZE logs").execute(&pool).await;
     // As the queue workers do every 5 s.
-    ledger::logs::postgres::summarize_brin(&pool).await.unwrap_or_else(|e| panic!("{e}"));
+    ledger::store::logs::postgres::summarize_brin(&pool).await.unwrap_or_else(|e| panic!("{e}"));
     println!(
         "PostgreSQL: {total} rows COPYed at {:.0} rows/s (BRIN on ts and id, btree on project and ts, no text index)",
         total as f64 / copy_time.as_secs_f64()

@@ -25,10 +25,10 @@ pub struct Config {
     pub roles: RolesConfig,
     pub telemetry: TelemetryConfig,
     pub defaults: DefaultsConfig,
-    pub ingest: crate::ingest::IngestConfig,
-    pub queue: crate::queue::QueueConfig,
-    pub analytics: crate::analytics::rebuild::AnalyticsConfig,
-    pub retention: crate::logs::retention::RetentionConfig,
+    pub ingest: IngestConfig,
+    pub queue: QueueConfig,
+    pub analytics: AnalyticsConfig,
+    pub retention: RetentionConfig,
     pub stages: StagesConfig,
 }
 
@@ -326,6 +326,134 @@ impl DefaultsConfig {
     }
 }
 
+/// The ingestion stages. Declared in the order the stack runs them, outermost first: that order is the
+/// only one a configuration may list them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Auth,
+    RateLimit,
+    Quota,
+    Validate,
+    Enrich,
+    Fingerprint,
+    Queue,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 7] =
+        [Stage::Auth, Stage::RateLimit, Stage::Quota, Stage::Validate, Stage::Enrich, Stage::Fingerprint, Stage::Queue];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Auth => "auth",
+            Stage::RateLimit => "rate_limit",
+            Stage::Quota => "quota",
+            Stage::Validate => "validate",
+            Stage::Enrich => "enrich",
+            Stage::Fingerprint => "fingerprint",
+            Stage::Queue => "queue",
+        }
+    }
+
+    /// Without these a request has no project, no records, no ids, or no home.
+    pub fn required(self) -> bool {
+        matches!(self, Stage::Auth | Stage::Validate | Stage::Enrich | Stage::Queue)
+    }
+}
+
+/// `[ingest]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// The stages to run, in stack order. `rate_limit`, `quota` and `fingerprint` may be left out.
+    pub stages: Vec<Stage>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { stages: Stage::ALL.to_vec() }
+    }
+}
+
+impl IngestConfig {
+    /// Why the stage list is unusable, if it is.
+    pub fn problem(&self) -> Option<String> {
+        let order = || Stage::ALL.map(Stage::name).join(" → ");
+        if let Some(missing) = Stage::ALL.iter().find(|s| s.required() && !self.stages.contains(s)) {
+            return Some(format!("ingest.stages: `{}` cannot be left out", missing.name()));
+        }
+        if self.stages.windows(2).any(|w| w[0] >= w[1]) {
+            return Some(format!("ingest.stages: stages run in the order {}, each once", order()));
+        }
+        None
+    }
+
+    pub fn has(&self, stage: Stage) -> bool {
+        self.stages.contains(&stage)
+    }
+}
+
+/// `[queue]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Redis stream shards (shared backend). Each is written by one worker at a time; more shards, more
+    /// parallel COPY streams. Default 4.
+    pub shards: u32,
+    /// Seconds a worker's lease on a shard lasts without renewal; another instance takes the shard over
+    /// after it lapses. Default 15.
+    pub lease_secs: u64,
+    /// Logs per write (one COPY, or one SQLite transaction) at most. Default 10000.
+    pub max_batch_logs: usize,
+    /// Requests waiting for the embedded writer at most; beyond, 503 `queue_full`. Default 4096.
+    pub embedded_capacity: usize,
+    /// Shared backend: after a write that did not fill a whole read, a worker waits this long (ms) before
+    /// reading again, so a trickle of small requests is written in few large COPYs. Adds at most this much
+    /// to the time until a log is readable. Default 100.
+    pub linger_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { shards: 4, lease_secs: 15, max_batch_logs: 10_000, embedded_capacity: 4096, linger_ms: 100 }
+    }
+}
+
+/// `[analytics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Seconds between rebuilds of the last hour's 5-minute buckets. Default 300.
+    pub five_minute_secs: u64,
+    /// Seconds between rebuilds of the last day's hourly buckets and error info. Default 900.
+    pub hourly_secs: u64,
+    /// Seconds between rebuilds of the last week's daily buckets. Default 3600.
+    pub daily_secs: u64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig { five_minute_secs: 300, hourly_secs: 900, daily_secs: 3600 }
+    }
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Seconds between retention runs. Default 3600.
+    pub interval_secs: u64,
+    /// Logs deleted per statement at most. Default 10000.
+    pub batch_rows: i64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { interval_secs: 3600, batch_rows: 10_000 }
+    }
+}
+
 /// `[stages.*]`: tuning of the ingestion stages.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -476,6 +604,20 @@ mod tests {
             .merge(Serialized::default("server.http_addr", "127.0.0.1:18000"));
         let config = Config::from_figment(figment).expect("valid");
         assert_eq!(config.server.http_addr.port(), 18000);
+    }
+
+    #[test]
+    fn stage_lists_are_checked() {
+        let stages = |list: &str| from_toml(&format!("[ingest]\nstages = {list}\n"));
+        assert!(stages(r#"["auth", "validate", "enrich", "queue"]"#).is_ok());
+        let err = stages(r#"["auth", "validate", "enrich"]"#).expect_err("queue missing");
+        assert!(err.to_string().contains("`queue` cannot be left out"), "{err}");
+        let err = stages(r#"["auth", "validat", "enrich", "queue"]"#).expect_err("typo");
+        assert!(err.to_string().contains("validat"), "{err}");
+        let err = stages(r#"["validate", "auth", "enrich", "queue"]"#).expect_err("order");
+        assert!(err.to_string().contains("order"), "{err}");
+        let err = stages(r#"["auth", "auth", "validate", "enrich", "queue"]"#).expect_err("twice");
+        assert!(err.to_string().contains("once"), "{err}");
     }
 
     #[test]

@@ -1,16 +1,13 @@
-//! The one error type every route answers with, and its one mapping to HTTP (the gRPC mapping sits beside
-//! it in `grpc.rs`).
+//! The one error type every route answers with: API.md's status and code of each. The fronts encode it:
+//! `fronts/http/error.rs` as the JSON error body, `fronts/grpc.rs` as a gRPC status.
 //!
 //! Clients get API.md's body: `{"error": {"code", "message", "request_id", "details"?}}`. Internal errors
 //! are logged with their cause and answered with a generic message: nothing internal is echoed.
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use serde::Serialize;
-
-use crate::http::request_id;
 
 /// One problem with one field of a request, for 422 `validation_failed`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -155,39 +152,6 @@ pub struct ErrorDetail {
     pub details: Option<Vec<FieldProblem>>,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(error = %cause, "internal error");
-        }
-        let retry_after = self.retry_after_secs();
-        // The body was not read to its end: the connection cannot carry another request, and a client
-        // must be told before it tries.
-        let close =
-            matches!(self, ApiError::PayloadTooLarge { .. } | ApiError::RequestTimeout | ApiError::BodyIncomplete);
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code(),
-                message: self.to_string(),
-                request_id: request_id::current().unwrap_or_default(),
-                details: match self {
-                    ApiError::Validation(details) => Some(details),
-                    _ => None,
-                },
-            },
-        };
-        let mut response = (status, axum::Json(body)).into_response();
-        if let Some(secs) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        if close {
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        response
-    }
-}
-
 /// The ingestion stack's outcomes as API.md's errors.
 impl From<ledger_stages::IngestError> for ApiError {
     fn from(e: ledger_stages::IngestError) -> Self {
@@ -237,12 +201,6 @@ mod tests {
             assert_eq!(error.status().as_u16(), status);
             assert_eq!(error.code(), code);
         }
-    }
-
-    #[test]
-    fn retry_after_is_rounded_up_to_whole_seconds() {
-        let response = ApiError::TooManyLoginAttempts { retry_after: Duration::from_millis(1500) }.into_response();
-        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
     }
 
     #[test]

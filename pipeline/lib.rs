@@ -1,21 +1,28 @@
-//! Ledger, the daemon: configuration, the backends, the REST and gRPC fronts, and their wiring.
+//! Ledger, the daemon. Its modules are layers whose imports only point down (docs/ARCHITECTURE.md; the
+//! rule is checked by tests/architecture.rs):
+//!
+//! - [`app`]: wiring, start-up, shutdown, the command line. Nothing imports it.
+//! - [`fronts`]: one module per protocol (REST, gRPC); each decodes into the core's types and encodes
+//!   its answers. Nothing but `app` imports it.
+//! - the typed core: [`ingest`], [`query`], [`accounts`]: one type per question, parsed and validated once,
+//!   answered by one function, whichever front asked.
+//! - [`jobs`] (the scheduler and its periodic jobs) and [`queue`] (the durable queue and its workers).
+//! - [`store`]: the ports (log read and write, analytics cache, accounts) and their PostgreSQL, SQLite,
+//!   Redis and in-process implementations.
+//! - leaves every layer may use: [`config`], [`error`], [`telemetry`], [`observe`].
 //!
 //! The ingestion stages themselves live in the `ledger-stages` crate and know nothing of transports or
 //! databases; this crate implements their storage traits and assembles them.
 
 pub mod accounts;
-pub mod analytics;
-pub mod backend;
-pub mod cli;
+pub mod app;
 pub mod config;
 pub mod error;
-pub mod grpc;
-pub mod http;
+pub mod fronts;
 pub mod ingest;
-pub mod logs;
+pub mod jobs;
 pub mod observe;
+pub mod query;
 pub mod queue;
-pub mod secrets;
-pub mod server;
+pub mod store;
 pub mod telemetry;
-pub mod tls;

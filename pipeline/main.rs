@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ledger::cli::{Cli, Command};
+use ledger::app::cli::{Cli, Command};
 use ledger::config::Config;
-use ledger::{server, telemetry};
+use ledger::{app, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc: the ingestion path allocates per log (decoded JSON, records, queue entries), and glibc's
@@ -47,14 +47,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Serve => {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(server::cancel_on_signal(shutdown.clone()));
-                server::run(config, shutdown).await?;
+                tokio::spawn(app::cancel_on_signal(shutdown.clone()));
+                app::run(config, shutdown).await?;
             }
             Command::Migrate => {
-                server::migrate(&config).await?;
+                app::migrate(&config).await?;
                 tracing::info!("migrations applied");
             }
-            Command::DeadLetter(command) => server::dead_letter(&config, command).await?,
+            Command::DeadLetter(command) => app::dead_letter(&config, command).await?,
             Command::CheckConfig => {}
         }
         Ok(())

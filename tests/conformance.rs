@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
 use ledger::accounts::now;
-use ledger::backend::{Backend, KeyRecord, Project, StoreError, User};
 use ledger::config::{BackendKind, Config};
+use ledger::store::{Backend, KeyRecord, Project, StoreError, User};
 use ledger_stages::auth::{ApiKey, AuthError, KeyStore, KeyValidator, ValidatorSettings};
 use ledger_stages::{ProjectSettings, Scope};
 use support::{Fresh, Kind};
@@ -89,14 +89,14 @@ fn log(
 /// Writes records the way each backend's writer does.
 async fn write(b: &Backend, records: &[ledger_stages::LogRecord]) {
     match &b.logs {
-        ledger::backend::LogDb::Sqlite(store) => {
+        ledger::store::LogDb::Sqlite(store) => {
             let mut tx = store.pool().begin().await.unwrap();
-            ledger::logs::sqlite::insert_records(&mut tx, records).await.unwrap();
+            ledger::store::logs::sqlite::insert_records(&mut tx, records).await.unwrap();
             tx.commit().await.unwrap();
         }
-        ledger::backend::LogDb::Postgres(store) => {
+        ledger::store::LogDb::Postgres(store) => {
             let mut tx = store.pool().begin().await.unwrap();
-            ledger::logs::postgres::copy_records(&mut tx, records).await.unwrap();
+            ledger::store::logs::postgres::copy_records(&mut tx, records).await.unwrap();
             tx.commit().await.unwrap();
         }
     }
@@ -116,7 +116,7 @@ async fn log_store_queries_stats_and_retention(b: Backend) {
     ];
     write(&b, &records).await;
 
-    let query = |terms: Vec<&str>, levels: Vec<Level>| ledger::logs::LogQuery {
+    let query = |terms: Vec<&str>, levels: Vec<Level>| ledger::store::logs::LogQuery {
         project_id: p,
         from: now - chrono::Duration::days(7),
         to: now + chrono::Duration::minutes(1),
@@ -145,7 +145,7 @@ async fn log_store_queries_stats_and_retention(b: Backend) {
     assert_eq!(stored, records[0]);
     assert_eq!(logs.get(q, records[0].id).await.unwrap(), None, "another project's log is not found");
 
-    let hour = ledger::analytics::Granularity::Hour;
+    let hour = ledger::store::analytics::Granularity::Hour;
     let stats = logs.stats(hour, now - chrono::Duration::days(4), now + chrono::Duration::hours(1)).await.unwrap();
     let volume: u64 =
         stats.volume.iter().filter(|((project, _, _), _)| *project == p).flat_map(|(_, c)| c.iter()).sum();
@@ -164,7 +164,7 @@ async fn log_store_queries_stats_and_retention(b: Backend) {
     assert_eq!(logs.delete_others(&[p], after, 100).await.unwrap(), 1, "the unknown project's log goes");
     assert_eq!(messages(logs.query(&query(vec![], vec![])).await.unwrap()).len(), 2);
 
-    if let ledger::backend::LogDb::Postgres(store) = &b.logs {
+    if let ledger::store::LogDb::Postgres(store) = &b.logs {
         sqlx::query("CREATE TABLE logs_2020_01 PARTITION OF logs FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
             .execute(store.pool())
             .await

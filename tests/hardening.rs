@@ -256,21 +256,32 @@ async fn the_body_budget_refuses_with_503(kind: Kind) {
     ];
     let d = Daemon::start_with(Fresh::new(kind), &extra).await;
     let (_, _, key) = d.tenant("ada@example.com").await;
-    // A request announcing a whole budget's worth of body, then holding it.
-    let mut holder = tokio::net::TcpStream::connect(d.http_addr()).await.unwrap();
+    // A request announcing a whole budget's worth of body, then holding it. If a probe took a slice of the
+    // budget first, the holder itself was refused: open another.
     let head = format!(
         "POST /v1/logs HTTP/1.1\r\nHost: ledger\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\n\
          Content-Length: 1048576\r\n\r\n{{"
     );
-    holder.write_all(head.as_bytes()).await.unwrap();
+    let holder = std::sync::Mutex::new(None::<tokio::net::TcpStream>);
     let refused = eventually(Duration::from_secs(10), "the budget is taken", || async {
+        let current = holder.lock().unwrap().take();
+        let mut stream = match current {
+            Some(stream) if stream.try_read(&mut [0u8; 1]).is_err() => stream,
+            _ => {
+                let mut stream = tokio::net::TcpStream::connect(d.http_addr()).await.unwrap();
+                stream.write_all(head.as_bytes()).await.unwrap();
+                stream
+            }
+        };
         let r = d.ingest(&key, json!({"message": "m"})).await;
+        stream.flush().await.unwrap();
+        *holder.lock().unwrap() = Some(stream);
         (r.status == 503).then_some(r)
     })
     .await;
     refused.assert_error(503, "unavailable");
     assert!(refused.header("retry-after").is_some());
-    drop(holder);
+    drop(holder.lock().unwrap().take());
     eventually(Duration::from_secs(10), "the budget is free again", || async {
         (d.ingest(&key, json!({"message": "m"})).await.status == 202).then_some(())
     })

@@ -8,12 +8,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger::analytics::redis::RedisMetrics;
-use ledger::backend::{Backend, LogDb};
 use ledger::config::{BackendKind, Config};
-use ledger::logs::postgres::copy_records;
 use ledger::queue::redis::{Entry, Keys, RedisQueue};
 use ledger::queue::worker::Workers;
+use ledger::store::analytics::redis::RedisMetrics;
+use ledger::store::logs::postgres::copy_records;
+use ledger::store::{Backend, LogDb};
 use ledger_stages::queue::{LogQueue, QueueError};
 use ledger_stages::{Level, LogRecord, ProjectContext, ProjectSettings, Scope};
 use redis::streams::StreamRangeReply;
@@ -108,7 +108,7 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
     stop.cancel();
     running.await.unwrap();
     // The workers keep the BRIN summaries current with this query; it must run on the real schema.
-    ledger::logs::postgres::summarize_brin(logs.pool()).await.expect("BRIN summary");
+    ledger::store::logs::postgres::summarize_brin(logs.pool()).await.expect("BRIN summary");
 
     let (rows, distinct): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT id) FROM logs").fetch_one(logs.pool()).await.unwrap();

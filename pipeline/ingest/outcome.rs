@@ -16,7 +16,7 @@ use ledger_stages::{Accepted, IngestError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::backend::{AccountStore, Usage};
+use crate::store::{AccountStore, Usage};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::pending::Pending;
-use crate::analytics::{MetricsCache, Stats};
-use crate::logs::sqlite::{SqliteLogStore, insert_records};
+use crate::store::analytics::{MetricsCache, Stats};
+use crate::store::logs::sqlite::{SqliteLogStore, insert_records};
 
 struct Job {
     records: Vec<LogRecord>,

@@ -14,7 +14,7 @@ use ledger_stages::{LogRecord, ProjectContext};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::backend::redis::RedisCache;
+use crate::store::redis::RedisCache;
 
 /// What one stream entry carries (field `d`, MessagePack with field names, so versions can add fields).
 #[derive(Debug, Serialize, Deserialize)]

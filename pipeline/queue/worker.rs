@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use super::dead_letter::{self, Poison, Reason, is_data_error};
 use super::redis::{Entry, Keys};
-use crate::analytics::{MetricsCache, Stats};
-use crate::logs::postgres::{copy_encoded, encode_copy_rows, ensure_partitions, summarize_brin};
+use crate::store::analytics::{MetricsCache, Stats};
+use crate::store::logs::postgres::{copy_encoded, encode_copy_rows, ensure_partitions, summarize_brin};
 
 /// KEYS: stream. ARGV: last committed id, key prefix. Drops every entry up to that id and takes its
 /// logs off the pending counts; returns how many entries it dropped.

@@ -16,8 +16,8 @@ use super::redis::RedisCache;
 use super::sql::{Db, SqlStore};
 use super::{Backend, HealthCheck, LogDb};
 use crate::config::{BackendKind, Config};
-use crate::logs::postgres::PgLogStore;
-use crate::logs::sqlite::SqliteLogStore;
+use crate::store::logs::postgres::PgLogStore;
+use crate::store::logs::sqlite::SqliteLogStore;
 
 /// The migrations, embedded in the binary at build time.
 fn pg_auth() -> Migrator {

@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 use super::extract::{ClientIp, JsonBody, SessionAuth};
 use super::{AppState, timestamp};
 use crate::accounts::Issued;
-use crate::backend::User;
 use crate::error::{ApiError, ErrorBody, FieldProblem};
+use crate::store::User;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

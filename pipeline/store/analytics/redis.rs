@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ErrorInfo, Granularity, LevelCounts, MetricsCache, Stats, TopError};
-use crate::backend::StoreError;
-use crate::backend::redis::RedisCache;
+use crate::store::StoreError;
+use crate::store::redis::RedisCache;
 
 /// KEYS: first, last, level, info hashes. ARGV: fingerprint, first µs, last µs, level, info JSON.
 /// Keeps the earliest first, the latest last, the highest level, and the first info seen. Values are

@@ -9,30 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::AnalyticsConfig;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Granularity, MetricsCache};
-use crate::logs::LogStore;
-
-/// `[analytics]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AnalyticsConfig {
-    /// Seconds between rebuilds of the last hour's 5-minute buckets. Default 300.
-    pub five_minute_secs: u64,
-    /// Seconds between rebuilds of the last day's hourly buckets and error info. Default 900.
-    pub hourly_secs: u64,
-    /// Seconds between rebuilds of the last week's daily buckets. Default 3600.
-    pub daily_secs: u64,
-}
-
-impl Default for AnalyticsConfig {
-    fn default() -> Self {
-        AnalyticsConfig { five_minute_secs: 300, hourly_secs: 900, daily_secs: 3600 }
-    }
-}
+use crate::store::analytics::{Granularity, MetricsCache};
+use crate::store::logs::LogStore;
 
 /// Recomputes the buckets of `g` from `since` to now and writes them over the cache.
 pub async fn rebuild(

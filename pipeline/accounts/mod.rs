@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::backend::{Backend, KeyRecord, Project, StoreError, User};
 use crate::config::AuthConfig;
 use crate::error::ApiError;
+use crate::store::{Backend, KeyRecord, Project, StoreError, User};
 
 const ISSUER: &str = "ledger";
 
@@ -295,6 +295,38 @@ impl Accounts {
 
     pub async fn projects(&self, owner: Uuid) -> Result<Vec<Project>, ApiError> {
         Ok(self.backend.accounts.projects(owner).await?)
+    }
+
+    /// The project a reader may read: an API key's own project when the key has the `query` scope (naming
+    /// another project is a 404), or, with a session, the `project_id` it names if the user owns it.
+    pub async fn read_access(
+        &self,
+        key: Option<&str>,
+        session_token: Option<&str>,
+        project_param: Option<&str>,
+    ) -> Result<Uuid, ApiError> {
+        use ledger_stages::auth::AuthError;
+        if let Some(key) = key {
+            let project = self.validator.validate(key).await.map_err(|e| match e {
+                AuthError::Malformed(_) | AuthError::Unknown => ApiError::Unauthorized,
+                AuthError::Unavailable(_) => {
+                    ApiError::Unavailable { what: "the account store", retry_after: Duration::from_secs(1) }
+                }
+            })?;
+            if !project.has_scope(Scope::Query) {
+                return Err(ApiError::InsufficientScope(Scope::Query.as_str()));
+            }
+            if project_param.is_some_and(|p| Uuid::parse_str(p).ok() != Some(project.project_id)) {
+                return Err(ApiError::NotFound);
+            }
+            return Ok(project.project_id);
+        }
+        let session = self.session(session_token.ok_or(ApiError::Unauthorized)?).await?;
+        let project = project_param
+            .ok_or_else(|| ApiError::BadRequest("`project_id` is required with a session token".into()))?;
+        // An id that is not a UUID names nothing: a 404 like any unknown id.
+        let id = Uuid::parse_str(project).map_err(|_| ApiError::NotFound)?;
+        Ok(self.project(session.user_id, id).await?.id)
     }
 
     pub async fn project(&self, owner: Uuid, id: Uuid) -> Result<Project, ApiError> {

@@ -8,8 +8,8 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble, contains_pattern};
-use crate::analytics::{Granularity, Stats};
-use crate::backend::StoreError;
+use crate::store::StoreError;
+use crate::store::analytics::{Granularity, Stats};
 use chrono::{DateTime, Utc};
 
 /// SQLite allows 32,766 bound values per statement; 14 columns × 1000 rows stays well inside.

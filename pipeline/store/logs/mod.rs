@@ -8,16 +8,12 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use ledger_stages::log::fingerprint_hex;
 use ledger_stages::{Level, LogRecord};
-use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::backend::StoreError;
-use crate::http::timestamp;
+use crate::store::StoreError;
 
 pub mod postgres;
-pub mod retention;
 pub mod sqlite;
 
 /// The columns of `logs`, in the order both stores read and write them.
@@ -94,10 +90,10 @@ pub trait LogStore: Send + Sync + 'static {
     /// the range to whole buckets): level counts, and for `Hour`/`Day` error counts and error info.
     async fn stats(
         &self,
-        g: crate::analytics::Granularity,
+        g: crate::store::analytics::Granularity,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<crate::analytics::Stats, StoreError>;
+    ) -> Result<crate::store::analytics::Stats, StoreError>;
 }
 
 /// Rows of the three analytics queries, as both stores return them.
@@ -135,12 +131,12 @@ impl StatsSql {
 
 /// Assembles the analytics query rows into cache stats.
 pub fn assemble(
-    g: crate::analytics::Granularity,
+    g: crate::store::analytics::Granularity,
     volume: Vec<VolumeRow>,
     errors: Vec<ErrorRow>,
     info: Vec<InfoRow>,
-) -> crate::analytics::Stats {
-    use crate::analytics::{ErrorInfo, Stats, level_index};
+) -> crate::store::analytics::Stats {
+    use crate::store::analytics::{ErrorInfo, Stats, level_index};
     let mut stats = Stats::default();
     for (project, bucket, level, count) in volume {
         let level = Level::from_number(level).unwrap_or(Level::Info);
@@ -170,42 +166,6 @@ pub fn contains_pattern(term: &str) -> String {
     pattern
 }
 
-/// Splits `q` into terms: `"quoted phrases"` and single words.
-pub fn search_terms(q: &str) -> Vec<String> {
-    let mut terms = Vec::new();
-    for (i, part) in q.split('"').enumerate() {
-        if i % 2 == 1 {
-            // Inside quotes: one phrase.
-            let phrase = part.split_whitespace().collect::<Vec<_>>().join(" ");
-            if !phrase.is_empty() {
-                terms.push(phrase);
-            }
-        } else {
-            terms.extend(part.split_whitespace().map(str::to_owned));
-        }
-    }
-    terms
-}
-
-/// API.md's stored log.
-pub fn to_json(record: &LogRecord) -> Value {
-    json!({
-        "id": record.id.to_string(),
-        "timestamp": timestamp(&record.timestamp),
-        "received_at": timestamp(&record.received_at),
-        "level": record.level.as_str(),
-        "message": record.message,
-        "service": record.service,
-        "environment": record.environment,
-        "host": record.host,
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
-        "attributes": record.attributes,
-        "exception": record.exception,
-        "fingerprint": fingerprint_hex(record.fingerprint),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,13 +179,6 @@ mod tests {
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert_eq!(Cursor::decode("not-a-cursor"), None);
         assert_eq!(Cursor::decode(""), None);
-    }
-
-    #[test]
-    fn terms_split_into_words_and_phrases() {
-        assert_eq!(search_terms("disk  \"no space left\" Full"), ["disk", "no space left", "Full"]);
-        assert_eq!(search_terms("\"unclosed phrase"), ["unclosed phrase"]);
-        assert!(search_terms("  ").is_empty());
     }
 
     #[test]

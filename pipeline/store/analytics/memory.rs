@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{ErrorInfo, Granularity, LevelCounts, MetricsCache, Stats, TopError};
-use crate::backend::StoreError;
+use crate::store::StoreError;
 
 #[derive(Default)]
 struct Maps {

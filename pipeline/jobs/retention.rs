@@ -8,28 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::RetentionConfig;
 use chrono::Utc;
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::LogStore;
-use crate::backend::AccountStore;
-
-/// `[retention]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetentionConfig {
-    /// Seconds between retention runs. Default 3600.
-    pub interval_secs: u64,
-    /// Logs deleted per statement at most. Default 10000.
-    pub batch_rows: i64,
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        RetentionConfig { interval_secs: 3600, batch_rows: 10_000 }
-    }
-}
+use crate::store::AccountStore;
+use crate::store::logs::LogStore;
 
 /// What one run removed.
 #[derive(Debug, Default, PartialEq, Eq)]

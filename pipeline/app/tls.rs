@@ -7,8 +7,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Identity, ServerTlsConfig};
 
+use crate::app::ServeError;
 use crate::config::ServerConfig;
-use crate::server::ServeError;
 
 /// Both listeners' TLS settings, made from the same certificate and key.
 pub struct Tls {

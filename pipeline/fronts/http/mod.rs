@@ -13,11 +13,12 @@ use tower_http::catch_panic::CatchPanicLayer;
 use uuid::Uuid;
 
 use crate::accounts::Accounts;
-use crate::backend::Backend;
 use crate::error::ApiError;
+use crate::store::Backend;
 
 pub mod accounts;
 pub mod analytics;
+pub mod error;
 pub mod extract;
 pub mod health;
 pub mod ingest;
@@ -38,9 +39,9 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     pub backend: Backend,
     pub ingestion: crate::ingest::Ingestion,
-    pub logs: Arc<dyn crate::logs::LogStore>,
+    pub logs: Arc<dyn crate::store::logs::LogStore>,
     pub queue: Arc<dyn ledger_stages::queue::LogQueue>,
-    pub metrics: Arc<dyn crate::analytics::MetricsCache>,
+    pub metrics: Arc<dyn crate::store::analytics::MetricsCache>,
     /// The account store's circuit breaker, for `/metrics`.
     pub breaker: Arc<ledger_stages::auth::BreakerStore<Arc<dyn ledger_stages::auth::KeyStore>>>,
     /// Who may read `/metrics`, `/health/deep` and gRPC reflection.

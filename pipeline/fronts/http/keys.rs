@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 
 use super::extract::{OptionalJsonBody, SessionAuth};
 use super::{AppState, path_id, timestamp};
-use crate::backend::KeyRecord;
 use crate::error::{ApiError, ErrorBody, FieldProblem};
+use crate::store::KeyRecord;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

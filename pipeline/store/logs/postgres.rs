@@ -11,8 +11,8 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble, contains_pattern};
-use crate::analytics::{Granularity, Stats};
-use crate::backend::StoreError;
+use crate::store::StoreError;
+use crate::store::analytics::{Granularity, Stats};
 
 #[derive(Clone)]
 pub struct PgLogStore {

@@ -14,10 +14,9 @@ use ledger_stages::{Level, LogRecord};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::backend::StoreError;
+use crate::store::StoreError;
 
 pub mod memory;
-pub mod rebuild;
 pub mod redis;
 
 /// Bucket sizes, in seconds.

@@ -23,7 +23,9 @@ use uuid::Uuid;
 
 use crate::config::{BackendKind, Config};
 
+pub mod analytics;
 pub mod limits;
+pub mod logs;
 pub mod memory;
 pub mod redis;
 pub mod setup;
@@ -203,8 +205,8 @@ pub struct Backend {
 /// The log store of each backend.
 #[derive(Clone)]
 pub enum LogDb {
-    Sqlite(crate::logs::sqlite::SqliteLogStore),
-    Postgres(crate::logs::postgres::PgLogStore),
+    Sqlite(crate::store::logs::sqlite::SqliteLogStore),
+    Postgres(crate::store::logs::postgres::PgLogStore),
 }
 
 impl LogDb {
@@ -216,7 +218,7 @@ impl LogDb {
         }
     }
 
-    pub fn store(&self) -> Arc<dyn crate::logs::LogStore> {
+    pub fn store(&self) -> Arc<dyn crate::store::logs::LogStore> {
         match self {
             LogDb::Sqlite(s) => Arc::new(s.clone()),
             LogDb::Postgres(s) => Arc::new(s.clone()),

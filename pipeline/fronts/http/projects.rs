@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use super::extract::{JsonBody, SessionAuth};
 use super::{AppState, path_id, timestamp};
 use crate::accounts::SettingsPatch;
-use crate::backend::Project;
 use crate::error::{ApiError, ErrorBody, FieldProblem};
+use crate::store::Project;
 
 /// Project settings; on PATCH, any subset.
 #[derive(Debug, Default, Deserialize, ToSchema)]

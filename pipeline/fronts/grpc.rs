@@ -15,11 +15,13 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
 
 use crate::error::ApiError;
-use crate::http::extract::credential;
-use crate::http::logs::{ReadAccess, page};
-use crate::http::{AppState, analytics, request_id};
+use crate::fronts::http::extract::credential;
+use crate::fronts::http::logs::read_access;
+use crate::fronts::http::{AppState, request_id};
 use crate::ingest::Ingestion;
 use crate::ingest::outcome::Outcome;
+use crate::query::logs::{self, LogParams};
+use crate::query::{Range, analytics};
 
 /// API.md's mapping of errors to gRPC status codes; retryable ones carry `retry-after` (whole seconds).
 pub fn status(error: &ApiError) -> tonic::Status {
@@ -213,11 +215,6 @@ fn micros(m: i64) -> Option<prost_types::Timestamp> {
     chrono::DateTime::from_timestamp_micros(m).as_ref().map(timestamp)
 }
 
-fn rfc3339(t: &prost_types::Timestamp) -> String {
-    let nanos = u32::try_from(t.nanos).unwrap_or(0);
-    chrono::DateTime::from_timestamp(t.seconds, nanos).map(|t| t.to_rfc3339()).unwrap_or_default()
-}
-
 fn json_to_value(v: Value) -> prost_types::Value {
     use prost_types::value::Kind;
     let kind = match v {
@@ -258,29 +255,27 @@ fn record_to_proto(r: ledger_stages::LogRecord) -> pb::LogRecord {
     }
 }
 
-/// `ledger.v1.QueryService`: the REST query and metrics routes behind protobuf, with their parameters
-/// and checks (the typed request becomes the same parameters).
+/// `ledger.v1.QueryService`: the query core behind protobuf. Each message maps into the core's types, as
+/// REST's query string does.
 #[derive(Clone)]
 pub struct Querier {
     state: AppState,
 }
 
-type Params = std::collections::HashMap<String, String>;
+/// A protobuf time, or a 400-like error naming the field.
+fn time(field: &str, t: Option<&prost_types::Timestamp>) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    let Some(t) = t else { return Ok(None) };
+    let time = u32::try_from(t.nanos).ok().and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos));
+    time.map(Some).ok_or_else(|| status(&crate::query::bad(field, "is out of range")))
+}
+
+fn range(from: Option<&prost_types::Timestamp>, to: Option<&prost_types::Timestamp>) -> Result<Range, Status> {
+    Range::new(time("from", from)?, time("to", to)?).map_err(|e| status(&e))
+}
 
 impl Querier {
     async fn project(&self, metadata: MetadataMap) -> Result<uuid::Uuid, Status> {
-        let headers = metadata.into_headers();
-        let access = ReadAccess::check(&headers, &self.state, None).await.map_err(|e| status(&e))?;
-        Ok(access.project_id)
-    }
-
-    fn range(params: &mut Params, from: Option<&prost_types::Timestamp>, to: Option<&prost_types::Timestamp>) {
-        if let Some(from) = from {
-            params.insert("from".into(), rfc3339(from));
-        }
-        if let Some(to) = to {
-            params.insert("to".into(), rfc3339(to));
-        }
+        read_access(&metadata.into_headers(), &self.state, None).await.map_err(|e| status(&e))
     }
 }
 
@@ -292,30 +287,26 @@ impl QueryService for Querier {
     ) -> Result<Response<pb::QueryLogsResponse>, Status> {
         let (metadata, _, q) = request.into_parts();
         let project = self.project(metadata).await?;
-        let mut params = Params::new();
-        Self::range(&mut params, q.from.as_ref(), q.to.as_ref());
-        let lists = [("level", q.level.join(",")), ("service", q.service.join(","))];
-        for (name, value) in lists.into_iter().filter(|(_, v)| !v.is_empty()) {
-            params.insert(name.into(), value);
-        }
-        let singles = [
-            ("min_level", q.min_level),
-            ("environment", q.environment),
-            ("q", q.q),
-            ("fingerprint", q.fingerprint),
-            ("trace_id", q.trace_id),
-            ("limit", q.limit.map(|l| l.to_string())),
-            ("cursor", q.cursor),
-        ];
-        for (name, value) in singles {
-            if let Some(value) = value {
-                params.insert(name.into(), value);
-            }
-        }
-        let (records, next_cursor) = page(&self.state, project, &params).await.map_err(|e| status(&e))?;
+        let levels = q.level.iter().map(|l| crate::query::level("level", l)).collect::<Result<Vec<_>, _>>();
+        let min_level = q.min_level.as_deref().map(|l| crate::query::level("min_level", l)).transpose();
+        let params = LogParams {
+            from: time("from", q.from.as_ref())?,
+            to: time("to", q.to.as_ref())?,
+            levels: levels.map_err(|e| status(&e))?,
+            min_level: min_level.map_err(|e| status(&e))?,
+            services: q.service,
+            environment: q.environment,
+            q: q.q,
+            fingerprint: q.fingerprint,
+            trace_id: q.trace_id,
+            limit: q.limit,
+            cursor: q.cursor,
+        };
+        let query = params.validate(project).map_err(|e| status(&e))?;
+        let page = logs::page(self.state.logs.as_ref(), query).await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::QueryLogsResponse {
-            logs: records.into_iter().map(record_to_proto).collect(),
-            next_cursor,
+            logs: page.logs.into_iter().map(record_to_proto).collect(),
+            next_cursor: page.next_cursor,
         }))
     }
 
@@ -325,16 +316,16 @@ impl QueryService for Querier {
     ) -> Result<Response<pb::ErrorRateResponse>, Status> {
         let (metadata, _, q) = request.into_parts();
         let project = self.project(metadata).await?;
-        let mut params = Params::new();
-        Self::range(&mut params, q.from.as_ref(), q.to.as_ref());
-        let buckets = analytics::error_rate_buckets(&self.state, project, &params).await.map_err(|e| status(&e))?;
+        let range = range(q.from.as_ref(), q.to.as_ref())?;
+        let buckets =
+            analytics::error_rate(self.state.metrics.as_ref(), project, range).await.map_err(|e| status(&e))?;
         let buckets = buckets
             .into_iter()
-            .map(|(start, total, errors, error_rate)| pb::ErrorRateBucket {
-                start: Some(prost_types::Timestamp { seconds: start, nanos: 0 }),
-                total,
-                errors,
-                error_rate,
+            .map(|b| pb::ErrorRateBucket {
+                start: Some(prost_types::Timestamp { seconds: b.start, nanos: 0 }),
+                total: b.total,
+                errors: b.errors,
+                error_rate: b.error_rate,
             })
             .collect();
         Ok(Response::new(pb::ErrorRateResponse { bucket_seconds: 300, buckets }))
@@ -346,12 +337,10 @@ impl QueryService for Querier {
     ) -> Result<Response<pb::TopErrorsResponse>, Status> {
         let (metadata, _, q) = request.into_parts();
         let project = self.project(metadata).await?;
-        let mut params = Params::new();
-        Self::range(&mut params, q.from.as_ref(), q.to.as_ref());
-        if let Some(limit) = q.limit {
-            params.insert("limit".into(), limit.to_string());
-        }
-        let errors = analytics::top_error_list(&self.state, project, &params).await.map_err(|e| status(&e))?;
+        let range = range(q.from.as_ref(), q.to.as_ref())?;
+        let errors = analytics::top_errors(self.state.metrics.as_ref(), project, range, q.limit)
+            .await
+            .map_err(|e| status(&e))?;
         let errors = errors
             .into_iter()
             .map(|e| pb::TopError {
@@ -395,7 +384,7 @@ fn call_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
 struct Guard<S> {
     inner: S,
     ingestion: Ingestion,
-    operator: crate::http::operator::OperatorToken,
+    operator: crate::fronts::http::operator::OperatorToken,
 }
 
 impl<S, B> tower::Service<axum::http::Request<B>> for Guard<S>
@@ -521,7 +510,7 @@ impl tonic::transport::server::Connected for Limited {
 /// The listener's connections, at most `max_connections` open at once: past it, accepting waits.
 fn limited_incoming(
     listener: TcpListener,
-    limits: crate::http::serve::Limits,
+    limits: crate::fronts::http::serve::Limits,
 ) -> impl futures::Stream<Item = std::io::Result<Limited>> {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     futures::stream::unfold((listener, slots), move |(listener, slots)| async move {
@@ -548,7 +537,7 @@ pub async fn serve(
     listener: TcpListener,
     state: AppState,
     tls: Option<tonic::transport::ServerTlsConfig>,
-    limits: crate::http::serve::Limits,
+    limits: crate::fronts::http::serve::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let ingestion = state.ingestion.clone();

@@ -1,7 +1,13 @@
+//! The application: the command line, the wiring, start-up and shutdown. Nothing imports this module.
+//!
 //! Wiring: open the backend, build the services once, serve REST and gRPC on their listeners until the
 //! shutdown token fires, then drain within `server.shutdown_timeout_secs`.
 //!
 //! [`run`] takes its shutdown token, and `server.*_addr` may use port 0, so tests can start a whole daemon.
+
+pub mod cli;
+pub mod secrets;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,22 +24,23 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::accounts::Accounts;
-use crate::analytics::memory::MemoryMetrics;
-use crate::analytics::redis::RedisMetrics;
-use crate::analytics::{MetricsCache, rebuild};
-use crate::backend::limits::RedisLimits;
-use crate::backend::memory::SeededQuota;
-use crate::backend::setup::SetupError;
-use crate::backend::{Backend, LogDb};
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::fronts::grpc;
+use crate::fronts::http::{self, AppState};
 use crate::ingest::outcome::Outcomes;
 use crate::ingest::{self, Ingestion, Parts};
-use crate::logs::retention;
+use crate::jobs::rebuild;
+use crate::jobs::retention;
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::redis::{Keys, RedisQueue};
 use crate::queue::worker::Workers;
-use crate::{grpc, secrets};
+use crate::store::analytics::MetricsCache;
+use crate::store::analytics::memory::MemoryMetrics;
+use crate::store::analytics::redis::RedisMetrics;
+use crate::store::limits::RedisLimits;
+use crate::store::memory::SeededQuota;
+use crate::store::setup::SetupError;
+use crate::store::{Backend, LogDb};
 
 /// Why the daemon stopped other than by a shutdown signal; one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +70,8 @@ pub async fn migrate(config: &Config) -> Result<(), ServeError> {
 }
 
 /// `ledger dead-letter …`: the shared backend's dead letters, for the operator. Data on stdout only.
-pub async fn dead_letter(config: &Config, command: crate::cli::DeadLetterCommand) -> Result<(), ServeError> {
-    use crate::cli::DeadLetterCommand as C;
+pub async fn dead_letter(config: &Config, command: crate::app::cli::DeadLetterCommand) -> Result<(), ServeError> {
+    use crate::app::cli::DeadLetterCommand as C;
     use crate::queue::dead_letter;
     let backend = Backend::open(config).await?;
     let (LogDb::Postgres(store), Some(redis)) = (&backend.logs, backend.redis.clone()) else {
@@ -90,7 +97,7 @@ pub async fn dead_letter(config: &Config, command: crate::cli::DeadLetterCommand
                 );
                 for l in &letters {
                     let project = l.project_id.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-                    let at = crate::http::timestamp(&l.failed_at);
+                    let at = crate::fronts::http::timestamp(&l.failed_at);
                     println!(
                         "{:>6}  {:>5}  {project:<36}  {:>5}  {:<11}  {at:<27}  {}",
                         l.id, l.shard, l.logs, l.reason, l.detail
@@ -278,7 +285,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             stop.cancelled().await;
             tokio::time::sleep(drain).await;
         };
-        let tls = crate::tls::load(&config.server)?;
+        let tls = crate::app::tls::load(&config.server)?;
         let tls_on = tls.is_some();
         let (rest_tls, grpc_tls) = tls.map(|t| (t.rest, t.grpc)).unzip();
         let limits = http::serve::Limits {

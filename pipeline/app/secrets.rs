@@ -7,8 +7,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 use rand::RngCore;
 
-use crate::backend::setup::SetupError;
 use crate::config::Config;
+use crate::store::setup::SetupError;
 
 const FILE: &str = "jwt_secret";
 

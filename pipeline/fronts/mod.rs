@@ -1,0 +1,7 @@
+//! The fronts: one module per protocol. Each authenticates from headers or metadata, decodes into the
+//! core's types, calls the core, and encodes the answer in its protocol's own form; nothing else.
+//!
+//! Adding a protocol is a module here, a mapping into the core's types, and a line in `app`'s wiring.
+
+pub mod grpc;
+pub mod http;

@@ -1,0 +1,185 @@
+//! Reading logs: [`LogParams`] is the question as a front received it, [`LogParams::validate`] makes it the
+//! store's [`LogQuery`] (every rule in one place), [`page`] and [`one`] answer it.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use ledger_stages::{Level, LogRecord};
+use uuid::Uuid;
+
+use super::{Params, Range, bad, level};
+use crate::error::ApiError;
+use crate::store::logs::{Cursor, LogQuery, LogStore};
+
+/// Terms of `q` at most, and bytes per term.
+const MAX_TERMS: usize = 16;
+const MAX_TERM_BYTES: usize = 256;
+
+/// What a reader asks of a project's logs, typed but not yet judged.
+#[derive(Clone, Debug, Default)]
+pub struct LogParams {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Any of these (empty: any).
+    pub levels: Vec<Level>,
+    pub min_level: Option<Level>,
+    /// Any of these (empty: any).
+    pub services: Vec<String>,
+    pub environment: Option<String>,
+    /// Words and `"quoted phrases"`, each of which must occur.
+    pub q: Option<String>,
+    /// 16 hex characters.
+    pub fingerprint: Option<String>,
+    pub trace_id: Option<String>,
+    /// 1 to 1000; default 100.
+    pub limit: Option<u32>,
+    /// A `next_cursor` this API gave.
+    pub cursor: Option<String>,
+}
+
+impl LogParams {
+    /// From REST's query string.
+    pub fn from_query(params: &HashMap<String, String>) -> Result<LogParams, ApiError> {
+        let p = Params(params);
+        p.only(&[
+            "from",
+            "to",
+            "level",
+            "min_level",
+            "service",
+            "environment",
+            "q",
+            "fingerprint",
+            "trace_id",
+            "limit",
+            "cursor",
+        ])?;
+        let levels = p.list("level").iter().map(|l| level("level", l)).collect::<Result<Vec<_>, _>>()?;
+        let owned = |name: &str| p.text(name).map(str::to_owned);
+        Ok(LogParams {
+            from: p.time("from")?,
+            to: p.time("to")?,
+            levels,
+            min_level: p.level("min_level")?,
+            services: p.list("service"),
+            environment: owned("environment"),
+            q: owned("q"),
+            fingerprint: owned("fingerprint"),
+            trace_id: owned("trace_id"),
+            limit: p.number("limit")?,
+            cursor: owned("cursor"),
+        })
+    }
+
+    /// The store's question for `project_id`, or a 400 naming the first bad parameter.
+    pub fn validate(self, project_id: Uuid) -> Result<LogQuery, ApiError> {
+        let Range { from, to } = Range::new(self.from, self.to)?;
+        let terms = self.q.as_deref().map(search_terms).unwrap_or_default();
+        if terms.len() > MAX_TERMS || terms.iter().any(|t| t.len() > MAX_TERM_BYTES) {
+            return Err(bad("q", "may hold at most 16 terms of at most 256 bytes"));
+        }
+        let fingerprint = match self.fingerprint.as_deref().filter(|f| !f.is_empty()) {
+            Some(f) if f.len() == 16 => {
+                Some(u64::from_str_radix(f, 16).map_err(|_| bad("fingerprint", "must be 16 hex characters"))?)
+            }
+            Some(_) => return Err(bad("fingerprint", "must be 16 hex characters")),
+            None => None,
+        };
+        let limit = match self.limit {
+            Some(l) if (1..=1000).contains(&l) => l as usize,
+            Some(_) => return Err(bad("limit", "must be 1 to 1000")),
+            None => 100,
+        };
+        let cursor = self
+            .cursor
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(|c| Cursor::decode(c).ok_or_else(|| bad("cursor", "is not a cursor this API gave")))
+            .transpose()?;
+        Ok(LogQuery {
+            project_id,
+            from,
+            to,
+            levels: self.levels,
+            min_level: self.min_level,
+            services: self.services.into_iter().filter(|s| !s.is_empty()).collect(),
+            environment: self.environment.filter(|e| !e.is_empty()),
+            terms,
+            fingerprint,
+            trace_id: self.trace_id.filter(|t| !t.is_empty()),
+            limit,
+            cursor,
+        })
+    }
+}
+
+/// One page of logs, newest first, and the cursor of the next if there is one.
+#[derive(Debug)]
+pub struct Page {
+    pub logs: Vec<LogRecord>,
+    pub next_cursor: Option<String>,
+}
+
+pub async fn page(store: &dyn LogStore, mut query: LogQuery) -> Result<Page, ApiError> {
+    let limit = query.limit;
+    // One more than asked tells whether there is a next page.
+    query.limit += 1;
+    let mut logs = store.query(&query).await?;
+    let next_cursor = (logs.len() > limit).then(|| {
+        logs.truncate(limit);
+        logs.last().map(|r| Cursor::after(r).encode())
+    });
+    Ok(Page { logs, next_cursor: next_cursor.flatten() })
+}
+
+/// One log of the project, or 404.
+pub async fn one(store: &dyn LogStore, project_id: Uuid, id: Uuid) -> Result<LogRecord, ApiError> {
+    store.get(project_id, id).await?.ok_or(ApiError::NotFound)
+}
+
+/// Splits `q` into terms: `"quoted phrases"` and single words.
+pub fn search_terms(q: &str) -> Vec<String> {
+    let mut terms = Vec::new();
+    for (i, part) in q.split('"').enumerate() {
+        if i % 2 == 1 {
+            // Inside quotes: one phrase.
+            let phrase = part.split_whitespace().collect::<Vec<_>>().join(" ");
+            if !phrase.is_empty() {
+                terms.push(phrase);
+            }
+        } else {
+            terms.extend(part.split_whitespace().map(str::to_owned));
+        }
+    }
+    terms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_are_words_and_phrases() {
+        assert_eq!(search_terms("disk  \"no space left\" Full"), ["disk", "no space left", "Full"]);
+        assert_eq!(search_terms("\"unclosed phrase"), ["unclosed phrase"]);
+        assert!(search_terms("  ").is_empty());
+    }
+
+    #[test]
+    fn every_rule_is_checked_in_one_place() {
+        let project = Uuid::nil();
+        let ok = LogParams { limit: Some(5), fingerprint: Some("00000000deadbeef".into()), ..LogParams::default() };
+        let query = ok.validate(project).expect("valid");
+        assert_eq!((query.limit, query.fingerprint), (5, Some(0xdead_beef)));
+        for (bad_params, param) in [
+            (LogParams { limit: Some(0), ..LogParams::default() }, "limit"),
+            (LogParams { limit: Some(1001), ..LogParams::default() }, "limit"),
+            (LogParams { fingerprint: Some("xyz".into()), ..LogParams::default() }, "fingerprint"),
+            (LogParams { cursor: Some("nope".into()), ..LogParams::default() }, "cursor"),
+            (LogParams { q: Some("a ".repeat(17)), ..LogParams::default() }, "q"),
+        ] {
+            let error = bad_params.validate(project).expect_err(param);
+            assert!(error.to_string().contains(&format!("`{param}`")), "{error}");
+        }
+    }
+}
