@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use ledger::config::{BackendKind, Config};
 use ledger::jobs::rebuild;
-use ledger::store::analytics::memory::MemoryMetrics;
-use ledger::store::analytics::redis::RedisMetrics;
-use ledger::store::analytics::{Granularity, MetricsCache};
+use ledger::store::analytics::memory::MemoryAnalytics;
+use ledger::store::analytics::redis::RedisAnalytics;
+use ledger::store::analytics::{AnalyticsCache, Granularity};
 use ledger::store::logs::postgres::{copy_records, ensure_partitions};
 use ledger::store::logs::sqlite::insert_records;
 use ledger::store::logs::{LogQuery, LogStore};
@@ -109,7 +109,7 @@ impl Queries {
         (p50, p99, found / RUNS)
     }
 
-    async fn report(&self, name: &str, store: &dyn LogStore, metrics: &dyn MetricsCache) {
+    async fn report(&self, name: &str, store: &dyn LogStore, metrics: &dyn AnalyticsCache) {
         let cases: [(&str, i64, Option<Level>, &[&str]); 4] = [
             ("last hour, newest 100", 1, None, &[]),
             ("last 24 h, level >= ERROR", 24, Some(Level::Error), &[]),
@@ -203,7 +203,7 @@ async fn postgres_part(total: usize, projects: &[Uuid], now: DateTime<Utc>, quer
     );
 
     let redis = backend.redis.clone().unwrap_or_else(|| panic!("no Redis"));
-    let metrics = RedisMetrics::new(redis);
+    let metrics = RedisAnalytics::new(redis);
     rebuild::rebuild(&store, &metrics, Granularity::FiveMinutes, now - chrono::Duration::days(2))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -289,7 +289,7 @@ async fn sqlite_part(total: usize, projects: &[Uuid], now: DateTime<Utc>, querie
         "SQLite: {total} rows inserted at {:.0} rows/s (index on project and ts, no text index)",
         total as f64 / insert_time.as_secs_f64()
     );
-    let metrics = MemoryMetrics::default();
+    let metrics = MemoryAnalytics::default();
     rebuild::rebuild(&store, &metrics, Granularity::FiveMinutes, now - chrono::Duration::days(2))
         .await
         .unwrap_or_else(|e| panic!("{e}"));

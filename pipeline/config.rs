@@ -24,12 +24,16 @@ pub struct Config {
     pub auth: AuthConfig,
     pub roles: RolesConfig,
     pub telemetry: TelemetryConfig,
-    pub defaults: DefaultsConfig,
+    /// `[defaults]`: the settings of new projects, declared once (API.md's project settings).
+    pub defaults: ProjectSettings,
     pub ingest: IngestConfig,
     pub queue: QueueConfig,
     pub analytics: AnalyticsConfig,
     pub retention: RetentionConfig,
     pub stages: StagesConfig,
+    /// Deprecated keys this configuration used, with what replaces them: logged at start.
+    #[serde(skip)]
+    pub deprecated: Vec<String>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -253,15 +257,17 @@ impl Default for AuthConfig {
 pub struct RolesConfig {
     /// REST and gRPC fronts.
     pub gateway: bool,
-    /// Queue consumers that write logs to the log store.
+    /// Queue consumers that write logs to the log store, and the log store's upkeep (partitions, BRIN).
     pub workers: bool,
-    /// Scheduled jobs: metrics rebuild, partitions, retention.
-    pub analytics: bool,
+    /// The periodic jobs of the whole deployment: analytics rebuilds and retention (each run by one
+    /// instance per period). (Was `analytics`; the old name is accepted, with a warning, for one release.)
+    #[serde(alias = "analytics")]
+    pub jobs: bool,
 }
 
 impl Default for RolesConfig {
     fn default() -> Self {
-        RolesConfig { gateway: true, workers: true, analytics: true }
+        RolesConfig { gateway: true, workers: true, jobs: true }
     }
 }
 
@@ -287,42 +293,6 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig { otlp_endpoint: String::new(), log_format: LogFormat::Json, log_level: "info".into() }
-    }
-}
-
-/// Settings of new projects (API.md's project settings).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DefaultsConfig {
-    pub rate_limit_per_minute: u32,
-    pub rate_limit_per_hour: u32,
-    pub daily_quota: u64,
-    pub retention_days: u32,
-    pub max_queue_depth: u64,
-}
-
-impl Default for DefaultsConfig {
-    fn default() -> Self {
-        let s = ProjectSettings::default();
-        DefaultsConfig {
-            rate_limit_per_minute: s.rate_limit_per_minute,
-            rate_limit_per_hour: s.rate_limit_per_hour,
-            daily_quota: s.daily_quota,
-            retention_days: s.retention_days,
-            max_queue_depth: s.max_queue_depth,
-        }
-    }
-}
-
-impl DefaultsConfig {
-    pub fn settings(&self) -> ProjectSettings {
-        ProjectSettings {
-            rate_limit_per_minute: self.rate_limit_per_minute,
-            rate_limit_per_hour: self.rate_limit_per_hour,
-            daily_quota: self.daily_quota,
-            retention_days: self.retention_days,
-            max_queue_depth: self.max_queue_depth,
-        }
     }
 }
 
@@ -404,8 +374,10 @@ pub struct QueueConfig {
     /// Seconds a worker's lease on a shard lasts without renewal; another instance takes the shard over
     /// after it lapses. Default 15.
     pub lease_secs: u64,
-    /// Logs per write (one COPY, or one SQLite transaction) at most. Default 10000.
-    pub max_batch_logs: usize,
+    /// Logs per write (one COPY, or one SQLite transaction) at most. Default 10000. (Was `max_batch_logs`,
+    /// which read as if it bounded requests; the old name is accepted, with a warning, for one release.)
+    #[serde(alias = "max_batch_logs")]
+    pub max_write_logs: usize,
     /// Requests waiting for the embedded writer at most; beyond, 503 `queue_full`. Default 4096.
     pub embedded_capacity: usize,
     /// Shared backend: after a write that did not fill a whole read, a worker waits this long (ms) before
@@ -416,7 +388,7 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { shards: 4, lease_secs: 15, max_batch_logs: 10_000, embedded_capacity: 4096, linger_ms: 100 }
+        QueueConfig { shards: 4, lease_secs: 15, max_write_logs: 10_000, embedded_capacity: 4096, linger_ms: 100 }
     }
 }
 
@@ -462,6 +434,13 @@ pub struct StagesConfig {
     pub validate: ledger_stages::validate::ValidateConfig,
 }
 
+/// Renamed keys: (old, new). The old names are serde aliases, accepted with a warning for one release.
+const DEPRECATED: [(&str, &str); 3] = [
+    ("queue.max_batch_logs", "queue.max_write_logs"),
+    ("stages.validate.max_batch_logs", "stages.validate.max_request_logs"),
+    ("roles.analytics", "roles.jobs"),
+];
+
 /// A configuration that cannot be used, with a one-line reason.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -483,10 +462,18 @@ impl Config {
     }
 
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| {
+        let mut config: Config = figment.extract().map_err(|e| {
             // figment's errors say what and where (the key, the file or variable); keep them on one line.
             ConfigError(format!("invalid configuration: {}", e.to_string().replace('\n', "; ")))
         })?;
+        for (old, new) in DEPRECATED {
+            if figment.find_value(old).is_ok() {
+                if figment.find_value(new).is_ok() {
+                    return Err(ConfigError(format!("invalid configuration: {old} is the old name of {new}: set one")));
+                }
+                config.deprecated.push(format!("{old} is now {new}; the old name goes in the next release"));
+            }
+        }
         config.check()?;
         Ok(config)
     }
@@ -553,9 +540,9 @@ impl Config {
         if let Some(problem) = self.ingest.problem() {
             return fail(problem);
         }
-        if self.stages.validate.max_batch_logs == 0 || self.queue.shards == 0 || self.queue.max_batch_logs == 0 {
+        if self.stages.validate.max_request_logs == 0 || self.queue.shards == 0 || self.queue.max_write_logs == 0 {
             return fail(
-                "stages.validate.max_batch_logs, queue.shards and queue.max_batch_logs must be at least 1".into(),
+                "stages.validate.max_request_logs, queue.shards and queue.max_write_logs must be at least 1".into(),
             );
         }
         Ok(())
@@ -578,7 +565,7 @@ mod tests {
         let config = Config::from_figment(Figment::new().merge(Toml::file_exact(path))).expect("valid");
         assert_eq!(config.backend.kind, BackendKind::Embedded);
         assert_eq!(config.server.http_addr.port(), 8000);
-        assert_eq!(config.defaults.settings(), ProjectSettings::default());
+        assert_eq!(config.defaults, ProjectSettings::default());
     }
 
     #[test]
@@ -618,6 +605,24 @@ mod tests {
         assert!(err.to_string().contains("order"), "{err}");
         let err = stages(r#"["auth", "auth", "validate", "enrich", "queue"]"#).expect_err("twice");
         assert!(err.to_string().contains("once"), "{err}");
+    }
+
+    #[test]
+    fn renamed_keys_keep_their_old_name_with_a_warning() {
+        let config = from_toml("[queue]\nmax_batch_logs = 500\n[roles]\nanalytics = false\n").expect("old names");
+        assert_eq!(config.queue.max_write_logs, 500);
+        assert!(!config.roles.jobs);
+        assert_eq!(config.deprecated.len(), 2, "{:?}", config.deprecated);
+        assert!(config.deprecated[0].contains("queue.max_write_logs"), "{:?}", config.deprecated);
+        // Both names at once is an error (serde's duplicate field, or ours when they come from two sources).
+        let both = from_toml("[queue]\nmax_batch_logs = 500\nmax_write_logs = 600\n").expect_err("both");
+        assert!(both.to_string().contains("max_write_logs"), "{both}");
+        let split = Figment::new()
+            .merge(Toml::string("[queue]\nmax_batch_logs = 500\n"))
+            .merge(Serialized::default("queue.max_write_logs", 600));
+        let both = Config::from_figment(split).expect_err("both");
+        assert!(both.to_string().contains("set one") || both.to_string().contains("duplicate"), "{both}");
+        assert!(from_toml("[queue]\nmax_write_logs = 600\n").expect("new name").deprecated.is_empty());
     }
 
     #[test]

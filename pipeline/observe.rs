@@ -5,11 +5,14 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 pub const HTTP_DURATION: &str = "ledger_http_request_duration_seconds";
 pub const LOGS_WRITTEN: &str = "ledger_logs_written_total";
 pub const BATCH_LOGS: &str = "ledger_write_batch_logs";
+pub const JOB_RUNS: &str = "ledger_job_runs_total";
+pub const JOB_LAST_RUN: &str = "ledger_job_last_run_timestamp_seconds";
+pub const JOB_DURATION: &str = "ledger_job_last_duration_seconds";
 pub const DEAD_LETTER_LOGS: &str = "ledger_dead_letter_logs_total";
 pub const DEAD_LETTER_ENTRIES: &str = "ledger_dead_letter_entries_total";
 
@@ -25,6 +28,12 @@ pub struct Metrics {
     pub dead_letter_logs: IntCounterVec,
     /// Queue entries dead-lettered, by reason.
     pub dead_letter_entries: IntCounterVec,
+    /// Periodic job runs, by job and result (`ok`, `failed`).
+    pub job_runs: IntCounterVec,
+    /// When each job last finished (Unix seconds).
+    pub job_last_run: GaugeVec,
+    /// How long each job's last run took.
+    pub job_duration: GaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -51,9 +60,26 @@ fn build() -> Result<Metrics, prometheus::Error> {
         IntCounterVec::new(Opts::new(DEAD_LETTER_ENTRIES, "Queue entries dead-lettered, by reason."), &["reason"])?;
     registry.register(Box::new(dead_letter_logs.clone()))?;
     registry.register(Box::new(dead_letter_entries.clone()))?;
+    let job_runs =
+        IntCounterVec::new(Opts::new(JOB_RUNS, "Periodic job runs, by job and result."), &["job", "result"])?;
+    let job_last_run = GaugeVec::new(Opts::new(JOB_LAST_RUN, "When each periodic job last finished."), &["job"])?;
+    let job_duration = GaugeVec::new(Opts::new(JOB_DURATION, "How long each periodic job's last run took."), &["job"])?;
+    registry.register(Box::new(job_runs.clone()))?;
+    registry.register(Box::new(job_last_run.clone()))?;
+    registry.register(Box::new(job_duration.clone()))?;
     // CPU seconds, resident memory, open file descriptors, start time.
     registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
-    Ok(Metrics { registry, http_duration, logs_written, batch_logs, dead_letter_logs, dead_letter_entries })
+    Ok(Metrics {
+        registry,
+        http_duration,
+        logs_written,
+        batch_logs,
+        dead_letter_logs,
+        dead_letter_entries,
+        job_runs,
+        job_last_run,
+        job_duration,
+    })
 }
 
 /// The process's metrics.
@@ -77,6 +103,14 @@ impl Metrics {
     pub fn dead_lettered(&self, reason: &str, logs: u64) {
         self.dead_letter_entries.with_label_values(&[reason]).inc();
         self.dead_letter_logs.with_label_values(&[reason]).inc_by(logs);
+    }
+
+    /// Records one run of a periodic job.
+    pub fn job_ran(&self, job: &str, took: std::time::Duration, ok: bool) {
+        self.job_runs.with_label_values(&[job, if ok { "ok" } else { "failed" }]).inc();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.job_last_run.with_label_values(&[job]).set(now.as_secs_f64());
+        self.job_duration.with_label_values(&[job]).set(took.as_secs_f64());
     }
 
     /// The registry's metrics in the Prometheus text format.

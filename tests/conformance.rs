@@ -209,7 +209,7 @@ fn key_record(project_id: Uuid, key: &ApiKey, scopes: Vec<Scope>) -> KeyRecord {
 async fn users(b: Backend) {
     let ada = user("ada@example.com");
     b.accounts.create_user(&ada, "hash-a").await.unwrap();
-    assert!(matches!(b.accounts.create_user(&user("ada@example.com"), "hash-b").await, Err(StoreError::EmailTaken)));
+    assert!(matches!(b.accounts.create_user(&user("ada@example.com"), "hash-b").await, Err(StoreError::Conflict)));
     let (found, hash) = b.accounts.user_by_email("ada@example.com").await.unwrap().unwrap();
     assert_eq!((found.clone(), hash.as_str()), (ada.clone(), "hash-a"));
     assert_eq!(b.accounts.user(ada.id).await.unwrap(), Some(ada));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ledger::config::{BackendKind, Config};
 use ledger::queue::redis::{Entry, Keys, RedisQueue};
 use ledger::queue::worker::Workers;
-use ledger::store::analytics::redis::RedisMetrics;
+use ledger::store::analytics::redis::RedisAnalytics;
 use ledger::store::logs::postgres::copy_records;
 use ledger::store::{Backend, LogDb};
 use ledger_stages::queue::{LogQueue, QueueError};
@@ -91,12 +91,12 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
         client: redis.client(),
         keys: keys.clone(),
         shards: 1,
-        logs: logs.pool().clone(),
+        writer: Arc::new(logs.clone()),
         lease: Duration::from_secs(2),
-        max_batch_logs: 1000,
+        max_write_logs: 1000,
         linger: Duration::from_millis(100),
         owner: "next-owner".into(),
-        metrics: Arc::new(RedisMetrics::new(redis.clone())),
+        analytics: Arc::new(RedisAnalytics::new(redis.clone())),
     };
     let running = tokio::spawn(workers.run(stop.clone()));
     let queue = Arc::new(queue);

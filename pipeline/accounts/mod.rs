@@ -32,7 +32,8 @@ const ISSUER: &str = "ledger";
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::EmailTaken => ApiError::EmailTaken,
+            // Only a user's e-mail is unique where a conflict reaches a client; other places map it first.
+            StoreError::Conflict => ApiError::EmailTaken,
             StoreError::Unavailable { what, cause } => {
                 tracing::warn!(%cause, what, "dependency unavailable");
                 ApiError::Unavailable { what, retry_after: Duration::from_secs(1) }

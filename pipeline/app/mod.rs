@@ -29,14 +29,14 @@ use crate::fronts::grpc;
 use crate::fronts::http::{self, AppState};
 use crate::ingest::outcome::Outcomes;
 use crate::ingest::{self, Ingestion, Parts};
-use crate::jobs::rebuild;
 use crate::jobs::retention;
+use crate::jobs::{Job, Scheduler, rebuild};
 use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::redis::{Keys, RedisQueue};
 use crate::queue::worker::Workers;
-use crate::store::analytics::MetricsCache;
-use crate::store::analytics::memory::MemoryMetrics;
-use crate::store::analytics::redis::RedisMetrics;
+use crate::store::analytics::AnalyticsCache;
+use crate::store::analytics::memory::MemoryAnalytics;
+use crate::store::analytics::redis::RedisAnalytics;
 use crate::store::limits::RedisLimits;
 use crate::store::memory::SeededQuota;
 use crate::store::setup::SetupError;
@@ -72,7 +72,7 @@ pub async fn migrate(config: &Config) -> Result<(), ServeError> {
 /// `ledger dead-letter …`: the shared backend's dead letters, for the operator. Data on stdout only.
 pub async fn dead_letter(config: &Config, command: crate::app::cli::DeadLetterCommand) -> Result<(), ServeError> {
     use crate::app::cli::DeadLetterCommand as C;
-    use crate::queue::dead_letter;
+    use crate::store::dead_letter;
     let backend = Backend::open(config).await?;
     let (LogDb::Postgres(store), Some(redis)) = (&backend.logs, backend.redis.clone()) else {
         return Err(ServeError(
@@ -138,21 +138,21 @@ struct Plumbing {
     /// The embedded writer: it ends once every handle on the queue is dropped.
     writer: Option<tokio::task::JoinHandle<()>>,
     workers: Option<Workers>,
-    metrics: Arc<dyn MetricsCache>,
+    analytics: Arc<dyn AnalyticsCache>,
 }
 
 fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> {
     match &backend.logs {
         LogDb::Sqlite(store) => {
-            let metrics: Arc<dyn MetricsCache> = Arc::new(MemoryMetrics::default());
+            let analytics: Arc<dyn AnalyticsCache> = Arc::new(MemoryAnalytics::default());
             let (queue, writer) = EmbeddedQueue::start(
                 store.clone(),
-                metrics.clone(),
+                analytics.clone(),
                 config.queue.embedded_capacity,
-                config.queue.max_batch_logs,
+                config.queue.max_write_logs,
             );
             Ok(Plumbing {
-                metrics,
+                analytics,
                 queue: Arc::new(queue),
                 limiter: Arc::new(MemoryRateLimiter::default()),
                 quota: Arc::new(SeededQuota::new(backend.accounts.clone())),
@@ -163,18 +163,18 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
         LogDb::Postgres(store) => {
             let redis = backend.redis.clone().ok_or_else(|| ServeError("the shared backend has no Redis".into()))?;
             let limits = Arc::new(RedisLimits::new(redis.clone()));
-            let metrics: Arc<dyn MetricsCache> = Arc::new(RedisMetrics::new(redis.clone()));
+            let analytics: Arc<dyn AnalyticsCache> = Arc::new(RedisAnalytics::new(redis.clone()));
             let queue = RedisQueue::new(redis.clone(), config.queue.shards);
             let workers = config.roles.workers.then(|| Workers {
                 client: redis.client(),
                 keys: Keys { prefix: redis.prefix().to_owned() },
                 shards: config.queue.shards,
-                logs: store.pool().clone(),
+                writer: Arc::new(store.clone()),
                 lease: Duration::from_secs(config.queue.lease_secs.max(1)),
-                max_batch_logs: config.queue.max_batch_logs,
+                max_write_logs: config.queue.max_write_logs,
                 linger: Duration::from_millis(config.queue.linger_ms),
                 owner: Uuid::new_v4().to_string(),
-                metrics: metrics.clone(),
+                analytics: analytics.clone(),
             });
             Ok(Plumbing {
                 queue: Arc::new(queue),
@@ -182,16 +182,22 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
                 quota: limits,
                 writer: None,
                 workers,
-                metrics,
+                analytics,
             })
         }
     }
 }
 
-/// Runs the daemon until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let backend = Backend::open(&config).await?;
-    let secret = secrets::jwt_secret(&config)?;
+/// The typed core and what it stands on, built once from the configuration and the backend.
+struct Core {
+    accounts: Arc<Accounts>,
+    ingestion: Ingestion,
+    plumbing: Plumbing,
+    breaker: Arc<BreakerStore<Arc<dyn KeyStore>>>,
+}
+
+fn core(config: &Config, backend: &Backend, shutdown: &CancellationToken) -> Result<Core, ServeError> {
+    let secret = secrets::jwt_secret(config)?;
     let accounts_store: Arc<dyn KeyStore> = backend.accounts.clone();
     // The breaker sits between the caches and the store: cache hits never touch it.
     let breaker = Arc::new(BreakerStore::new(accounts_store, config.stages.auth.breaker_settings()));
@@ -202,109 +208,145 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         validator.clone(),
         config.auth.clone(),
         &secret,
-        config.defaults.settings(),
+        config.defaults.clone(),
     ));
+    let plumbing = plumbing(config, backend)?;
+    let parts = Parts {
+        validator: validator.clone(),
+        limiter: plumbing.limiter.clone(),
+        quota: plumbing.quota.clone(),
+        queue: plumbing.queue.clone(),
+        validate: config.stages.validate.clone(),
+    };
+    let inflight_units = config.server.max_inflight_body_bytes.div_ceil(1024);
+    let ingestion = Ingestion {
+        stack: ingest::build(&config.ingest, parts),
+        outcomes: Arc::new(Outcomes::new(backend.accounts.clone())),
+        max_body_bytes: config.server.max_body_bytes,
+        max_request_logs: config.stages.validate.max_request_logs,
+        draining: shutdown.clone(),
+        validator,
+        inflight: Arc::new(tokio::sync::Semaphore::new(inflight_units.min(tokio::sync::Semaphore::MAX_PERMITS))),
+    };
+    Ok(Core { accounts, ingestion, plumbing, breaker })
+}
 
+/// This instance's periodic jobs, by its roles.
+fn scheduler(config: &Config, backend: &Backend, core: &Core) -> Scheduler {
+    let lease = backend.redis.clone().map(|redis| Arc::new(redis) as Arc<dyn crate::store::JobLease>);
+    let mut scheduler = Scheduler::new(lease);
+    // Each instance's own usage counts, every second (and once more after the fronts stop).
+    let outcomes = core.ingestion.outcomes.clone();
+    scheduler.add(Job::new("usage flush", Duration::from_secs(1), move || {
+        let outcomes = outcomes.clone();
+        async move {
+            outcomes.flush().await;
+            Ok(())
+        }
+    }));
+    if config.roles.jobs {
+        for job in rebuild::jobs(backend.logs.store(), core.plumbing.analytics.clone(), &config.analytics) {
+            scheduler.add(job);
+        }
+        let days = config.defaults.retention_days;
+        scheduler.add(retention::job(backend.accounts.clone(), backend.logs.store(), days, &config.retention));
+    }
+    if let (LogDb::Postgres(store), true) = (&backend.logs, config.roles.workers) {
+        for job in crate::jobs::upkeep::jobs(store) {
+            scheduler.add(job);
+        }
+    }
+    scheduler
+}
+
+/// Binds both listeners and serves REST and gRPC as tasks until shutdown (after the drain period).
+async fn serve_fronts(
+    config: &Config,
+    backend: &Backend,
+    core: Core,
+    tasks: &mut Tasks,
+    shutdown: &CancellationToken,
+) -> Result<(), ServeError> {
+    let http_listener = bind(config.server.http_addr, "server.http_addr").await?;
+    let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
+    let http_addr = http_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
+    let grpc_addr = grpc_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
+    let state = AppState {
+        accounts: core.accounts,
+        backend: backend.clone(),
+        ingestion: core.ingestion,
+        logs: backend.logs.store(),
+        queue: core.plumbing.queue.clone(),
+        analytics: core.plumbing.analytics.clone(),
+        breaker: core.breaker,
+        operator: http::operator::OperatorToken::new(&config.server.operator_token),
+    };
+    // Shutdown drains first (new ingestion answered 503), then closes the listeners and finishes what is in
+    // flight.
+    let drain = Duration::from_millis(config.server.shutdown_drain_ms);
+    let drained = |stop: CancellationToken| async move {
+        stop.cancelled().await;
+        tokio::time::sleep(drain).await;
+    };
+    let tls = crate::app::tls::load(&config.server)?;
+    let tls_on = tls.is_some();
+    let (rest_tls, grpc_tls) = tls.map(|t| (t.rest, t.grpc)).unzip();
+    let limits = http::serve::Limits {
+        max_connections: config.server.max_connections,
+        header_read_timeout: config.server.header_read_timeout(),
+        body_read_timeout: config.server.body_read_timeout(),
+    };
+    let (app, stop) = (http::router(state.clone()), drained(shutdown.clone()));
+    tasks.spawn("REST server", async move {
+        let served = http::serve::serve(http_listener, app, rest_tls, limits, stop).await;
+        served.map_err(|e| ServeError(format!("HTTP server failed: {e}")))
+    });
+    let stop = drained(shutdown.clone());
+    tasks.spawn("gRPC server", async move {
+        grpc::serve(grpc_listener, state, grpc_tls, limits, stop).await.map_err(ServeError)
+    });
+    tracing::info!(%http_addr, %grpc_addr, backend = %backend.kind, tls = tls_on, "ledger ready");
+    Ok(())
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    for warning in &config.deprecated {
+        tracing::warn!(warning = %warning, "deprecated configuration key");
+    }
+    let backend = Backend::open(&config).await?;
+    let mut core = core(&config, &backend, &shutdown)?;
     let mut tasks = Tasks::default();
     if let Some(redis) = backend.redis.clone() {
         let subscription = redis
             .subscribe_key_revocations()
             .await
             .map_err(|e| ServeError(format!("cannot subscribe to key revocations: {e}")))?;
-        let (stop, validator) = (shutdown.clone(), validator.clone());
+        let (stop, validator) = (shutdown.clone(), core.ingestion.validator.clone());
         tasks.spawn("key revocations", async move {
             redis.follow_key_revocations(subscription, validator, stop).await;
             Ok(())
         });
     }
-    let Plumbing { queue, limiter, quota, writer, workers, metrics } = plumbing(&config, &backend)?;
-    if config.roles.analytics {
-        let (store, cache, analytics, stop) =
-            (backend.logs.store(), metrics.clone(), config.analytics.clone(), shutdown.clone());
-        tasks.spawn("analytics rebuilds", async move {
-            rebuild::run(store, cache, analytics, stop).await;
-            Ok(())
-        });
-        let (accounts, logs, stop) = (backend.accounts.clone(), backend.logs.store(), shutdown.clone());
-        let (days, retention_config) = (config.defaults.retention_days, config.retention.clone());
-        tasks.spawn("retention", async move {
-            retention::run(accounts, logs, days, retention_config, stop).await;
-            Ok(())
-        });
-    }
-    if let Some(workers) = workers {
+    if let Some(workers) = core.plumbing.workers.take() {
         let stop = shutdown.clone();
         tasks.spawn("queue workers", async move {
             workers.run(stop).await;
             Ok(())
         });
     }
-    let outcomes = Arc::new(Outcomes::new(backend.accounts.clone()));
-    // Usage is flushed every second, and once more after the fronts have finished their last request.
-    let fronts_done = CancellationToken::new();
-    let usage_flush = tokio::spawn(outcomes.clone().flush_every_second(fronts_done.clone()));
-    let parts = Parts {
-        validator: validator.clone(),
-        limiter,
-        quota,
-        queue: queue.clone(),
-        validate: config.stages.validate.clone(),
-    };
-    let inflight_units = config.server.max_inflight_body_bytes.div_ceil(1024);
-    let ingestion = Ingestion {
-        stack: ingest::build(&config.ingest, parts),
-        outcomes,
-        max_body_bytes: config.server.max_body_bytes,
-        max_batch_logs: config.stages.validate.max_batch_logs,
-        draining: shutdown.clone(),
-        validator,
-        inflight: Arc::new(tokio::sync::Semaphore::new(inflight_units.min(tokio::sync::Semaphore::MAX_PERMITS))),
-    };
-
+    let jobs = scheduler(&config, &backend, &core);
+    tracing::debug!(jobs = ?jobs.names(), "jobs scheduled");
+    let stop = shutdown.clone();
+    tasks.spawn("jobs", async move {
+        jobs.run(stop).await;
+        Ok(())
+    });
+    let (outcomes, writer) = (core.ingestion.outcomes.clone(), core.plumbing.writer.take());
     if config.roles.gateway {
-        let http_listener = bind(config.server.http_addr, "server.http_addr").await?;
-        let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
-        let http_addr = http_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
-        let grpc_addr = grpc_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
-
-        let state = AppState {
-            accounts,
-            backend: backend.clone(),
-            ingestion,
-            logs: backend.logs.store(),
-            queue,
-            metrics,
-            breaker,
-            operator: http::operator::OperatorToken::new(&config.server.operator_token),
-        };
-        let app = http::router(state.clone());
-        // Shutdown drains first (new ingestion answered 503), then closes the listeners and finishes what
-        // is in flight.
-        let drain = Duration::from_millis(config.server.shutdown_drain_ms);
-        let drained = |stop: CancellationToken| async move {
-            stop.cancelled().await;
-            tokio::time::sleep(drain).await;
-        };
-        let tls = crate::app::tls::load(&config.server)?;
-        let tls_on = tls.is_some();
-        let (rest_tls, grpc_tls) = tls.map(|t| (t.rest, t.grpc)).unzip();
-        let limits = http::serve::Limits {
-            max_connections: config.server.max_connections,
-            header_read_timeout: config.server.header_read_timeout(),
-            body_read_timeout: config.server.body_read_timeout(),
-        };
-        let stop = drained(shutdown.clone());
-        tasks.spawn("REST server", async move {
-            let served = http::serve::serve(http_listener, app, rest_tls, limits, stop).await;
-            served.map_err(|e| ServeError(format!("HTTP server failed: {e}")))
-        });
-        let stop = drained(shutdown.clone());
-        tasks.spawn("gRPC server", async move {
-            grpc::serve(grpc_listener, state, grpc_tls, limits, stop).await.map_err(ServeError)
-        });
-        tracing::info!(%http_addr, %grpc_addr, backend = %backend.kind, tls = tls_on, "ledger ready");
+        serve_fronts(&config, &backend, core, &mut tasks, &shutdown).await?;
     } else {
-        drop((ingestion, queue, accounts, metrics));
+        drop(core);
         tracing::info!(backend = %backend.kind, "ledger ready (no gateway role)");
     }
 
@@ -323,8 +365,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             let _ = writer.await;
         }
         // The fronts are done: no outcome can be recorded after this last flush.
-        fronts_done.cancel();
-        let _ = usage_flush.await;
+        outcomes.flush().await;
     })
     .await;
     if drained.is_err() {

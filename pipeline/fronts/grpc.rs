@@ -318,7 +318,7 @@ impl QueryService for Querier {
         let project = self.project(metadata).await?;
         let range = range(q.from.as_ref(), q.to.as_ref())?;
         let buckets =
-            analytics::error_rate(self.state.metrics.as_ref(), project, range).await.map_err(|e| status(&e))?;
+            analytics::error_rate(self.state.analytics.as_ref(), project, range).await.map_err(|e| status(&e))?;
         let buckets = buckets
             .into_iter()
             .map(|b| pb::ErrorRateBucket {
@@ -338,7 +338,7 @@ impl QueryService for Querier {
         let (metadata, _, q) = request.into_parts();
         let project = self.project(metadata).await?;
         let range = range(q.from.as_ref(), q.to.as_ref())?;
-        let errors = analytics::top_errors(self.state.metrics.as_ref(), project, range, q.limit)
+        let errors = analytics::top_errors(self.state.analytics.as_ref(), project, range, q.limit)
             .await
             .map_err(|e| status(&e))?;
         let errors = errors
@@ -549,7 +549,7 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
     let max = ingestion.max_body_bytes;
-    ledger_proto::codec::set_max_repeated(ingestion.max_batch_logs);
+    ledger_proto::codec::set_max_repeated(ingestion.max_request_logs);
     let (guarded, operator) = (ingestion.clone(), state.operator.clone());
     let ingester = IngestServiceServer::new(Ingester { ingestion }).max_decoding_message_size(max);
     let traced = tower::ServiceBuilder::new()

@@ -31,8 +31,8 @@ pub struct Ingestion {
     pub outcomes: Arc<outcome::Outcomes>,
     /// Largest body after decompression.
     pub max_body_bytes: usize,
-    /// Logs per request at most (`stages.validate.max_batch_logs`): decoding stops one past it.
-    pub max_batch_logs: usize,
+    /// Logs per request at most (`stages.validate.max_request_logs`): decoding stops one past it.
+    pub max_request_logs: usize,
     /// Cancelled on shutdown: from then on, requests are refused with 503 instead of accepted.
     pub draining: tokio_util::sync::CancellationToken,
     pub validator: KeyValidator,

@@ -9,11 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use chrono::NaiveDate;
 use ledger_stages::{Accepted, IngestError};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::store::{AccountStore, Usage};
@@ -147,18 +145,5 @@ impl Outcomes {
                 pending.entry((project, day)).or_default().add(&usage);
             }
         }
-    }
-
-    /// Flushes every second until `shutdown`, then once more.
-    pub async fn flush_every_second(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => self.flush().await,
-            }
-        }
-        self.flush().await;
     }
 }

@@ -1,5 +1,9 @@
-//! Periodic jobs: analytics rebuilds and retention (and, registered by the wiring, the jobs of other
-//! layers), run by one scheduler.
+//! Periodic jobs, run by one [`Scheduler`]: analytics rebuilds, retention, the log store's upkeep
+//! (partitions, BRIN summaries); the wiring adds the usage flush.
 
 pub mod rebuild;
 pub mod retention;
+pub mod scheduler;
+pub mod upkeep;
+
+pub use scheduler::{Job, Scheduler};

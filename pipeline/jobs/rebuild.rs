@@ -9,17 +9,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::scheduler::Job;
 use crate::config::AnalyticsConfig;
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
 
-use crate::store::analytics::{Granularity, MetricsCache};
+use crate::store::analytics::{AnalyticsCache, Granularity};
 use crate::store::logs::LogStore;
 
 /// Recomputes the buckets of `g` from `since` to now and writes them over the cache.
 pub async fn rebuild(
     store: &dyn LogStore,
-    cache: &dyn MetricsCache,
+    cache: &dyn AnalyticsCache,
     g: Granularity,
     since: DateTime<Utc>,
 ) -> Result<(), String> {
@@ -29,35 +29,23 @@ pub async fn rebuild(
     cache.replace(&stats).await.map_err(|e| e.to_string())
 }
 
-/// Runs the three schedules until `shutdown`.
-pub async fn run(
-    store: Arc<dyn LogStore>,
-    cache: Arc<dyn MetricsCache>,
-    config: AnalyticsConfig,
-    shutdown: CancellationToken,
-) {
+/// The three rebuild jobs, for the scheduler. Every instance with the jobs role may run them: a rebuild
+/// writes whole buckets over the cache, so two at once do no harm, but one per period is enough.
+pub fn jobs(store: Arc<dyn LogStore>, cache: Arc<dyn AnalyticsCache>, config: &AnalyticsConfig) -> Vec<Job> {
     let schedules = [
-        (Granularity::FiveMinutes, config.five_minute_secs, chrono::Duration::hours(1)),
-        (Granularity::Hour, config.hourly_secs, chrono::Duration::days(1)),
-        (Granularity::Day, config.daily_secs, chrono::Duration::days(7)),
+        ("analytics rebuild 5m", Granularity::FiveMinutes, config.five_minute_secs, chrono::Duration::hours(1)),
+        ("analytics rebuild 1h", Granularity::Hour, config.hourly_secs, chrono::Duration::days(1)),
+        ("analytics rebuild 1d", Granularity::Day, config.daily_secs, chrono::Duration::days(7)),
     ];
-    let mut jobs = tokio::task::JoinSet::new();
-    for (g, every, window) in schedules {
-        let (store, cache, stop) = (store.clone(), cache.clone(), shutdown.clone());
-        jobs.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(every.max(1)));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {
-                        if let Err(error) = rebuild(store.as_ref(), cache.as_ref(), g, Utc::now() - window).await {
-                            tracing::warn!(%error, granularity = g.name(), "analytics rebuild failed");
-                        }
-                    }
-                }
-            }
-        });
-    }
-    while jobs.join_next().await.is_some() {}
+    schedules
+        .into_iter()
+        .map(|(name, g, every, window)| {
+            let (store, cache) = (store.clone(), cache.clone());
+            Job::new(name, Duration::from_secs(every.max(1)), move || {
+                let (store, cache) = (store.clone(), cache.clone());
+                async move { rebuild(store.as_ref(), cache.as_ref(), g, Utc::now() - window).await }
+            })
+            .once_across_instances()
+        })
+        .collect()
 }

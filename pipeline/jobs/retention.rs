@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::scheduler::Job;
 use crate::config::RetentionConfig;
 use chrono::Utc;
-use tokio_util::sync::CancellationToken;
 
 use crate::store::AccountStore;
 use crate::store::logs::LogStore;
@@ -60,26 +60,28 @@ pub async fn run_once(
     Ok(removed)
 }
 
-/// Runs retention every `interval_secs` until `shutdown`.
-pub async fn run(
+/// Retention as a scheduled job, run by one instance per period.
+pub fn job(
     accounts: Arc<dyn AccountStore>,
     logs: Arc<dyn LogStore>,
     default_days: u32,
-    config: RetentionConfig,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(config.interval_secs.max(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => match run_once(accounts.as_ref(), logs.as_ref(), default_days, config.batch_rows.max(1)).await {
-                Ok(removed) if removed != Removed::default() => tracing::info!(
-                    expired = removed.expired, orphaned = removed.orphaned, partitions = ?removed.partitions, "retention removed logs"
-                ),
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "retention run failed; will retry"),
-            },
+    config: &RetentionConfig,
+) -> Job {
+    let batch_rows = config.batch_rows.max(1);
+    Job::new("retention", Duration::from_secs(config.interval_secs.max(1)), move || {
+        let (accounts, logs) = (accounts.clone(), logs.clone());
+        async move {
+            let removed = run_once(accounts.as_ref(), logs.as_ref(), default_days, batch_rows).await?;
+            if removed != Removed::default() {
+                tracing::info!(
+                    expired = removed.expired,
+                    orphaned = removed.orphaned,
+                    partitions = ?removed.partitions,
+                    "retention removed logs"
+                );
+            }
+            Ok(())
         }
-    }
+    })
+    .once_across_instances()
 }

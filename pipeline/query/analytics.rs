@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{Range, bad};
 use crate::error::ApiError;
-use crate::store::analytics::{Granularity, LevelCounts, MetricsCache, TopError};
+use crate::store::analytics::{AnalyticsCache, Granularity, LevelCounts, TopError};
 use crate::store::{AccountStore, Usage};
 
 /// Buckets per answer at most: a week of 5-minute buckets.
@@ -25,7 +25,7 @@ fn buckets(g: Granularity, range: &Range) -> Result<(i64, i64), ApiError> {
 
 /// Level counts of every bucket of `range`, empty ones included, oldest first.
 pub async fn volume(
-    cache: &dyn MetricsCache,
+    cache: &dyn AnalyticsCache,
     project: Uuid,
     range: Range,
     g: Granularity,
@@ -49,7 +49,7 @@ pub struct ErrorRateBucket {
 }
 
 pub async fn error_rate(
-    cache: &dyn MetricsCache,
+    cache: &dyn AnalyticsCache,
     project: Uuid,
     range: Range,
 ) -> Result<Vec<ErrorRateBucket>, ApiError> {
@@ -67,7 +67,7 @@ pub async fn error_rate(
 
 /// The most frequent errors of `range`, at most `limit` (1 to 100, default 10).
 pub async fn top_errors(
-    cache: &dyn MetricsCache,
+    cache: &dyn AnalyticsCache,
     project: Uuid,
     range: Range,
     limit: Option<u32>,

@@ -1,7 +1,7 @@
 //! The embedded queue: a group-commit writer into SQLite.
 //!
 //! Each request hands its batch to the writer over a bounded channel and waits. The writer takes every
-//! batch that is waiting (up to `max_batch_logs`), writes them in one transaction, commits, and only then
+//! batch that is waiting (up to `max_write_logs`), writes them in one transaction, commits, and only then
 //! answers each request: a 202 means committed, with `synchronous = FULL` so a commit survives power loss.
 //! Concurrent requests share one commit, which is what makes SQLite fast here.
 
@@ -16,8 +16,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::pending::Pending;
-use crate::store::analytics::{MetricsCache, Stats};
-use crate::store::logs::sqlite::{SqliteLogStore, insert_records};
+use crate::store::analytics::{AnalyticsCache, Stats};
+use crate::store::logs::sqlite::SqliteLogStore;
+use crate::store::logs::{LogWriter, Rows, WriteBatch, WriteError};
 
 struct Job {
     records: Vec<LogRecord>,
@@ -36,26 +37,26 @@ impl EmbeddedQueue {
     /// written: that is the embedded backend's graceful shutdown.
     pub fn start(
         store: SqliteLogStore,
-        metrics: Arc<dyn MetricsCache>,
+        metrics: Arc<dyn AnalyticsCache>,
         capacity: usize,
-        max_batch_logs: usize,
+        max_write_logs: usize,
     ) -> (EmbeddedQueue, JoinHandle<()>) {
         let (jobs, receiver) = mpsc::channel(capacity.max(1));
-        let writer = tokio::spawn(write_loop(store, metrics, receiver, max_batch_logs.max(1)));
+        let writer = tokio::spawn(write_loop(store, metrics, receiver, max_write_logs.max(1)));
         (EmbeddedQueue { jobs, pending: Arc::new(Pending::default()) }, writer)
     }
 }
 
 async fn write_loop(
     store: SqliteLogStore,
-    metrics: Arc<dyn MetricsCache>,
+    metrics: Arc<dyn AnalyticsCache>,
     mut receiver: mpsc::Receiver<Job>,
-    max_batch_logs: usize,
+    max_write_logs: usize,
 ) {
     while let Some(first) = receiver.recv().await {
         let mut jobs = vec![first];
         let mut logs = jobs[0].records.len();
-        while logs < max_batch_logs {
+        while logs < max_write_logs {
             match receiver.try_recv() {
                 Ok(job) => {
                     logs += job.records.len();
@@ -90,12 +91,10 @@ async fn write_loop(
     }
 }
 
-async fn write(store: &SqliteLogStore, jobs: &[Job]) -> Result<(), sqlx::Error> {
-    let mut tx = store.pool().begin().await?;
-    for job in jobs {
-        insert_records(&mut tx, &job.records).await?;
-    }
-    tx.commit().await
+/// The waiting requests' logs, in one transaction through the store's write port.
+async fn write(store: &SqliteLogStore, jobs: &[Job]) -> Result<(), WriteError> {
+    let groups: Vec<&[ledger_stages::LogRecord]> = jobs.iter().map(|job| job.records.as_slice()).collect();
+    store.write(WriteBatch { rows: Rows::Records(&groups), dead_letters: &[], offset: None }).await
 }
 
 #[async_trait]

@@ -8,7 +8,6 @@
 //!
 //! Both count pending logs per project and refuse a project whose queue holds `max_queue_depth` logs.
 
-pub mod dead_letter;
 pub mod embedded;
 pub mod redis;
 pub mod worker;

@@ -17,15 +17,15 @@ use std::time::{Duration, Instant};
 use ledger_stages::LogRecord;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::dead_letter::{self, Poison, Reason, is_data_error};
 use super::redis::{Entry, Keys};
-use crate::store::analytics::{MetricsCache, Stats};
-use crate::store::logs::postgres::{copy_encoded, encode_copy_rows, ensure_partitions, summarize_brin};
+use crate::store::analytics::{AnalyticsCache, Stats};
+use crate::store::dead_letter::{Poison, Reason};
+use crate::store::logs::postgres::encode_copy_rows;
+use crate::store::logs::{LogWriter, OffsetMove, Rows, WriteBatch, WriteError};
 
 /// KEYS: stream. ARGV: last committed id, key prefix. Drops every entry up to that id and takes its
 /// logs off the pending counts; returns how many entries it dropped.
@@ -68,23 +68,24 @@ pub struct Workers {
     pub client: redis::Client,
     pub keys: Keys,
     pub shards: u32,
-    pub logs: PgPool,
+    /// The log store's write port: each batch, its dead letters and the shard's offset in one transaction.
+    pub writer: std::sync::Arc<dyn LogWriter>,
     pub lease: Duration,
-    pub max_batch_logs: usize,
+    pub max_write_logs: usize,
     /// This instance, as lease owner.
     pub owner: String,
     /// The pause after a write that did not fill a whole read.
     pub linger: Duration,
     /// Live analytics, updated after each commit.
-    pub metrics: std::sync::Arc<dyn MetricsCache>,
+    pub analytics: std::sync::Arc<dyn AnalyticsCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum WorkError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
+    #[error("log store: {0}")]
+    Write(#[from] WriteError),
     #[error("lost the lease on shard {0}")]
     LeaseLost(u32),
     #[error("preparing a batch failed: {0}")]
@@ -127,7 +128,7 @@ struct Prepared {
 /// Decodes the entries' payloads and encodes their logs as COPY rows: CPU work, run on a blocking thread so
 /// that requests on the runtime's threads are not held up behind a batch. An entry that cannot be decoded
 /// becomes a dead letter, never a silent gap.
-fn prepare(entries: Vec<Read>) -> Prepared {
+fn prepare(shard: i32, entries: Vec<Read>) -> Prepared {
     let mut records: Vec<LogRecord> = Vec::new();
     let mut rows = Vec::new();
     let mut spans = Vec::with_capacity(entries.len());
@@ -149,6 +150,7 @@ fn prepare(entries: Vec<Read>) -> Prepared {
                 spans.push(Span { id: read.id, end: rows.len(), logs: records.len() - start, project, payload });
             }
             Err(detail) => poison.push(Poison {
+                shard,
                 entry_id: read.id,
                 project,
                 logs: read.logs.and_then(|n| i32::try_from(n).ok()).unwrap_or(0),
@@ -161,38 +163,10 @@ fn prepare(entries: Vec<Read>) -> Prepared {
     Prepared { rows, logs: records.len(), spans, poison, traceparents, stats: Stats::of(&records) }
 }
 
-/// Runs `job` on the pool at once and then every `period`, until `stop`.
-async fn every<F, Fut>(period: Duration, stop: CancellationToken, pool: PgPool, job: F)
-where
-    F: Fn(PgPool) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut ticks = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticks.tick() => job(pool.clone()).await,
-        }
-    }
-}
-
 impl Workers {
     /// Runs a worker loop per shard until `shutdown`; each finishes the batch in hand first.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut loops = tokio::task::JoinSet::new();
-        // Monthly partitions two months ahead, checked hourly, so a month never starts without its own.
-        loops.spawn(every(Duration::from_secs(3600), shutdown.clone(), self.logs.clone(), |pool| async move {
-            if let Err(error) = ensure_partitions(&pool, 2).await {
-                tracing::warn!(%error, "could not create log partitions");
-            }
-        }));
-        // New page ranges summarized every few seconds: a log is found by id in about a millisecond even
-        // while it is among the newest.
-        loops.spawn(every(Duration::from_secs(5), shutdown.clone(), self.logs.clone(), |pool| async move {
-            if let Err(error) = summarize_brin(&pool).await {
-                tracing::warn!(%error, "could not summarize the BRIN indexes");
-            }
-        }));
         for shard in 0..self.shards {
             loops.spawn(self.clone().shard_loop(shard, shutdown.clone()));
         }
@@ -270,11 +244,7 @@ impl Workers {
         let renew = redis::Script::new(RENEW);
         let shard_id = i32::try_from(shard).unwrap_or(i32::MAX);
 
-        let mut last: String = sqlx::query_scalar("SELECT last_id FROM queue_offsets WHERE shard = $1")
-            .bind(shard_id)
-            .fetch_optional(&self.logs)
-            .await?
-            .unwrap_or_else(|| START.to_owned());
+        let mut last: String = self.writer.offset(shard_id).await?.unwrap_or_else(|| START.to_owned());
         if last != START {
             let dropped: i64 = release.key(&stream).arg(&last).arg(&self.keys.prefix).invoke_async(conn).await?;
             if dropped > 0 {
@@ -282,8 +252,8 @@ impl Workers {
             }
         }
         let mut renewed = Instant::now();
-        // Entries per read: each holds up to 1,000 logs; aim at max_batch_logs of small batches.
-        let count = (self.max_batch_logs / 10).max(1);
+        // Entries per read: each holds up to 1,000 logs; aim at max_write_logs of small batches.
+        let count = (self.max_write_logs / 10).max(1);
         while !shutdown.is_cancelled() {
             if renewed.elapsed() >= self.lease / 3 {
                 let held: i64 = renew.key(&lease_key).arg(&self.owner).arg(lease_ms).invoke_async(conn).await?;
@@ -313,7 +283,7 @@ impl Workers {
                     id: e.id,
                 })
                 .collect();
-            let prepared = tokio::task::spawn_blocking(move || prepare(reads))
+            let prepared = tokio::task::spawn_blocking(move || prepare(shard_id, reads))
                 .await
                 .map_err(|e| WorkError::Prepare(e.to_string()))?;
             let batch = crate::telemetry::batch_span("shared", prepared.traceparents.iter().map(Option::as_deref));
@@ -325,7 +295,7 @@ impl Workers {
             drop(batch);
             let _: i64 = release.key(&stream).arg(&newest).arg(&self.keys.prefix).invoke_async(conn).await?;
             if let Some(stats) = stats
-                && let Err(error) = self.metrics.add(&stats).await
+                && let Err(error) = self.analytics.add(&stats).await
             {
                 tracing::warn!(%error, shard, "could not update live analytics; the rebuild job will");
             }
@@ -354,7 +324,7 @@ impl Workers {
                 counted(&poison);
                 Ok(Some(stats))
             }
-            Err(WorkError::Postgres(e)) if is_data_error(&e) => {
+            Err(WorkError::Write(WriteError::Refused(e))) => {
                 tracing::warn!(shard, error = %e, "PostgreSQL refused a batch; writing its entries one by one");
                 self.commit_one_by_one(shard, from, to, &rows, spans, poison).await?;
                 Ok(None)
@@ -363,7 +333,7 @@ impl Workers {
         }
     }
 
-    /// One transaction: the rows, the dead letters, the offset.
+    /// One transaction through the write port: the rows, the dead letters, the offset.
     async fn commit_rows(
         &self,
         shard: i32,
@@ -373,28 +343,17 @@ impl Workers {
         logs: usize,
         poison: &[Poison],
     ) -> Result<(), WorkError> {
-        let mut tx = self.logs.begin().await?;
-        if logs > 0 {
-            copy_encoded(&mut tx, rows).await?;
+        let batch = WriteBatch {
+            rows: Rows::Encoded { bytes: rows, logs },
+            dead_letters: poison,
+            offset: Some(OffsetMove { shard, from, to }),
+        };
+        match self.writer.write(batch).await {
+            Ok(()) => Ok(()),
+            // Someone else moved the offset: this worker is no longer the owner.
+            Err(WriteError::OffsetMoved) => Err(WorkError::LeaseLost(u32::try_from(shard).unwrap_or(0))),
+            Err(e) => Err(e.into()),
         }
-        for p in poison {
-            dead_letter::store(&mut tx, shard, p).await?;
-        }
-        let moved = sqlx::query(
-            "INSERT INTO queue_offsets (shard, last_id) VALUES ($1, $3) \
-             ON CONFLICT (shard) DO UPDATE SET last_id = EXCLUDED.last_id WHERE queue_offsets.last_id = $2",
-        )
-        .bind(shard)
-        .bind(from)
-        .bind(to)
-        .execute(&mut *tx)
-        .await?;
-        if moved.rows_affected() != 1 {
-            // Someone else moved the offset: this worker is no longer the owner. Roll back.
-            return Err(WorkError::LeaseLost(u32::try_from(shard).unwrap_or(0)));
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// A refused batch, entry by entry in stream order, each in its own transaction with the offset moved
@@ -414,13 +373,14 @@ impl Workers {
             start = span.end;
             match self.commit_rows(shard, &offset, &span.id, entry_rows, span.logs, &[]).await {
                 Ok(()) => written += span.logs,
-                Err(WorkError::Postgres(e)) if is_data_error(&e) => {
+                Err(WorkError::Write(WriteError::Refused(e))) => {
                     let refused = [Poison {
+                        shard,
                         entry_id: span.id.clone(),
                         project: span.project,
                         logs: i32::try_from(span.logs).unwrap_or(i32::MAX),
                         reason: Reason::Refused,
-                        detail: e.to_string(),
+                        detail: e,
                         payload: Some(span.payload),
                     }];
                     self.commit_rows(shard, &offset, &span.id, &[], 0, &refused).await?;

@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::config::{BackendKind, Config};
 
 pub mod analytics;
+pub mod dead_letter;
 pub mod limits;
 pub mod logs;
 pub mod memory;
@@ -86,8 +87,9 @@ impl Usage {
 /// A storage failure, classified so that callers answer 409, 503 or 500.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("an account with this e-mail exists")]
-    EmailTaken,
+    /// A row with the same unique value exists; which value is for the caller to say.
+    #[error("a row with the same unique value exists")]
+    Conflict,
     /// The database or cache could not be reached in time: a 503 with Retry-After.
     #[error("{what} unavailable: {cause}")]
     Unavailable { what: &'static str, cause: String },
@@ -102,7 +104,7 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 StoreError::Unavailable { what: "database", cause: e.to_string() }
             }
-            sqlx::Error::Database(ref db) if db.is_unique_violation() => StoreError::EmailTaken,
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => StoreError::Conflict,
             other => StoreError::Internal(other.to_string()),
         }
     }
@@ -167,6 +169,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The user of a live session.
     async fn session_user(&self, id: Uuid) -> Result<Option<Uuid>, StoreError>;
     async fn delete_session(&self, id: Uuid) -> Result<(), StoreError>;
+}
+
+/// Who may run a periodic job this period, across instances (the scheduler's `once_across_instances`).
+#[async_trait]
+pub trait JobLease: Send + Sync + 'static {
+    /// Takes the job's lease for `period` if nobody holds it; whether this instance got it.
+    async fn take(&self, job: &str, period: std::time::Duration) -> Result<bool, String>;
 }
 
 /// Fixed-window counters (failed logins per e-mail).

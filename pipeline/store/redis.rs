@@ -265,6 +265,18 @@ fn remaining(pttl_ms: i64) -> Duration {
 }
 
 #[async_trait]
+impl super::JobLease for RedisCache {
+    async fn take(&self, job: &str, period: Duration) -> Result<bool, String> {
+        let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
+        let taken: Option<String> = self
+            .query(redis::cmd("SET").arg(self.key("job", job)).arg(1).arg("NX").arg("PX").arg(period_ms))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(taken.is_some())
+    }
+}
+
+#[async_trait]
 impl Counters for RedisCache {
     async fn hit(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
         let key = self.key("count", key);

@@ -281,7 +281,7 @@ impl AccountStore for SqlStore {
         })
         .map_err(|e| match StoreError::from(e) {
             // The only unique column here is the digest: a 155-bit collision is a bug, not a user error.
-            StoreError::EmailTaken => StoreError::Internal("API key digest collision".into()),
+            StoreError::Conflict => StoreError::Internal("API key digest collision".into()),
             other => other,
         })?;
         Ok(())

@@ -27,8 +27,10 @@ impl Scope {
     }
 }
 
-/// A project's limits. Defaults come from `[defaults]` in config.toml; each project may override them.
+/// A project's limits. Defaults come from `[defaults]` in config.toml (this very type: the settings are
+/// declared once); each project may override them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProjectSettings {
     /// Ingestion requests per sliding minute.
     pub rate_limit_per_minute: u32,

@@ -50,7 +50,7 @@ pub async fn error_rate(
 ) -> Result<Json<ErrorRate>, ApiError> {
     let project = read_access(&headers, &state, params.get("project_id").map(String::as_str)).await?;
     let range = Params(&params).only(&["from", "to"])?.range()?;
-    let buckets = analytics::error_rate(state.metrics.as_ref(), project, range)
+    let buckets = analytics::error_rate(state.analytics.as_ref(), project, range)
         .await?
         .into_iter()
         .map(|b| ErrorRateBucket { start: start(b.start), total: b.total, errors: b.errors, error_rate: b.error_rate })
@@ -74,7 +74,7 @@ pub async fn volume(
         None => Granularity::Hour,
         Some(i) => Granularity::parse(i).ok_or_else(|| bad("interval", "must be 5m, 1h or 1d"))?,
     };
-    let buckets: Vec<Value> = analytics::volume(state.metrics.as_ref(), project, range, g)
+    let buckets: Vec<Value> = analytics::volume(state.analytics.as_ref(), project, range, g)
         .await?
         .into_iter()
         .map(|(bucket, c)| {
@@ -113,7 +113,7 @@ pub async fn top_errors(
     let project = read_access(&headers, &state, params.get("project_id").map(String::as_str)).await?;
     let p = Params(&params);
     let range = p.only(&["from", "to", "limit"])?.range()?;
-    let errors = analytics::top_errors(state.metrics.as_ref(), project, range, p.number("limit")?).await?;
+    let errors = analytics::top_errors(state.analytics.as_ref(), project, range, p.number("limit")?).await?;
     Ok(Json(json!({"errors": errors.iter().map(top_error_json).collect::<Vec<_>>()})))
 }
 

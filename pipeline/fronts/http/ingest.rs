@@ -112,7 +112,7 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Bod
             return ApiError::from(e).into_response();
         }
     };
-    let (logs, size) = match decode_body(&headers, body, ingestion.max_body_bytes, ingestion.max_batch_logs).await {
+    let (logs, size) = match decode_body(&headers, body, ingestion.max_body_bytes, ingestion.max_request_logs).await {
         Ok(decoded) => decoded,
         Err(e) => {
             admitted.refuse(Outcome::of_refusal(&e));

@@ -41,7 +41,7 @@ pub struct AppState {
     pub ingestion: crate::ingest::Ingestion,
     pub logs: Arc<dyn crate::store::logs::LogStore>,
     pub queue: Arc<dyn ledger_stages::queue::LogQueue>,
-    pub metrics: Arc<dyn crate::store::analytics::MetricsCache>,
+    pub analytics: Arc<dyn crate::store::analytics::AnalyticsCache>,
     /// The account store's circuit breaker, for `/metrics`.
     pub breaker: Arc<ledger_stages::auth::BreakerStore<Arc<dyn ledger_stages::auth::KeyStore>>>,
     /// Who may read `/metrics`, `/health/deep` and gRPC reflection.

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{ErrorInfo, Granularity, LevelCounts, MetricsCache, Stats, TopError};
+use super::{AnalyticsCache, ErrorInfo, Granularity, LevelCounts, Stats, TopError};
 use crate::store::StoreError;
 
 #[derive(Default)]
@@ -17,12 +17,12 @@ struct Maps {
 }
 
 #[derive(Default)]
-pub struct MemoryMetrics {
+pub struct MemoryAnalytics {
     // A std mutex: map operations only, never held across an await.
     maps: Mutex<Maps>,
 }
 
-impl MemoryMetrics {
+impl MemoryAnalytics {
     fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
         self.maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -35,7 +35,7 @@ fn prune(maps: &mut Maps) {
 }
 
 #[async_trait]
-impl MetricsCache for MemoryMetrics {
+impl AnalyticsCache for MemoryAnalytics {
     async fn add(&self, stats: &Stats) -> Result<(), StoreError> {
         let mut maps = self.lock();
         for (key, counts) in &stats.volume {

@@ -145,7 +145,7 @@ pub struct TopError {
 }
 
 #[async_trait]
-pub trait MetricsCache: Send + Sync + 'static {
+pub trait AnalyticsCache: Send + Sync + 'static {
     /// Adds a committed batch's counts.
     async fn add(&self, stats: &Stats) -> Result<(), StoreError>;
     /// Replaces buckets with counts rebuilt from the log store (buckets absent from `stats` are left alone).

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ErrorInfo, Granularity, LevelCounts, MetricsCache, Stats, TopError};
+use super::{AnalyticsCache, ErrorInfo, Granularity, LevelCounts, Stats, TopError};
 use crate::store::StoreError;
 use crate::store::redis::RedisCache;
 
@@ -40,13 +40,13 @@ struct Details {
     exception_type: Option<String>,
 }
 
-pub struct RedisMetrics {
+pub struct RedisAnalytics {
     cache: RedisCache,
 }
 
-impl RedisMetrics {
-    pub fn new(cache: RedisCache) -> RedisMetrics {
-        RedisMetrics { cache }
+impl RedisAnalytics {
+    pub fn new(cache: RedisCache) -> RedisAnalytics {
+        RedisAnalytics { cache }
     }
 
     fn volume_key(&self, project: Uuid, g: Granularity, bucket: i64) -> String {
@@ -97,7 +97,7 @@ fn hex(fingerprint: u64) -> String {
 }
 
 #[async_trait]
-impl MetricsCache for RedisMetrics {
+impl AnalyticsCache for RedisAnalytics {
     async fn add(&self, stats: &Stats) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         for ((project, g, bucket), counts) in &stats.volume {

@@ -66,6 +66,55 @@ pub struct LogQuery {
     pub cursor: Option<Cursor>,
 }
 
+/// The logs of a batch to write.
+pub enum Rows<'a> {
+    /// As records: the store encodes them itself.
+    Records(&'a [&'a [LogRecord]]),
+    /// Already encoded by the store's own encoder (PostgreSQL: [`postgres::encode_copy_rows`]), which the
+    /// queue workers run off the async runtime.
+    Encoded { bytes: &'a [u8], logs: usize },
+}
+
+/// A queue's position moving past a batch: written in the batch's transaction, and only if it still holds
+/// `from` (else another worker owns the queue now, and nothing is written).
+#[derive(Clone, Copy, Debug)]
+pub struct OffsetMove<'a> {
+    pub shard: i32,
+    pub from: &'a str,
+    pub to: &'a str,
+}
+
+/// One write: logs, the queue's bookkeeping beside them, one transaction.
+pub struct WriteBatch<'a> {
+    pub rows: Rows<'a>,
+    /// Queue entries that cannot be written, kept with why (shared backend).
+    pub dead_letters: &'a [crate::store::dead_letter::Poison],
+    pub offset: Option<OffsetMove<'a>>,
+}
+
+/// Why a write did not happen. Nothing of it was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The store refused the data itself (PostgreSQL SQLSTATE classes 22, 23, 54): retrying cannot help.
+    #[error("the store refused the batch: {0}")]
+    Refused(String),
+    /// The offset no longer held `from`: this writer lost its queue.
+    #[error("the queue offset moved under this writer")]
+    OffsetMoved,
+    /// Anything passing: a connection, a timeout. Retried.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The write port: what the queues call to store a batch, exactly once, with their own bookkeeping in the
+/// same transaction. PostgreSQL and SQLite both implement it.
+#[async_trait]
+pub trait LogWriter: Send + Sync + 'static {
+    async fn write(&self, batch: WriteBatch<'_>) -> Result<(), WriteError>;
+    /// The queue `shard`'s committed offset, if it has one.
+    async fn offset(&self, shard: i32) -> Result<Option<String>, WriteError>;
+}
+
 #[async_trait]
 pub trait LogStore: Send + Sync + 'static {
     /// Logs matching `query`, newest first (by timestamp, then id), at most `query.limit`.

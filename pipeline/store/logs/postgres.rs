@@ -29,6 +29,65 @@ impl PgLogStore {
     }
 }
 
+fn write_error(e: sqlx::Error) -> super::WriteError {
+    if crate::store::dead_letter::is_data_error(&e) {
+        super::WriteError::Refused(e.to_string())
+    } else {
+        super::WriteError::Unavailable(e.to_string())
+    }
+}
+
+#[async_trait]
+impl super::LogWriter for PgLogStore {
+    async fn write(&self, batch: super::WriteBatch<'_>) -> Result<(), super::WriteError> {
+        let mut tx = self.pool.begin().await.map_err(write_error)?;
+        match batch.rows {
+            super::Rows::Encoded { bytes, logs } => {
+                if logs > 0 {
+                    copy_encoded(&mut tx, bytes).await.map_err(write_error)?;
+                }
+            }
+            super::Rows::Records(groups) => {
+                let mut bytes = Vec::new();
+                for records in groups {
+                    encode_copy_rows(records, &mut bytes);
+                }
+                if !bytes.is_empty() {
+                    copy_encoded(&mut tx, &bytes).await.map_err(write_error)?;
+                }
+            }
+        }
+        for letter in batch.dead_letters {
+            crate::store::dead_letter::store(&mut tx, letter).await.map_err(write_error)?;
+        }
+        if let Some(offset) = batch.offset {
+            let moved = sqlx::query(
+                "INSERT INTO queue_offsets (shard, last_id) VALUES ($1, $3) \
+                 ON CONFLICT (shard) DO UPDATE SET last_id = EXCLUDED.last_id WHERE queue_offsets.last_id = $2",
+            )
+            .bind(offset.shard)
+            .bind(offset.from)
+            .bind(offset.to)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+            if moved.rows_affected() != 1 {
+                // Someone else moved the offset: this writer no longer owns the queue. Roll back.
+                return Err(super::WriteError::OffsetMoved);
+            }
+        }
+        tx.commit().await.map_err(write_error)
+    }
+
+    async fn offset(&self, shard: i32) -> Result<Option<String>, super::WriteError> {
+        sqlx::query_scalar("SELECT last_id FROM queue_offsets WHERE shard = $1")
+            .bind(shard)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(write_error)
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     id: Uuid,

@@ -71,6 +71,29 @@ impl From<Row> for LogRecord {
 }
 
 /// Inserts records on `conn` (inside the caller's transaction).
+#[async_trait]
+impl super::LogWriter for SqliteLogStore {
+    async fn write(&self, batch: super::WriteBatch<'_>) -> Result<(), super::WriteError> {
+        let unavailable = |e: sqlx::Error| super::WriteError::Unavailable(e.to_string());
+        let super::Rows::Records(groups) = batch.rows else {
+            return Err(super::WriteError::Refused("SQLite takes records, not another store's encoding".into()));
+        };
+        if !batch.dead_letters.is_empty() || batch.offset.is_some() {
+            // The embedded queue commits before it answers: it has neither offsets nor dead letters.
+            return Err(super::WriteError::Refused("the embedded store keeps no queue offsets".into()));
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for records in groups {
+            insert_records(&mut tx, records).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn offset(&self, _shard: i32) -> Result<Option<String>, super::WriteError> {
+        Ok(None)
+    }
+}
+
 pub async fn insert_records(conn: &mut SqliteConnection, records: &[LogRecord]) -> Result<(), sqlx::Error> {
     for chunk in records.chunks(ROWS_PER_INSERT) {
         let mut sql = QueryBuilder::<Sqlite>::new(format!("INSERT INTO logs ({COLUMNS}) "));

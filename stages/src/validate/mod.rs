@@ -16,8 +16,10 @@ use crate::stage::{Stage, StageLayer};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ValidateConfig {
-    /// Logs per request at most; more is 413 `batch_too_large`. Default 1000.
-    pub max_batch_logs: usize,
+    /// Logs per request at most; more is 413 `batch_too_large`. Default 1000. (Was `max_batch_logs`; the
+    /// old name is accepted, with a warning, for one release.)
+    #[serde(alias = "max_batch_logs")]
+    pub max_request_logs: usize,
     /// Bytes of `message` at most. Default 32768 (32 KiB).
     pub max_message_bytes: usize,
     /// Bytes of `service`, `environment` and `host` at most. Default 128.
@@ -35,7 +37,7 @@ pub struct ValidateConfig {
 impl Default for ValidateConfig {
     fn default() -> Self {
         ValidateConfig {
-            max_batch_logs: 1000,
+            max_request_logs: 1000,
             max_message_bytes: 32 * 1024,
             max_field_bytes: 128,
             max_attributes_bytes: 16 * 1024,
@@ -67,11 +69,11 @@ impl Validate {
         received_at: DateTime<Utc>,
     ) -> Result<Vec<LogRecord>, IngestError> {
         if logs.is_empty() {
-            let reason = format!("must hold 1 to {} logs", self.config.max_batch_logs);
+            let reason = format!("must hold 1 to {} logs", self.config.max_request_logs);
             return Err(IngestError::Invalid(vec![Problem { index: None, field: "logs".into(), reason }]));
         }
-        if logs.len() > self.config.max_batch_logs {
-            return Err(IngestError::BatchTooLarge { max: self.config.max_batch_logs });
+        if logs.len() > self.config.max_request_logs {
+            return Err(IngestError::BatchTooLarge { max: self.config.max_request_logs });
         }
         let mut records = Vec::with_capacity(logs.len());
         let mut problems = Problems::default();

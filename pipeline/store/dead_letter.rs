@@ -1,6 +1,7 @@
-//! The dead-letter table: queue entries that cannot be written, kept whole with why, so that nothing leaves
-//! the queue without an outcome. Written by the queue workers inside the transaction that moves their
-//! shard's offset past the entry; read, replayed and discarded by `ledger dead-letter`.
+//! The dead-letter table (logs database, PostgreSQL): queue entries that cannot be written, kept whole with
+//! why, so that nothing leaves the queue without an outcome. Written through the write port, in the
+//! transaction that moves the shard's offset past the entry; read, replayed and discarded by
+//! `ledger dead-letter`.
 //!
 //! Two reasons put an entry here: it cannot be decoded (`undecodable`), or PostgreSQL refuses its logs for
 //! a data reason (`refused`: a SQLSTATE of class 22, 23 or 54, found by writing a refused batch's entries
@@ -29,6 +30,7 @@ impl Reason {
 /// One queue entry on its way to the table.
 #[derive(Debug)]
 pub struct Poison {
+    pub shard: i32,
     pub entry_id: String,
     pub project: Option<Uuid>,
     pub logs: i32,
@@ -61,13 +63,13 @@ pub fn is_data_error(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Stores `poison` (in the caller's transaction) and counts it.
-pub async fn store(conn: &mut PgConnection, shard: i32, poison: &Poison) -> Result<(), sqlx::Error> {
+/// Stores `poison` in the caller's transaction.
+pub async fn store(conn: &mut PgConnection, poison: &Poison) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO dead_letters (shard, entry_id, project_id, logs, reason, detail, payload) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(shard)
+    .bind(poison.shard)
     .bind(&poison.entry_id)
     .bind(poison.project)
     .bind(poison.logs)
