@@ -201,6 +201,83 @@ pub fn assemble(
     stats
 }
 
+/// What differs between the two stores' SQL for a [`LogQuery`]: how a time is stored, and the
+/// case-insensitive `LIKE`.
+pub trait Dialect: sqlx::Database {
+    type Time: for<'q> sqlx::Encode<'q, Self> + sqlx::Type<Self> + Send + 'static;
+    /// The case-insensitive match operator, and what follows its pattern.
+    const CONTAINS: (&'static str, &'static str);
+    fn time(t: DateTime<Utc>) -> Self::Time;
+}
+
+impl Dialect for sqlx::Postgres {
+    type Time = DateTime<Utc>;
+    const CONTAINS: (&'static str, &'static str) = (" AND message ILIKE ", "");
+    fn time(t: DateTime<Utc>) -> DateTime<Utc> {
+        t
+    }
+}
+
+impl Dialect for sqlx::Sqlite {
+    /// Microseconds since the epoch.
+    type Time = i64;
+    const CONTAINS: (&'static str, &'static str) = (" AND message LIKE ", " ESCAPE '\\'");
+    fn time(t: DateTime<Utc>) -> i64 {
+        t.timestamp_micros()
+    }
+}
+
+/// `SELECT` of a [`LogQuery`], newest first: one builder for both stores.
+pub fn select<'a, DB>(q: &LogQuery) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: Dialect,
+    Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i16: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut sql = sqlx::QueryBuilder::<DB>::new(format!("SELECT {COLUMNS} FROM logs WHERE project_id = "));
+    sql.push_bind(q.project_id).push(" AND ts >= ").push_bind(DB::time(q.from));
+    sql.push(" AND ts <= ").push_bind(DB::time(q.to));
+    if !q.levels.is_empty() {
+        sql.push(" AND level IN (");
+        let mut list = sql.separated(", ");
+        for level in &q.levels {
+            list.push_bind(level.number());
+        }
+        sql.push(")");
+    }
+    if let Some(min) = q.min_level {
+        sql.push(" AND level >= ").push_bind(min.number());
+    }
+    if !q.services.is_empty() {
+        sql.push(" AND service IN (");
+        let mut list = sql.separated(", ");
+        for service in &q.services {
+            list.push_bind(service.clone());
+        }
+        sql.push(")");
+    }
+    if let Some(environment) = &q.environment {
+        sql.push(" AND environment = ").push_bind(environment.clone());
+    }
+    let (contains, escape) = DB::CONTAINS;
+    for term in &q.terms {
+        sql.push(contains).push_bind(contains_pattern(term)).push(escape);
+    }
+    if let Some(fingerprint) = q.fingerprint {
+        sql.push(" AND fingerprint = ").push_bind(fingerprint as i64);
+    }
+    if let Some(trace_id) = &q.trace_id {
+        sql.push(" AND trace_id = ").push_bind(trace_id.clone());
+    }
+    if let Some(cursor) = q.cursor {
+        sql.push(" AND (ts, id) < (").push_bind(DB::time(cursor.timestamp)).push(", ").push_bind(cursor.id).push(")");
+    }
+    sql.push(" ORDER BY ts DESC, id DESC LIMIT ").push_bind(i64::try_from(q.limit).unwrap_or(1000));
+    sql
+}
+
 /// A `LIKE` pattern that matches `term` anywhere, with `%`, `_` and `\` taken literally.
 pub fn contains_pattern(term: &str) -> String {
     let mut pattern = String::with_capacity(term.len() + 2);

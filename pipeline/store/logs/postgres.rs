@@ -7,10 +7,10 @@ use ledger_stages::log::Exception;
 use ledger_stages::{Level, LogRecord};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble, contains_pattern};
+use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble};
 use crate::store::StoreError;
 use crate::store::analytics::{Granularity, Stats};
 
@@ -132,33 +132,7 @@ impl From<Row> for LogRecord {
 #[async_trait]
 impl LogStore for PgLogStore {
     async fn query(&self, q: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
-        let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM logs WHERE project_id = "));
-        sql.push_bind(q.project_id).push(" AND ts >= ").push_bind(q.from).push(" AND ts <= ").push_bind(q.to);
-        if !q.levels.is_empty() {
-            sql.push(" AND level = ANY(").push_bind(q.levels.iter().map(|l| l.number()).collect::<Vec<_>>()).push(")");
-        }
-        if let Some(min) = q.min_level {
-            sql.push(" AND level >= ").push_bind(min.number());
-        }
-        if !q.services.is_empty() {
-            sql.push(" AND service = ANY(").push_bind(q.services.clone()).push(")");
-        }
-        if let Some(environment) = &q.environment {
-            sql.push(" AND environment = ").push_bind(environment.clone());
-        }
-        for term in &q.terms {
-            sql.push(" AND message ILIKE ").push_bind(contains_pattern(term));
-        }
-        if let Some(fingerprint) = q.fingerprint {
-            sql.push(" AND fingerprint = ").push_bind(fingerprint as i64);
-        }
-        if let Some(trace_id) = &q.trace_id {
-            sql.push(" AND trace_id = ").push_bind(trace_id.clone());
-        }
-        if let Some(cursor) = q.cursor {
-            sql.push(" AND (ts, id) < (").push_bind(cursor.timestamp).push(", ").push_bind(cursor.id).push(")");
-        }
-        sql.push(" ORDER BY ts DESC, id DESC LIMIT ").push_bind(i64::try_from(q.limit).unwrap_or(1000));
+        let mut sql = super::select::<sqlx::Postgres>(q);
         let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(LogRecord::from).collect())
     }

@@ -7,7 +7,7 @@ use ledger_stages::{Level, LogRecord};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble, contains_pattern};
+use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble};
 use crate::store::StoreError;
 use crate::store::analytics::{Granularity, Stats};
 use chrono::{DateTime, Utc};
@@ -121,51 +121,7 @@ pub async fn insert_records(conn: &mut SqliteConnection, records: &[LogRecord]) 
 #[async_trait]
 impl LogStore for SqliteLogStore {
     async fn query(&self, q: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
-        let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM logs WHERE project_id = "));
-        sql.push_bind(q.project_id)
-            .push(" AND ts >= ")
-            .push_bind(q.from.timestamp_micros())
-            .push(" AND ts <= ")
-            .push_bind(q.to.timestamp_micros());
-        if !q.levels.is_empty() {
-            sql.push(" AND level IN (");
-            let mut list = sql.separated(", ");
-            for level in &q.levels {
-                list.push_bind(level.number());
-            }
-            sql.push(")");
-        }
-        if let Some(min) = q.min_level {
-            sql.push(" AND level >= ").push_bind(min.number());
-        }
-        if !q.services.is_empty() {
-            sql.push(" AND service IN (");
-            let mut list = sql.separated(", ");
-            for service in &q.services {
-                list.push_bind(service.clone());
-            }
-            sql.push(")");
-        }
-        if let Some(environment) = &q.environment {
-            sql.push(" AND environment = ").push_bind(environment.clone());
-        }
-        for term in &q.terms {
-            sql.push(" AND message LIKE ").push_bind(contains_pattern(term)).push(" ESCAPE '\\'");
-        }
-        if let Some(fingerprint) = q.fingerprint {
-            sql.push(" AND fingerprint = ").push_bind(fingerprint as i64);
-        }
-        if let Some(trace_id) = &q.trace_id {
-            sql.push(" AND trace_id = ").push_bind(trace_id.clone());
-        }
-        if let Some(cursor) = q.cursor {
-            sql.push(" AND (ts, id) < (")
-                .push_bind(cursor.timestamp.timestamp_micros())
-                .push(", ")
-                .push_bind(cursor.id)
-                .push(")");
-        }
-        sql.push(" ORDER BY ts DESC, id DESC LIMIT ").push_bind(i64::try_from(q.limit).unwrap_or(1000));
+        let mut sql = super::select::<sqlx::Sqlite>(q);
         let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(LogRecord::from).collect())
     }
