@@ -137,6 +137,16 @@ impl Ingester {
         logs: Vec<pb::LogRecord>,
     ) -> Result<(Vec<String>, Option<RateLimitStatus>), Status> {
         let admitted = self.ingestion.resume(project.clone());
+        // The message is decoded already (bounded by its size and the codec's count); what the stack holds
+        // at once across calls is bounded by the same budget as REST bodies.
+        let size: usize = logs.iter().map(prost::Message::encoded_len).sum();
+        let _room = match self.ingestion.reserve(size) {
+            Ok(room) => room,
+            Err(e) => {
+                admitted.refuse(Outcome::Unavailable);
+                return Err(status(&ApiError::from(e)));
+            }
+        };
         let decoded: Result<Vec<Value>, Problem> =
             logs.into_iter().enumerate().map(|(index, log)| record_to_json(index, log)).collect();
         let logs = match decoded {
