@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ledger_stages::auth::{ApiKey, KeyDigest, KeyValidator};
-use ledger_stages::{ProjectSettings, Scope};
+use ledger_stages::{ProjectSettings, Scope, SettingsPatch};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -72,27 +72,6 @@ pub struct Issued {
 pub struct NewKey {
     pub record: KeyRecord,
     pub key: ApiKey,
-}
-
-/// Partial settings, as PATCH sends them.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SettingsPatch {
-    pub rate_limit_per_minute: Option<u32>,
-    pub rate_limit_per_hour: Option<u32>,
-    pub daily_quota: Option<u64>,
-    pub retention_days: Option<u32>,
-    pub max_queue_depth: Option<u64>,
-}
-
-impl SettingsPatch {
-    fn apply(self, mut s: ProjectSettings) -> ProjectSettings {
-        s.rate_limit_per_minute = self.rate_limit_per_minute.unwrap_or(s.rate_limit_per_minute);
-        s.rate_limit_per_hour = self.rate_limit_per_hour.unwrap_or(s.rate_limit_per_hour);
-        s.daily_quota = self.daily_quota.unwrap_or(s.daily_quota);
-        s.retention_days = self.retention_days.unwrap_or(s.retention_days);
-        s.max_queue_depth = self.max_queue_depth.unwrap_or(s.max_queue_depth);
-        s
-    }
 }
 
 pub struct Accounts {

@@ -27,33 +27,77 @@ impl Scope {
     }
 }
 
-/// A project's limits. Defaults come from `[defaults]` in config.toml (this very type: the settings are
-/// declared once); each project may override them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProjectSettings {
-    /// Ingestion requests per sliding minute.
-    pub rate_limit_per_minute: u32,
-    /// Ingestion requests per sliding hour.
-    pub rate_limit_per_hour: u32,
-    /// Logs accepted per UTC day.
-    pub daily_quota: u64,
-    /// Days a log is kept.
-    pub retention_days: u32,
-    /// Logs that may wait in the queue before ingestion answers 503 `queue_full`.
-    pub max_queue_depth: u64,
+/// Declares every project setting once: its type, default, upper bound and doc. From it come
+/// [`ProjectSettings`] (what a project has; also `[defaults]` in config.toml) and [`SettingsPatch`] (any
+/// subset, as a client sends it), so a new setting is one line here.
+macro_rules! project_settings {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty = $default:expr, at most $max:expr;)*) => {
+        /// A project's limits. Defaults come from `[defaults]` in config.toml; each project may override them.
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(default, deny_unknown_fields)]
+        pub struct ProjectSettings {
+            $($(#[$doc])* pub $name: $ty,)*
+        }
+
+        impl Default for ProjectSettings {
+            fn default() -> Self {
+                ProjectSettings { $($name: $default,)* }
+            }
+        }
+
+        /// Any subset of the settings, as a client sends them (whole numbers of any size, each checked
+        /// against its bounds by [`SettingsPatch::problems`]).
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(deny_unknown_fields)]
+        pub struct SettingsPatch {
+            $($(#[$doc])* pub $name: Option<u64>,)*
+        }
+
+        impl SettingsPatch {
+            /// Each value outside its bounds: (setting, reason).
+            pub fn problems(&self) -> Vec<(&'static str, String)> {
+                let mut problems = Vec::new();
+                $(
+                    if let Some(v) = self.$name
+                        && (!(1..=$max).contains(&v) || <$ty>::try_from(v).is_err())
+                    {
+                        problems.push((stringify!($name), format!("must be 1 to {}", $max)));
+                    }
+                )*
+                problems
+            }
+
+            /// `settings` with the values of this patch that are within bounds (see [`Self::problems`]).
+            pub fn apply(&self, mut settings: ProjectSettings) -> ProjectSettings {
+                $(
+                    if let Some(v) = self.$name.filter(|v| (1..=$max).contains(v))
+                        && let Ok(v) = <$ty>::try_from(v)
+                    {
+                        settings.$name = v;
+                    }
+                )*
+                settings
+            }
+        }
+    };
 }
 
-impl Default for ProjectSettings {
-    fn default() -> Self {
-        ProjectSettings {
-            rate_limit_per_minute: 1000,
-            rate_limit_per_hour: 50_000,
-            daily_quota: 10_000_000,
-            retention_days: 30,
-            max_queue_depth: 100_000,
-        }
-    }
+/// What both databases store in a signed 64-bit column.
+const MAX_I64: u64 = i64::MAX as u64;
+
+project_settings! {
+    /// Ingestion requests per sliding minute.
+    rate_limit_per_minute: u32 = 1000, at most u64::from(u32::MAX);
+    /// Ingestion requests per sliding hour.
+    rate_limit_per_hour: u32 = 50_000, at most u64::from(u32::MAX);
+    /// Logs accepted per UTC day.
+    daily_quota: u64 = 10_000_000, at most MAX_I64;
+    /// Days a log is kept, up to ten years.
+    retention_days: u32 = 30, at most 3650;
+    /// Logs that may wait in the queue before ingestion answers 503 `queue_full`.
+    max_queue_depth: u64 = 100_000, at most MAX_I64;
 }
 
 /// The project an API key belongs to, as the auth stage resolved it.
@@ -68,5 +112,27 @@ pub struct ProjectContext {
 impl ProjectContext {
     pub fn has_scope(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_is_checked_against_each_bound_and_applied() {
+        let patch = SettingsPatch { retention_days: Some(7), daily_quota: Some(5), ..SettingsPatch::default() };
+        assert!(patch.problems().is_empty());
+        let settings = patch.apply(ProjectSettings::default());
+        assert_eq!((settings.retention_days, settings.daily_quota), (7, 5));
+        assert_eq!(settings.rate_limit_per_minute, 1000, "untouched");
+        let bad = SettingsPatch {
+            retention_days: Some(4000),
+            rate_limit_per_minute: Some(0),
+            rate_limit_per_hour: Some(u64::from(u32::MAX) + 1),
+            ..SettingsPatch::default()
+        };
+        let fields: Vec<&str> = bad.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["rate_limit_per_minute", "rate_limit_per_hour", "retention_days"]);
     }
 }

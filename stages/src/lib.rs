@@ -21,6 +21,6 @@ pub mod request;
 pub mod stage;
 pub mod validate;
 
-pub use context::{ProjectContext, ProjectSettings, Scope};
+pub use context::{ProjectContext, ProjectSettings, Scope, SettingsPatch};
 pub use log::{Level, LogRecord};
 pub use request::{Accepted, Ingest, IngestError, Problem, Protocol, RateLimitStatus, Report};

@@ -118,6 +118,30 @@ mod tests {
     }
 
     #[test]
+    fn every_reference_resolves() {
+        fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(r)) = map.get("$ref") {
+                        out.push(r);
+                    }
+                    map.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc = with_every_error(serde_json::to_value(ApiDoc::openapi()).expect("serializes"));
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.iter().any(|r| r.ends_with("/ProjectSettings")), "{found:?}");
+        for r in found {
+            let name = r.trim_start_matches("#/components/schemas/");
+            assert!(doc["components"]["schemas"].get(name).is_some(), "{r} does not resolve");
+        }
+    }
+
+    #[test]
     fn the_document_names_every_account_route() {
         let doc = serde_json::to_value(ApiDoc::openapi()).expect("serializes");
         for path in [

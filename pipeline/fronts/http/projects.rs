@@ -3,60 +3,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use ledger_stages::ProjectSettings;
+use ledger_stages::{ProjectSettings, SettingsPatch};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{JsonBody, SessionAuth};
 use super::{AppState, path_id, timestamp};
-use crate::accounts::SettingsPatch;
 use crate::error::{ApiError, ErrorBody, FieldProblem};
 use crate::store::Project;
-
-/// Project settings; on PATCH, any subset.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SettingsInput {
-    /// Ingestion requests per sliding minute, 1 to 4,294,967,295.
-    rate_limit_per_minute: Option<u64>,
-    /// Ingestion requests per sliding hour, 1 to 4,294,967,295.
-    rate_limit_per_hour: Option<u64>,
-    /// Logs per UTC day, at least 1.
-    daily_quota: Option<u64>,
-    /// Days logs are kept, 1 to 3,650.
-    retention_days: Option<u64>,
-    /// Logs waiting in the queue before 503 `queue_full`, at least 1.
-    max_queue_depth: Option<u64>,
-}
-
-/// Upper bound of the 64-bit settings: what both databases store in a signed 64-bit column.
-const MAX_I64: u64 = i64::MAX as u64;
-
-impl SettingsInput {
-    fn checked(self, problems: &mut Vec<FieldProblem>) -> SettingsPatch {
-        let mut check = |name: &str, value: Option<u64>, max: u64| -> Option<u64> {
-            let v = value?;
-            if (1..=max).contains(&v) {
-                Some(v)
-            } else {
-                problems.push(FieldProblem::new(format!("settings.{name}"), format!("must be 1 to {max}")));
-                None
-            }
-        };
-        let small = |v: Option<u64>| v.and_then(|v| u32::try_from(v).ok());
-        SettingsPatch {
-            rate_limit_per_minute: small(check(
-                "rate_limit_per_minute",
-                self.rate_limit_per_minute,
-                u64::from(u32::MAX),
-            )),
-            rate_limit_per_hour: small(check("rate_limit_per_hour", self.rate_limit_per_hour, u64::from(u32::MAX))),
-            daily_quota: check("daily_quota", self.daily_quota, MAX_I64),
-            retention_days: small(check("retention_days", self.retention_days, 3650)),
-            max_queue_depth: check("max_queue_depth", self.max_queue_depth, MAX_I64),
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -64,14 +18,16 @@ pub struct CreateProject {
     /// 1 to 128 bytes.
     #[schema(required = true, example = "checkout-service")]
     name: Option<String>,
-    settings: Option<SettingsInput>,
+    /// Any subset of the settings.
+    settings: Option<SettingsPatch>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
     name: Option<String>,
-    settings: Option<SettingsInput>,
+    /// Any subset of the settings.
+    settings: Option<SettingsPatch>,
 }
 
 fn checked_name(name: Option<String>, required: bool, problems: &mut Vec<FieldProblem>) -> Option<String> {
@@ -90,34 +46,16 @@ fn checked_name(name: Option<String>, required: bool, problems: &mut Vec<FieldPr
 
 fn checked(
     name: Option<String>,
-    settings: Option<SettingsInput>,
+    settings: Option<SettingsPatch>,
     name_required: bool,
 ) -> Result<(Option<String>, SettingsPatch), ApiError> {
     let mut problems = Vec::new();
     let name = checked_name(name, name_required, &mut problems);
-    let patch = settings.unwrap_or_default().checked(&mut problems);
-    if problems.is_empty() { Ok((name, patch)) } else { Err(ApiError::Validation(problems)) }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SettingsBody {
-    rate_limit_per_minute: u32,
-    rate_limit_per_hour: u32,
-    daily_quota: u64,
-    retention_days: u32,
-    max_queue_depth: u64,
-}
-
-impl From<&ProjectSettings> for SettingsBody {
-    fn from(s: &ProjectSettings) -> Self {
-        SettingsBody {
-            rate_limit_per_minute: s.rate_limit_per_minute,
-            rate_limit_per_hour: s.rate_limit_per_hour,
-            daily_quota: s.daily_quota,
-            retention_days: s.retention_days,
-            max_queue_depth: s.max_queue_depth,
-        }
+    let patch = settings.unwrap_or_default();
+    for (setting, reason) in patch.problems() {
+        problems.push(FieldProblem::new(format!("settings.{setting}"), reason));
     }
+    if problems.is_empty() { Ok((name, patch)) } else { Err(ApiError::Validation(problems)) }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -126,7 +64,7 @@ pub struct ProjectBody {
     name: String,
     #[schema(format = DateTime)]
     created_at: String,
-    settings: SettingsBody,
+    settings: ProjectSettings,
 }
 
 impl From<&Project> for ProjectBody {
@@ -135,7 +73,7 @@ impl From<&Project> for ProjectBody {
             id: p.id.to_string(),
             name: p.name.clone(),
             created_at: timestamp(&p.created_at),
-            settings: SettingsBody::from(&p.settings),
+            settings: p.settings.clone(),
         }
     }
 }
