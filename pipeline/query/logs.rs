@@ -73,6 +73,18 @@ impl LogParams {
 
     /// The store's question for `project_id`, or a 400 naming the first bad parameter.
     pub fn validate(self, project_id: Uuid) -> Result<LogQuery, ApiError> {
+        let texts = [
+            ("environment", self.environment.as_deref()),
+            ("q", self.q.as_deref()),
+            ("fingerprint", self.fingerprint.as_deref()),
+            ("trace_id", self.trace_id.as_deref()),
+            ("cursor", self.cursor.as_deref()),
+        ];
+        let services = self.services.iter().map(|s| ("service", Some(s.as_str())));
+        if let Some((name, _)) = texts.into_iter().chain(services).find(|(_, v)| v.is_some_and(|v| v.contains('\0'))) {
+            // Neither database compares text holding a NUL.
+            return Err(bad(name, "must not contain NUL characters"));
+        }
         let Range { from, to } = Range::new(self.from, self.to)?;
         let terms = self.q.as_deref().map(search_terms).unwrap_or_default();
         if terms.len() > MAX_TERMS || terms.iter().any(|t| t.len() > MAX_TERM_BYTES) {
@@ -177,6 +189,7 @@ mod tests {
             (LogParams { fingerprint: Some("xyz".into()), ..LogParams::default() }, "fingerprint"),
             (LogParams { cursor: Some("nope".into()), ..LogParams::default() }, "cursor"),
             (LogParams { q: Some("a ".repeat(17)), ..LogParams::default() }, "q"),
+            (LogParams { services: vec!["a\0b".into()], ..LogParams::default() }, "service"),
         ] {
             let error = bad_params.validate(project).expect_err(param);
             assert!(error.to_string().contains(&format!("`{param}`")), "{error}");

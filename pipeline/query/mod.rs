@@ -43,10 +43,14 @@ impl Range {
 pub struct Params<'a>(pub &'a HashMap<String, String>);
 
 impl Params<'_> {
-    /// Refuses any parameter not in `allowed`.
+    /// Refuses any parameter not in `allowed`, and any value holding a NUL character (neither database
+    /// compares text with one).
     pub fn only(&self, allowed: &[&str]) -> Result<&Self, ApiError> {
-        match self.0.keys().find(|k| !allowed.contains(&k.as_str()) && k.as_str() != "project_id") {
-            Some(unknown) => Err(bad(unknown, "is unknown")),
+        if let Some(unknown) = self.0.keys().find(|k| !allowed.contains(&k.as_str()) && k.as_str() != "project_id") {
+            return Err(bad(unknown, "is unknown"));
+        }
+        match self.0.iter().find(|(_, v)| v.contains('\0')) {
+            Some((name, _)) => Err(bad(name, "must not contain NUL characters")),
             None => Ok(self),
         }
     }
