@@ -47,7 +47,8 @@ fn run(st: &PathBuf, d: &Daemon, credential: &str, what: &str) {
         .args(["--header", &format!("Authorization: Bearer {credential}")])
         // Logging out would end the session the rest of the run uses.
         .args(["--exclude-path", "/v1/logout"])
-        .args(["--max-examples", "25", "--workers", "2", "--seed", "20261130", "--generation-database", "none"])
+        // One worker, a fixed seed and no example database: every run sends the same requests.
+        .args(["--max-examples", "25", "--workers", "1", "--seed", "20261130", "--generation-database", "none"])
         .env("NO_COLOR", "1")
         .output()
         .unwrap();

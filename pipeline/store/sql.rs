@@ -257,12 +257,13 @@ impl AccountStore for SqlStore {
     async fn delete_project(&self, owner: Uuid, id: Uuid) -> Result<Option<Vec<KeyDigest>>, StoreError> {
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
+            // A write first, so SQLite takes its write lock (waiting its busy timeout) at the start: a
+            // transaction that reads and then writes fails at once if another connection wrote in between.
             let keys: Vec<(Vec<u8>,)> = sqlx::query_as(
-                "SELECT k.key_hash FROM api_keys k JOIN projects p ON p.id = k.project_id WHERE p.id = $1 AND p.owner_id = $2",
+                "DELETE FROM api_keys WHERE project_id = (SELECT id FROM projects WHERE id = $1 AND owner_id = $2) \
+                 RETURNING key_hash",
             )
             .bind(id).bind(owner).fetch_all(&mut *tx).await?;
-            sqlx::query("DELETE FROM api_keys WHERE project_id = (SELECT id FROM projects WHERE id = $1 AND owner_id = $2)")
-                .bind(id).bind(owner).execute(&mut *tx).await?;
             let deleted = sqlx::query("DELETE FROM projects WHERE id = $1 AND owner_id = $2")
                 .bind(id).bind(owner).execute(&mut *tx).await?;
             tx.commit().await?;
