@@ -69,6 +69,13 @@ fn struct_to_json(s: prost_types::Struct) -> Value {
     Value::Object(s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect())
 }
 
+/// A protobuf `Timestamp` as a time, when it is one: nanos 0 to 999,999,999 (as the protobuf spec says) and
+/// seconds within what chrono represents.
+fn proto_time(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    chrono::DateTime::from_timestamp(t.seconds, nanos)
+}
+
 /// A protobuf record as the log object REST would have decoded, so one validate stage judges both. A
 /// timestamp no RFC 3339 time can express is a problem of that field, never the time of receipt.
 fn record_to_json(index: usize, r: pb::LogRecord) -> Result<Value, Problem> {
@@ -78,11 +85,7 @@ fn record_to_json(index: usize, r: pb::LogRecord) -> Result<Value, Problem> {
         log.insert("level".into(), Value::String(r.level));
     }
     if let Some(t) = r.timestamp {
-        let time = u32::try_from(t.nanos)
-            .ok()
-            .filter(|n| *n < 1_000_000_000)
-            .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos));
-        let Some(time) = time else {
+        let Some(time) = proto_time(&t) else {
             let reason = "is out of range (seconds and nanos must make a time between years 0 and 9999)".into();
             return Err(Problem { index: Some(index), field: "timestamp".into(), reason });
         };
@@ -275,8 +278,7 @@ pub struct Querier {
 /// A protobuf time, or a 400-like error naming the field.
 fn time(field: &str, t: Option<&prost_types::Timestamp>) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
     let Some(t) = t else { return Ok(None) };
-    let time = u32::try_from(t.nanos).ok().and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos));
-    time.map(Some).ok_or_else(|| status(&crate::query::bad(field, "is out of range")))
+    proto_time(t).map(Some).ok_or_else(|| status(&crate::query::bad(field, "is out of range")))
 }
 
 fn range(from: Option<&prost_types::Timestamp>, to: Option<&prost_types::Timestamp>) -> Result<Range, Status> {
