@@ -31,6 +31,7 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     pub retention: RetentionConfig,
     pub stages: StagesConfig,
+    pub syslog: SyslogConfig,
     /// Deprecated keys this configuration used, with what replaces them: logged at start.
     #[serde(skip)]
     pub deprecated: Vec<String>,
@@ -426,6 +427,61 @@ impl Default for RetentionConfig {
     }
 }
 
+/// `[syslog]`: the syslog front (RFC 5424 and RFC 3164 over TCP).
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// TCP listener, e.g. `127.0.0.1:6514`. Empty (the default) = off.
+    pub tcp_addr: String,
+    /// TLS on that listener, with the server's certificate (`server.tls_cert_path` / `tls_key_path`).
+    pub tls: bool,
+    /// The API key for messages that carry none (devices that cannot add a `[ledger@41058 key="…"]`
+    /// structured-data element). Empty = every message must carry its key.
+    pub api_key: String,
+    /// Connections open at once at most; past it, new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Bytes of one message (a line, or an octet-counted frame) at most; a longer one is cut there,
+    /// stored with `attributes["syslog.truncated"] = true`.
+    pub max_message_bytes: usize,
+    /// Messages of one connection sent to the stack together at most.
+    pub batch_logs: usize,
+    /// Milliseconds a connection's messages wait for more before they go to the stack.
+    pub linger_ms: u64,
+    /// Seconds a connection may stay silent before it is closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        SyslogConfig {
+            tcp_addr: String::new(),
+            tls: false,
+            api_key: String::new(),
+            max_connections: 256,
+            max_message_bytes: 64 * 1024,
+            batch_logs: 500,
+            linger_ms: 200,
+            idle_timeout_secs: 600,
+        }
+    }
+}
+
+impl std::fmt::Debug for SyslogConfig {
+    // The API key must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyslogConfig")
+            .field("tcp_addr", &self.tcp_addr)
+            .field("tls", &self.tls)
+            .field("api_key", &if self.api_key.is_empty() { "(empty)" } else { "(set)" })
+            .field("max_connections", &self.max_connections)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("batch_logs", &self.batch_logs)
+            .field("linger_ms", &self.linger_ms)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .finish()
+    }
+}
+
 /// `[stages.*]`: tuning of the ingestion stages.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -533,6 +589,19 @@ impl Config {
             || self.auth.attempts_per_ip_per_minute == 0
         {
             return fail("auth.login_max_failures, login_max_failures_per_email and attempts_per_ip_per_minute must be at least 1".into());
+        }
+        if !self.syslog.tcp_addr.is_empty() && self.syslog.tcp_addr.parse::<SocketAddr>().is_err() {
+            return fail(format!("syslog.tcp_addr `{}` is not an address like 127.0.0.1:6514", self.syslog.tcp_addr));
+        }
+        if self.syslog.tls && self.server.tls_cert_path.is_empty() {
+            return fail("syslog.tls needs server.tls_cert_path and server.tls_key_path".into());
+        }
+        if self.syslog.max_message_bytes < 480 || self.syslog.batch_logs == 0 || self.syslog.max_connections == 0 {
+            return fail(
+                "syslog.max_message_bytes must be at least 480 (RFC 5424's minimum), syslog.batch_logs and \
+                 syslog.max_connections at least 1"
+                    .into(),
+            );
         }
         if self.server.tls_cert_path.is_empty() != self.server.tls_key_path.is_empty() {
             return fail("server.tls_cert_path and server.tls_key_path go together: set both, or neither".into());

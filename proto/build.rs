@@ -15,7 +15,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::codec::BoundedCodec")
         .file_descriptor_set_path(out_dir.join("ledger_v1_descriptor.bin"))
         .compile_with_config(config, &protos, &[PathBuf::from("."), include])?;
-    for proto in protos {
+    // Loki's push messages: plain prost, no service (the Loki front is HTTP).
+    let loki = PathBuf::from("loki/push.proto");
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure().build_client(false).build_server(false).compile_with_config(
+        config,
+        std::slice::from_ref(&loki),
+        &[PathBuf::from("."), protoc_bin_vendored::include_path()?],
+    )?;
+    for proto in protos.iter().chain([&loki]) {
         println!("cargo:rerun-if-changed={}", proto.display());
     }
     Ok(())

@@ -315,7 +315,7 @@ async fn a_client_that_disconnects_mid_request_leaves_usage_and_quota_consistent
     let cancelled = |metrics: &str| {
         metrics
             .lines()
-            .find(|l| l.starts_with("ledger_ingest_requests_total{outcome=\"cancelled\"}"))
+            .find(|l| l.starts_with("ledger_ingest_requests_total{front=\"http\",outcome=\"cancelled\"}"))
             .map(str::to_owned)
     };
     eventually(Duration::from_secs(10), "the request is being read", || async {

@@ -28,8 +28,8 @@ async fn prometheus_metrics_count_outcomes(d: Daemon) {
     assert_eq!(d.ingest(&key, serde_json::json!({"logs": [{"message": "a"}, {"message": "b"}]})).await.status, 202);
     d.ingest(&key, serde_json::json!({"level": "x"})).await.assert_error(422, "validation_failed");
     let text = d.client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("ledger_ingest_logs_total{outcome=\"accepted\"} 2"), "{text}");
-    assert!(text.contains("ledger_ingest_logs_total{outcome=\"invalid\"} 1"), "{text}");
+    assert!(text.contains("ledger_ingest_logs_total{front=\"http\",outcome=\"accepted\"} 2"), "{text}");
+    assert!(text.contains("ledger_ingest_logs_total{front=\"http\",outcome=\"invalid\"} 1"), "{text}");
     assert!(text.contains("ledger_queue_depth "), "{text}");
     for expected in [
         "ledger_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/logs\",status=\"202\"} 1",

@@ -296,6 +296,21 @@ async fn serve_fronts(
         header_read_timeout: config.server.header_read_timeout(),
         body_read_timeout: config.server.body_read_timeout(),
     };
+    let syslog_addr = match config.syslog.tcp_addr.parse::<std::net::SocketAddr>() {
+        Ok(addr) => {
+            let listener = bind(addr, "syslog.tcp_addr").await?;
+            let local = listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
+            let tls = if config.syslog.tls { rest_tls.clone() } else { None };
+            let (ingestion, syslog, stop) = (state.ingestion.clone(), config.syslog.clone(), shutdown.clone());
+            tasks.spawn("syslog server", async move {
+                crate::fronts::syslog::serve(listener, ingestion, syslog, tls, stop).await;
+                Ok(())
+            });
+            local.to_string()
+        }
+        // Empty: off (`Config::check` refused anything else).
+        Err(_) => String::new(),
+    };
     let (app, stop) = (http::router(state.clone()), drained(shutdown.clone()));
     tasks.spawn("REST server", async move {
         let served = http::serve::serve(http_listener, app, rest_tls, limits, stop).await;
@@ -305,7 +320,7 @@ async fn serve_fronts(
     tasks.spawn("gRPC server", async move {
         grpc::serve(grpc_listener, state, grpc_tls, limits, stop).await.map_err(ServeError)
     });
-    tracing::info!(%http_addr, %grpc_addr, backend = %backend.kind, tls = tls_on, "ledger ready");
+    tracing::info!(%http_addr, %grpc_addr, %syslog_addr, backend = %backend.kind, tls = tls_on, "ledger ready");
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
 
 use crate::error::ApiError;
-use crate::fronts::http::extract::credential;
+use crate::fronts::http::extract::shipper_credential;
 use crate::fronts::http::logs::read_access;
 use crate::fronts::http::{AppState, request_id};
 use crate::ingest::Ingestion;
@@ -139,7 +139,7 @@ impl Ingester {
         project: &ledger_stages::ProjectContext,
         logs: Vec<pb::LogRecord>,
     ) -> Result<(Vec<String>, Option<RateLimitStatus>), Status> {
-        let admitted = self.ingestion.resume(project.clone());
+        let admitted = self.ingestion.resume(Protocol::Grpc, project.clone());
         // The message is decoded already (bounded by its size and the codec's count); what the stack holds
         // at once across calls is bounded by the same budget as REST bodies.
         let size: usize = logs.iter().map(prost::Message::encoded_len).sum();
@@ -175,7 +175,7 @@ impl Ingester {
     }
 }
 
-fn admission(extensions: &tonic::Extensions) -> Result<&ledger_stages::ProjectContext, Status> {
+pub(crate) fn admission(extensions: &tonic::Extensions) -> Result<&ledger_stages::ProjectContext, Status> {
     // Every IngestService call passes the guard; without its mark the call is not authenticated.
     extensions.get::<Admission>().map(|a| &a.0).ok_or_else(|| status(&ApiError::Unauthorized))
 }
@@ -389,8 +389,8 @@ fn call_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     crate::telemetry::request_span(path.trim_start_matches('/'), path, id, request.headers())
 }
 
-/// In front of every service, before tonic reads a message: ingestion calls are authenticated from their
-/// metadata alone (an unknown key costs no decoding), and reflection asks for the operator token when one
+/// In front of every service, before tonic reads a message: ingestion calls (`ledger.v1.IngestService` and
+/// OTLP's `LogsService`) are authenticated from their metadata alone (an unknown key costs no decoding), and reflection asks for the operator token when one
 /// is set.
 #[derive(Clone)]
 struct Guard<S> {
@@ -425,13 +425,17 @@ where
             let refused = Status::unauthenticated("server reflection needs the operator token");
             return Box::pin(async move { Ok(refused.into_http()) });
         }
-        if !path.starts_with("/ledger.v1.IngestService/") {
+        let front = if path.starts_with("/ledger.v1.IngestService/") {
+            Protocol::Grpc
+        } else if path.strip_prefix('/').is_some_and(|p| p.starts_with(crate::fronts::otlp::SERVICE)) {
+            Protocol::Otlp
+        } else {
             return Box::pin(inner.call(request));
-        }
+        };
         let ingestion = self.ingestion.clone();
         Box::pin(async move {
-            let credential = credential(request.headers()).map(str::to_owned);
-            match ingestion.admit(credential.as_deref()).await {
+            let credential = shipper_credential(request.headers(), false);
+            match ingestion.admit(front, credential.as_deref()).await {
                 Ok(admitted) => {
                     request.extensions_mut().insert(Admission(admitted.into_project()));
                     inner.call(request).await
@@ -562,7 +566,7 @@ pub async fn serve(
         .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
     let max = ingestion.max_body_bytes;
     ledger_proto::codec::set_max_repeated(ingestion.max_request_logs);
-    let (guarded, operator) = (ingestion.clone(), state.operator.clone());
+    let (guarded, operator, otlp) = (ingestion.clone(), state.operator.clone(), ingestion.clone());
     let ingester = IngestServiceServer::new(Ingester { ingestion }).max_decoding_message_size(max);
     let traced = tower::ServiceBuilder::new()
         .map_request(with_request_id)
@@ -584,6 +588,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(ingester)
         .add_service(QueryServiceServer::new(Querier { state }))
+        .add_service(crate::fronts::otlp::Grpc::new(otlp))
         .add_service(reflection)
         .serve_with_incoming_shutdown(limited_incoming(listener, limits), shutdown)
         .await

@@ -3,5 +3,9 @@
 //!
 //! Adding a protocol is a module here, a mapping into the core's types, and a line in `app`'s wiring.
 
+pub mod elastic;
 pub mod grpc;
 pub mod http;
+pub mod loki;
+pub mod otlp;
+pub mod syslog;

@@ -267,6 +267,150 @@ pub fn logs(body: &[u8], format: Format, max_logs: usize) -> Result<Vec<Value>, 
     }
 }
 
+/// How many elements the arrays at `path` hold in a JSON body, counting up to `max + 1` and allocating
+/// nothing: `["resourceLogs", "scopeLogs", "logRecords"]` counts an OTLP request's records, so a body of
+/// ten million empty records is refused before anything is built from it. The keys on the way are
+/// objects' keys, each followed by an array of objects; anything else on the way counts nothing.
+pub fn count_json(body: &[u8], path: &[&str], max: usize) -> Result<usize, serde_json::Error> {
+    let count = Cell::new(0);
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    // A body with more than `max` is cut short on purpose: the count says so.
+    match (PathSeed { path, max, count: &count }).deserialize(&mut deserializer) {
+        Ok(()) => deserializer.end().map(|()| count.get()),
+        Err(_) if count.get() > max => Ok(count.get()),
+        Err(e) => Err(e),
+    }
+}
+
+/// An object whose key `path[0]` holds an array of what `path[1..]` describes; an empty path counts.
+struct PathSeed<'a, 'p> {
+    path: &'p [&'p str],
+    max: usize,
+    count: &'a Cell<usize>,
+}
+
+impl<'de> DeserializeSeed<'de> for PathSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if self.path.is_empty() {
+            <IgnoredAny as serde::Deserialize>::deserialize(deserializer)?;
+            self.count.set(self.count.get() + 1);
+            if self.count.get() > self.max {
+                return Err(de::Error::custom("too many"));
+            }
+            return Ok(());
+        }
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PathSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an object with `{}`", self.path.first().copied().unwrap_or_default())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.path[0] {
+                map.next_value_seed(ArraySeed {
+                    inner: PathSeed { path: &self.path[1..], max: self.max, count: self.count },
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// An array, each element by `inner`; anything else counts nothing.
+struct ArraySeed<'a, 'p> {
+    inner: PathSeed<'a, 'p>,
+}
+
+impl<'de> DeserializeSeed<'de> for ArraySeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ArraySeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let PathSeed { path, max, count } = self.inner;
+        while seq.next_element_seed(PathSeed { path, max, count })?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -333,6 +477,18 @@ mod tests {
         assert!(matches!(logs(json.as_bytes(), Format::Json, 1000), Err(ApiError::BatchTooLarge { max: 1000 })));
         let json = format!("{{\"logs\": [{}]}}", vec!["{}"; 1000].join(","));
         assert_eq!(logs(json.as_bytes(), Format::Json, 1000).expect("exactly the limit").len(), 1000);
+    }
+
+    #[test]
+    fn json_paths_are_counted_without_building_them() {
+        let body = br#"{"resourceLogs": [{"scopeLogs": [{"logRecords": [{}, {"body": {"stringValue": "x"}}]},
+            {"logRecords": [{}]}], "resource": {}}, {"scopeLogs": []}]}"#;
+        let path = ["resourceLogs", "scopeLogs", "logRecords"];
+        assert_eq!(count_json(body, &path, 100).expect("valid"), 3);
+        assert_eq!(count_json(body, &path, 1).expect("cut short"), 2);
+        assert!(count_json(b"{not json", &path, 100).is_err());
+        let many = format!("{{\"streams\": [{{\"values\": [{}]}}]}}", vec!["[\"1\", \"x\"]"; 5000].join(","));
+        assert_eq!(count_json(many.as_bytes(), &["streams", "values"], 1000).expect("cut short"), 1001);
     }
 
     #[test]

@@ -10,13 +10,14 @@ use ledger_stages::queue::{LogQueue, QueueService};
 use ledger_stages::quota::{Quota, QuotaCounter};
 use ledger_stages::rate_limit::{RateLimit, RateLimiter};
 use ledger_stages::validate::{Validate, ValidateConfig};
-use ledger_stages::{Accepted, Ingest, IngestError, ProjectContext};
+use ledger_stages::{Accepted, Ingest, IngestError, ProjectContext, Protocol};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
 use crate::config::IngestConfig;
 
 pub mod decode;
+pub mod map;
 pub mod outcome;
 
 /// The assembled stack, cheap to clone.
@@ -45,6 +46,7 @@ pub struct Ingestion {
 /// counted outcome.
 pub struct Admitted {
     pub project: ProjectContext,
+    front: Protocol,
     received_at: chrono::DateTime<chrono::Utc>,
     outcomes: Arc<outcome::Outcomes>,
     /// Set once the request has an outcome of its own.
@@ -62,7 +64,8 @@ impl Admitted {
     /// The request was refused before the stack (bad body, no room): counted as `outcome`.
     pub fn refuse(mut self, outcome: outcome::Outcome) {
         self.settled = true;
-        self.outcomes.record(Some(self.project.project_id), self.received_at.date_naive(), outcome, 0, 0);
+        let day = self.received_at.date_naive();
+        self.outcomes.record(self.front, Some(self.project.project_id), day, outcome, 0, 0);
     }
 }
 
@@ -70,7 +73,7 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         if !self.settled {
             let day = self.received_at.date_naive();
-            self.outcomes.record(Some(self.project.project_id), day, outcome::Outcome::Cancelled, 0, 0);
+            self.outcomes.record(self.front, Some(self.project.project_id), day, outcome::Outcome::Cancelled, 0, 0);
         }
     }
 }
@@ -79,9 +82,9 @@ impl Drop for Admitted {
 const RESERVE_UNIT: usize = 1024;
 
 impl Ingestion {
-    /// The request's project, from its credential alone; refusals are counted. Nothing of the body has
-    /// been read when this answers, so an unknown key costs a cache look-up and nothing more.
-    pub async fn admit(&self, credential: Option<&str>) -> Result<Admitted, IngestError> {
+    /// The project of a request through `front`, from its credential alone; refusals are counted. Nothing
+    /// of the body has been read when this answers, so an unknown key costs a cache look-up and nothing more.
+    pub async fn admit(&self, front: Protocol, credential: Option<&str>) -> Result<Admitted, IngestError> {
         let received_at = chrono::Utc::now();
         let result = if self.draining.is_cancelled() {
             Err(IngestError::unavailable("this instance (shutting down)"))
@@ -92,17 +95,20 @@ impl Ingestion {
             }
         };
         match result {
-            Ok(project) => Ok(Admitted { project, received_at, outcomes: self.outcomes.clone(), settled: false }),
+            Ok(project) => {
+                Ok(Admitted { project, front, received_at, outcomes: self.outcomes.clone(), settled: false })
+            }
             Err(e) => {
-                self.outcomes.record(None, received_at.date_naive(), outcome::Outcome::of(&Err(e.clone())), 0, 0);
+                let outcome = outcome::Outcome::of(&Err(e.clone()));
+                self.outcomes.record(front, None, received_at.date_naive(), outcome, 0, 0);
                 Err(e)
             }
         }
     }
 
     /// A request of a project already admitted by [`Ingestion::admit`] (another message of the same call).
-    pub fn resume(&self, project: ProjectContext) -> Admitted {
-        Admitted { project, received_at: chrono::Utc::now(), outcomes: self.outcomes.clone(), settled: false }
+    pub fn resume(&self, front: Protocol, project: ProjectContext) -> Admitted {
+        Admitted { project, front, received_at: chrono::Utc::now(), outcomes: self.outcomes.clone(), settled: false }
     }
 
     /// Room for a body that may decode to `bytes`, among every body this instance holds; 503 when full.
@@ -115,8 +121,9 @@ impl Ingestion {
             .map_err(|_| IngestError::unavailable("room for request bodies on this instance"))
     }
 
-    /// Runs one admitted request through the stack and counts its outcome. The stack runs as a task of its
-    /// own: a client that goes away mid-request does not cut it short, so quota, queue and outcome agree.
+    /// Runs one admitted request through the stack and counts its outcome (for a partial request, the logs
+    /// validate left out as `invalid`). The stack runs as a task of its own: a client that goes away
+    /// mid-request does not cut it short, so quota, queue and outcome agree.
     pub async fn run(
         &self,
         mut admitted: Admitted,
@@ -126,22 +133,28 @@ impl Ingestion {
         use tracing::Instrument;
         admitted.settled = true;
         let project = Some(admitted.project.project_id);
+        let front = admitted.front;
+        request.protocol = front;
         request.received_at = admitted.received_at;
         request.project = Some(admitted.project.clone());
         let report = request.report.clone();
         let (logs, bytes, day) = (request.len() as u64, request.body_bytes, request.received_at.date_naive());
         if self.draining.is_cancelled() {
             let result = Err(IngestError::unavailable("this instance (shutting down)"));
-            self.outcomes.record(project, day, outcome::Outcome::of(&result), logs, bytes);
+            self.outcomes.record(front, project, day, outcome::Outcome::of(&result), logs, bytes);
             return (result, report);
         }
         // The queue carries the request's trace context, so the worker's batch span can link to it.
         request.traceparent = crate::telemetry::current_traceparent();
-        let (stack, outcomes) = (self.stack.clone(), self.outcomes.clone());
+        let (stack, outcomes, counted) = (self.stack.clone(), self.outcomes.clone(), report.clone());
         let task = tokio::spawn(
             async move {
                 let result = stack.oneshot(request).await;
-                outcomes.record(project, day, outcome::Outcome::of(&result), logs, bytes);
+                let rejected = counted.rejected.get().map_or(0, Vec::len) as u64;
+                outcomes.record(front, project, day, outcome::Outcome::of(&result), logs - rejected, bytes);
+                if rejected > 0 {
+                    outcomes.record_logs(front, project, day, outcome::Outcome::Invalid, rejected, 0);
+                }
                 result
             }
             .instrument(tracing::Span::current()),

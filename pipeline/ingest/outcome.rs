@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
-use ledger_stages::{Accepted, IngestError};
+use ledger_stages::{Accepted, IngestError, Protocol};
 use uuid::Uuid;
 
 use crate::store::{AccountStore, Usage};
@@ -84,10 +84,13 @@ impl Outcome {
     }
 }
 
+/// Counters by front, then outcome.
+type ByFront = [[AtomicU64; 8]; Protocol::ALL.len()];
+
 pub struct Outcomes {
-    logs: [AtomicU64; 8],
+    logs: ByFront,
     /// Requests by outcome: a request refused before its body was decoded has no log count.
-    requests: [AtomicU64; 8],
+    requests: ByFront,
     // A std mutex: one map update per request, never held across an await.
     usage: Mutex<HashMap<(Uuid, NaiveDate), Usage>>,
     store: Arc<dyn AccountStore>,
@@ -102,10 +105,31 @@ impl Outcomes {
         self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Counts one request, and its `logs` logs, ending in `outcome`.
-    pub fn record(&self, project: Option<Uuid>, day: NaiveDate, outcome: Outcome, logs: u64, bytes: u64) {
-        self.logs[outcome.index()].fetch_add(logs, Ordering::Relaxed);
-        self.requests[outcome.index()].fetch_add(1, Ordering::Relaxed);
+    /// Counts one request through `front`, and its `logs` logs, ending in `outcome`.
+    pub fn record(
+        &self,
+        front: Protocol,
+        project: Option<Uuid>,
+        day: NaiveDate,
+        outcome: Outcome,
+        logs: u64,
+        bytes: u64,
+    ) {
+        self.requests[front.index()][outcome.index()].fetch_add(1, Ordering::Relaxed);
+        self.record_logs(front, project, day, outcome, logs, bytes);
+    }
+
+    /// Counts `logs` logs of a request counted already (a part of it that ended otherwise).
+    pub fn record_logs(
+        &self,
+        front: Protocol,
+        project: Option<Uuid>,
+        day: NaiveDate,
+        outcome: Outcome,
+        logs: u64,
+        bytes: u64,
+    ) {
+        self.logs[front.index()][outcome.index()].fetch_add(logs, Ordering::Relaxed);
         let Some(project) = project else { return };
         let mut pending = self.pending();
         let usage = pending.entry((project, day)).or_default();
@@ -122,14 +146,21 @@ impl Outcomes {
         }
     }
 
-    /// Logs counted per outcome since start.
-    pub fn totals(&self) -> Vec<(Outcome, u64)> {
-        Outcome::ALL.iter().map(|o| (*o, self.logs[o.index()].load(Ordering::Relaxed))).collect()
+    /// Logs counted per front and outcome since start.
+    pub fn totals(&self) -> Vec<(Protocol, Outcome, u64)> {
+        Self::read(&self.logs)
     }
 
-    /// Requests counted per outcome since start.
-    pub fn requests(&self) -> Vec<(Outcome, u64)> {
-        Outcome::ALL.iter().map(|o| (*o, self.requests[o.index()].load(Ordering::Relaxed))).collect()
+    /// Requests counted per front and outcome since start.
+    pub fn requests(&self) -> Vec<(Protocol, Outcome, u64)> {
+        Self::read(&self.requests)
+    }
+
+    fn read(counters: &ByFront) -> Vec<(Protocol, Outcome, u64)> {
+        let by_outcome = |front: Protocol| {
+            Outcome::ALL.iter().map(move |o| (front, *o, counters[front.index()][o.index()].load(Ordering::Relaxed)))
+        };
+        Protocol::ALL.into_iter().flat_map(by_outcome).collect()
     }
 
     /// Writes the usage counted so far; on failure keeps it for the next try.

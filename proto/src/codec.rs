@@ -59,12 +59,65 @@ pub fn over_repeated(mut message: &[u8], max: usize) -> Option<u32> {
     None
 }
 
-/// prost's codec behind the repeat bound.
-pub struct BoundedCodec<T, U>(ProstCodec<T, U>);
+/// How many fields sit at `path` (field numbers, outermost first) under `message`, counting up to
+/// `max + 1`: the logs of a message that nests them (OTLP's `resource_logs.scope_logs.log_records` is
+/// `[1, 2, 2]`, Loki's `streams.entries` `[1, 2]`), found without decoding. Malformed wire data ends the
+/// count where it is; prost then says what is wrong with it.
+pub fn count_nested(message: &[u8], path: &[u32], max: usize) -> usize {
+    fn walk(mut message: &[u8], path: &[u32], max: usize, count: &mut usize) {
+        let Some((first, rest)) = path.split_first() else { return };
+        while message.has_remaining() && *count <= max {
+            let Ok(key) = prost::encoding::decode_varint(&mut message) else { return };
+            let skip = match key & 7 {
+                0 => {
+                    if prost::encoding::decode_varint(&mut message).is_err() {
+                        return;
+                    }
+                    0
+                }
+                1 => 8,
+                2 => match prost::encoding::decode_varint(&mut message).ok().and_then(|l| usize::try_from(l).ok()) {
+                    Some(len) => len,
+                    None => return,
+                },
+                5 => 4,
+                _ => return,
+            };
+            if skip > message.remaining() {
+                return;
+            }
+            if key >> 3 == u64::from(*first) && key & 7 == 2 {
+                if rest.is_empty() {
+                    *count += 1;
+                } else {
+                    walk(&message[..skip], rest, max, count);
+                }
+            }
+            message.advance(skip);
+        }
+    }
+    let mut count = 0;
+    walk(message, path, max, &mut count);
+    count
+}
+
+/// prost's codec behind the repeat bound: on the top-level fields (every `ledger.v1` request), or on the
+/// fields at a path for a message that nests its logs ([`BoundedCodec::nested`]).
+pub struct BoundedCodec<T, U> {
+    inner: ProstCodec<T, U>,
+    path: Option<&'static [u32]>,
+}
 
 impl<T, U> Default for BoundedCodec<T, U> {
     fn default() -> Self {
-        BoundedCodec(ProstCodec::default())
+        BoundedCodec { inner: ProstCodec::default(), path: None }
+    }
+}
+
+impl<T, U> BoundedCodec<T, U> {
+    /// Bounds the fields at `path` (see [`count_nested`]) instead of the top-level ones.
+    pub fn nested(path: &'static [u32]) -> Self {
+        BoundedCodec { inner: ProstCodec::default(), path: Some(path) }
     }
 }
 
@@ -79,16 +132,17 @@ where
     type Decoder = BoundedDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        self.0.encoder()
+        self.inner.encoder()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        BoundedDecoder { inner: self.0.decoder(), _message: PhantomData }
+        BoundedDecoder { inner: self.inner.decoder(), path: self.path, _message: PhantomData }
     }
 }
 
 pub struct BoundedDecoder<U> {
     inner: ProstDecoder<U>,
+    path: Option<&'static [u32]>,
     _message: PhantomData<U>,
 }
 
@@ -99,12 +153,21 @@ impl<U: prost::Message + Default> Decoder for BoundedDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         let max = max_repeated();
         // The buffer holds the whole message in one piece.
-        if buf.chunk().len() == buf.remaining()
-            && let Some(field) = over_repeated(buf.chunk(), max)
-        {
-            return Err(Status::invalid_argument(format!(
-                "a batch holds at most {max} logs (field {field} repeats more often)"
-            )));
+        if buf.chunk().len() == buf.remaining() {
+            match self.path {
+                None => {
+                    if let Some(field) = over_repeated(buf.chunk(), max) {
+                        return Err(Status::invalid_argument(format!(
+                            "a batch holds at most {max} logs (field {field} repeats more often)"
+                        )));
+                    }
+                }
+                Some(path) => {
+                    if count_nested(buf.chunk(), path, max) > max {
+                        return Err(Status::invalid_argument(format!("a batch holds at most {max} logs")));
+                    }
+                }
+            }
         }
         // prost's errors (malformed wire data, nesting past its recursion limit) are the client's: tonic
         // would call them INTERNAL.
@@ -127,6 +190,17 @@ mod tests {
 
     use super::*;
     use crate::v1::{IngestRequest, LogRecord};
+
+    #[test]
+    fn counts_nested_fields_without_decoding() {
+        use crate::loki::{EntryAdapter, PushRequest, StreamAdapter};
+        let stream = |n| StreamAdapter { entries: vec![EntryAdapter::default(); n], ..StreamAdapter::default() };
+        let push = PushRequest { streams: vec![stream(3), stream(0), stream(4)] }.encode_to_vec();
+        assert_eq!(count_nested(&push, &[1, 2], 100), 7);
+        assert_eq!(count_nested(&push, &[1, 2], 5), 6, "stops one past the limit");
+        assert_eq!(count_nested(&push, &[1], 100), 3);
+        assert_eq!(count_nested(&[0xff, 0xff], &[1, 2], 5), 0);
+    }
 
     #[test]
     fn counts_top_level_repeats_without_decoding() {

@@ -15,6 +15,35 @@ use crate::{ProjectContext, Scope};
 pub enum Protocol {
     Http,
     Grpc,
+    /// OTLP logs, over HTTP or gRPC.
+    Otlp,
+    /// Loki's push API.
+    Loki,
+    /// Elasticsearch's bulk API.
+    Elasticsearch,
+    /// Syslog over TCP.
+    Syslog,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 6] =
+        [Protocol::Http, Protocol::Grpc, Protocol::Otlp, Protocol::Loki, Protocol::Elasticsearch, Protocol::Syslog];
+
+    /// The front's name, as spans and metrics say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+            Protocol::Otlp => "otlp",
+            Protocol::Loki => "loki",
+            Protocol::Elasticsearch => "elasticsearch",
+            Protocol::Syslog => "syslog",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        Protocol::ALL.iter().position(|p| *p == self).unwrap_or(0)
+    }
 }
 
 /// The state of the tightest rate-limit window, for `X-RateLimit-*` headers (or gRPC metadata).
@@ -34,6 +63,9 @@ pub struct Report {
     pub project: OnceLock<Uuid>,
     /// Set by rate_limit.
     pub rate_limit: OnceLock<RateLimitStatus>,
+    /// Set by validate for a [partial](Ingest::partial) request: the logs it left out, and why (indexes
+    /// into the request's logs).
+    pub rejected: OnceLock<Vec<Problem>>,
 }
 
 /// One ingestion request.
@@ -54,6 +86,10 @@ pub struct Ingest {
     pub logs: Vec<Value>,
     pub records: Vec<LogRecord>,
     pub report: Arc<Report>,
+    /// The front answers per log (Elasticsearch's per-item results, OTLP's partial success, syslog): the
+    /// validate stage leaves out the logs it refuses (listing them in [`Report::rejected`]) instead of
+    /// refusing the request, unless it refuses them all.
+    pub partial: bool,
 }
 
 impl Ingest {
@@ -69,6 +105,7 @@ impl Ingest {
             logs,
             records: Vec::new(),
             report: Arc::default(),
+            partial: false,
         }
     }
 

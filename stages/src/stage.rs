@@ -21,7 +21,8 @@ pub trait Stage: Send + Sync + 'static {
     /// Checks or changes the request; an error ends it with that outcome.
     async fn apply(&self, request: &mut Ingest) -> Result<(), IngestError>;
 
-    /// A later stage refused the request this stage let through: undo what `apply` counted.
+    /// A later stage refused the request this stage let through, or `request.logs` of it (a front that
+    /// answers per log, see [`Ingest::partial`]): undo what `apply` counted for them.
     async fn refused_later(&self, _request: &Summary) {}
 }
 
@@ -29,6 +30,7 @@ pub trait Stage: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct Summary {
     pub project: Option<crate::ProjectContext>,
+    /// The logs refused.
     pub logs: usize,
     pub received_at: chrono::DateTime<chrono::Utc>,
 }
@@ -92,10 +94,15 @@ where
         Box::pin(async move {
             let span = tracing::debug_span!("stage", otel.name = T::NAME, name = T::NAME);
             tracing::Instrument::instrument(stage.apply(&mut request), span).await?;
-            let summary =
+            let mut summary =
                 Summary { project: request.project.clone(), logs: request.len(), received_at: request.received_at };
+            let report = request.report.clone();
             let result = inner.call(request).await;
-            if result.is_err() {
+            if result.is_ok() {
+                // Accepted, but perhaps without the logs a partial request had refused.
+                summary.logs = report.rejected.get().map_or(0, Vec::len);
+            }
+            if summary.logs > 0 {
                 stage.refused_later(&summary).await;
             }
             result

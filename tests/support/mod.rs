@@ -157,6 +157,8 @@ pub struct Daemon {
     child: Child,
     pub base: String,
     pub grpc: String,
+    /// `host:port` of the syslog listener, when `[syslog] tcp_addr` is set.
+    pub syslog: String,
     /// The backend; `None` only while `restart` moves it to the next daemon.
     fresh: Option<Fresh>,
     extra: Vec<(String, String)>,
@@ -270,8 +272,9 @@ impl Daemon {
         let ready: Value = serde_json::from_str(&ready).unwrap();
         let base = format!("http://{}", ready["http_addr"].as_str().unwrap());
         let grpc = format!("http://{}", ready["grpc_addr"].as_str().unwrap_or_default());
+        let syslog = ready["syslog_addr"].as_str().unwrap_or_default().to_owned();
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Daemon { child, base, grpc, fresh: Some(fresh), extra, output, client }
+        Daemon { child, base, grpc, syslog, fresh: Some(fresh), extra, output, client }
     }
 
     /// Talks to a daemon serving TLS with a certificate for `localhost` signed by `ca_pem`: every helper

@@ -8,14 +8,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ledger_stages::{Ingest, Protocol, RateLimitStatus};
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::extract::credential;
 use super::{AppState, request_id};
 use crate::error::{ApiError, ErrorBody};
-use crate::ingest::decode;
 use crate::ingest::outcome::Outcome;
+use crate::ingest::{Admitted, Ingestion, decode};
 
 /// Uncompressed bodies at least this large, and every compressed one, are decoded off the async workers.
 const DECODE_INLINE_MAX: usize = 256 * 1024;
@@ -27,7 +26,7 @@ pub struct AcceptedBody {
     ids: Vec<String>,
 }
 
-fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+pub fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -55,26 +54,43 @@ fn body_error(error: &axum::Error, limit: usize) -> ApiError {
     if super::serve::is_body_timeout(error) { ApiError::RequestTimeout } else { ApiError::BodyIncomplete }
 }
 
-/// Reads and decodes the body: within the size limit (before and after decompression), within the body
-/// read timeout, and stopping one log past the batch limit.
-async fn decode_body(
+/// Reads a body within `limit` (before and after its Content-Encoding) and the body read timeout, and
+/// hands the decompressed bytes to `parse`: what every HTTP ingestion front does with its body.
+pub async fn read_body<T: Send + 'static>(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-    max_logs: usize,
-) -> Result<(Vec<Value>, usize), ApiError> {
-    let format = decode::format(header_text(headers, header::CONTENT_TYPE))?;
+    parse: impl FnOnce(&[u8]) -> Result<T, ApiError> + Send + 'static,
+) -> Result<(T, usize), ApiError> {
     let encoding = decode::encoding(header_text(headers, header::CONTENT_ENCODING))?;
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| body_error(&e, limit))?;
     let inline = encoding == decode::Encoding::Identity && raw.len() < DECODE_INLINE_MAX;
     let work = move || {
         let decoded = decode::decompress(&raw, encoding, limit)?;
-        let size = decoded.len();
-        decode::logs(&decoded, format, max_logs).map(|logs| (logs, size))
+        parse(&decoded).map(|parsed| (parsed, decoded.len()))
     };
     // Decided by the body as read, not by what Content-Length claims; a compressed body may inflate up to
     // the limit, so only a small uncompressed one is decoded on the async worker.
     if inline { work() } else { tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)? }
+}
+
+/// What every HTTP ingestion front does before reading its body: the credential (from the headers alone:
+/// an unknown key never makes the daemon read the body), then room for the body among every body this
+/// instance holds. The permit is held until the request has its answer.
+pub async fn admit(
+    ingestion: &Ingestion,
+    front: Protocol,
+    credential: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(Admitted, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    let admitted = ingestion.admit(front, credential).await?;
+    match ingestion.reserve(may_decode_to(headers, ingestion.max_body_bytes)) {
+        Ok(room) => Ok((admitted, room)),
+        Err(e) => {
+            admitted.refuse(Outcome::Unavailable);
+            Err(e.into())
+        }
+    }
 }
 
 fn with_rate_limit(mut response: Response, status: Option<&RateLimitStatus>) -> Response {
@@ -100,19 +116,17 @@ fn with_rate_limit(mut response: Response, status: Option<&RateLimitStatus>) -> 
     ))]
 pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let ingestion = &state.ingestion;
-    // The credential first, from the headers alone: an unknown key never makes the daemon read the body.
-    let admitted = match ingestion.admit(credential(&headers)).await {
+    let (admitted, _room) = match admit(ingestion, Protocol::Http, credential(&headers), &headers).await {
         Ok(admitted) => admitted,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return e.into_response(),
     };
-    let _room = match ingestion.reserve(may_decode_to(&headers, ingestion.max_body_bytes)) {
-        Ok(room) => room,
-        Err(e) => {
-            admitted.refuse(Outcome::Unavailable);
-            return ApiError::from(e).into_response();
-        }
+    let (limit, max_logs) = (ingestion.max_body_bytes, ingestion.max_request_logs);
+    let format = decode::format(header_text(&headers, header::CONTENT_TYPE));
+    let decoded = match format {
+        Ok(format) => read_body(&headers, body, limit, move |bytes| decode::logs(bytes, format, max_logs)).await,
+        Err(e) => Err(e),
     };
-    let (logs, size) = match decode_body(&headers, body, ingestion.max_body_bytes, ingestion.max_request_logs).await {
+    let (logs, size) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {
             admitted.refuse(Outcome::of_refusal(&e));

@@ -50,15 +50,16 @@ pub async fn track(
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = writeln!(out, "# HELP {INGEST_LOGS} Logs received, by the one outcome each ended in.");
+    let _ = writeln!(out, "# HELP {INGEST_LOGS} Logs received, by front and the one outcome each ended in.");
     let _ = writeln!(out, "# TYPE {INGEST_LOGS} counter");
-    for (outcome, count) in state.ingestion.outcomes.totals() {
-        let _ = writeln!(out, "{INGEST_LOGS}{{outcome=\"{}\"}} {count}", outcome.name());
+    for (front, outcome, count) in state.ingestion.outcomes.totals() {
+        let _ = writeln!(out, "{INGEST_LOGS}{{front=\"{}\",outcome=\"{}\"}} {count}", front.name(), outcome.name());
     }
-    let _ = writeln!(out, "# HELP {INGEST_REQUESTS} Ingestion requests, by the one outcome each ended in.");
+    let _ = writeln!(out, "# HELP {INGEST_REQUESTS} Ingestion requests, by front and the one outcome each ended in.");
     let _ = writeln!(out, "# TYPE {INGEST_REQUESTS} counter");
-    for (outcome, count) in state.ingestion.outcomes.requests() {
-        let _ = writeln!(out, "{INGEST_REQUESTS}{{outcome=\"{}\"}} {count}", outcome.name());
+    for (front, outcome, count) in state.ingestion.outcomes.requests() {
+        let (front, outcome) = (front.name(), outcome.name());
+        let _ = writeln!(out, "{INGEST_REQUESTS}{{front=\"{front}\",outcome=\"{outcome}\"}} {count}");
     }
     if let Ok(depth) = state.queue.depth().await {
         let _ = writeln!(out, "# HELP {QUEUE_DEPTH} Logs acknowledged and not yet written.");

@@ -62,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         // Ingestion reads its body itself, with its own (configurable) limit.
         .route("/v1/logs", post(ingest::ingest).get(logs::list).layer(DefaultBodyLimit::disable()))
         .route("/v1/logs/{id}", get(logs::get))
+        // The compatibility fronts, each reading its body itself like `POST /v1/logs`.
+        .route("/otlp/v1/logs", post(crate::fronts::otlp::http).layer(DefaultBodyLimit::disable()))
+        .route("/loki/api/v1/push", post(crate::fronts::loki::push).layer(DefaultBodyLimit::disable()))
+        .merge(crate::fronts::elastic::routes().layer(DefaultBodyLimit::disable()))
         .route("/v1/metrics/error-rate", get(analytics::error_rate))
         .route("/v1/metrics/volume", get(analytics::volume))
         .route("/v1/metrics/top-errors", get(analytics::top_errors))

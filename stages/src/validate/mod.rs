@@ -85,6 +85,38 @@ impl Validate {
         }
         if problems.total == 0 { Ok(records) } else { Err(problems.into_error()) }
     }
+
+    /// Validates each log on its own: the good ones, and the problems of the others (at most one per log,
+    /// its first). All refused is the batch's error, as [`Validate::check`] gives it.
+    pub fn check_each(
+        &self,
+        logs: Vec<Value>,
+        project: Uuid,
+        received_at: DateTime<Utc>,
+    ) -> Result<(Vec<LogRecord>, Vec<Problem>), IngestError> {
+        if logs.is_empty() || logs.len() > self.config.max_request_logs {
+            return self.check(logs, project, received_at).map(|records| (records, Vec::new()));
+        }
+        let mut records = Vec::with_capacity(logs.len());
+        let mut rejected = Vec::new();
+        let mut problems = Problems::default();
+        for (index, log) in logs.into_iter().enumerate() {
+            let mut own = Problems::default();
+            let mut checker = Checker { index, problems: &mut own, config: &self.config };
+            match checker.log(log, project, received_at) {
+                Some(record) => records.push(record),
+                None => {
+                    if let Some(first) = own.list.first() {
+                        rejected.push(first.clone());
+                    }
+                    for problem in own.list {
+                        problems.push(problem);
+                    }
+                }
+            }
+        }
+        if records.is_empty() { Err(problems.into_error()) } else { Ok((records, rejected)) }
+    }
 }
 
 #[async_trait::async_trait]
@@ -94,7 +126,15 @@ impl Stage for Validate {
     async fn apply(&self, request: &mut Ingest) -> Result<(), IngestError> {
         let project = request.project()?.project_id;
         let logs = std::mem::take(&mut request.logs);
-        request.records = self.check(logs, project, request.received_at)?;
+        if request.partial {
+            let (records, rejected) = self.check_each(logs, project, request.received_at)?;
+            request.records = records;
+            if !rejected.is_empty() {
+                let _ = request.report.rejected.set(rejected);
+            }
+        } else {
+            request.records = self.check(logs, project, request.received_at)?;
+        }
         Ok(())
     }
 }
@@ -411,6 +451,19 @@ mod tests {
 
     fn check(logs: Vec<Value>) -> Result<Vec<LogRecord>, IngestError> {
         Validate::new(ValidateConfig::default()).check(logs, Uuid::nil(), Utc::now())
+    }
+
+    #[test]
+    fn each_log_on_its_own_keeps_the_good_ones() {
+        let validate = Validate::new(ValidateConfig::default());
+        let logs = vec![json!({"message": "a"}), json!({"message": ""}), json!({"message": "c", "level": "nope"})];
+        let (records, rejected) = validate.check_each(logs, Uuid::nil(), Utc::now()).expect("one is good");
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].message, "a");
+        let refused: Vec<_> = rejected.iter().map(|p| (p.index, p.field.as_str())).collect();
+        assert_eq!(refused, [(Some(1), "message"), (Some(2), "level")]);
+        let all_bad = validate.check_each(vec![json!({"message": ""})], Uuid::nil(), Utc::now());
+        assert!(matches!(all_bad, Err(IngestError::Invalid(p)) if p[0].field == "message"));
     }
 
     fn problems(logs: Vec<Value>) -> Vec<(Option<usize>, String)> {

@@ -1,0 +1,403 @@
+//! The syslog front: RFC 5424 and RFC 3164 messages over TCP (TLS when `[syslog] tls`), octet-counted
+//! (RFC 6587: `<length> <message>`) or newline-framed, told apart message by message.
+//!
+//! A message's key comes from a structured-data element whose SD-ID starts with `ledger`
+//! (`[ledger@41058 key="ledger_…"]`), else from `[syslog] api_key`. PRI gives the level (0–2 CRITICAL,
+//! 3 ERROR, 4 WARNING, 5–6 INFO, 7 DEBUG) and the facility, HOSTNAME the host, APP-NAME the service, MSG
+//! the message; facility, PROCID, MSGID and the other structured data go to attributes. A message that
+//! cannot be parsed is stored all the same: the raw line as its message, with `syslog.parse_error`.
+//!
+//! Syslog has no answers, so nothing may be lost quietly: while a connection's batch is in the stack the
+//! connection is not read (TCP flow control holds the sender back), a batch refused for a reason that
+//! passes (rate limit, full queue, unavailable store) is retried after its Retry-After, and what is refused
+//! for good (unknown key, quota, invalid) is counted in the outcomes and logged. Connections, message size
+//! and idle time are bounded by `[syslog]`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_stages::{Ingest, IngestError, Protocol};
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SyslogConfig;
+use crate::ingest::Ingestion;
+use crate::ingest::map::{LogBuilder, syslog_level};
+
+/// One message as framed off the wire.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub bytes: Vec<u8>,
+    /// The message was longer than `max_message_bytes` and was cut there.
+    pub truncated: bool,
+}
+
+/// Reads the next message: octet-counted when it starts with a digit, else up to a newline. At most `max`
+/// bytes are kept of a message; the rest of it is read and dropped. `None` at the end of the stream.
+pub async fn next_frame<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> std::io::Result<Option<Frame>> {
+    loop {
+        let first = match reader.fill_buf().await?.first() {
+            None => return Ok(None),
+            Some(b) => *b,
+        };
+        if first == b'\n' || first == b'\r' || first == b' ' {
+            reader.consume(1);
+            continue;
+        }
+        if first.is_ascii_digit() {
+            let mut digits = Vec::with_capacity(8);
+            loop {
+                let byte = reader.read_u8().await?;
+                if byte == b' ' {
+                    break;
+                }
+                if !byte.is_ascii_digit() || digits.len() == 9 {
+                    // Not a length after all: the digits and the rest of the line are one newline-framed message.
+                    let mut frame = Frame { bytes: digits, truncated: false };
+                    frame.bytes.push(byte);
+                    if byte != b'\n' {
+                        read_line(reader, &mut frame, max).await?;
+                    }
+                    return Ok(Some(frame));
+                }
+                digits.push(byte);
+            }
+            let length: u64 = std::str::from_utf8(&digits).ok().and_then(|d| d.parse().ok()).unwrap_or(0);
+            let keep = length.min(max as u64);
+            let mut bytes = Vec::with_capacity(keep as usize);
+            (&mut *reader).take(keep).read_to_end(&mut bytes).await?;
+            if (bytes.len() as u64) < keep {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let rest = length - keep;
+            if rest > 0 {
+                tokio::io::copy(&mut (&mut *reader).take(rest), &mut tokio::io::sink()).await?;
+            }
+            return Ok(Some(Frame { bytes, truncated: rest > 0 }));
+        }
+        let mut frame = Frame { bytes: Vec::new(), truncated: false };
+        read_line(reader, &mut frame, max).await?;
+        return Ok(Some(frame));
+    }
+}
+
+/// Reads to the end of the line into `frame`, keeping at most `max` bytes.
+async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, frame: &mut Frame, max: usize) -> std::io::Result<()> {
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            break;
+        }
+        let (chunk, done) = match buffer.iter().position(|b| *b == b'\n') {
+            Some(end) => (&buffer[..end], Some(end + 1)),
+            None => (buffer, None),
+        };
+        let room = max.saturating_sub(frame.bytes.len());
+        frame.bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        frame.truncated |= chunk.len() > room;
+        let used = done.unwrap_or(buffer.len());
+        reader.consume(used);
+        if done.is_some() {
+            break;
+        }
+    }
+    while frame.bytes.last() == Some(&b'\r') {
+        frame.bytes.pop();
+    }
+    Ok(())
+}
+
+/// A message as a log object, and the key it carries.
+pub fn log(frame: Frame) -> (Option<String>, Value) {
+    // Neither store keeps a NUL in text: it becomes U+FFFD like any byte that is not UTF-8.
+    let text = String::from_utf8_lossy(&frame.bytes).replace('\0', "\u{fffd}");
+    let mut b = LogBuilder::new();
+    let mut key = None;
+    let has_pri = text
+        .strip_prefix('<')
+        .and_then(|t| t.split_once('>'))
+        .is_some_and(|(pri, _)| !pri.is_empty() && pri.len() <= 3 && pri.bytes().all(|c| c.is_ascii_digit()));
+    let parsed = if has_pri {
+        syslog_loose::parse_message_with_year_exact(
+            &text,
+            |_| chrono::Datelike::year(&chrono::Utc::now()),
+            syslog_loose::Variant::Either,
+        )
+    } else {
+        Err("no PRI (<N>) at the start of the message".into())
+    };
+    match parsed {
+        Ok(message) => {
+            if let Some(severity) = message.severity {
+                b.severity(syslog_level(severity as u8));
+            }
+            if let Some(facility) = message.facility {
+                b.attribute("syslog.facility", Value::String(facility.as_str().into()));
+            }
+            if let Some(t) = message.timestamp {
+                b.timestamp(t.to_utc());
+            }
+            if let Some(host) = message.hostname {
+                b.attribute("host.name", Value::String(host.into()));
+            }
+            if let Some(app) = message.appname {
+                b.attribute("service.name", Value::String(app.into()));
+            }
+            if let Some(procid) = message.procid {
+                b.attribute("syslog.procid", Value::String(procid.to_string()));
+            }
+            if let Some(msgid) = message.msgid {
+                b.attribute("syslog.msgid", Value::String(msgid.into()));
+            }
+            for element in message.structured_data {
+                let ours = element.id.starts_with("ledger");
+                for (name, value) in element.params {
+                    if ours && name == "key" {
+                        key = Some(value.to_owned());
+                    } else {
+                        b.attribute(format!("{}.{name}", element.id), Value::String(value.into()));
+                    }
+                }
+            }
+            let msg = message.msg.trim_start_matches('\u{feff}');
+            b.message(if msg.is_empty() { "-" } else { msg });
+        }
+        Err(reason) => {
+            b.message(if text.is_empty() { "-".to_owned() } else { text.clone() });
+            b.attribute("syslog.parse_error", Value::String(reason));
+        }
+    }
+    if frame.truncated {
+        b.attribute("syslog.truncated", Value::Bool(true));
+    }
+    (key, b.build())
+}
+
+/// Serves `[syslog] tcp_addr` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    ingestion: Ingestion,
+    config: SyslogConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) {
+    let config = Arc::new(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept a syslog connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (ingestion, config, acceptor, shutdown) =
+            (ingestion.clone(), config.clone(), acceptor.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let result = match acceptor {
+                Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => connection(tls, &ingestion, &config, shutdown).await,
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                },
+                None => connection(stream, &ingestion, &config, shutdown).await,
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, %peer, "syslog connection ended");
+            }
+        });
+    }
+}
+
+/// One connection: frames read into batches (up to `batch_logs`, or what arrived within `linger_ms` of
+/// the first), each batch stored before the next is read.
+async fn connection<S: AsyncRead + Unpin>(
+    stream: S,
+    ingestion: &Ingestion,
+    config: &SyslogConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let idle = Duration::from_secs(config.idle_timeout_secs);
+    let linger = Duration::from_millis(config.linger_ms);
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            frame = tokio::time::timeout(idle, next_frame(&mut reader, config.max_message_bytes)) => match frame {
+                Err(_) => return Ok(()),
+                Ok(frame) => frame?,
+            },
+        };
+        let Some(first) = first else { return Ok(()) };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
+        let mut ended = false;
+        while batch.len() < config.batch_logs {
+            // What is already buffered is taken at once; otherwise wait for more until the linger is over.
+            match tokio::time::timeout_at(deadline, next_frame(&mut reader, config.max_message_bytes)).await {
+                Err(_) => break,
+                Ok(Ok(Some(frame))) => batch.push(frame),
+                Ok(Ok(None)) => {
+                    ended = true;
+                    break;
+                }
+                Ok(Err(e)) => {
+                    store(ingestion, config, batch).await;
+                    return Err(e);
+                }
+            }
+        }
+        store(ingestion, config, batch).await;
+        if ended {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends a connection's batch to the stack, one request per key it carries; waits out refusals that
+/// pass, counts and logs the others.
+async fn store(ingestion: &Ingestion, config: &SyslogConfig, frames: Vec<Frame>) {
+    let mut by_key: HashMap<Option<String>, Vec<Value>> = HashMap::new();
+    for frame in frames {
+        let (key, log) = log(frame);
+        let key = key.or_else(|| (!config.api_key.is_empty()).then(|| config.api_key.clone()));
+        by_key.entry(key).or_default().push(log);
+    }
+    for (key, logs) in by_key {
+        let count = logs.len();
+        let mut logs = Some(logs);
+        let mut attempts = 0u32;
+        while let Some(batch) = logs.take() {
+            let admitted = match ingestion.admit(Protocol::Syslog, key.as_deref()).await {
+                Ok(admitted) => admitted,
+                Err(e) => {
+                    match retry_after(&e) {
+                        Some(wait) if attempts < 30 => {
+                            attempts += 1;
+                            logs = Some(batch);
+                            tokio::time::sleep(wait).await;
+                        }
+                        _ => tracing::warn!(messages = count, error = %e, "syslog messages refused"),
+                    }
+                    continue;
+                }
+            };
+            let size = batch.iter().map(|l| l.to_string().len()).sum::<usize>();
+            let _room = match ingestion.reserve(size) {
+                Ok(room) => room,
+                Err(e) => {
+                    admitted.refuse(crate::ingest::outcome::Outcome::Unavailable);
+                    if attempts < 30 {
+                        attempts += 1;
+                        logs = Some(batch);
+                        tokio::time::sleep(retry_after(&e).unwrap_or(Duration::from_secs(1))).await;
+                    }
+                    continue;
+                }
+            };
+            let copy = batch.clone();
+            let mut request = Ingest::new(String::new(), Protocol::Syslog, None, batch);
+            request.partial = true;
+            request.body_bytes = size as u64;
+            let (result, report) = ingestion.run(admitted, request).await;
+            match result {
+                Ok(_) => {
+                    if let Some(rejected) = report.rejected.get() {
+                        let first = rejected.first().map(|p| format!("{} {}", p.field, p.reason)).unwrap_or_default();
+                        tracing::warn!(messages = rejected.len(), first = %first, "syslog messages refused as invalid");
+                    }
+                }
+                Err(e) => match retry_after(&e) {
+                    Some(wait) if attempts < 30 => {
+                        attempts += 1;
+                        logs = Some(copy);
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => tracing::warn!(messages = count, error = %e, "syslog messages refused"),
+                },
+            }
+        }
+    }
+}
+
+/// How long to wait before trying again, for a refusal that passes.
+fn retry_after(error: &IngestError) -> Option<Duration> {
+    match error {
+        IngestError::RateLimited { retry_after }
+        | IngestError::QueueFull { retry_after }
+        | IngestError::Unavailable { retry_after, .. } => Some((*retry_after).max(Duration::from_millis(100))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn frames(input: &[u8], max: usize) -> Vec<Frame> {
+        let mut reader = BufReader::new(input);
+        let mut out = Vec::new();
+        while let Some(frame) = next_frame(&mut reader, max).await.expect("readable") {
+            out.push(frame);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn octet_counted_and_newline_framing_mix() {
+        let input = b"11 <13>1 - - -\r\n<14>plain line\r\n\n5 <1>ab10 <13>abcdef";
+        let got = frames(input, 8).await;
+        let texts: Vec<&[u8]> = got.iter().map(|f| f.bytes.as_slice()).collect();
+        assert_eq!(texts, [&b"<13>1 - "[..], b"<14>plai", b"<1>ab", b"<13>abcd"]);
+        let truncated: Vec<bool> = got.iter().map(|f| f.truncated).collect();
+        assert_eq!(truncated, [true, true, false, true]);
+    }
+
+    #[test]
+    fn rfc5424_with_our_structured_data() {
+        let frame = Frame {
+            bytes: br#"<11>1 2026-11-30T10:00:00.5Z web-1 billing 4242 PAY [ledger@41058 key="ledger_k"][meta env="prod"] card declined"#.to_vec(),
+            truncated: false,
+        };
+        let (key, parsed) = log(frame);
+        let log = parsed;
+        assert_eq!(key.as_deref(), Some("ledger_k"));
+        assert_eq!(log["message"], "card declined");
+        assert_eq!(log["level"], "ERROR");
+        assert_eq!(log["host"], "web-1");
+        assert_eq!(log["service"], "billing");
+        assert_eq!(log["attributes"]["syslog.procid"], "4242");
+        assert_eq!(log["attributes"]["syslog.msgid"], "PAY");
+        assert_eq!(log["attributes"]["meta.env"], "prod");
+        assert_eq!(log["attributes"]["syslog.facility"], "user");
+        assert!(log["attributes"].get("ledger@41058.key").is_none(), "the key is never stored");
+    }
+
+    #[test]
+    fn rfc3164_and_garbage() {
+        let frame = Frame { bytes: b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed".to_vec(), truncated: false };
+        let (key, parsed) = log(frame);
+        assert_eq!(key, None);
+        assert_eq!(parsed["level"], "CRITICAL");
+        assert_eq!(parsed["host"], "mymachine");
+        assert_eq!(parsed["service"], "su");
+        assert_eq!(parsed["message"], "'su root' failed");
+        let (_, garbage) = log(Frame { bytes: b"\x00\xffjust garbage".to_vec(), truncated: true });
+        assert!(garbage["attributes"]["syslog.parse_error"].is_string());
+        assert_eq!(garbage["attributes"]["syslog.truncated"], true);
+        assert!(!garbage["message"].as_str().expect("text").contains('\0'));
+    }
+}
