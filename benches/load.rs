@@ -18,6 +18,8 @@
 //!   by this binary as a separate process, like the daemon).
 //! - `latency`: a fixed rate, by default half the batched maximum: 202 latency and freshness.
 //! - `rss`: the daemon's resident memory with 100,000 logs queued (workers off, so they stay queued).
+//! - `fronts`: `batched` again through OTLP/HTTP protobuf, Loki snappy protobuf and Elasticsearch bulk, beside
+//!   the native JSON path in the same run (not part of `all`).
 //! - `embedded`: batches into the embedded backend (202 = committed). Ceiling: a bare SQLite batch insert of
 //!   identical rows into an identical database.
 //!
@@ -102,12 +104,21 @@ enum Scenario {
     Latency,
     Rss,
     Embedded,
+    /// The compatibility fronts (OTLP protobuf, Loki protobuf, Elasticsearch bulk) beside the native JSON
+    /// path, each batched end to end like `batched`.
+    Fronts,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Http,
     Grpc,
+    /// OTLP/HTTP protobuf, `POST /otlp/v1/logs`.
+    Otlp,
+    /// Loki push, snappy protobuf.
+    Loki,
+    /// Elasticsearch `_bulk` NDJSON.
+    Elastic,
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -355,8 +366,20 @@ async fn tenant(client: &reqwest::Client, base: &str) -> String {
 /// What the load sends: pre-encoded requests, so the generator spends its CPU on sending.
 #[derive(Clone)]
 enum Target {
-    Http { client: reqwest::Client, url: String, key: String, bodies: Arc<Vec<bytes::Bytes>> },
-    Grpc { clients: Vec<IngestServiceClient<Channel>>, key: String, requests: Arc<Vec<pb::IngestRequest>> },
+    Http {
+        client: reqwest::Client,
+        url: String,
+        key: String,
+        bodies: Arc<Vec<bytes::Bytes>>,
+        content_type: &'static str,
+        /// The status that acknowledges: 202 natively, 200 for OTLP and Elasticsearch, 204 for Loki.
+        ok: u16,
+    },
+    Grpc {
+        clients: Vec<IngestServiceClient<Channel>>,
+        key: String,
+        requests: Arc<Vec<pb::IngestRequest>>,
+    },
 }
 
 /// A request's end: the first id when acknowledged and asked for.
@@ -369,17 +392,17 @@ enum Sent {
 impl Target {
     async fn send(&self, i: usize, want_id: bool) -> Sent {
         match self {
-            Target::Http { client, url, key, bodies } => {
+            Target::Http { client, url, key, bodies, content_type, ok } => {
                 let body = bodies[i % bodies.len()].clone();
                 let response = client
                     .post(url)
                     .header("x-api-key", key)
-                    .header("content-type", "application/json")
+                    .header("content-type", *content_type)
                     .body(body)
                     .send()
                     .await;
                 match response {
-                    Ok(r) if r.status() == 202 => {
+                    Ok(r) if r.status() == *ok => {
                         let bytes = r.bytes().await.unwrap_or_default();
                         let id = want_id
                             .then(|| serde_json::from_slice::<Value>(&bytes).ok())
@@ -597,6 +620,173 @@ fn http_target(base: &str, key: &str, batch: usize, concurrency: usize) -> Targe
         url: format!("{base}/v1/logs"),
         key: key.to_owned(),
         bodies: Arc::new(bodies),
+        content_type: "application/json",
+        ok: 202,
+    }
+}
+
+/// The same logs, sent by a compatibility front: 64 pre-encoded bodies of `batch` logs each.
+fn front_target(protocol: Protocol, base: &str, key: &str, batch: usize, concurrency: usize) -> Target {
+    let (path, content_type, ok, encode): (&str, &'static str, u16, fn(&[Value]) -> Vec<u8>) = match protocol {
+        Protocol::Otlp => ("/otlp/v1/logs", "application/x-protobuf", 200, fronts::otlp),
+        Protocol::Loki => ("/loki/api/v1/push", "application/x-protobuf", 204, fronts::loki),
+        Protocol::Elastic => ("/_bulk", "application/x-ndjson", 200, fronts::elastic),
+        Protocol::Http | Protocol::Grpc => return http_target(base, key, batch, concurrency),
+    };
+    let bodies = (0..64)
+        .map(|i| {
+            let logs: Vec<Value> = (i * batch..(i + 1) * batch).map(payload::log).collect();
+            bytes::Bytes::from(encode(&logs))
+        })
+        .collect();
+    Target::Http {
+        client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap(),
+        url: format!("{base}{path}"),
+        key: key.to_owned(),
+        bodies: Arc::new(bodies),
+        content_type,
+        ok,
+    }
+}
+
+/// The bench's logs in each compatibility front's encoding, as their usual clients send them.
+mod fronts {
+    use std::collections::BTreeMap;
+
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+    use serde_json::Value;
+
+    fn any(v: &Value) -> AnyValue {
+        let value = match v {
+            Value::String(s) => any_value::Value::StringValue(s.clone()),
+            Value::Bool(b) => any_value::Value::BoolValue(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => any_value::Value::IntValue(i),
+                None => any_value::Value::DoubleValue(n.as_f64().unwrap_or(0.0)),
+            },
+            other => any_value::Value::StringValue(other.to_string()),
+        };
+        AnyValue { value: Some(value) }
+    }
+
+    fn kv(key: &str, v: &Value) -> KeyValue {
+        KeyValue { key: key.to_owned(), value: Some(any(v)) }
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).filter_map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+    }
+
+    fn text<'a>(log: &'a Value, name: &str) -> &'a str {
+        log[name].as_str().unwrap_or_default()
+    }
+
+    /// Records grouped by resource (service, environment, host), as an SDK or collector batches them.
+    pub fn otlp(logs: &[Value]) -> Vec<u8> {
+        let mut by_resource: BTreeMap<(String, String, String), Vec<LogRecord>> = BTreeMap::new();
+        for log in logs {
+            let mut attributes: Vec<KeyValue> =
+                log["attributes"].as_object().map(|o| o.iter().map(|(k, v)| kv(k, v)).collect()).unwrap_or_default();
+            if let Some(e) = log["exception"].as_object() {
+                for (name, key) in
+                    [("type", "exception.type"), ("value", "exception.message"), ("stacktrace", "exception.stacktrace")]
+                {
+                    if let Some(v) = e.get(name) {
+                        attributes.push(kv(key, v));
+                    }
+                }
+            }
+            let severity = match text(log, "level") {
+                "debug" => 5,
+                "info" => 9,
+                "warning" => 13,
+                "error" => 17,
+                _ => 9,
+            };
+            let record = LogRecord {
+                time_unix_nano: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64,
+                severity_number: severity,
+                body: Some(any(&log["message"])),
+                attributes,
+                trace_id: hex(text(log, "trace_id")),
+                span_id: hex(text(log, "span_id")),
+                ..LogRecord::default()
+            };
+            let resource =
+                (text(log, "service").to_owned(), text(log, "environment").to_owned(), text(log, "host").to_owned());
+            by_resource.entry(resource).or_default().push(record);
+        }
+        let resource_logs = by_resource
+            .into_iter()
+            .map(|((service, environment, host), records)| {
+                let attributes =
+                    [("service.name", service), ("deployment.environment.name", environment), ("host.name", host)]
+                        .into_iter()
+                        .filter(|(_, v)| !v.is_empty())
+                        .map(|(k, v)| kv(k, &Value::String(v)))
+                        .collect();
+                ResourceLogs {
+                    resource: Some(Resource { attributes, ..Resource::default() }),
+                    scope_logs: vec![ScopeLogs { log_records: records, ..ScopeLogs::default() }],
+                    ..ResourceLogs::default()
+                }
+            })
+            .collect();
+        ExportLogsServiceRequest { resource_logs }.encode_to_vec()
+    }
+
+    /// Streams by label set (service, environment, level); attributes as structured metadata; snappy.
+    pub fn loki(logs: &[Value]) -> Vec<u8> {
+        use ledger_proto::loki::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter};
+        let mut streams: BTreeMap<String, Vec<EntryAdapter>> = BTreeMap::new();
+        let now = chrono::Utc::now();
+        for log in logs {
+            let labels = format!(
+                "{{service_name=\"{}\", env=\"{}\", level=\"{}\"}}",
+                text(log, "service"),
+                text(log, "environment"),
+                text(log, "level")
+            );
+            let mut metadata: Vec<LabelPairAdapter> = log["attributes"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| LabelPairAdapter {
+                            name: k.clone(),
+                            value: v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !text(log, "trace_id").is_empty() {
+                metadata.push(LabelPairAdapter { name: "trace_id".into(), value: text(log, "trace_id").into() });
+            }
+            streams.entry(labels).or_default().push(EntryAdapter {
+                timestamp: Some(prost_types::Timestamp { seconds: now.timestamp(), nanos: 0 }),
+                line: text(log, "message").to_owned(),
+                structured_metadata: metadata,
+                parsed: Vec::new(),
+            });
+        }
+        let push = PushRequest {
+            streams: streams.into_iter().map(|(labels, entries)| StreamAdapter { labels, entries, hash: 0 }).collect(),
+        };
+        snap::raw::Encoder::new().compress_vec(&push.encode_to_vec()).unwrap()
+    }
+
+    /// `{"create": {"_index": "bench"}}` and the document, per log.
+    pub fn elastic(logs: &[Value]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for log in logs {
+            body.extend_from_slice(b"{\"create\":{\"_index\":\"bench\"}}\n");
+            serde_json::to_writer(&mut body, log).unwrap();
+            body.push(b'\n');
+        }
+        body
     }
 }
 
@@ -905,9 +1095,13 @@ impl Bench {
     /// Batched ingestion into the shared backend, end to end, with its ceilings.
     async fn batched(&mut self, daemon: &Daemon, key: &str, protocol: Protocol, out: &mut Vec<Figure>) {
         let batch = self.args.batch;
+        let concurrency = self.args.concurrency;
         let (scenario, target) = match protocol {
-            Protocol::Http => ("batched", http_target(&daemon.base, key, batch, self.args.concurrency)),
+            Protocol::Http => ("batched", http_target(&daemon.base, key, batch, concurrency)),
             Protocol::Grpc => ("grpc", grpc_target(&daemon.grpc, key, batch).await),
+            Protocol::Otlp => ("otlp", front_target(protocol, &daemon.base, key, batch, concurrency)),
+            Protocol::Loki => ("loki", front_target(protocol, &daemon.base, key, batch, concurrency)),
+            Protocol::Elastic => ("elastic", front_target(protocol, &daemon.base, key, batch, concurrency)),
         };
         let logs_url = daemon.logs_url().unwrap();
         let already = Self::count(&logs_url).await;
@@ -1023,8 +1217,11 @@ impl Bench {
         let s = self.args.scenario;
         let every = s == Scenario::All;
         let mut out = Vec::new();
-        let shared_needed =
-            every || matches!(s, Scenario::Batched | Scenario::Grpc | Scenario::Single | Scenario::Latency);
+        let shared_needed = every
+            || matches!(
+                s,
+                Scenario::Batched | Scenario::Grpc | Scenario::Single | Scenario::Latency | Scenario::Fronts
+            );
         if shared_needed {
             let daemon = Daemon::start(BackendKind::Shared, &[], &self.args.daemon_env);
             let key = tenant(&reqwest::Client::new(), &daemon.base).await;
@@ -1040,6 +1237,12 @@ impl Bench {
             }
             if every || s == Scenario::Latency {
                 self.latency(&daemon, &key, &mut out).await;
+            }
+            if s == Scenario::Fronts {
+                // The native path first, so each front's figure stands beside it in the same run.
+                for protocol in [Protocol::Http, Protocol::Otlp, Protocol::Loki, Protocol::Elastic] {
+                    self.batched(&daemon, &key, protocol, &mut out).await;
+                }
             }
             daemon.stop().await;
         }

@@ -166,6 +166,8 @@ pub fn request_span(name: &str, path: &str, request_id: &str, headers: &axum::ht
         request_id = request_id,
         path = path,
         trace_id = tracing::field::Empty,
+        // Set by an ingestion front: which one (http, grpc, otlp, loki, elasticsearch, syslog).
+        front = tracing::field::Empty,
     );
     if EXPORTING.load(Ordering::Relaxed) && !span.is_disabled() {
         let parent = TraceContextPropagator::new().extract(&Headers(headers));

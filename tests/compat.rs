@@ -205,7 +205,10 @@ async fn elastic_python_bulk(kind: Kind, auth: &str) {
     assert_eq!(one["attributes"]["user.id"], 7);
     assert_eq!(find(&logs, "es two")["level"], "WARNING");
     find(&logs, "es three");
-    assert!(logs.iter().all(|l| !l["message"].as_str().unwrap().contains("es too long")), "the refused one is not stored");
+    assert!(
+        logs.iter().all(|l| !l["message"].as_str().unwrap().contains("es too long")),
+        "the refused one is not stored"
+    );
 }
 
 async fn syslog_logger(kind: Kind) {

@@ -153,3 +153,65 @@ async fn shared_spans_trees_and_links() {
 async fn embedded_spans_trees_and_links() {
     spans_trees_and_links(Kind::Embedded).await;
 }
+
+/// The span's string attribute `key`, if it has one.
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(s) => Some(s.clone()),
+        _ => None,
+    })
+}
+
+/// Each compatibility front's request is a span named by the front, with its `front` attribute, and the
+/// stages under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compatibility_fronts_have_spans_named_by_front() {
+    let (receiver, endpoint) = Receiver::start().await;
+    let d = Daemon::start_with(
+        Fresh::new(Kind::Embedded),
+        &[("LEDGER__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
+    let (_, _, key) = d.tenant("fronts@example.com").await;
+    let sends = [
+        (
+            "/otlp/v1/logs",
+            "application/json",
+            r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"o"}}]}]}]}"#.to_owned(),
+            200,
+        ),
+        (
+            "/loki/api/v1/push",
+            "application/json",
+            r#"{"streams":[{"stream":{"app":"a"},"values":[["1764000000000000000","l"]]}]}"#.to_owned(),
+            204,
+        ),
+        ("/_bulk", "application/x-ndjson", "{\"index\":{}}\n{\"message\":\"e\"}\n".to_owned(), 200),
+    ];
+    for (path, content_type, body, status) in sends {
+        let r = d
+            .client()
+            .post(d.url(path))
+            .bearer_auth(&key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
+    for (name, front) in
+        [("POST /otlp/v1/logs", "otlp"), ("POST /loki/api/v1/push", "loki"), ("POST /_bulk", "elasticsearch")]
+    {
+        let span = eventually(Duration::from_secs(20), &format!("the {front} request span"), || async {
+            receiver.spans().into_iter().find(|s| s.name == name)
+        })
+        .await;
+        assert_eq!(attribute(&span, "front").as_deref(), Some(front), "{span:?}");
+        eventually(Duration::from_secs(20), &format!("the {front} request's stages are its children"), || async {
+            receiver.spans().into_iter().find(|s| s.name == "validate" && s.parent_span_id == span.span_id)
+        })
+        .await;
+    }
+}

@@ -80,3 +80,50 @@ fn a_bad_certificate_stops_the_start_with_one_line() {
     assert!(!only_one.status.success());
     assert!(String::from_utf8_lossy(&only_one.stderr).contains("go together"));
 }
+
+/// `[syslog] tls = true`: the syslog listener speaks TLS with the server's certificate; a message sent over
+/// it (octet-counted RFC 5424, the key in our structured data) is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_is_served_over_tls() {
+    use tokio::io::AsyncWriteExt;
+    let fresh = Fresh::new(Kind::Embedded);
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let (cert, key) = (fresh.dir.path().join("cert.pem"), fresh.dir.path().join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let mut d = Daemon::start_with(
+        fresh,
+        &[
+            ("LEDGER__SERVER__TLS_CERT_PATH", cert.as_str()),
+            ("LEDGER__SERVER__TLS_KEY_PATH", key.as_str()),
+            ("LEDGER__SYSLOG__TCP_ADDR", "127.0.0.1:0"),
+            ("LEDGER__SYSLOG__TLS", "true"),
+        ],
+    )
+    .await;
+    d.use_tls(cert_pem.as_bytes());
+    let (_, _, api_key) = d.tenant("syslog-tls@example.com").await;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&d.syslog).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let message = format!("<11>1 - tls-host tls-app - - [ledger@41058 key=\"{api_key}\"] syslog over tls");
+    tls.write_all(format!("{} {message}", message.len()).as_bytes()).await.unwrap();
+    tls.shutdown().await.unwrap();
+
+    let logs = support::eventually(std::time::Duration::from_secs(20), "the syslog message is stored", || async {
+        let logs = d.all_logs(&api_key, 100).await;
+        (!logs.is_empty()).then_some(logs)
+    })
+    .await;
+    assert_eq!(logs[0]["message"], "syslog over tls");
+    assert_eq!(logs[0]["service"], "tls-app");
+    assert_eq!(logs[0]["level"], "ERROR");
+}

@@ -181,11 +181,26 @@ struct ItemBody<'a> {
     error: Option<ItemError<'a>>,
 }
 
+/// `{"<action>": {item}}`.
+struct Entry<'a> {
+    action: &'static str,
+    body: ItemBody<'a>,
+}
+
+impl Serialize for Entry<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.action, &self.body)?;
+        map.end()
+    }
+}
+
 #[derive(Serialize)]
-struct BulkAnswer {
+struct BulkAnswer<'a> {
     took: u64,
     errors: bool,
-    items: Vec<Map<String, Value>>,
+    items: Vec<Entry<'a>>,
 }
 
 /// Flattens a document's objects into dotted names, in the order they come.
@@ -210,7 +225,10 @@ fn time(value: &Value) -> Option<DateTime<Utc>> {
 
 /// A document as a log object.
 pub fn log(document: Map<String, Value>, index: Option<&str>) -> Value {
-    let whole = Value::Object(document.clone()).to_string();
+    // Only a document without a message of its own is kept whole as its message.
+    let has_message =
+        ["message", "msg", "log", "MESSAGE"].iter().any(|k| document.get(*k).is_some_and(Value::is_string));
+    let whole = (!has_message).then(|| Value::Object(document.clone()).to_string());
     let mut fields = Vec::with_capacity(document.len());
     flatten("", document, &mut fields);
     let mut b = LogBuilder::new();
@@ -229,7 +247,7 @@ pub fn log(document: Map<String, Value>, index: Option<&str>) -> Value {
             }
         }
     }
-    b.message(message.unwrap_or(whole));
+    b.message(message.or(whole).unwrap_or_default());
     if let Some(t) = timestamp {
         b.timestamp(t);
     }
@@ -433,9 +451,7 @@ async fn run(State(state): State<AppState>, path_index: Option<String>, headers:
                     ItemBody { index, id: "", version: None, result: None, status: 500, error: Some(error) }
                 }
             };
-            let mut entry = Map::new();
-            entry.insert(item.action.to_owned(), serde_json::to_value(body).unwrap_or_default());
-            entry
+            Entry { action: item.action, body }
         })
         .collect();
     let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -312,7 +312,8 @@ async fn store(ingestion: &Ingestion, config: &SyslogConfig, frames: Vec<Frame>)
             let mut request = Ingest::new(String::new(), Protocol::Syslog, None, batch);
             request.partial = true;
             request.body_bytes = size as u64;
-            let (result, report) = ingestion.run(admitted, request).await;
+            let span = crate::telemetry::request_span("syslog", "syslog", "", &axum::http::HeaderMap::new());
+            let (result, report) = tracing::Instrument::instrument(ingestion.run(admitted, request), span).await;
             match result {
                 Ok(_) => {
                     if let Some(rejected) = report.rejected.get() {

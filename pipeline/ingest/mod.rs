@@ -144,6 +144,7 @@ impl Ingestion {
             self.outcomes.record(front, project, day, outcome::Outcome::of(&result), logs, bytes);
             return (result, report);
         }
+        tracing::Span::current().record("front", front.name());
         // The queue carries the request's trace context, so the worker's batch span can link to it.
         request.traceparent = crate::telemetry::current_traceparent();
         let (stack, outcomes, counted) = (self.stack.clone(), self.outcomes.clone(), report.clone());

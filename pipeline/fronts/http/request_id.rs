@@ -42,9 +42,23 @@ fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// The route of a compatibility front's ingestion request, which names its span beside the method (Ledger's
+/// own routes are named by the method alone).
+fn front_route(path: &str) -> Option<&'static str> {
+    match path {
+        "/otlp/v1/logs" => Some("/otlp/v1/logs"),
+        "/loki/api/v1/push" => Some("/loki/api/v1/push"),
+        "/_bulk" => Some("/_bulk"),
+        _ if path.ends_with("/_bulk") => Some("/{index}/_bulk"),
+        _ => None,
+    }
+}
+
 pub async fn middleware(request: Request, next: Next) -> Response {
     let id = of(request.headers());
-    let span = crate::telemetry::request_span(request.method().as_str(), request.uri().path(), &id, request.headers());
+    let (method, path) = (request.method().as_str(), request.uri().path());
+    let name = front_route(path).map_or_else(|| method.to_owned(), |route| format!("{method} {route}"));
+    let span = crate::telemetry::request_span(&name, path, &id, request.headers());
     let started = Instant::now();
     let mut response = REQUEST_ID.scope(id.clone(), next.run(request).instrument(span.clone())).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
