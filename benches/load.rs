@@ -627,7 +627,8 @@ fn http_target(base: &str, key: &str, batch: usize, concurrency: usize) -> Targe
 
 /// The same logs, sent by a compatibility front: 64 pre-encoded bodies of `batch` logs each.
 fn front_target(protocol: Protocol, base: &str, key: &str, batch: usize, concurrency: usize) -> Target {
-    let (path, content_type, ok, encode): (&str, &'static str, u16, fn(&[Value]) -> Vec<u8>) = match protocol {
+    type Encode = fn(&[Value]) -> Vec<u8>;
+    let (path, content_type, ok, encode): (&str, &'static str, u16, Encode) = match protocol {
         Protocol::Otlp => ("/otlp/v1/logs", "application/x-protobuf", 200, fronts::otlp),
         Protocol::Loki => ("/loki/api/v1/push", "application/x-protobuf", 204, fronts::loki),
         Protocol::Elastic => ("/_bulk", "application/x-ndjson", 200, fronts::elastic),

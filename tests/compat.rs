@@ -386,6 +386,43 @@ async fn bad_input_per_front(kind: Kind) {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["x-elastic-product"], "Elasticsearch");
+    // Oversize: more records than a batch holds, or a body over the limit, each in its protocol's form.
+    let many = (0..1001).map(|_| json!({"body": {"stringValue": "x"}})).collect::<Vec<_>>();
+    let records = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": many}]}]});
+    let r = post("/otlp/v1/logs", "application/json", records.to_string().into_bytes()).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let values = (0..1001).map(|_| json!(["1764000000000000000", "x"])).collect::<Vec<_>>();
+    let push = json!({"streams": [{"stream": {"app": "a"}, "values": values}]});
+    assert_eq!(
+        post("/loki/api/v1/push", "application/json", push.to_string().into_bytes()).await.unwrap().status(),
+        413
+    );
+    let huge = format!("{{\"index\":{{}}}}\n{{\"message\":\"{}\"}}\n", "x".repeat(11 * 1024 * 1024));
+    let r = post("/_bulk", "application/x-ndjson", huge.into_bytes()).await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["x-elastic-product"], "Elasticsearch");
+    // OTLP/gRPC: an unknown key is UNAUTHENTICATED before anything is decoded; too many records INVALID_ARGUMENT.
+    {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let mut client = LogsServiceClient::connect(d.grpc.clone()).await.unwrap();
+        let request = |n: usize, credential: &str| {
+            let records = vec![LogRecord::default(); n];
+            let scope = ScopeLogs { log_records: records, ..ScopeLogs::default() };
+            let message = ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs { scope_logs: vec![scope], ..ResourceLogs::default() }],
+            };
+            let mut request = tonic::Request::new(message);
+            request.metadata_mut().insert("authorization", format!("Bearer {credential}").parse().unwrap());
+            request
+        };
+        let refused = client.export(request(1, "ledger_unknown")).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        let refused = client.export(request(1001, &key)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
+    assert_eq!(d.get("/health", None).await.status, 200);
     // Exactly the good ones are stored.
     let logs = logs_with(&d, &key, &m, 3).await;
     for text in ["otlp good", "loki good", "es good"] {

@@ -257,14 +257,13 @@ pub fn log(document: Map<String, Value>, index: Option<&str>) -> Value {
     b.build()
 }
 
+/// What a bulk body holds: every item in order, and the documents to store with their item's position.
+type Bulk = (Vec<Item>, Vec<(usize, Value)>);
+
 /// The bulk body's actions and documents: the items (a document line that is not an object is its
 /// item's error already), and the documents to store with their item's position. A malformed action
 /// line refuses the whole request, as Elasticsearch does.
-fn parse(
-    body: &[u8],
-    path_index: Option<&str>,
-    max_items: usize,
-) -> Result<(Vec<Item>, Vec<(usize, Value)>), ApiError> {
+fn parse(body: &[u8], path_index: Option<&str>, max_items: usize) -> Result<Bulk, ApiError> {
     let mut items = Vec::new();
     let mut documents = Vec::new();
     let mut lines = body.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.trim_ascii().is_empty());

@@ -446,7 +446,7 @@ mod tests {
         assert_eq!(log["message"], "hi");
         assert_eq!(log["level"], "INFO");
         assert_eq!(log["trace_id"], "5b8efff798038103d269b633813fc60c");
-        let many = format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#, vec!["{}"; 11].join(","));
+        let many = format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#, ["{}"; 11].join(","));
         assert!(matches!(decode(many.as_bytes(), Encoding::Json, 10), Err(ApiError::BatchTooLarge { max: 10 })));
         assert!(matches!(decode(b"\x0a\xff", Encoding::Protobuf, 10), Err(ApiError::BadRequest(_))));
     }

@@ -165,10 +165,10 @@ impl LogBuilder {
                     Some((held, _, _)) if *held < strength => break,
                     _ => {}
                 }
-                if let Some((_, old_key, old)) = self.fields[field].replace((strength, key.clone(), text)) {
-                    if old_key != key {
-                        self.attributes.insert(old_key, Value::String(old));
-                    }
+                if let Some((_, old_key, old)) = self.fields[field].replace((strength, key.clone(), text))
+                    && old_key != key
+                {
+                    self.attributes.insert(old_key, Value::String(old));
                 }
                 return self;
             }
