@@ -227,6 +227,7 @@ fn core(config: &Config, backend: &Backend, shutdown: &CancellationToken) -> Res
         draining: shutdown.clone(),
         validator,
         inflight: Arc::new(tokio::sync::Semaphore::new(inflight_units.min(tokio::sync::Semaphore::MAX_PERMITS))),
+        idempotency: backend.idempotency.clone(),
     };
     Ok(Core { accounts, ingestion, plumbing, breaker })
 }

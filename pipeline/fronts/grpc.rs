@@ -18,8 +18,8 @@ use crate::error::ApiError;
 use crate::fronts::http::extract::shipper_credential;
 use crate::fronts::http::logs::read_access;
 use crate::fronts::http::{AppState, request_id};
-use crate::ingest::Ingestion;
 use crate::ingest::outcome::Outcome;
+use crate::ingest::{Ingestion, idempotency_key_ok};
 use crate::query::logs::{self, LogParams};
 use crate::query::{Range, analytics};
 
@@ -138,7 +138,8 @@ impl Ingester {
         headers: &axum::http::HeaderMap,
         project: &ledger_stages::ProjectContext,
         logs: Vec<pb::LogRecord>,
-    ) -> Result<(Vec<String>, Option<RateLimitStatus>), Status> {
+        idempotency_key: Option<&str>,
+    ) -> Result<(Vec<String>, Option<RateLimitStatus>, bool), Status> {
         let admitted = self.ingestion.resume(Protocol::Grpc, project.clone());
         // The message is decoded already (bounded by its size and the codec's count); what the stack holds
         // at once across calls is bounded by the same budget as REST bodies.
@@ -162,10 +163,11 @@ impl Ingester {
         // Set by `with_request_id` for every call.
         let request_id = headers.get(request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         let request = Ingest::new(request_id.clone(), Protocol::Grpc, None, logs);
-        let (result, report) = request_id::scope(request_id, self.ingestion.run(admitted, request)).await;
+        let run = self.ingestion.run_once(admitted, request, idempotency_key);
+        let (result, report, replayed) = request_id::scope(request_id, run).await;
         let rate_limit = report.rate_limit.get().copied();
         match result {
-            Ok(accepted) => Ok((accepted.ids.iter().map(ToString::to_string).collect(), rate_limit)),
+            Ok(accepted) => Ok((accepted.ids.iter().map(ToString::to_string).collect(), rate_limit, replayed)),
             Err(e) => {
                 let mut s = status(&ApiError::from(e));
                 add_rate_limit(s.metadata_mut(), rate_limit.as_ref());
@@ -185,9 +187,20 @@ impl IngestService for Ingester {
     async fn ingest(&self, request: Request<pb::IngestRequest>) -> Result<Response<pb::IngestResponse>, Status> {
         let (metadata, extensions, body) = request.into_parts();
         let project = admission(&extensions)?;
-        let (ids, rate_limit) = self.batch(&metadata.into_headers(), project, body.logs).await?;
+        let headers = metadata.into_headers();
+        let key = match headers.get("idempotency-key").map(|v| v.to_str().ok().filter(|k| idempotency_key_ok(k))) {
+            None => None,
+            Some(Some(key)) => Some(key.to_owned()),
+            Some(None) => {
+                return Err(Status::invalid_argument("idempotency-key must be 1 to 128 printable ASCII characters"));
+            }
+        };
+        let (ids, rate_limit, replayed) = self.batch(&headers, project, body.logs, key.as_deref()).await?;
         let mut response = Response::new(pb::IngestResponse { accepted: ids.len() as u64, ids });
         add_rate_limit(response.metadata_mut(), rate_limit.as_ref());
+        if replayed {
+            response.metadata_mut().insert("idempotent-replayed", MetadataValue::from_static("true"));
+        }
         Ok(response)
     }
 
@@ -201,8 +214,8 @@ impl IngestService for Ingester {
         let mut totals = pb::IngestResponse::default();
         let mut rate_limit = None;
         while let Some(message) = stream.message().await? {
-            match self.batch(&headers, project, message.logs).await {
-                Ok((ids, status)) => {
+            match self.batch(&headers, project, message.logs, None).await {
+                Ok((ids, status, _)) => {
                     totals.accepted += ids.len() as u64;
                     totals.ids.extend(ids);
                     rate_limit = status;

@@ -39,6 +39,21 @@ pub struct Ingestion {
     pub validator: KeyValidator,
     /// KiB of request bodies being read, decoded or held by the stack, across every front of this instance.
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// Idempotency keys: in-process, or shared by every instance.
+    pub idempotency: Arc<dyn crate::store::IdempotencyStore>,
+}
+
+/// How long a repeat of an idempotency key gets the first answer (API.md: 10 minutes).
+pub const IDEMPOTENCY_KEEP: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a claimed key waits for its request's answer at most: a request whose instance died frees its
+/// key then.
+const IDEMPOTENCY_PENDING: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a repeat waits for the first request with its key to finish before answering 503.
+const IDEMPOTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether an `Idempotency-Key` is acceptable: 1 to 128 printable ASCII characters.
+pub fn idempotency_key_ok(key: &str) -> bool {
+    (1..=128).contains(&key.len()) && key.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 /// A request whose credential is good, on its way to the stack. Dropped before [`Ingestion::run`] (the
@@ -168,6 +183,75 @@ impl Ingestion {
             }
         };
         (result, report)
+    }
+}
+
+impl Ingestion {
+    /// [`Ingestion::run`] once per idempotency key and project: a repeat of the key within
+    /// [`IDEMPOTENCY_KEEP`] gets the first answer again and stores nothing (the flag says it is a replay);
+    /// a repeat while the first runs waits for its answer. Only an acceptance is remembered: after a
+    /// refusal, a retry runs again. Without a key, this is `run`.
+    pub async fn run_once(
+        &self,
+        admitted: Admitted,
+        request: Ingest,
+        key: Option<&str>,
+    ) -> (Result<Accepted, IngestError>, Arc<ledger_stages::Report>, bool) {
+        let Some(key) = key else {
+            let (result, report) = self.run(admitted, request).await;
+            return (result, report, false);
+        };
+        let project = admitted.project.project_id;
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.idempotency.claim(project, key, IDEMPOTENCY_PENDING).await {
+                Ok(crate::store::Claim::Claimed) => break,
+                Ok(crate::store::Claim::Answered(answer)) => {
+                    let ids = answer.split(',').filter_map(|id| uuid::Uuid::parse_str(id).ok()).collect();
+                    // Counted as a request accepted with no logs: its logs were counted the first time.
+                    admitted.refuse(outcome::Outcome::Accepted);
+                    return (Ok(Accepted { ids }), request.report, true);
+                }
+                Ok(crate::store::Claim::Pending) if started.elapsed() < IDEMPOTENCY_WAIT => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Ok(crate::store::Claim::Pending) => {
+                    admitted.refuse(outcome::Outcome::Unavailable);
+                    let error = IngestError::unavailable("the answer of the first request with this Idempotency-Key");
+                    return (Err(error), request.report, false);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read idempotency keys");
+                    admitted.refuse(outcome::Outcome::Unavailable);
+                    return (Err(IngestError::unavailable("idempotency keys")), request.report, false);
+                }
+            }
+        }
+        // The run and the keeping of its answer go on if the client goes away meanwhile: the key must not
+        // stay claimed by a request that was stored.
+        let (this, key) = (self.clone(), key.to_owned());
+        let task = tokio::spawn(async move {
+            let (result, report) = this.run(admitted, request).await;
+            let kept = match &result {
+                Ok(accepted) => {
+                    let answer = accepted.ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+                    this.idempotency.complete(project, &key, &answer, IDEMPOTENCY_KEEP).await
+                }
+                Err(_) => this.idempotency.release(project, &key).await,
+            };
+            if let Err(error) = kept {
+                tracing::warn!(%error, "cannot keep an idempotency key's answer; a retry may store its logs again");
+            }
+            (result, report)
+        });
+        let (result, report) = match task.await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "an idempotent ingestion panicked");
+                (Err(IngestError::unavailable("ingestion")), Arc::default())
+            }
+        };
+        (result, report, false)
     }
 }
 

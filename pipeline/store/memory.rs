@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Counters, HealthCheck, StoreError};
+use super::{Claim, Counters, HealthCheck, IdempotencyStore, StoreError};
 
 /// Beyond this many keys, ended windows are swept on the next hit.
 const SWEEP_ABOVE: usize = 10_000;
@@ -155,5 +155,48 @@ mod tests {
         assert_eq!(c.hit("a", Duration::ZERO).await.expect("hit").0, 1);
         // The zero-length window has ended: the next hit opens a new one.
         assert_eq!(c.hit("a", Duration::from_secs(60)).await.expect("hit").0, 1);
+    }
+}
+
+/// Idempotency keys of one process (the embedded backend is one process): each with its answer once there
+/// is one, and when it lapses. Lapsed keys are swept as the map grows.
+#[derive(Default)]
+pub struct MemoryIdempotency {
+    // A std mutex: never held across an await.
+    keys: Mutex<HashMap<(uuid::Uuid, String), (Option<String>, Instant)>>,
+}
+
+impl MemoryIdempotency {
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<(uuid::Uuid, String), (Option<String>, Instant)>> {
+        self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryIdempotency {
+    async fn claim(&self, project: uuid::Uuid, key: &str, pending: Duration) -> Result<Claim, StoreError> {
+        let now = Instant::now();
+        let mut keys = self.keys();
+        if keys.len() > SWEEP_ABOVE {
+            keys.retain(|_, (_, lapses)| *lapses > now);
+        }
+        match keys.get(&(project, key.to_owned())) {
+            Some((Some(answer), lapses)) if *lapses > now => Ok(Claim::Answered(answer.clone())),
+            Some((None, lapses)) if *lapses > now => Ok(Claim::Pending),
+            _ => {
+                keys.insert((project, key.to_owned()), (None, now + pending));
+                Ok(Claim::Claimed)
+            }
+        }
+    }
+
+    async fn complete(&self, project: uuid::Uuid, key: &str, answer: &str, keep: Duration) -> Result<(), StoreError> {
+        self.keys().insert((project, key.to_owned()), (Some(answer.to_owned()), Instant::now() + keep));
+        Ok(())
+    }
+
+    async fn release(&self, project: uuid::Uuid, key: &str) -> Result<(), StoreError> {
+        self.keys().remove(&(project, key.to_owned()));
+        Ok(())
     }
 }

@@ -189,6 +189,30 @@ pub trait Counters: Send + Sync + 'static {
     async fn clear(&self, key: &str) -> Result<(), StoreError>;
 }
 
+/// What an idempotency key holds (API.md, "Idempotent ingestion").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free and is now this request's, until it completes or is released.
+    Claimed,
+    /// Another request with the key is running.
+    Pending,
+    /// A request with the key was answered: its answer, as stored.
+    Answered(String),
+}
+
+/// Idempotency keys per project: in-process (embedded) or in Redis (shared, so a retry may reach any
+/// instance).
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Claims `key` of `project` for `pending` at most (a request that dies holding it frees it then), or
+    /// says what holds it.
+    async fn claim(&self, project: Uuid, key: &str, pending: Duration) -> Result<Claim, StoreError>;
+    /// Keeps `answer` under the key for `keep`.
+    async fn complete(&self, project: Uuid, key: &str, answer: &str, keep: Duration) -> Result<(), StoreError>;
+    /// Frees a claimed key: the request did not succeed, and a retry must run again.
+    async fn release(&self, project: Uuid, key: &str) -> Result<(), StoreError>;
+}
+
 /// A dependency's health, for `/health/deep`.
 #[async_trait]
 pub trait HealthCheck: Send + Sync + 'static {
@@ -202,6 +226,7 @@ pub struct Backend {
     pub accounts: Arc<dyn AccountStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub counters: Arc<dyn Counters>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
     pub shared_keys: Option<Arc<dyn SharedKeyCache>>,
     /// Subscribes to other instances' key revocations (shared only).
     pub redis: Option<redis::RedisCache>,

@@ -312,6 +312,48 @@ impl Counters for RedisCache {
     }
 }
 
+/// An idempotency key's Redis key: the client's key hashed, so any printable key of up to 128 characters
+/// makes a bounded Redis key.
+fn idempotency_id(project: Uuid, key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{project}:{hex}")
+}
+
+/// A claimed key holds this until its answer replaces it.
+const PENDING: &str = "\u{0}pending";
+
+#[async_trait]
+impl super::IdempotencyStore for RedisCache {
+    async fn claim(&self, project: Uuid, key: &str, pending: Duration) -> Result<super::Claim, StoreError> {
+        let redis_key = self.key("idem", idempotency_id(project, key));
+        let ms = u64::try_from(pending.as_millis()).unwrap_or(u64::MAX).max(1);
+        // One round trip: claim the key if free, and read what holds it either way.
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("SET").arg(&redis_key).arg(PENDING).arg("NX").arg("PX").arg(ms).cmd("GET").arg(&redis_key);
+        let (claimed, held): (Option<String>, Option<String>) = self.query_pipe(&pipe).await?;
+        Ok(match (claimed, held) {
+            (Some(_), _) => super::Claim::Claimed,
+            (None, Some(held)) if held == PENDING => super::Claim::Pending,
+            (None, Some(answer)) => super::Claim::Answered(answer),
+            // Lapsed between the two commands of the transaction: cannot happen in MULTI, but be safe.
+            (None, None) => super::Claim::Pending,
+        })
+    }
+
+    async fn complete(&self, project: Uuid, key: &str, answer: &str, keep: Duration) -> Result<(), StoreError> {
+        let ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("idem", idempotency_id(project, key))).arg(answer).arg("PX").arg(ms);
+        self.query::<()>(&cmd).await
+    }
+
+    async fn release(&self, project: Uuid, key: &str) -> Result<(), StoreError> {
+        self.query::<()>(redis::cmd("DEL").arg(self.key("idem", idempotency_id(project, key)))).await
+    }
+}
+
 #[async_trait]
 impl SharedKeyCache for RedisCache {
     async fn get(&self, digest: &KeyDigest) -> Result<Option<CachedKey>, StoreUnavailable> {

@@ -14,7 +14,7 @@ use super::extract::credential;
 use super::{AppState, request_id};
 use crate::error::{ApiError, ErrorBody};
 use crate::ingest::outcome::Outcome;
-use crate::ingest::{Admitted, Ingestion, decode};
+use crate::ingest::{Admitted, Ingestion, decode, idempotency_key_ok};
 
 /// Uncompressed bodies at least this large, and every compressed one, are decoded off the async workers.
 const DECODE_INLINE_MAX: usize = 256 * 1024;
@@ -104,6 +104,7 @@ fn with_rate_limit(mut response: Response, status: Option<&RateLimitStatus>) -> 
 }
 
 #[utoipa::path(post, path = "/v1/logs", tag = "ingestion", security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 128 printable ASCII characters: a repeat for the same project within 10 minutes gets the first answer again (with `Idempotent-Replayed: true`) and stores nothing more")),
     request_body(content = Value, description = "One log object, or {\"logs\": [log, ...]} with 1 to 1,000 logs; JSON or MessagePack; optionally gzip or zstd", content_type = "application/json"),
     responses(
         (status = 202, body = AcceptedBody, description = "Durable in the queue; stored exactly once"),
@@ -116,6 +117,14 @@ fn with_rate_limit(mut response: Response, status: Option<&RateLimitStatus>) -> 
     ))]
 pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let ingestion = &state.ingestion;
+    let key = match headers.get("idempotency-key").map(|v| v.to_str().ok().filter(|k| idempotency_key_ok(k))) {
+        None => None,
+        Some(Some(key)) => Some(key.to_owned()),
+        Some(None) => {
+            let reason = "Idempotency-Key must be 1 to 128 printable ASCII characters";
+            return ApiError::BadRequest(reason.into()).into_response();
+        }
+    };
     let (admitted, _room) = match admit(ingestion, Protocol::Http, credential(&headers), &headers).await {
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
@@ -135,11 +144,15 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Bod
     };
     let mut request = Ingest::new(request_id::current().unwrap_or_default(), Protocol::Http, None, logs);
     request.body_bytes = size as u64;
-    let (result, report) = ingestion.run(admitted, request).await;
+    let (result, report, replayed) = ingestion.run_once(admitted, request, key.as_deref()).await;
     let response = match result {
         Ok(accepted) => {
             let ids: Vec<String> = accepted.ids.iter().map(ToString::to_string).collect();
-            (StatusCode::ACCEPTED, Json(AcceptedBody { accepted: ids.len(), ids })).into_response()
+            let mut response = (StatusCode::ACCEPTED, Json(AcceptedBody { accepted: ids.len(), ids })).into_response();
+            if replayed {
+                response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            response
         }
         Err(e) => ApiError::from(e).into_response(),
     };
