@@ -181,11 +181,13 @@ class Client:
                 self._flushing -= 1
 
     def close(self, timeout: Optional[float] = 5.0) -> bool:
-        """Sends what is queued (retrying until ``timeout``), then stops the thread. Later ``send``s drop."""
+        """Sends what is queued (retrying until ``timeout``), then stops the thread. Later ``send``s drop.
+        True when every queued log was acknowledged."""
         with self._cond:
             if self._closing and self._thread is None:
                 return not self._buffer
             self._deadline = None if timeout is None else time.monotonic() + timeout
+            failed_before = self._stats["failed"]
         done = self.flush(timeout)
         with self._cond:
             self._closing = True
@@ -196,7 +198,8 @@ class Client:
             self._cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join(1.0)
-        return done
+        with self._cond:
+            return done and self._stats["failed"] == failed_before
 
     def _run(self) -> None:
         while True:
