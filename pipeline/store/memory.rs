@@ -163,11 +163,14 @@ mod tests {
 #[derive(Default)]
 pub struct MemoryIdempotency {
     // A std mutex: never held across an await.
-    keys: Mutex<HashMap<(uuid::Uuid, String), (Option<String>, Instant)>>,
+    keys: Mutex<IdempotencyKeys>,
 }
 
+/// (project, key) → (the answer once there is one, when the entry lapses).
+type IdempotencyKeys = HashMap<(uuid::Uuid, String), (Option<String>, Instant)>;
+
 impl MemoryIdempotency {
-    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<(uuid::Uuid, String), (Option<String>, Instant)>> {
+    fn keys(&self) -> std::sync::MutexGuard<'_, IdempotencyKeys> {
         self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
