@@ -249,6 +249,8 @@ struct Daemon {
     child: Child,
     base: String,
     grpc: String,
+    /// `host:port` of the syslog listener, when started with one.
+    syslog: String,
     /// Shared: the run's id (databases `ledger_{id}_*`, Redis prefix `ledger_{id}:`).
     id: Option<String>,
     dir: tempfile::TempDir,
@@ -295,7 +297,8 @@ impl Daemon {
         };
         let base = format!("http://{}", ready["http_addr"].as_str().unwrap());
         let grpc = format!("http://{}", ready["grpc_addr"].as_str().unwrap());
-        Daemon { child, base, grpc, id, dir }
+        let syslog = ready["syslog_addr"].as_str().unwrap_or_default().to_owned();
+        Daemon { child, base, grpc, syslog, id, dir }
     }
 
     fn logs_url(&self) -> Option<String> {
@@ -1128,6 +1131,71 @@ impl Bench {
         self.latency_figures(scenario, &outcome, out, false);
     }
 
+    /// Syslog over TCP: octet-counted RFC 5424 with the key in structured data, on a few connections, as fast
+    /// as the daemon reads them (it reads a connection only while its batch is not in the stack, so the
+    /// sending rate is the daemon's own). Syslog has no answers: the figures are logs written to the sockets
+    /// and logs stored.
+    async fn syslog(&self, daemon: &Daemon, key: &str, out: &mut Vec<Figure>) {
+        use tokio::io::AsyncWriteExt;
+        let logs_url = daemon.logs_url().unwrap();
+        let already = Self::count(&logs_url).await;
+        // 64 pre-encoded chunks of 100 messages each.
+        let chunks: Arc<Vec<Vec<u8>>> = Arc::new(
+            (0..64)
+                .map(|c| {
+                    let mut chunk = Vec::new();
+                    for i in c * 100..(c + 1) * 100 {
+                        let log = payload::log(i);
+                        let severity = match log["level"].as_str().unwrap_or_default() {
+                            "debug" => 7,
+                            "error" => 3,
+                            "warning" => 4,
+                            _ => 6,
+                        };
+                        let message = format!(
+                            "<{}>1 2026-11-30T10:00:00.000Z {} {} - - [ledger@41058 key=\"{key}\"] {}",
+                            8 + severity,
+                            log["host"].as_str().unwrap_or("-"),
+                            log["service"].as_str().unwrap_or("-"),
+                            log["message"].as_str().unwrap_or_default()
+                        );
+                        chunk.extend_from_slice(format!("{} {message}", message.len()).as_bytes());
+                    }
+                    chunk
+                })
+                .collect(),
+        );
+        let connections = self.args.concurrency.clamp(1, 8);
+        let until = Instant::now() + Duration::from_secs(self.args.duration);
+        let started = Instant::now();
+        let sent = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = (0..connections)
+            .map(|c| {
+                let (chunks, sent, addr) = (chunks.clone(), sent.clone(), daemon.syslog.clone());
+                tokio::spawn(async move {
+                    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let mut i = c;
+                    while Instant::now() < until {
+                        stream.write_all(&chunks[i % chunks.len()]).await.unwrap();
+                        sent.fetch_add(100, Ordering::Relaxed);
+                        i += connections;
+                    }
+                    stream.shutdown().await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let sending = started.elapsed().as_secs_f64();
+        let sent = sent.load(Ordering::Relaxed);
+        let done = Self::stored(&logs_url, already + sent).await;
+        let stored = sent as f64 / done.duration_since(started).as_secs_f64();
+        let copy = copy_ceiling(sent.min(1_000_000), 4).await;
+        out.push(Figure::new("syslog", "logs written to the sockets/s", sent as f64 / sending, "logs/s"));
+        out.push(Figure::new("syslog", "end to end (stored) logs/s", stored, "logs/s").against("bare COPY", copy));
+    }
+
     /// Single-log requests against the bare hyper server.
     async fn single(&self, daemon: &Daemon, key: &str, out: &mut Vec<Figure>) {
         let logs_url = daemon.logs_url().unwrap();
@@ -1224,7 +1292,9 @@ impl Bench {
                 Scenario::Batched | Scenario::Grpc | Scenario::Single | Scenario::Latency | Scenario::Fronts
             );
         if shared_needed {
-            let daemon = Daemon::start(BackendKind::Shared, &[], &self.args.daemon_env);
+            let syslog: &[(&str, &str)] =
+                if s == Scenario::Fronts { &[("LEDGER__SYSLOG__TCP_ADDR", "127.0.0.1:0")] } else { &[] };
+            let daemon = Daemon::start(BackendKind::Shared, syslog, &self.args.daemon_env);
             let key = tenant(&reqwest::Client::new(), &daemon.base).await;
             if every || s == Scenario::Batched {
                 let protocol = if every { Protocol::Http } else { self.args.protocol };
@@ -1244,6 +1314,7 @@ impl Bench {
                 for protocol in [Protocol::Http, Protocol::Otlp, Protocol::Loki, Protocol::Elastic] {
                     self.batched(&daemon, &key, protocol, &mut out).await;
                 }
+                self.syslog(&daemon, &key, &mut out).await;
             }
             daemon.stop().await;
         }
