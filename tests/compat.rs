@@ -300,6 +300,20 @@ async fn syslog_configured_key_and_garbage(kind: Kind) {
     })
     .await
     .unwrap();
+    // A message whose own key is unknown is refused, and counted (syslog has no answer to say so).
+    let addr = d.syslog.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"<14>1 - h app - - [ledger@41058 key=\"ledger_unknown0000000000000000000000000\"] lost\n")
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(20), "the refused syslog message is counted", || async {
+        let text = d.client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        text.contains("ledger_ingest_logs_total{front=\"syslog\",outcome=\"unauthorized\"} 1").then_some(())
+    })
+    .await;
     let logs = logs_with(&d, &key, &m, 2).await;
     let up = find(&logs, "link up");
     assert_eq!(up["service"], "router");

@@ -290,7 +290,14 @@ async fn store(ingestion: &Ingestion, config: &SyslogConfig, frames: Vec<Frame>)
                             logs = Some(batch);
                             tokio::time::sleep(wait).await;
                         }
-                        _ => tracing::warn!(messages = count, error = %e, "syslog messages refused"),
+                        _ => {
+                            // The request was counted by `admit`; its logs are counted here, so what syslog
+                            // could not store shows in `ledger_ingest_logs_total` too.
+                            let outcome = crate::ingest::outcome::Outcome::of(&Err(e.clone()));
+                            let day = chrono::Utc::now().date_naive();
+                            ingestion.outcomes.record_logs(Protocol::Syslog, None, day, outcome, count as u64, 0);
+                            tracing::warn!(messages = count, error = %e, "syslog messages refused");
+                        }
                     }
                     continue;
                 }
