@@ -1,4 +1,4 @@
-//! The log store on PostgreSQL: reads with one keyed, time-bounded query; writes with COPY (text format)
+//! The log store on PostgreSQL: reads with one keyed, time-bounded query; writes with COPY (binary format)
 //! inside the queue worker's transaction.
 
 use async_trait::async_trait;
@@ -206,83 +206,66 @@ impl LogStore for PgLogStore {
     }
 }
 
-/// Appends `s` to a COPY text field, escaping what the format requires.
-fn push_text(out: &mut Vec<u8>, s: &str) {
-    for &b in s.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(b),
-        }
-    }
+/// COPY's binary format (PostgreSQL's `PGCOPY`): the signature, no flags, no header extension.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The end of a binary COPY: a field count of -1.
+const COPY_TRAILER: &[u8] = &[0xff, 0xff];
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// Fields per row: [`COLUMNS`].
+const FIELDS: i16 = 14;
+
+fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    // A field is at most a message or attributes object, far below 2 GiB (validate bounds both).
+    out.extend_from_slice(&i32::try_from(bytes.len()).unwrap_or(i32::MAX).to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
 fn push_optional(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
-        Some(s) => push_text(out, s),
-        None => out.extend_from_slice(b"\\N"),
+        Some(s) => push_field(out, s.as_bytes()),
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS.ffffff+00`, digit by digit: this runs twice per stored log, and chrono's format
-/// strings are parsed on every call.
+/// A `timestamptz` in binary: microseconds since 2000-01-01 UTC.
 fn push_time(out: &mut Vec<u8>, t: &DateTime<Utc>) {
-    use chrono::{Datelike, Timelike};
-    fn digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
-        let start = out.len();
-        out.resize(start + width, b'0');
-        for i in (start..start + width).rev() {
-            out[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    }
-    // RFC 3339 years have four digits, and validation refuses times more than a day ahead.
-    digits(out, u32::try_from(t.year()).unwrap_or(0), 4);
-    out.push(b'-');
-    digits(out, t.month(), 2);
-    out.push(b'-');
-    digits(out, t.day(), 2);
-    out.push(b' ');
-    digits(out, t.hour(), 2);
-    out.push(b':');
-    digits(out, t.minute(), 2);
-    out.push(b':');
-    digits(out, t.second(), 2);
-    out.push(b'.');
-    // A leap second's nanoseconds run past 1e9; PostgreSQL has no leap seconds, so it is the next second's
-    // start at most, like chrono's own formatting.
-    digits(out, (t.nanosecond() / 1000).min(999_999), 6);
-    out.extend_from_slice(b"+00");
+    push_field(out, &(t.timestamp_micros() - PG_EPOCH_MICROS).to_be_bytes());
 }
 
-/// Encodes records as COPY text rows, in [`COLUMNS`] order.
+/// A `jsonb` in binary: version 1, then the JSON text.
+fn push_jsonb(out: &mut Vec<u8>, value: &impl serde::Serialize) {
+    let at = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, 1]);
+    // Serializing a JSON value or an exception into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+    let len = i32::try_from(out.len() - at - 4).unwrap_or(i32::MAX);
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Encodes records as binary COPY rows, in [`COLUMNS`] order: no text escaping, no time formatting, and
+/// PostgreSQL parses nothing but the two JSON columns. Rows concatenate; [`copy_encoded`] adds the header
+/// and trailer.
 pub fn encode_copy_rows(records: &[LogRecord], out: &mut Vec<u8>) {
-    use std::io::Write;
     for r in records {
-        let _ = write!(out, "{}\t{}\t", r.id, r.project_id);
+        out.extend_from_slice(&FIELDS.to_be_bytes());
+        push_field(out, r.id.as_bytes());
+        push_field(out, r.project_id.as_bytes());
         push_time(out, &r.timestamp);
-        out.push(b'\t');
         push_time(out, &r.received_at);
-        let _ = write!(out, "\t{}\t", r.level.number());
+        push_field(out, &r.level.number().to_be_bytes());
         push_optional(out, r.service.as_deref());
-        out.push(b'\t');
         push_optional(out, r.environment.as_deref());
-        out.push(b'\t');
         push_optional(out, r.host.as_deref());
-        out.push(b'\t');
-        push_text(out, &r.message);
-        let _ = write!(out, "\t{}\t", r.fingerprint as i64);
+        push_field(out, r.message.as_bytes());
+        push_field(out, &(r.fingerprint as i64).to_be_bytes());
         push_optional(out, r.trace_id.as_deref());
-        out.push(b'\t');
         push_optional(out, r.span_id.as_deref());
-        out.push(b'\t');
-        push_text(out, &r.attributes.to_string());
-        out.push(b'\t');
-        let exception = r.exception.as_ref().and_then(|e| serde_json::to_string(e).ok());
-        push_optional(out, exception.as_deref());
-        out.push(b'\n');
+        push_jsonb(out, &r.attributes);
+        match &r.exception {
+            Some(exception) => push_jsonb(out, exception),
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
     }
 }
 
@@ -295,8 +278,10 @@ pub async fn copy_records(conn: &mut PgConnection, records: &[LogRecord]) -> Res
 
 /// COPYs rows already encoded by [`encode_copy_rows`] (the queue workers encode off the async runtime).
 pub async fn copy_encoded(conn: &mut PgConnection, rows: &[u8]) -> Result<u64, sqlx::Error> {
-    let mut copy = conn.copy_in_raw(&format!("COPY logs ({COLUMNS}) FROM STDIN")).await?;
+    let mut copy = conn.copy_in_raw(&format!("COPY logs ({COLUMNS}) FROM STDIN (FORMAT binary)")).await?;
+    copy.send(COPY_HEADER).await?;
     copy.send(rows).await?;
+    copy.send(COPY_TRAILER).await?;
     copy.finish().await
 }
 
@@ -339,17 +324,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_are_written_as_chrono_would() {
-        for text in ["2026-11-27T08:00:00.123456Z", "0099-01-02T03:04:05Z", "2024-02-29T23:59:59.999999999Z"] {
-            let t = DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
-            let mut out = Vec::new();
-            push_time(&mut out, &t);
-            assert_eq!(String::from_utf8(out).unwrap(), t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string());
-        }
-    }
-
-    #[test]
-    fn copy_rows_escape_separators_and_mark_nulls() {
+    fn copy_rows_are_binary_fields_with_nulls_marked() {
         let record = LogRecord {
             id: Uuid::nil(),
             project_id: Uuid::nil(),
@@ -369,13 +344,28 @@ mod tests {
         };
         let mut out = Vec::new();
         encode_copy_rows(&[record], &mut out);
-        let row = String::from_utf8(out).expect("utf8");
-        let fields: Vec<&str> = row.trim_end_matches('\n').split('\t').collect();
-        assert_eq!(fields.len(), 14, "{row}");
-        assert_eq!(fields[2], "2025-11-27 08:00:00.123456+00");
-        assert_eq!(fields[8], "tab\\there\\nnew line \\\\ back");
-        assert_eq!(fields[6], "\\N");
-        assert_eq!(fields[9], "-1");
-        assert_eq!(fields[12], "{\"k\":\"v\\\\tw\"}");
+        // Reads the row back field by field: (length, bytes), -1 for NULL.
+        let mut fields = Vec::new();
+        assert_eq!(i16::from_be_bytes([out[0], out[1]]), 14);
+        let mut at = 2;
+        while at < out.len() {
+            let len = i32::from_be_bytes(out[at..at + 4].try_into().expect("4 bytes"));
+            at += 4;
+            if len < 0 {
+                fields.push(None);
+            } else {
+                fields.push(Some(out[at..at + len as usize].to_vec()));
+                at += len as usize;
+            }
+        }
+        assert_eq!(fields.len(), 14);
+        let micros = i64::from_be_bytes(fields[2].clone().expect("ts").try_into().expect("8 bytes"));
+        assert_eq!(micros + PG_EPOCH_MICROS, 1_764_230_400_123_456);
+        assert_eq!(fields[4].as_deref(), Some(&40i16.to_be_bytes()[..]));
+        assert_eq!(fields[8].as_deref(), Some("tab\there\nnew line \\ back".as_bytes()), "no escaping");
+        assert_eq!(fields[6], None);
+        assert_eq!(fields[9].as_deref(), Some(&(-1i64).to_be_bytes()[..]));
+        assert_eq!(fields[12].as_deref(), Some(&b"\x01{\"k\":\"v\\tw\"}"[..]), "jsonb version 1, then the text");
+        assert_eq!(fields[13], None);
     }
 }
