@@ -10,15 +10,20 @@ use serde_json::json;
 use support::{Daemon, Fresh, Kind};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
+/// A self-signed certificate for `localhost`, written into the backend's directory: (it, cert path, key path).
+fn certificate(fresh: &Fresh) -> (rcgen::CertifiedKey<rcgen::KeyPair>, String, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (fresh.dir.path().join("cert.pem"), fresh.dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (certified, cert.display().to_string(), key.display().to_string())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_and_grpc_are_served_over_tls() {
     let fresh = Fresh::new(Kind::Embedded);
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (certified, cert, key) = certificate(&fresh);
     let cert_pem = certified.cert.pem();
-    let (cert, key) = (fresh.dir.path().join("cert.pem"), fresh.dir.path().join("key.pem"));
-    std::fs::write(&cert, &cert_pem).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let (cert, key) = (cert.display().to_string(), key.display().to_string());
     let mut d = Daemon::start_with(
         fresh,
         &[("LEDGER__SERVER__TLS_CERT_PATH", cert.as_str()), ("LEDGER__SERVER__TLS_KEY_PATH", key.as_str())],
@@ -87,12 +92,8 @@ fn a_bad_certificate_stops_the_start_with_one_line() {
 async fn syslog_is_served_over_tls() {
     use tokio::io::AsyncWriteExt;
     let fresh = Fresh::new(Kind::Embedded);
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (certified, cert, key) = certificate(&fresh);
     let cert_pem = certified.cert.pem();
-    let (cert, key) = (fresh.dir.path().join("cert.pem"), fresh.dir.path().join("key.pem"));
-    std::fs::write(&cert, &cert_pem).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let (cert, key) = (cert.display().to_string(), key.display().to_string());
     let mut d = Daemon::start_with(
         fresh,
         &[
