@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
 use crate::fronts::http::extract::shipper_credential;
-use crate::fronts::http::ingest::{admit, header_text, read_body};
+use crate::fronts::http::ingest::{admit, header_text, media_type, read_body};
 use crate::fronts::http::{AppState, request_id};
 use crate::ingest::map::LogBuilder;
 use crate::ingest::outcome::Outcome;
@@ -326,11 +326,9 @@ fn parse(body: &[u8], path_index: Option<&str>, max_items: usize) -> Result<Bulk
 }
 
 fn ndjson(headers: &HeaderMap) -> bool {
-    let Some(mime) = header_text(headers, header::CONTENT_TYPE).and_then(|v| v.split(';').next()) else {
-        return true;
-    };
+    let Some(mime) = media_type(headers) else { return true };
     matches!(
-        mime.trim().to_ascii_lowercase().as_str(),
+        mime.as_str(),
         "application/x-ndjson"
             | "application/json"
             | "application/vnd.elasticsearch+x-ndjson"

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::fronts::http::extract::shipper_credential;
-use crate::fronts::http::ingest::{admit, header_text, read_body};
+use crate::fronts::http::ingest::{admit, media_type, read_body};
 use crate::fronts::http::{AppState, request_id};
 use crate::ingest::decode;
 use crate::ingest::map::LogBuilder;
@@ -227,9 +227,8 @@ enum Encoding {
 
 /// `POST /loki/api/v1/push`.
 pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let mime = header_text(&headers, header::CONTENT_TYPE).and_then(|v| v.split(';').next()).map(str::trim);
     // Loki takes a body without a type as protobuf.
-    let encoding = match mime.map(str::to_ascii_lowercase).as_deref() {
+    let encoding = match media_type(&headers).as_deref() {
         Some("application/json") => Encoding::Json,
         None | Some("" | "application/x-protobuf" | "application/protobuf") => Encoding::Protobuf,
         Some(other) => {

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::fronts::http::extract::shipper_credential;
-use crate::fronts::http::ingest::{admit, header_text, read_body};
+use crate::fronts::http::ingest::{admit, media_type, read_body};
 use crate::fronts::http::{AppState, request_id};
 use crate::ingest::map::{LogBuilder, bytes_id, level_from_text, otlp_level};
 use crate::ingest::outcome::Outcome;
@@ -241,8 +241,7 @@ fn failure(encoding: Encoding, error: &ApiError) -> Response {
 
 /// `POST /otlp/v1/logs`.
 pub async fn http(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let mime = header_text(&headers, header::CONTENT_TYPE).and_then(|v| v.split(';').next()).map(str::trim);
-    let encoding = match mime.map(str::to_ascii_lowercase).as_deref() {
+    let encoding = match media_type(&headers).as_deref() {
         Some("application/x-protobuf" | "application/protobuf") => Encoding::Protobuf,
         Some("application/json") => Encoding::Json,
         _ => {

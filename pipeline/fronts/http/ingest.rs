@@ -30,6 +30,11 @@ pub fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The request's media type, without parameters, trimmed and lowercased (`None` without a Content-Type).
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    header_text(headers, header::CONTENT_TYPE).and_then(|v| v.split(';').next()).map(|m| m.trim().to_ascii_lowercase())
+}
+
 /// What the body may decode to at most: its length when sent uncompressed with one, else the limit.
 fn may_decode_to(headers: &HeaderMap, limit: usize) -> usize {
     let compressed = header_text(headers, header::CONTENT_ENCODING)
