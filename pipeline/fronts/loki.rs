@@ -201,12 +201,8 @@ fn failure(error: &ApiError) -> Response {
     }
     let text = match error {
         ApiError::Validation(problems) => {
-            let reasons: Vec<String> = problems
-                .iter()
-                .take(5)
-                .map(|p| format!("entry {}: {} {}", p.index.unwrap_or_default(), p.field, p.reason))
-                .collect();
-            format!("every entry was refused: {}\n", reasons.join("; "))
+            let listed = problems.iter().map(|p| (p.index, p.field.as_str(), p.reason.as_str()));
+            format!("every entry was refused: {}\n", super::refusals(listed, "entry"))
         }
         ApiError::Internal(_) => "internal error\n".to_owned(),
         other => format!("{other}\n"),
@@ -268,12 +264,9 @@ pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body)
     }
     match report.rejected.get() {
         Some(rejected) if !rejected.is_empty() => {
-            let reasons: Vec<String> = rejected
-                .iter()
-                .take(5)
-                .map(|p| format!("entry {}: {} {}", p.index.unwrap_or_default(), p.field, p.reason))
-                .collect();
-            let text = format!("{} entries refused, the others stored: {}", rejected.len(), reasons.join("; "));
+            let listed =
+                super::refusals(rejected.iter().map(|p| (p.index, p.field.as_str(), p.reason.as_str())), "entry");
+            let text = format!("{} entries refused, the others stored: {listed}", rejected.len());
             failure(&ApiError::BadRequest(text))
         }
         _ => StatusCode::NO_CONTENT.into_response(),

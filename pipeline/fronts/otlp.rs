@@ -155,15 +155,10 @@ fn decode(body: &[u8], encoding: Encoding, max_logs: usize) -> Result<ExportLogs
 /// `partial_success` for the records validate left out: how many, and why the first few were.
 fn partial_success(rejected: Option<&Vec<Problem>>) -> Option<ExportLogsPartialSuccess> {
     let rejected = rejected.filter(|r| !r.is_empty())?;
-    let reasons: Vec<String> = rejected
-        .iter()
-        .take(5)
-        .map(|p| format!("record {}: {} {}", p.index.unwrap_or_default(), p.field, p.reason))
-        .collect();
-    let more = if rejected.len() > reasons.len() { "; …" } else { "" };
+    let listed = super::refusals(rejected.iter().map(|p| (p.index, p.field.as_str(), p.reason.as_str())), "record");
     Some(ExportLogsPartialSuccess {
         rejected_log_records: rejected.len() as i64,
-        error_message: format!("{} log records refused: {}{more}", rejected.len(), reasons.join("; ")),
+        error_message: format!("{} log records refused: {listed}", rejected.len()),
     })
 }
 
@@ -214,12 +209,8 @@ fn failure(encoding: Encoding, error: &ApiError) -> Response {
     let status = crate::fronts::grpc::status(error);
     let message = match error {
         ApiError::Validation(problems) => {
-            let reasons: Vec<String> = problems
-                .iter()
-                .take(5)
-                .map(|p| format!("record {}: {} {}", p.index.unwrap_or_default(), p.field, p.reason))
-                .collect();
-            format!("every log record was refused: {}", reasons.join("; "))
+            let listed = problems.iter().map(|p| (p.index, p.field.as_str(), p.reason.as_str()));
+            format!("every log record was refused: {}", super::refusals(listed, "record"))
         }
         ApiError::Internal(_) => "internal error".to_owned(),
         other => other.to_string(),
