@@ -267,78 +267,73 @@ async fn connection<S: AsyncRead + Unpin>(
     }
 }
 
+/// Retries a batch gets after refusals that pass (rate limit, full queue, unavailable).
+const MAX_RETRIES: u32 = 30;
+
 /// Sends a connection's batch to the stack, one request per key it carries; waits out refusals that
 /// pass, counts and logs the others.
 async fn store(ingestion: &Ingestion, config: &SyslogConfig, frames: Vec<Frame>) {
-    let mut by_key: HashMap<Option<String>, Vec<Value>> = HashMap::new();
+    // Per key: the logs, and the bytes they came in as (the request's size for the in-flight budget).
+    let mut by_key: HashMap<Option<String>, (Vec<Value>, usize)> = HashMap::new();
     for frame in frames {
+        let size = frame.bytes.len();
         let (key, log) = log(frame);
         let key = key.or_else(|| (!config.api_key.is_empty()).then(|| config.api_key.clone()));
-        by_key.entry(key).or_default().push(log);
+        let entry = by_key.entry(key).or_default();
+        entry.0.push(log);
+        entry.1 += size;
     }
-    for (key, logs) in by_key {
-        let count = logs.len();
-        let mut logs = Some(logs);
-        let mut attempts = 0u32;
-        while let Some(batch) = logs.take() {
-            let admitted = match ingestion.admit(Protocol::Syslog, key.as_deref()).await {
-                Ok(admitted) => admitted,
-                Err(e) => {
-                    match retry_after(&e) {
-                        Some(wait) if attempts < 30 => {
-                            attempts += 1;
-                            logs = Some(batch);
-                            tokio::time::sleep(wait).await;
-                        }
-                        _ => {
-                            // The request was counted by `admit`; its logs are counted here, so what syslog
-                            // could not store shows in `ledger_ingest_logs_total` too.
-                            let outcome = crate::ingest::outcome::Outcome::of(&Err(e.clone()));
-                            let day = chrono::Utc::now().date_naive();
-                            ingestion.outcomes.record_logs(Protocol::Syslog, None, day, outcome, count as u64, 0);
-                            tracing::warn!(messages = count, error = %e, "syslog messages refused");
-                        }
-                    }
-                    continue;
+    for (key, (logs, size)) in by_key {
+        let mut retries = 0;
+        loop {
+            let Err((e, counted)) = try_store(ingestion, key.as_deref(), &logs, size).await else { break };
+            match retry_after(&e) {
+                Some(wait) if retries < MAX_RETRIES => {
+                    retries += 1;
+                    tokio::time::sleep(wait).await;
                 }
-            };
-            let size = batch.iter().map(|l| l.to_string().len()).sum::<usize>();
-            let _room = match ingestion.reserve(size) {
-                Ok(room) => room,
-                Err(e) => {
-                    admitted.refuse(crate::ingest::outcome::Outcome::Unavailable);
-                    if attempts < 30 {
-                        attempts += 1;
-                        logs = Some(batch);
-                        tokio::time::sleep(retry_after(&e).unwrap_or(Duration::from_secs(1))).await;
+                _ => {
+                    if !counted {
+                        // Refused before the stack: the request is counted, its logs are counted here, so
+                        // what syslog could not store shows in `ledger_ingest_logs_total` too.
+                        let outcome = crate::ingest::outcome::Outcome::of(&Err(e.clone()));
+                        let day = chrono::Utc::now().date_naive();
+                        ingestion.outcomes.record_logs(Protocol::Syslog, None, day, outcome, logs.len() as u64, 0);
                     }
-                    continue;
+                    tracing::warn!(messages = logs.len(), error = %e, "syslog messages refused");
+                    break;
                 }
-            };
-            let copy = batch.clone();
-            let mut request = Ingest::new(String::new(), Protocol::Syslog, None, batch);
-            request.partial = true;
-            request.body_bytes = size as u64;
-            let span = crate::telemetry::request_span("syslog", "syslog", "", &axum::http::HeaderMap::new());
-            let (result, report) = tracing::Instrument::instrument(ingestion.run(admitted, request), span).await;
-            match result {
-                Ok(_) => {
-                    if let Some(rejected) = report.rejected.get() {
-                        let first = rejected.first().map(|p| format!("{} {}", p.field, p.reason)).unwrap_or_default();
-                        tracing::warn!(messages = rejected.len(), first = %first, "syslog messages refused as invalid");
-                    }
-                }
-                Err(e) => match retry_after(&e) {
-                    Some(wait) if attempts < 30 => {
-                        attempts += 1;
-                        logs = Some(copy);
-                        tokio::time::sleep(wait).await;
-                    }
-                    _ => tracing::warn!(messages = count, error = %e, "syslog messages refused"),
-                },
             }
         }
     }
+}
+
+/// One attempt at storing a key's logs: the refusal, and whether the stack counted its logs.
+async fn try_store(
+    ingestion: &Ingestion,
+    key: Option<&str>,
+    logs: &[Value],
+    size: usize,
+) -> Result<(), (IngestError, bool)> {
+    let admitted = ingestion.admit(Protocol::Syslog, key).await.map_err(|e| (e, false))?;
+    let _room = match ingestion.reserve(size) {
+        Ok(room) => room,
+        Err(e) => {
+            admitted.refuse(crate::ingest::outcome::Outcome::Unavailable);
+            return Err((e, false));
+        }
+    };
+    // A copy: a refusal that passes sends the same logs again.
+    let mut request = Ingest::new(String::new(), Protocol::Syslog, None, logs.to_vec());
+    request.partial = true;
+    request.body_bytes = size as u64;
+    let span = crate::telemetry::request_span("syslog", "syslog", "", &axum::http::HeaderMap::new());
+    let (result, report) = tracing::Instrument::instrument(ingestion.run(admitted, request), span).await;
+    if let Some(rejected) = report.rejected.get() {
+        let first = rejected.first().map(|p| format!("{} {}", p.field, p.reason)).unwrap_or_default();
+        tracing::warn!(messages = rejected.len(), first = %first, "syslog messages refused as invalid");
+    }
+    result.map(|_| ()).map_err(|e| (e, true))
 }
 
 /// How long to wait before trying again, for a refusal that passes.
