@@ -75,19 +75,21 @@ fn attributes(builder: &mut LogBuilder, attributes: Vec<KeyValue>) {
 pub fn logs(request: ExportLogsServiceRequest) -> Vec<Value> {
     let mut logs = Vec::new();
     for resource_logs in request.resource_logs {
-        let resource = resource_logs.resource.map(|r| r.attributes).unwrap_or_default();
+        // What every record of a resource (and of a scope) shares is mapped once, then cloned per record.
+        let mut with_resource = LogBuilder::new();
+        attributes(&mut with_resource, resource_logs.resource.map(|r| r.attributes).unwrap_or_default());
         for scope_logs in resource_logs.scope_logs {
             let scope = scope_logs.scope.unwrap_or_default();
+            let mut with_scope = with_resource.clone();
+            if !scope.name.is_empty() {
+                with_scope.attribute("otel.scope.name", Value::String(scope.name));
+            }
+            if !scope.version.is_empty() {
+                with_scope.attribute("otel.scope.version", Value::String(scope.version));
+            }
+            attributes(&mut with_scope, scope.attributes);
             for record in scope_logs.log_records {
-                let mut b = LogBuilder::new();
-                attributes(&mut b, resource.clone());
-                if !scope.name.is_empty() {
-                    b.attribute("otel.scope.name", Value::String(scope.name.clone()));
-                }
-                if !scope.version.is_empty() {
-                    b.attribute("otel.scope.version", Value::String(scope.version.clone()));
-                }
-                attributes(&mut b, scope.attributes.clone());
+                let mut b = with_scope.clone();
                 attributes(&mut b, record.attributes);
                 match record.body.and_then(|b| b.value) {
                     Some(any_value::Value::StringValue(s)) => b.message(s),

@@ -88,8 +88,9 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
-/// One log being assembled by a front.
-#[derive(Debug, Default)]
+/// One log being assembled by a front. Cloned, it is the start of another log with the same context (a
+/// resource's attributes, say).
+#[derive(Debug, Default, Clone)]
 pub struct LogBuilder {
     message: Option<String>,
     timestamp: Option<DateTime<Utc>>,
