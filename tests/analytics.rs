@@ -135,6 +135,11 @@ async fn metrics_show_new_logs_within_seconds(d: Daemon) {
     assert!(errors[0]["first_seen"].as_str().unwrap() <= errors[0]["last_seen"].as_str().unwrap());
     assert_eq!(errors[1]["level"], "CRITICAL");
     assert_eq!(errors[1]["exception_type"], Value::Null);
+    // Both are new (first seen in the window), and counted bucket by bucket for the console's sparklines.
+    assert_eq!(top.body["bucket_seconds"], 3600);
+    assert_eq!(errors[0]["status"], "new");
+    let series: u64 = errors[0]["series"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(series, 2);
     // The fingerprint leads to the logs.
     let fingerprint = errors[0]["fingerprint"].as_str().unwrap();
     let grouped = d.get(&format!("/v1/logs?fingerprint={fingerprint}"), Some(&key)).await;

@@ -367,8 +367,9 @@ impl QueryService for Querier {
             .await
             .map_err(|e| status(&e))?;
         let errors = errors
+            .errors
             .into_iter()
-            .map(|e| pb::TopError {
+            .map(|(e, _)| pb::TopError {
                 fingerprint: format!("{:016x}", e.fingerprint),
                 count: e.count,
                 first_seen: micros(e.info.first_seen),

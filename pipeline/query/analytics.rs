@@ -65,13 +65,73 @@ pub async fn error_rate(
         .collect())
 }
 
+/// An error of a range, measured against the time before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorStatus {
+    /// First seen inside the range.
+    New,
+    /// Seen before, then quiet for [`REGRESSION_QUIET_SECS`] up to its first occurrence in the range.
+    Regressed,
+    /// Neither: it was occurring before the range too.
+    Ongoing,
+}
+
+impl ErrorStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorStatus::New => "new",
+            ErrorStatus::Regressed => "regressed",
+            ErrorStatus::Ongoing => "ongoing",
+        }
+    }
+}
+
+/// A day without an error, then the error again: a regression.
+pub const REGRESSION_QUIET_SECS: i64 = 86_400;
+
+/// Top errors of a range, each with its count per bucket (`series`, only the range's buckets) and status.
+pub struct TopErrors {
+    pub granularity: Granularity,
+    /// Bucket starts of the range (Unix seconds), inclusive.
+    pub first: i64,
+    pub last: i64,
+    pub errors: Vec<(TopError, ErrorStatus)>,
+}
+
+impl TopErrors {
+    /// An error's counts for every bucket of the range, empty ones included, oldest first.
+    pub fn dense_series(&self, error: &TopError) -> Vec<u64> {
+        let step = self.granularity.seconds();
+        let mut dense = vec![0; usize::try_from((self.last - self.first) / step + 1).unwrap_or(0)];
+        for (bucket, count) in &error.series {
+            if let Some(slot) = usize::try_from((bucket - self.first) / step).ok().and_then(|i| dense.get_mut(i)) {
+                *slot += count;
+            }
+        }
+        dense
+    }
+}
+
+/// Where an error of the range stands; `before` holds its buckets in the quiet window before the range.
+fn status(error: &TopError, range_start: i64, before: &[(i64, u64)], g: Granularity) -> ErrorStatus {
+    let first_seen = error.info.first_seen.div_euclid(1_000_000);
+    if first_seen >= range_start {
+        return ErrorStatus::New;
+    }
+    let Some((first_in_range, _)) = error.series.first() else { return ErrorStatus::Ongoing };
+    // Quiet: no occurrence in the window ending at its first bucket in the range, and it existed before it.
+    let quiet_from = first_in_range - REGRESSION_QUIET_SECS.max(g.seconds());
+    let quiet = !before.iter().chain(&error.series).any(|(b, c)| *c > 0 && *b >= quiet_from && b < first_in_range);
+    if quiet && first_seen < quiet_from { ErrorStatus::Regressed } else { ErrorStatus::Ongoing }
+}
+
 /// The most frequent errors of `range`, at most `limit` (1 to 100, default 10).
 pub async fn top_errors(
     cache: &dyn AnalyticsCache,
     project: Uuid,
     range: Range,
     limit: Option<u32>,
-) -> Result<Vec<TopError>, ApiError> {
+) -> Result<TopErrors, ApiError> {
     let limit = match limit {
         Some(l) if (1..=100).contains(&l) => l as usize,
         Some(_) => return Err(bad("limit", "must be 1 to 100")),
@@ -80,10 +140,23 @@ pub async fn top_errors(
     // Hourly buckets up to a week, daily beyond: the answer is by whole buckets.
     let g = if range.to - range.from <= chrono::Duration::days(7) { Granularity::Hour } else { Granularity::Day };
     let (first, last) = buckets(g, &range)?;
-    let mut errors = cache.errors(project, g, first, last).await?;
-    errors.sort_by(|a, b| b.count.cmp(&a.count).then(a.fingerprint.cmp(&b.fingerprint)));
-    errors.truncate(limit);
-    Ok(errors)
+    // The quiet window before the range too, to tell a regression.
+    let lookback = REGRESSION_QUIET_SECS.max(g.seconds());
+    let mut errors = cache.errors(project, g, first - lookback, last).await?;
+    let mut ranked: Vec<(TopError, ErrorStatus)> = Vec::with_capacity(errors.len());
+    for mut error in errors.drain(..) {
+        let before: Vec<(i64, u64)> = error.series.iter().copied().filter(|(b, _)| *b < first).collect();
+        error.series.retain(|(b, _)| *b >= first);
+        error.count = error.series.iter().map(|(_, c)| c).sum();
+        if error.count == 0 {
+            continue;
+        }
+        let status = status(&error, first, &before, g);
+        ranked.push((error, status));
+    }
+    ranked.sort_by(|(a, _), (b, _)| b.count.cmp(&a.count).then(a.fingerprint.cmp(&b.fingerprint)));
+    ranked.truncate(limit);
+    Ok(TopErrors { granularity: g, first, last, errors: ranked })
 }
 
 /// Each day's usage from `from` (default 29 days before `to`) to `to` (default today, UTC), at most 367 days.
@@ -103,4 +176,56 @@ pub async fn usage(
     }
     let known: HashMap<NaiveDate, Usage> = accounts.usage(project, from, to).await?.into_iter().collect();
     Ok(from.iter_days().take_while(|d| *d <= to).map(|d| (d, known.get(&d).copied().unwrap_or_default())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::analytics::memory::MemoryAnalytics;
+    use crate::store::analytics::{ErrorInfo, Stats};
+    use chrono::{DateTime, Duration};
+
+    /// Error counts for fingerprint `f` in the hourly buckets `hours_ago`, first seen at the oldest of them.
+    fn errors(project: Uuid, now: i64, f: u64, hours_ago: &[i64]) -> Stats {
+        let mut stats = Stats::default();
+        for h in hours_ago {
+            let bucket = Granularity::Hour.bucket(&DateTime::from_timestamp(now - h * 3600, 0).expect("time"));
+            stats.errors.insert((project, Granularity::Hour, bucket, f), 2);
+        }
+        let oldest = now - hours_ago.iter().max().expect("hours") * 3600;
+        let info = ErrorInfo {
+            first_seen: oldest * 1_000_000,
+            last_seen: now * 1_000_000,
+            level: 40,
+            service: None,
+            sample_message: String::from("boom"),
+            exception_type: None,
+        };
+        stats.info.insert((project, f), info);
+        stats
+    }
+
+    #[tokio::test]
+    async fn errors_are_new_regressed_or_ongoing_with_a_series_of_the_range() {
+        let cache = MemoryAnalytics::default();
+        let project = Uuid::new_v4();
+        let now = Utc::now();
+        let t = now.timestamp();
+        cache.add(&errors(project, t, 1, &[2, 1])).await.expect("new");
+        cache.add(&errors(project, t, 2, &[60, 3])).await.expect("quiet for 57 hours: regressed");
+        cache.add(&errors(project, t, 3, &[30, 12, 3])).await.expect("seen 12 hours before: ongoing");
+        let range = Range::new(Some(now - Duration::hours(6)), Some(now)).expect("range");
+        let top = top_errors(&cache, project, range, None).await.expect("top errors");
+        let by = |f: u64| top.errors.iter().find(|(e, _)| e.fingerprint == f).expect("listed");
+        assert_eq!(by(1).1, ErrorStatus::New);
+        assert_eq!(by(2).1, ErrorStatus::Regressed);
+        assert_eq!(by(3).1, ErrorStatus::Ongoing);
+        // Counts of the range only: the occurrences before it are not in `count` nor in the series.
+        let (ongoing, _) = by(3);
+        assert_eq!(ongoing.count, 2);
+        let dense = top.dense_series(ongoing);
+        assert_eq!(dense.len(), 7, "six hours and the current one");
+        assert_eq!(dense.iter().sum::<u64>(), 2);
+        assert_eq!(dense[3], 2, "three hours ago");
+    }
 }

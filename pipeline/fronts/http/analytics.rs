@@ -17,6 +17,7 @@ use super::logs::read_access;
 use super::{AppState, timestamp};
 use crate::error::{ApiError, ErrorBody};
 use crate::query::{Params, analytics, bad};
+use crate::query::analytics::{ErrorStatus, TopErrors};
 use crate::store::analytics::{Granularity, TopError};
 
 fn start(bucket: i64) -> String {
@@ -86,7 +87,7 @@ pub async fn volume(
     Ok(Json(json!({"interval": g.name(), "buckets": buckets})))
 }
 
-fn top_error_json(e: &TopError) -> Value {
+fn top_error_json(top: &TopErrors, e: &TopError, status: ErrorStatus) -> Value {
     let time = |micros: i64| DateTime::from_timestamp_micros(micros).map(|t| timestamp(&t));
     json!({
         "fingerprint": format!("{:016x}", e.fingerprint),
@@ -97,13 +98,15 @@ fn top_error_json(e: &TopError) -> Value {
         "service": e.info.service,
         "sample_message": e.info.sample_message,
         "exception_type": e.info.exception_type,
+        "status": status.as_str(),
+        "series": top.dense_series(e),
     })
 }
 
 #[utoipa::path(get, path = "/v1/metrics/top-errors", tag = "metrics", security(("api_key" = []), ("session" = [])),
     params(("from" = Option<String>, Query), ("to" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1 to 100, default 10"),
         ("project_id" = Option<String>, Query)),
-    responses((status = 200, body = Value, description = "{\"errors\": [{fingerprint, count, first_seen, last_seen, level, service, sample_message, exception_type}]}"),
+    responses((status = 200, body = Value, description = "{\"bucket_seconds\": 3600 (86400 past 7 days), \"errors\": [{fingerprint, count, first_seen, last_seen, level, service, sample_message, exception_type, status: new|regressed|ongoing, series: [count per bucket of the range, oldest first]}]}. `new`: first seen in the range; `regressed`: seen before, then not for a day up to its first occurrence in the range."),
         (status = 400, body = ErrorBody)))]
 pub async fn top_errors(
     State(state): State<AppState>,
@@ -113,8 +116,9 @@ pub async fn top_errors(
     let project = read_access(&headers, &state, params.get("project_id").map(String::as_str)).await?;
     let p = Params(&params);
     let range = p.only(&["from", "to", "limit"])?.range()?;
-    let errors = analytics::top_errors(state.analytics.as_ref(), project, range, p.number("limit")?).await?;
-    Ok(Json(json!({"errors": errors.iter().map(top_error_json).collect::<Vec<_>>()})))
+    let top = analytics::top_errors(state.analytics.as_ref(), project, range, p.number("limit")?).await?;
+    let errors: Vec<Value> = top.errors.iter().map(|(e, status)| top_error_json(&top, e, *status)).collect();
+    Ok(Json(json!({"bucket_seconds": top.granularity.seconds(), "errors": errors})))
 }
 
 #[utoipa::path(get, path = "/v1/usage", tag = "metrics", security(("api_key" = []), ("session" = [])),

@@ -92,16 +92,19 @@ impl AnalyticsCache for MemoryAnalytics {
 
     async fn errors(&self, project: Uuid, g: Granularity, from: i64, to: i64) -> Result<Vec<TopError>, StoreError> {
         let maps = self.lock();
-        let mut counts: HashMap<u64, u64> = HashMap::new();
+        let mut series: HashMap<u64, Vec<(i64, u64)>> = HashMap::new();
         for ((p, gg, bucket, fingerprint), count) in &maps.errors {
             if *p == project && *gg == g && (from..=to).contains(bucket) {
-                *counts.entry(*fingerprint).or_default() += count;
+                series.entry(*fingerprint).or_default().push((*bucket, *count));
             }
         }
-        Ok(counts
+        Ok(series
             .into_iter()
-            .filter_map(|(fingerprint, count)| {
-                maps.info.get(&(project, fingerprint)).map(|info| TopError { fingerprint, count, info: info.clone() })
+            .filter_map(|(fingerprint, mut series)| {
+                series.sort_unstable();
+                let count = series.iter().map(|(_, c)| c).sum();
+                let info = maps.info.get(&(project, fingerprint))?.clone();
+                Some(TopError { fingerprint, count, series, info })
             })
             .collect())
     }

@@ -141,6 +141,8 @@ impl Stats {
 pub struct TopError {
     pub fingerprint: u64,
     pub count: u64,
+    /// The non-empty buckets of the range asked for (start, count), ascending; their counts sum to `count`.
+    pub series: Vec<(i64, u64)>,
     pub info: ErrorInfo,
 }
 
@@ -159,7 +161,8 @@ pub trait AnalyticsCache: Send + Sync + 'static {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, LevelCounts)>, StoreError>;
-    /// Error counts per fingerprint over the buckets from `from` to `to`, with what is known of each.
+    /// Error counts per fingerprint over the buckets from `from` to `to`, bucket by bucket, with what is
+    /// known of each.
     async fn errors(&self, project: Uuid, g: Granularity, from: i64, to: i64) -> Result<Vec<TopError>, StoreError>;
 }
 

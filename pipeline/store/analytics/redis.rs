@@ -171,21 +171,23 @@ impl AnalyticsCache for RedisAnalytics {
     }
 
     async fn errors(&self, project: Uuid, g: Granularity, from: i64, to: i64) -> Result<Vec<TopError>, StoreError> {
+        let buckets: Vec<i64> = Self::buckets(g, from, to).collect();
         let mut pipe = redis::pipe();
-        for bucket in Self::buckets(g, from, to) {
-            pipe.cmd("HGETALL").arg(self.errors_key(project, g, bucket));
+        for bucket in &buckets {
+            pipe.cmd("HGETALL").arg(self.errors_key(project, g, *bucket));
         }
         let replies: Vec<HashMap<String, u64>> = self.cache.run_pipe(&pipe).await?;
-        let mut counts: HashMap<String, u64> = HashMap::new();
-        for reply in replies {
+        // Buckets in ascending order, so each series comes out ascending.
+        let mut series: HashMap<String, Vec<(i64, u64)>> = HashMap::new();
+        for (bucket, reply) in buckets.into_iter().zip(replies) {
             for (fingerprint, count) in reply {
-                *counts.entry(fingerprint).or_default() += count;
+                series.entry(fingerprint).or_default().push((bucket, count));
             }
         }
-        if counts.is_empty() {
+        if series.is_empty() {
             return Ok(Vec::new());
         }
-        let fields: Vec<&String> = counts.keys().collect();
+        let fields: Vec<&String> = series.keys().collect();
         let mut pipe = redis::pipe();
         for key in self.info_keys(project) {
             pipe.cmd("HMGET").arg(key).arg(&fields[..]);
@@ -204,9 +206,11 @@ impl AnalyticsCache for RedisAnalytics {
                 continue;
             };
             let Ok(fingerprint) = u64::from_str_radix(field, 16) else { continue };
+            let series = series[*field].clone();
             out.push(TopError {
                 fingerprint,
-                count: counts[*field],
+                count: series.iter().map(|(_, c)| c).sum(),
+                series,
                 info: ErrorInfo {
                     first_seen,
                     last_seen,
