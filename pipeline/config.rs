@@ -32,6 +32,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub stages: StagesConfig,
     pub syslog: SyslogConfig,
+    pub console: ConsoleConfig,
     /// Deprecated keys this configuration used, with what replaces them: logged at start.
     #[serde(skip)]
     pub deprecated: Vec<String>,
@@ -424,6 +425,20 @@ pub struct RetentionConfig {
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig { interval_secs: 3600, batch_rows: 10_000 }
+    }
+}
+
+/// `[console]`: the web console the REST listener serves at `/`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console (its page at `/`, its files and browser sessions under `/console/`).
+    pub enabled: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig { enabled: true }
     }
 }
 

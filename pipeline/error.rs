@@ -33,6 +33,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("this credential lacks the `{0}` scope")]
     InsufficientScope(&'static str),
+    /// A browser session's state-changing request without its CSRF token (the console's `X-CSRF-Token`).
+    #[error("this request needs the session's CSRF token in X-CSRF-Token")]
+    CsrfTokenInvalid,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -80,7 +83,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::BodyIncomplete => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            ApiError::InsufficientScope(_) | ApiError::CsrfTokenInvalid => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::EmailTaken => StatusCode::CONFLICT,
@@ -102,6 +105,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::BodyIncomplete => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::InsufficientScope(_) => "insufficient_scope",
+            ApiError::CsrfTokenInvalid => "csrf_token_invalid",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::EmailTaken => "email_taken",
@@ -185,6 +189,7 @@ mod tests {
             (ApiError::Unauthorized, 401, "unauthorized"),
             (ApiError::InsufficientScope("query"), 403, "insufficient_scope"),
             (ApiError::NotFound, 404, "not_found"),
+            (ApiError::CsrfTokenInvalid, 403, "csrf_token_invalid"),
             (ApiError::EmailTaken, 409, "email_taken"),
             (ApiError::PayloadTooLarge { limit_bytes: 1 }, 413, "payload_too_large"),
             (ApiError::UnsupportedMediaType("x".into()), 415, "unsupported_media_type"),

@@ -281,6 +281,10 @@ async fn serve_fronts(
         analytics: core.plumbing.analytics.clone(),
         breaker: core.breaker,
         operator: http::operator::OperatorToken::new(&config.server.operator_token),
+        console: http::console::ConsoleSettings {
+            enabled: config.console.enabled,
+            secure_cookie: !config.server.tls_cert_path.is_empty(),
+        },
     };
     // Shutdown drains first (new ingestion answered 503), then closes the listeners and finishes what is in
     // flight.

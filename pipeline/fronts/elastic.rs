@@ -39,7 +39,6 @@ const MAX_BATCHES_PER_BULK: usize = 50;
 /// The routes of this front, each answer marked as Elasticsearch's.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(info))
         .route("/_cat/health", get(cat_health))
         .route("/_cluster/health", get(cluster_health))
         .route("/_license", get(license))
@@ -61,8 +60,9 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     response
 }
 
-async fn info() -> Response {
-    json_response(
+/// `GET /` for shippers (the REST router sends browsers to the console instead).
+pub async fn info() -> Response {
+    mark(json_response(
         StatusCode::OK,
         &json!({
             "name": "ledger",
@@ -78,7 +78,8 @@ async fn info() -> Response {
             },
             "tagline": "You Know, for Search",
         }),
-    )
+    ))
+    .await
 }
 
 async fn cat_health(method: Method) -> Response {

@@ -33,7 +33,7 @@ pub fn status(error: &ApiError) -> tonic::Status {
         | ApiError::BatchTooLarge { .. } => Code::InvalidArgument,
         ApiError::UnsupportedMediaType(_) => Code::InvalidArgument,
         ApiError::Unauthorized => Code::Unauthenticated,
-        ApiError::InsufficientScope(_) => Code::PermissionDenied,
+        ApiError::InsufficientScope(_) | ApiError::CsrfTokenInvalid => Code::PermissionDenied,
         ApiError::NotFound => Code::NotFound,
         ApiError::MethodNotAllowed => Code::Unimplemented,
         ApiError::EmailTaken => Code::AlreadyExists,

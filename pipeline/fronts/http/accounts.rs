@@ -69,7 +69,7 @@ fn plausible_email(email: &str) -> bool {
 
 impl Credentials {
     /// The e-mail (trimmed, lower-cased) and password, or every problem with them.
-    fn checked(self, check_rules: bool) -> Result<(String, String), ApiError> {
+    pub(super) fn checked(self, check_rules: bool) -> Result<(String, String), ApiError> {
         let mut problems = Vec::new();
         let email = self.email.map(|e| e.trim().to_lowercase());
         match &email {

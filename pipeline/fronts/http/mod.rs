@@ -18,6 +18,7 @@ use crate::store::Backend;
 
 pub mod accounts;
 pub mod analytics;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -46,11 +47,15 @@ pub struct AppState {
     pub breaker: Arc<ledger_stages::auth::BreakerStore<Arc<dyn ledger_stages::auth::KeyStore>>>,
     /// Who may read `/metrics`, `/health/deep` and gRPC reflection.
     pub operator: operator::OperatorToken,
+    pub console: console::ConsoleSettings,
 }
 
 /// Every REST route. Tests and `server::run` both start from here.
 pub fn router(state: AppState) -> Router {
+    let console = state.console.enabled;
     Router::new()
+        .route("/", get(root))
+        .merge(if console { console::routes() } else { Router::new() })
         .route("/v1/register", post(accounts::register))
         .route("/v1/login", post(accounts::login))
         .route("/v1/logout", post(accounts::logout))
@@ -85,6 +90,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(ACCOUNT_BODY_LIMIT))
+        // A browser's session cookie as the API's bearer credential (with its CSRF token to change state).
+        .layer(tower::util::option_layer(console.then(|| middleware::from_fn(console::cookie_session))))
         // Inside the request id, so that a panic's 500 still carries the id of its request.
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| -> Response {
             ApiError::internal("a handler panicked").into_response()
@@ -93,6 +100,15 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(request_id::middleware))
         .layer(middleware::from_fn_with_state(state.clone(), close_when_draining))
         .with_state(state)
+}
+
+/// `GET /`: the console for a browser (it asks for HTML), Elasticsearch's cluster info for a shipper's probe.
+async fn root(axum::extract::State(state): axum::extract::State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if state.console.enabled && console::wants_html(&headers) {
+        console::index(&headers).await
+    } else {
+        crate::fronts::elastic::info().await
+    }
 }
 
 /// While shutting down, each answer closes its connection, so no client sends another request on a
