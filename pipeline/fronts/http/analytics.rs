@@ -16,8 +16,8 @@ use utoipa::ToSchema;
 use super::logs::read_access;
 use super::{AppState, timestamp};
 use crate::error::{ApiError, ErrorBody};
-use crate::query::{Params, analytics, bad};
 use crate::query::analytics::{ErrorStatus, TopErrors};
+use crate::query::{Params, analytics, bad};
 use crate::store::analytics::{Granularity, TopError};
 
 fn start(bucket: i64) -> String {
