@@ -49,6 +49,9 @@ async function shoot(name) {
   await page.setViewportSize({ width: 390, height: 844 });
   await page.waitForTimeout(150); // charts follow their container's width on the next frame
   await page.screenshot({ path: `${SHOTS}/${name}-phone.png`, fullPage: true });
+  // Readable at phone width: nothing makes the page scroll sideways (wide tables scroll inside their card).
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 390, `${name} is ${width} px wide at a 390 px viewport`);
   await page.setViewportSize({ width: 1280, height: 800 });
   await page.waitForTimeout(150);
 }
