@@ -33,6 +33,7 @@ pub struct Config {
     pub stages: StagesConfig,
     pub syslog: SyslogConfig,
     pub console: ConsoleConfig,
+    pub tail: TailConfig,
     /// Deprecated keys this configuration used, with what replaces them: logged at start.
     #[serde(skip)]
     pub deprecated: Vec<String>,
@@ -425,6 +426,36 @@ pub struct RetentionConfig {
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig { interval_secs: 3600, batch_rows: 10_000 }
+    }
+}
+
+/// `[tail]`: live tail (`GET /v1/logs/tail`, gRPC `QueryService.Tail`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TailConfig {
+    /// Subscribers per project on one instance at most; past it, 429.
+    pub max_subscribers_per_project: usize,
+    /// Commits' worth of logs a subscriber may have waiting at most; past it, logs are dropped for it, and it
+    /// gets a `dropped` event with their count.
+    pub buffer_entries: usize,
+    /// Logs kept per tailed project (about: whole commits are kept or dropped) for subscribers that
+    /// reconnect with `Last-Event-ID`.
+    pub keep_logs: usize,
+    /// Logs a reconnecting subscriber is sent from those kept at most before the live ones.
+    pub max_backlog_logs: usize,
+    /// Seconds between heartbeats (an SSE comment) on a quiet stream.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        TailConfig {
+            max_subscribers_per_project: 16,
+            buffer_entries: 256,
+            keep_logs: 20_000,
+            max_backlog_logs: 10_000,
+            heartbeat_secs: 15,
+        }
     }
 }
 

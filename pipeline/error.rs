@@ -59,6 +59,8 @@ pub enum ApiError {
     TooManyLoginAttempts { retry_after: Duration },
     #[error("too many requests for this project; retry later")]
     RateLimited { retry_after: Duration },
+    #[error("this project has as many live-tail subscribers on this instance as it may; retry later")]
+    TooManySubscribers { retry_after: Duration },
     #[error("the project's daily quota is used up; it resets at midnight UTC")]
     QuotaExceeded { retry_after: Duration },
     #[error("the project's queue is full; retry later")]
@@ -91,9 +93,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyLoginAttempts { .. } | ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::TooManyLoginAttempts { .. }
+            | ApiError::RateLimited { .. }
+            | ApiError::QuotaExceeded { .. }
+            | ApiError::TooManySubscribers { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } | ApiError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -111,7 +114,7 @@ impl ApiError {
             ApiError::EmailTaken => "email_taken",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::BatchTooLarge { .. } => "batch_too_large",
-            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RateLimited { .. } | ApiError::TooManySubscribers { .. } => "rate_limited",
             ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::QueueFull { .. } => "queue_full",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -133,6 +136,7 @@ impl ApiError {
         match self {
             ApiError::TooManyLoginAttempts { retry_after }
             | ApiError::RateLimited { retry_after }
+            | ApiError::TooManySubscribers { retry_after }
             | ApiError::QuotaExceeded { retry_after }
             | ApiError::QueueFull { retry_after }
             | ApiError::Unavailable { retry_after, .. } => Some(*retry_after),

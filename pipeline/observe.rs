@@ -15,6 +15,8 @@ pub const JOB_LAST_RUN: &str = "ledger_job_last_run_timestamp_seconds";
 pub const JOB_DURATION: &str = "ledger_job_last_duration_seconds";
 pub const DEAD_LETTER_LOGS: &str = "ledger_dead_letter_logs_total";
 pub const DEAD_LETTER_ENTRIES: &str = "ledger_dead_letter_entries_total";
+pub const TAIL_SUBSCRIBERS: &str = "ledger_tail_subscribers";
+pub const TAIL_LOGS: &str = "ledger_tail_logs_total";
 
 pub struct Metrics {
     registry: Registry,
@@ -34,6 +36,10 @@ pub struct Metrics {
     pub job_last_run: GaugeVec,
     /// How long each job's last run took.
     pub job_duration: GaugeVec,
+    /// Live-tail subscribers connected to this instance.
+    pub tail_subscribers: prometheus::IntGauge,
+    /// Logs for live-tail subscribers, by outcome (`delivered`, `dropped`: a subscriber too slow for them).
+    pub tail_logs: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -67,6 +73,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(job_runs.clone()))?;
     registry.register(Box::new(job_last_run.clone()))?;
     registry.register(Box::new(job_duration.clone()))?;
+    let tail_subscribers = prometheus::IntGauge::new(TAIL_SUBSCRIBERS, "Live-tail subscribers on this instance.")?;
+    let tail_logs =
+        IntCounterVec::new(Opts::new(TAIL_LOGS, "Logs for live-tail subscribers, by outcome."), &["outcome"])?;
+    registry.register(Box::new(tail_subscribers.clone()))?;
+    registry.register(Box::new(tail_logs.clone()))?;
     // CPU seconds, resident memory, open file descriptors, start time.
     registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
     Ok(Metrics {
@@ -79,6 +90,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         job_runs,
         job_last_run,
         job_duration,
+        tail_subscribers,
+        tail_logs,
     })
 }
 
@@ -133,6 +146,7 @@ mod tests {
         m.written("embedded", 10);
         m.dead_lettered("undecodable", 3);
         m.http_duration.with_label_values(&["/v1/logs", "POST", "202"]).observe(0.002);
+        m.tail_logs.with_label_values(&["delivered"]).inc();
         let text = m.encode();
         for name in [
             HTTP_DURATION,
@@ -140,6 +154,8 @@ mod tests {
             BATCH_LOGS,
             DEAD_LETTER_LOGS,
             DEAD_LETTER_ENTRIES,
+            TAIL_SUBSCRIBERS,
+            TAIL_LOGS,
             "process_resident_memory_bytes",
         ] {
             assert!(text.contains(name), "{name} missing");

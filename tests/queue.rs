@@ -97,6 +97,7 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
         linger: Duration::from_millis(100),
         owner: "next-owner".into(),
         analytics: Arc::new(RedisAnalytics::new(redis.clone())),
+        tail: Arc::new(ledger::store::tail::redis::RedisTail::new(redis.clone(), 1000)),
     };
     let running = tokio::spawn(workers.run(stop.clone()));
     let queue = Arc::new(queue);

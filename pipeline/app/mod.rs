@@ -40,6 +40,9 @@ use crate::store::analytics::redis::RedisAnalytics;
 use crate::store::limits::RedisLimits;
 use crate::store::memory::SeededQuota;
 use crate::store::setup::SetupError;
+use crate::store::tail::TailFeed;
+use crate::store::tail::memory::MemoryTail;
+use crate::store::tail::redis::RedisTail;
 use crate::store::{Backend, LogDb};
 
 /// Why the daemon stopped other than by a shutdown signal; one line for the operator.
@@ -139,20 +142,24 @@ struct Plumbing {
     writer: Option<tokio::task::JoinHandle<()>>,
     workers: Option<Workers>,
     analytics: Arc<dyn AnalyticsCache>,
+    tail: Arc<dyn TailFeed>,
 }
 
 fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> {
     match &backend.logs {
         LogDb::Sqlite(store) => {
             let analytics: Arc<dyn AnalyticsCache> = Arc::new(MemoryAnalytics::default());
+            let tail: Arc<dyn TailFeed> = Arc::new(MemoryTail::new(config.tail.keep_logs));
             let (queue, writer) = EmbeddedQueue::start(
                 store.clone(),
                 analytics.clone(),
+                tail.clone(),
                 config.queue.embedded_capacity,
                 config.queue.max_write_logs,
             );
             Ok(Plumbing {
                 analytics,
+                tail,
                 queue: Arc::new(queue),
                 limiter: Arc::new(MemoryRateLimiter::default()),
                 quota: Arc::new(SeededQuota::new(backend.accounts.clone())),
@@ -164,6 +171,7 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
             let redis = backend.redis.clone().ok_or_else(|| ServeError("the shared backend has no Redis".into()))?;
             let limits = Arc::new(RedisLimits::new(redis.clone()));
             let analytics: Arc<dyn AnalyticsCache> = Arc::new(RedisAnalytics::new(redis.clone()));
+            let tail: Arc<dyn TailFeed> = Arc::new(RedisTail::new(redis.clone(), config.tail.keep_logs));
             let queue = RedisQueue::new(redis.clone(), config.queue.shards);
             let workers = config.roles.workers.then(|| Workers {
                 client: redis.client(),
@@ -175,6 +183,7 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
                 linger: Duration::from_millis(config.queue.linger_ms),
                 owner: Uuid::new_v4().to_string(),
                 analytics: analytics.clone(),
+                tail: tail.clone(),
             });
             Ok(Plumbing {
                 queue: Arc::new(queue),
@@ -183,6 +192,7 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
                 writer: None,
                 workers,
                 analytics,
+                tail,
             })
         }
     }
@@ -281,6 +291,15 @@ async fn serve_fronts(
         analytics: core.plumbing.analytics.clone(),
         breaker: core.breaker,
         operator: http::operator::OperatorToken::new(&config.server.operator_token),
+        tail: crate::query::tail::TailHub::new(
+            core.plumbing.tail.clone(),
+            crate::query::tail::TailSettings {
+                max_subscribers_per_project: config.tail.max_subscribers_per_project,
+                buffer_entries: config.tail.buffer_entries,
+                max_backlog_logs: config.tail.max_backlog_logs,
+            },
+        ),
+        tail_heartbeat: Duration::from_secs(config.tail.heartbeat_secs.max(1)),
         console: http::console::ConsoleSettings {
             enabled: config.console.enabled,
             secure_cookie: !config.server.tls_cert_path.is_empty(),

@@ -37,9 +37,10 @@ pub fn status(error: &ApiError) -> tonic::Status {
         ApiError::NotFound => Code::NotFound,
         ApiError::MethodNotAllowed => Code::Unimplemented,
         ApiError::EmailTaken => Code::AlreadyExists,
-        ApiError::TooManyLoginAttempts { .. } | ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
-            Code::ResourceExhausted
-        }
+        ApiError::TooManyLoginAttempts { .. }
+        | ApiError::RateLimited { .. }
+        | ApiError::QuotaExceeded { .. }
+        | ApiError::TooManySubscribers { .. } => Code::ResourceExhausted,
         ApiError::Unavailable { .. } | ApiError::QueueFull { .. } => Code::Unavailable,
         ApiError::RequestTimeout => Code::DeadlineExceeded,
         ApiError::Internal(_) => Code::Internal,
@@ -306,6 +307,55 @@ impl Querier {
 
 #[tonic::async_trait]
 impl QueryService for Querier {
+    type TailStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LogRecord, Status>> + Send>>;
+
+    async fn tail(&self, request: Request<pb::TailRequest>) -> Result<Response<Self::TailStream>, Status> {
+        use crate::query::tail::{Subscription, TailEvent};
+        use futures::StreamExt;
+        let (metadata, _, q) = request.into_parts();
+        let project = self.project(metadata).await?;
+        let levels = q.level.iter().map(|l| crate::query::level("level", l)).collect::<Result<Vec<_>, _>>();
+        let min_level = q.min_level.as_deref().map(|l| crate::query::level("min_level", l)).transpose();
+        let after = crate::fronts::http::tail::resume_point(None, q.after.as_deref()).map_err(|e| status(&e))?;
+        let params = LogParams {
+            levels: levels.map_err(|e| status(&e))?,
+            min_level: min_level.map_err(|e| status(&e))?,
+            services: q.service,
+            environment: q.environment,
+            q: q.q,
+            fingerprint: q.fingerprint,
+            trace_id: q.trace_id,
+            ..LogParams::default()
+        };
+        let query = params.validate(project).map_err(|e| status(&e))?;
+        let subscription = self.state.tail.subscribe(query, after).await.map_err(|e| status(&e))?;
+        // Ends after a loss: a stream of records has no room for a `dropped` event, so the client is told by
+        // the status and resumes from its last record.
+        let records =
+            futures::stream::unfold((subscription, false), |(mut s, ended): (Subscription, bool)| async move {
+                if ended {
+                    return None;
+                }
+                match s.next().await? {
+                    TailEvent::Log(record) => Some((Ok(record_to_proto(record)), (s, false))),
+                    TailEvent::Dropped(n) => Some((
+                        Err(Status::aborted(format!(
+                            "dropped {n} logs: this subscriber did not keep up; resume with `after`"
+                        ))),
+                        (s, true),
+                    )),
+                    TailEvent::Gap => Some((
+                        Err(Status::aborted(
+                            "the resume point is older than what the live tail keeps; resume without `after`",
+                        )),
+                        (s, true),
+                    )),
+                }
+            })
+            .take_until(self.state.ingestion.draining.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(records)))
+    }
+
     async fn query_logs(
         &self,
         request: Request<pb::QueryLogsRequest>,

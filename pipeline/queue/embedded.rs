@@ -19,6 +19,7 @@ use super::pending::Pending;
 use crate::store::analytics::{AnalyticsCache, Stats};
 use crate::store::logs::sqlite::SqliteLogStore;
 use crate::store::logs::{LogWriter, Rows, WriteBatch, WriteError};
+use crate::store::tail::TailFeed;
 
 struct Job {
     records: Vec<LogRecord>,
@@ -38,11 +39,12 @@ impl EmbeddedQueue {
     pub fn start(
         store: SqliteLogStore,
         metrics: Arc<dyn AnalyticsCache>,
+        tail: Arc<dyn TailFeed>,
         capacity: usize,
         max_write_logs: usize,
     ) -> (EmbeddedQueue, JoinHandle<()>) {
         let (jobs, receiver) = mpsc::channel(capacity.max(1));
-        let writer = tokio::spawn(write_loop(store, metrics, receiver, max_write_logs.max(1)));
+        let writer = tokio::spawn(write_loop(store, metrics, tail, receiver, max_write_logs.max(1)));
         (EmbeddedQueue { jobs, pending: Arc::new(Pending::default()) }, writer)
     }
 }
@@ -50,6 +52,7 @@ impl EmbeddedQueue {
 async fn write_loop(
     store: SqliteLogStore,
     metrics: Arc<dyn AnalyticsCache>,
+    tail: Arc<dyn TailFeed>,
     mut receiver: mpsc::Receiver<Job>,
     max_write_logs: usize,
 ) {
@@ -71,6 +74,13 @@ async fn write_loop(
         let result = write(&store, &jobs).instrument(insert).await.map_err(|e| e.to_string());
         drop(batch);
         let stats = result.is_ok().then(|| Stats::of(jobs.iter().flat_map(|j| &j.records)));
+        // The committed logs of tailed projects, published after the answers.
+        let tailed = if result.is_ok() { tail.tailed().await } else { Arc::default() };
+        let tailing: Vec<LogRecord> = if tailed.is_empty() {
+            Vec::new()
+        } else {
+            jobs.iter().flat_map(|j| &j.records).filter(|r| tailed.contains(&r.project_id)).cloned().collect()
+        };
         if let Err(error) = &result {
             tracing::error!(%error, requests = jobs.len(), logs, "embedded write failed; requests answered 503");
         } else {
@@ -82,7 +92,12 @@ async fn write_loop(
             // answered 202.
             let _ = job.done.send(result.clone());
         }
-        // After the answers: live analytics must not delay a 202.
+        // After the answers: the live tail and live analytics must not delay a 202.
+        if !tailing.is_empty()
+            && let Err(error) = tail.publish(tailing, &tailed).await
+        {
+            tracing::warn!(%error, "could not publish committed logs to the live tail");
+        }
         if let Some(stats) = stats
             && let Err(error) = metrics.add(&stats).await
         {

@@ -78,6 +78,8 @@ pub struct Workers {
     pub linger: Duration,
     /// Live analytics, updated after each commit.
     pub analytics: std::sync::Arc<dyn AnalyticsCache>,
+    /// The live tail's feed, given each commit's logs of tailed projects.
+    pub tail: std::sync::Arc<dyn crate::store::tail::TailFeed>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,12 +125,14 @@ struct Prepared {
     poison: Vec<Poison>,
     traceparents: Vec<Option<String>>,
     stats: Stats,
+    /// The batch's logs of tailed projects.
+    tailing: Vec<LogRecord>,
 }
 
 /// Decodes the entries' payloads and encodes their logs as COPY rows: CPU work, run on a blocking thread so
 /// that requests on the runtime's threads are not held up behind a batch. An entry that cannot be decoded
 /// becomes a dead letter, never a silent gap.
-fn prepare(shard: i32, entries: Vec<Read>) -> Prepared {
+fn prepare(shard: i32, entries: Vec<Read>, tailed: &std::collections::HashSet<Uuid>) -> Prepared {
     let mut records: Vec<LogRecord> = Vec::new();
     let mut rows = Vec::new();
     let mut spans = Vec::with_capacity(entries.len());
@@ -160,7 +164,9 @@ fn prepare(shard: i32, entries: Vec<Read>) -> Prepared {
             }),
         }
     }
-    Prepared { rows, logs: records.len(), spans, poison, traceparents, stats: Stats::of(&records) }
+    let (logs, stats) = (records.len(), Stats::of(&records));
+    records.retain(|r| tailed.contains(&r.project_id));
+    Prepared { rows, logs, spans, poison, traceparents, stats, tailing: records }
 }
 
 impl Workers {
@@ -283,7 +289,11 @@ impl Workers {
                     id: e.id,
                 })
                 .collect();
-            let prepared = tokio::task::spawn_blocking(move || prepare(shard_id, reads))
+            // Asked after the read: a log accepted after a subscriber said it tails its project is in an entry
+            // read after that, so it is published.
+            let tailed = self.tail.tailed().await;
+            let published = tailed.clone();
+            let prepared = tokio::task::spawn_blocking(move || prepare(shard_id, reads, &tailed))
                 .await
                 .map_err(|e| WorkError::Prepare(e.to_string()))?;
             let batch = crate::telemetry::batch_span("shared", prepared.traceparents.iter().map(Option::as_deref));
@@ -291,9 +301,14 @@ impl Workers {
             batch.record("logs", logs);
             let copy = tracing::info_span!(parent: &batch, "copy", otel.name = "COPY logs", shard, logs);
             // Not cancellable from here: a batch read is a batch written.
-            let stats = self.commit(shard_id, &last, &newest, prepared).instrument(copy).await?;
+            let (stats, tailing) = self.commit(shard_id, &last, &newest, prepared).instrument(copy).await?;
             drop(batch);
             let _: i64 = release.key(&stream).arg(&newest).arg(&self.keys.prefix).invoke_async(conn).await?;
+            if !tailing.is_empty()
+                && let Err(error) = self.tail.publish(tailing, &published).await
+            {
+                tracing::warn!(%error, shard, "could not publish committed logs to the live tail");
+            }
             if let Some(stats) = stats
                 && let Err(error) = self.analytics.add(&stats).await
             {
@@ -316,18 +331,25 @@ impl Workers {
     /// Writes a prepared batch and moves the shard's offset from `from` to `to`, in one transaction with
     /// the batch's undecodable entries stored as dead letters. If PostgreSQL refuses the rows for a data
     /// reason, the entries are written one at a time and the refused ones dead-lettered. The batch's
-    /// analytics, when it went in whole (else the rebuild job counts what was written).
-    async fn commit(&self, shard: i32, from: &str, to: &str, batch: Prepared) -> Result<Option<Stats>, WorkError> {
-        let Prepared { rows, logs, spans, poison, stats, .. } = batch;
+    /// analytics and its logs for the live tail, when it went in whole (else the rebuild job counts what was
+    /// written, and the tail does not see that batch).
+    async fn commit(
+        &self,
+        shard: i32,
+        from: &str,
+        to: &str,
+        batch: Prepared,
+    ) -> Result<(Option<Stats>, Vec<LogRecord>), WorkError> {
+        let Prepared { rows, logs, spans, poison, stats, tailing, .. } = batch;
         match self.commit_rows(shard, from, to, &rows, logs, &poison).await {
             Ok(()) => {
                 counted(&poison);
-                Ok(Some(stats))
+                Ok((Some(stats), tailing))
             }
             Err(WorkError::Write(WriteError::Refused(e))) => {
                 tracing::warn!(shard, error = %e, "PostgreSQL refused a batch; writing its entries one by one");
                 self.commit_one_by_one(shard, from, to, &rows, spans, poison).await?;
-                Ok(None)
+                Ok((None, Vec::new()))
             }
             Err(e) => Err(e),
         }

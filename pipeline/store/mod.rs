@@ -31,6 +31,7 @@ pub mod memory;
 pub mod redis;
 pub mod setup;
 pub mod sql;
+pub mod tail;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

@@ -31,6 +31,7 @@ pub mod operator;
 pub mod projects;
 pub mod request_id;
 pub mod serve;
+pub mod tail;
 
 /// Account and project bodies are small; ingestion has its own, configurable limit.
 pub const ACCOUNT_BODY_LIMIT: usize = 64 * 1024;
@@ -48,6 +49,10 @@ pub struct AppState {
     /// Who may read `/metrics`, `/health/deep` and gRPC reflection.
     pub operator: operator::OperatorToken,
     pub console: console::ConsoleSettings,
+    /// Live tail: this instance's subscribers and their readers.
+    pub tail: crate::query::tail::TailHub,
+    /// How often a quiet tail stream gets a heartbeat.
+    pub tail_heartbeat: std::time::Duration,
 }
 
 /// Every REST route. Tests and `server::run` both start from here.
@@ -66,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/projects/{id}/keys/{key_id}", delete(keys::revoke))
         // Ingestion reads its body itself, with its own (configurable) limit.
         .route("/v1/logs", post(ingest::ingest).get(logs::list).layer(DefaultBodyLimit::disable()))
+        .route("/v1/logs/tail", get(tail::tail))
         .route("/v1/logs/{id}", get(logs::get))
         // The compatibility fronts, each reading its body itself like `POST /v1/logs`.
         .route("/otlp/v1/logs", post(crate::fronts::otlp::http).layer(DefaultBodyLimit::disable()))

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, analytics, health, ingest, keys, logs, projects};
+use super::{accounts, analytics, health, ingest, keys, logs, projects, tail};
 use crate::error::{ErrorBody, ErrorDetail, FieldProblem};
 
 #[derive(OpenApi)]
@@ -16,7 +16,7 @@ use crate::error::{ErrorBody, ErrorDetail, FieldProblem};
         accounts::register, accounts::login, accounts::logout, accounts::me,
         projects::create, projects::list, projects::get, projects::update, projects::delete,
         keys::create, keys::list, keys::revoke,
-        ingest::ingest, logs::list, logs::get,
+        ingest::ingest, logs::list, logs::get, tail::tail,
         analytics::error_rate, analytics::volume, analytics::top_errors, analytics::usage,
         health::health, health::deep,
     ),

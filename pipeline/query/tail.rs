@@ -1,0 +1,289 @@
+//! Live tail: a project's logs as they are committed, to every subscriber of this instance.
+//!
+//! One reader per tailed project reads the store's [`TailFeed`] (after commits, on every instance) and hands
+//! each subscriber the logs that match its filters through a bounded buffer: a subscriber too slow to keep
+//! up loses logs, counted, and is told how many (never a silent gap). A subscriber that reconnects with the
+//! id of the last log it saw gets every log after it that the feed still keeps, then the live ones: nothing
+//! missed, nothing twice, in commit order per writer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ledger_stages::LogRecord;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::store::logs::LogQuery;
+use crate::store::tail::{FeedEntry, TailFeed, WATCH_SECS};
+
+/// What [`TailHub`] needs from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct TailSettings {
+    /// Subscribers per project on this instance at most; past it, 429.
+    pub max_subscribers_per_project: usize,
+    /// Commits' worth of logs a subscriber may have waiting at most; past it, they are dropped and counted.
+    pub buffer_entries: usize,
+    /// Logs a resuming subscriber is sent from the feed at most before the live ones.
+    pub max_backlog_logs: usize,
+}
+
+/// What a subscriber receives. (A log is the common case, so it is not boxed.)
+#[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum TailEvent {
+    Log(LogRecord),
+    /// This many logs were not delivered: the subscriber did not keep up.
+    Dropped(u64),
+    /// The resume point is no longer in the feed: logs between it and now may be missing.
+    Gap,
+}
+
+/// Whether `record` passes the filters of `query` (its range, limit and cursor play no part in a tail).
+/// `q`'s terms match case-insensitively, as the stores' `ILIKE` does.
+pub fn matches(query: &LogQuery, record: &LogRecord) -> bool {
+    (query.levels.is_empty() || query.levels.contains(&record.level))
+        && query.min_level.is_none_or(|min| record.level >= min)
+        && (query.services.is_empty() || record.service.as_ref().is_some_and(|s| query.services.contains(s)))
+        && query.environment.as_ref().is_none_or(|e| record.environment.as_ref() == Some(e))
+        && query.fingerprint.is_none_or(|f| record.fingerprint == f)
+        && query.trace_id.as_ref().is_none_or(|t| record.trace_id.as_ref() == Some(t))
+        && (query.terms.is_empty() || {
+            let message = record.message.to_lowercase();
+            query.terms.iter().all(|term| message.contains(&term.to_lowercase()))
+        })
+}
+
+struct Subscriber {
+    query: LogQuery,
+    tx: mpsc::Sender<Vec<LogRecord>>,
+    dropped: Arc<AtomicU64>,
+}
+
+struct ProjectTail {
+    subscribers: HashMap<u64, Subscriber>,
+    /// The position of the last entry handed to the subscribers: a new one gets what comes after it.
+    last: Option<String>,
+    stop: CancellationToken,
+}
+
+struct Inner {
+    feed: Arc<dyn TailFeed>,
+    settings: TailSettings,
+    projects: Mutex<HashMap<Uuid, ProjectTail>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct TailHub {
+    inner: Arc<Inner>,
+}
+
+/// One subscriber's stream of events; unsubscribes when dropped.
+pub struct Subscription {
+    backlog: VecDeque<TailEvent>,
+    rx: mpsc::Receiver<Vec<LogRecord>>,
+    dropped: Arc<AtomicU64>,
+    pending: VecDeque<LogRecord>,
+    _guard: Guard,
+}
+
+struct Guard {
+    inner: Arc<Inner>,
+    project: Uuid,
+    id: u64,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut projects = self.inner.projects.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tail) = projects.get_mut(&self.project) {
+            tail.subscribers.remove(&self.id);
+            if tail.subscribers.is_empty() {
+                tail.stop.cancel();
+                projects.remove(&self.project);
+            }
+        }
+        crate::observe::metrics().tail_subscribers.dec();
+    }
+}
+
+/// Stream positions compare as numbers (`ms-seq` in Redis, a counter in memory).
+fn position_key(position: &str) -> (u64, u64) {
+    let (a, b) = position.split_once('-').unwrap_or((position, "0"));
+    (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+}
+
+impl TailHub {
+    pub fn new(feed: Arc<dyn TailFeed>, settings: TailSettings) -> TailHub {
+        TailHub { inner: Arc::new(Inner { feed, settings, projects: Mutex::default(), next_id: AtomicU64::new(1) }) }
+    }
+
+    fn projects(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, ProjectTail>> {
+        self.inner.projects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes to `query.project_id`'s logs that match `query`, from now on, or from after the log
+    /// `after` when the feed still holds it.
+    pub async fn subscribe(&self, query: LogQuery, after: Option<Uuid>) -> Result<Subscription, ApiError> {
+        let project = query.project_id;
+        let full = |tail: Option<&ProjectTail>| {
+            tail.is_some_and(|t| t.subscribers.len() >= self.inner.settings.max_subscribers_per_project)
+        };
+        if full(self.projects().get(&project)) {
+            return Err(ApiError::TooManySubscribers { retry_after: Duration::from_secs(5) });
+        }
+        if !self.projects().contains_key(&project) {
+            // Interest first, then where the feed ends: every commit after this point is published.
+            self.inner.feed.watch(project).await?;
+            let end = self.inner.feed.end(project).await?;
+            let mut projects = self.projects();
+            if let std::collections::hash_map::Entry::Vacant(vacant) = projects.entry(project) {
+                let stop = CancellationToken::new();
+                vacant.insert(ProjectTail { subscribers: HashMap::new(), last: end, stop: stop.clone() });
+                tokio::spawn(read_loop(self.inner.clone(), project, stop));
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.inner.settings.buffer_entries.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let joined = {
+            let mut projects = self.projects();
+            let tail = projects
+                .get_mut(&project)
+                .ok_or(ApiError::Unavailable { what: "the live tail", retry_after: Duration::from_secs(1) })?;
+            if full(Some(tail)) {
+                return Err(ApiError::TooManySubscribers { retry_after: Duration::from_secs(5) });
+            }
+            tail.subscribers.insert(id, Subscriber { query: query.clone(), tx, dropped: dropped.clone() });
+            tail.last.clone()
+        };
+        crate::observe::metrics().tail_subscribers.inc();
+        let guard = Guard { inner: self.inner.clone(), project, id };
+        let backlog = match after {
+            Some(log) => self.backlog(&query, log, joined.as_deref()).await?,
+            None => VecDeque::new(),
+        };
+        Ok(Subscription { backlog, rx, dropped, pending: VecDeque::new(), _guard: guard })
+    }
+
+    /// The logs after `log` up to the entry at `until` (what the live stream does not bring), or a gap.
+    async fn backlog(&self, query: &LogQuery, log: Uuid, until: Option<&str>) -> Result<VecDeque<TailEvent>, ApiError> {
+        let feed = &self.inner.feed;
+        let Some(first) = feed.locate(query.project_id, log).await? else {
+            return Ok(VecDeque::from([TailEvent::Gap]));
+        };
+        let mut events = VecDeque::new();
+        let (mut logs, mut dropped) = (0usize, 0u64);
+        let mut push = |record: &LogRecord| {
+            if !matches(query, record) {
+                return;
+            }
+            if logs < self.inner.settings.max_backlog_logs {
+                logs += 1;
+                events.push_back(TailEvent::Log(record.clone()));
+            } else {
+                dropped += 1;
+            }
+        };
+        // In the entry holding the resume point, only what follows it.
+        first.records.iter().skip_while(|r| r.id != log).skip(1).for_each(&mut push);
+        if let Some(until) = until.map(position_key) {
+            let mut position = first.position;
+            'read: loop {
+                let entries = feed.read(query.project_id, Some(&position), 100, Duration::ZERO).await?;
+                let Some(last) = entries.last().map(|e| e.position.clone()) else { break };
+                for entry in &entries {
+                    if position_key(&entry.position) > until {
+                        break 'read;
+                    }
+                    entry.records.iter().for_each(&mut push);
+                }
+                position = last;
+            }
+        }
+        if dropped > 0 {
+            events.push_back(TailEvent::Dropped(dropped));
+        }
+        Ok(events)
+    }
+}
+
+/// Reads a project's feed and hands each entry's matching logs to its subscribers until stopped.
+async fn read_loop(inner: Arc<Inner>, project: Uuid, stop: CancellationToken) {
+    let mut watched = tokio::time::Instant::now();
+    loop {
+        let after = {
+            let projects = inner.projects.lock().unwrap_or_else(|p| p.into_inner());
+            match projects.get(&project) {
+                Some(tail) => tail.last.clone(),
+                None => return,
+            }
+        };
+        let read = tokio::select! {
+            _ = stop.cancelled() => return,
+            read = inner.feed.read(project, after.as_deref(), 100, Duration::from_secs(1)) => read,
+        };
+        match read {
+            Ok(entries) => deliver(&inner, project, entries),
+            Err(error) => {
+                tracing::warn!(%error, %project, "could not read the tail feed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        if watched.elapsed() >= Duration::from_secs(WATCH_SECS / 3) {
+            if let Err(error) = inner.feed.watch(project).await {
+                tracing::warn!(%error, %project, "could not renew interest in a tailed project");
+            }
+            watched = tokio::time::Instant::now();
+        }
+    }
+}
+
+fn deliver(inner: &Inner, project: Uuid, entries: Vec<FeedEntry>) {
+    let mut projects = inner.projects.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(tail) = projects.get_mut(&project) else { return };
+    let metrics = crate::observe::metrics();
+    for entry in entries {
+        for subscriber in tail.subscribers.values() {
+            let logs: Vec<LogRecord> =
+                entry.records.iter().filter(|r| matches(&subscriber.query, r)).cloned().collect();
+            if logs.is_empty() {
+                continue;
+            }
+            let n = logs.len() as u64;
+            if subscriber.tx.try_send(logs).is_err() {
+                subscriber.dropped.fetch_add(n, Ordering::Relaxed);
+                metrics.tail_logs.with_label_values(&["dropped"]).inc_by(n);
+            }
+        }
+        tail.last = Some(entry.position);
+    }
+}
+
+impl Subscription {
+    /// The next event; `None` once the hub is gone.
+    pub async fn next(&mut self) -> Option<TailEvent> {
+        if let Some(event) = self.backlog.pop_front() {
+            return Some(event);
+        }
+        loop {
+            // What was lost is said before anything that came after it.
+            let dropped = self.dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                return Some(TailEvent::Dropped(dropped));
+            }
+            if let Some(record) = self.pending.pop_front() {
+                crate::observe::metrics().tail_logs.with_label_values(&["delivered"]).inc();
+                return Some(TailEvent::Log(record));
+            }
+            self.pending.extend(self.rx.recv().await?);
+        }
+    }
+}
