@@ -72,9 +72,12 @@ function header(projectId, page) {
 }
 
 let rendering = 0;
+// What the page on screen must stop when another replaces it (a live tail's connection).
+let leaving = [];
 
 async function render() {
   const ticket = ++rendering;
+  for (const stop of leaving.splice(0)) stop();
   const { parts, params } = route();
   if (parts[0] === 'signin' || parts[0] === 'signup') {
     if (session.user) return go('/');
@@ -82,7 +85,9 @@ async function render() {
     return undefined;
   }
   if (!session.user) return go('/signin');
-  const ctx = { session, params, go, reload: loadProjects, ticket: () => ticket === rendering };
+  const ctx = {
+    session, params, go, reload: loadProjects, ticket: () => ticket === rendering, onLeave: (stop) => leaving.push(stop),
+  };
   let page;
   let projectId = null;
   let name;

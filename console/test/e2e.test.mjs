@@ -268,6 +268,23 @@ test('the error shows in Errors and on the Overview chart', async () => {
   await shoot('usage');
 });
 
+test('the live tail shows a log sent after it started', async () => {
+  await page.goto(`${URL}/#/p/${projectId}/explore?service=live`);
+  await page.locator('section.results:not([aria-busy])').waitFor();
+  await page.getByRole('button', { name: 'Live tail' }).click();
+  await page.getByRole('status').filter({ hasText: 'waiting for new logs' }).waitFor();
+  // The stream is open once the daemon has the subscriber; send until the page shows it.
+  await eventually('the live log on the page', async () => {
+    const sent = await api('POST', '/v1/logs', key, { message: 'live one <b>bold</b>', service: 'live', level: 'ERROR' });
+    assert.equal(sent.status, 202);
+    return page.locator('table.live-logs td.msg', { hasText: 'live one <b>bold</b>' }).first().isVisible();
+  });
+  assert.equal(await page.locator('table.live-logs b').count(), 0);
+  await shoot('explore-live');
+  await page.getByRole('button', { name: 'Stop live tail' }).click();
+  await page.getByRole('button', { name: 'Live tail', pressed: false }).waitFor();
+});
+
 test('a revoked key is refused', async () => {
   await page.goto(`${URL}/#/projects/${projectId}`);
   await page.getByRole('button', { name: 'Revoke key e2e' }).click();

@@ -36,6 +36,28 @@ function detail(log, filterBy) {
     exception, attributes);
 }
 
+/** A result row; its message is a button that opens the log's detail below it. */
+function logRow(log, filterBy) {
+  const tr = h('tr', { class: `log level-row-${log.level.toLowerCase()}` },
+    h('td', { class: 'time' }, when(log.timestamp)),
+    h('td', {}, levelBadge(log.level)),
+    h('td', { class: 'service' }, log.service ?? ''),
+    h('td', { class: 'msg' }, h('button', {
+      type: 'button',
+      class: 'row-button',
+      'aria-expanded': 'false',
+      onclick: (e) => {
+        const open = tr.nextSibling?.classList?.contains('detail-row');
+        if (open) { tr.nextSibling.remove(); e.currentTarget.setAttribute('aria-expanded', 'false'); return; }
+        e.currentTarget.setAttribute('aria-expanded', 'true');
+        const cell = h('td', { colspan: '4' }, detail(log, filterBy));
+        tr.after(h('tr', { class: 'detail-row' }, cell));
+        cell.firstChild.focus();
+      },
+    }, log.message)));
+  return tr;
+}
+
 export function render(ctx) {
   const { params, project } = ctx;
   const range = controls(params);
@@ -49,6 +71,7 @@ export function render(ctx) {
   const limit = h('select', { name: 'limit' }, [50, 100, 200, 500, 1000].map((n) =>
     h('option', { value: String(n), selected: (params.get('limit') ?? '100') === String(n) }, String(n))));
   const more = ['service', 'environment', 'fingerprint', 'trace_id'].map((name) => [name, input(name, { autocomplete: 'off' })]);
+  const liveButton = h('button', { type: 'button', class: 'live', 'aria-pressed': 'false', title: 'Show logs as they arrive' }, 'Live tail');
   const form = h('form', {
     class: 'filters card',
     role: 'search',
@@ -65,7 +88,7 @@ export function render(ctx) {
       ctx.go(`/p/${project.id}/explore`, next);
     },
   },
-  h('div', { class: 'searchbar' }, q, range.element, h('button', { type: 'submit' }, 'Search')),
+  h('div', { class: 'searchbar' }, q, range.element, h('button', { type: 'submit' }, 'Search'), liveButton),
   h('details', { open: FILTERS.slice(1).some((f) => params.get(f)) },
     h('summary', {}, 'Filters'),
     h('div', { class: 'grid' },
@@ -88,29 +111,10 @@ export function render(ctx) {
   const query = { project_id: project.id, from: from.toISOString(), to: to.toISOString(), cursor: params.get('cursor') };
   for (const f of FILTERS) query[f] = params.get(f);
   api('GET', '/v1/logs', { query }).then(({ logs, next_cursor: nextCursor }) => {
-    if (!ctx.ticket()) return;
+    if (!ctx.ticket() || source) return;
     results.removeAttribute('aria-busy');
     const body = h('tbody');
-    for (const log of logs) {
-      const tr = h('tr', { class: `log level-row-${log.level.toLowerCase()}` },
-        h('td', { class: 'time' }, when(log.timestamp)),
-        h('td', {}, levelBadge(log.level)),
-        h('td', { class: 'service' }, log.service ?? ''),
-        h('td', { class: 'msg' }, h('button', {
-          type: 'button',
-          class: 'row-button',
-          'aria-expanded': 'false',
-          onclick: (e) => {
-            const open = tr.nextSibling?.classList?.contains('detail-row');
-            if (open) { tr.nextSibling.remove(); e.currentTarget.setAttribute('aria-expanded', 'false'); return; }
-            e.currentTarget.setAttribute('aria-expanded', 'true');
-            const cell = h('td', { colspan: '4' }, detail(log, filterBy));
-            tr.after(h('tr', { class: 'detail-row' }, cell));
-            cell.firstChild.focus();
-          },
-        }, log.message)));
-      body.append(tr);
-    }
+    for (const log of logs) body.append(logRow(log, filterBy));
     // Older pages keep this page's range fixed, so paging neither skips nor repeats a log.
     const older = new URLSearchParams(params);
     older.set('range', 'custom');
@@ -130,9 +134,51 @@ export function render(ctx) {
         params.get('cursor') ? h('button', { type: 'button', onclick: () => window.history.back() }, '← Newer') : null,
         nextCursor ? h('button', { type: 'button', onclick: () => ctx.go(`/p/${project.id}/explore`, older) }, 'Older →') : null));
   }).catch((error) => {
-    if (!ctx.ticket()) return;
+    if (!ctx.ticket() || source) return;
     results.removeAttribute('aria-busy');
     fill(results, notice(error.describe ? error.describe() : String(error)));
+  });
+  // Live tail: the filters (not the range or page) as a Server-Sent Events stream; new logs go on top.
+  let source = null;
+  const stopLive = () => {
+    source?.close();
+    source = null;
+    liveButton.setAttribute('aria-pressed', 'false');
+    liveButton.textContent = 'Live tail';
+  };
+  ctx.onLeave(stopLive);
+  liveButton.addEventListener('click', () => {
+    if (source) { stopLive(); return; }
+    const url = new URL('/v1/logs/tail', window.location.origin);
+    url.searchParams.set('project_id', project.id);
+    for (const f of FILTERS.filter((f) => f !== 'limit')) if (params.get(f)) url.searchParams.set(f, params.get(f));
+    source = new EventSource(url);
+    liveButton.setAttribute('aria-pressed', 'true');
+    liveButton.textContent = 'Stop live tail';
+    let arrived = 0;
+    const status = h('p', { class: 'aside live-status', role: 'status' }, 'Live: waiting for new logs…');
+    const body = h('tbody');
+    fill(results,
+      h('div', { class: 'results-head' }, h('h2', {}, 'Live tail'), status),
+      h('div', { class: 'scroll' }, h('table', { class: 'logs live-logs' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'Time'), h('th', {}, 'Level'), h('th', {}, 'Service'), h('th', {}, 'Message'))),
+        body)));
+    source.onmessage = (e) => {
+      const log = JSON.parse(e.data);
+      arrived += 1;
+      status.textContent = `Live: ${arrived} new log${arrived === 1 ? '' : 's'}, newest on top`;
+      body.prepend(logRow(log, filterBy));
+      while (body.rows.length > 500) body.lastChild.remove();
+    };
+    source.addEventListener('dropped', (e) => {
+      const { dropped } = JSON.parse(e.data);
+      results.prepend(notice(dropped == null
+        ? 'Some logs may be missing: the tail resumed from too far back.'
+        : `${dropped} logs were skipped: they came faster than this page could show them.`, 'error'));
+    });
+    source.onerror = () => {
+      status.textContent = 'Live: reconnecting…';
+    };
   });
   return h('div', { class: 'stack' }, h('h1', { class: 'visually-hidden' }, 'Explore'), form, results);
 }
