@@ -27,6 +27,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.command.is_client() {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+        return runtime.block_on(client(cli.command));
+    }
     let config = Config::load(cli.config.as_deref())?;
     if let Command::CheckConfig = cli.command {
         println!("configuration is valid: {config:#?}");
@@ -55,11 +60,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!("migrations applied");
             }
             Command::DeadLetter(command) => app::dead_letter(&config, command).await?,
-            Command::CheckConfig => {}
+            _ => {}
         }
         Ok(())
     });
     // Flushing blocks on the exporter, whose channel runs on the runtime's workers: still alive here.
     telemetry.shutdown();
     result
+}
+
+/// The client's commands, against a running daemon.
+async fn client(command: Command) -> anyhow::Result<()> {
+    use ledger::app::client;
+    match command {
+        Command::Login { client: args, email, password_stdin } => client::login(&args, email, password_stdin).await,
+        Command::Logout { client: args } => client::logout(&args).await,
+        Command::Projects(command) => client::projects(command).await,
+        Command::Keys(command) => client::keys(command).await,
+        Command::Send(args) => client::send(args).await,
+        Command::Query(args) => client::query(args).await,
+        Command::Tail(args) => client::tail(args).await,
+        Command::Errors(args) => client::errors(args).await,
+        Command::Serve | Command::Migrate | Command::CheckConfig | Command::DeadLetter(_) => Ok(()),
+    }
 }

@@ -6,6 +6,7 @@
 //! [`run`] takes its shutdown token, and `server.*_addr` may use port 0, so tests can start a whole daemon.
 
 pub mod cli;
+pub mod client;
 pub mod secrets;
 pub mod tls;
 
