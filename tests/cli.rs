@@ -177,6 +177,22 @@ async fn the_client_end_to_end(kind: Kind) {
     let run = cli.run_with(&["send", "--api-key", &key, "--json"], mixed);
     assert!(!run.ok && run.stderr.contains("1 accepted, 1 refused"), "{}", run.stderr);
 
+    // A revoked key is refused; a deleted project is gone.
+    let spare = cli.ok(&["keys", "create", "--project", &project]).trim().to_owned();
+    let keys: Value = serde_json::from_str(&cli.ok(&["keys", "list", "--project", &project, "-o", "json"])).unwrap();
+    let spare_id = keys.as_array().unwrap().iter().find(|k| spare.starts_with(k["prefix"].as_str().unwrap())).unwrap()
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    cli.ok(&["keys", "revoke", "--project", &project, &spare_id]);
+    cli.fails(&["send", "--api-key", &spare], "a line\n", "401 unauthorized");
+    let scratch = cli.ok(&["projects", "create", "scratch"]).trim().to_owned();
+    cli.fails(&["projects", "delete", &scratch], "", "--yes");
+    cli.ok(&["projects", "delete", &scratch, "--yes"]);
+    let listed: Value = serde_json::from_str(&cli.ok(&["projects", "list", "-o", "json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
     // Logout: the session ends on the daemon and is forgotten here.
     let token: Value = serde_json::from_str(&std::fs::read_to_string(&session).unwrap()).unwrap();
     let token = token["token"].as_str().unwrap().to_owned();

@@ -295,6 +295,24 @@ test('a revoked key is refused', async () => {
   assert.equal(refused.body.error.code, 'unauthorized');
 });
 
+test('a project is deleted only once its name is typed', async () => {
+  await page.goto(`${URL}/#/projects`);
+  await page.getByLabel('New project').fill('scratch');
+  await page.getByRole('button', { name: 'Create project' }).click();
+  await page.waitForURL(/#\/projects\/[0-9a-f-]{36}$/);
+  const scratch = page.url().split('/').pop();
+  const remove = page.getByRole('button', { name: 'Delete project' });
+  assert.equal(await remove.isDisabled(), true);
+  await page.getByLabel(/Project name/).fill('scrat');
+  assert.equal(await remove.isDisabled(), true);
+  await page.getByLabel(/Project name/).fill('scratch');
+  await remove.click();
+  await page.waitForURL(/#\/projects$/);
+  await page.getByRole('cell', { name: 'checkout' }).waitFor();
+  assert.equal(await page.getByRole('cell', { name: 'scratch' }).count(), 0);
+  assert.equal((await page.request.get(`${URL}/v1/projects/${scratch}`)).status(), 404);
+});
+
 test('sign out, then sign in with the keyboard only', async () => {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForURL(/#\/signin$/);

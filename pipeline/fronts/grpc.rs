@@ -305,6 +305,16 @@ impl Querier {
     }
 }
 
+/// The `level` list and `min_level` of a query or tail request, or INVALID_ARGUMENT naming the bad one.
+fn levels(
+    level: &[String],
+    min_level: Option<&str>,
+) -> Result<(Vec<ledger_stages::Level>, Option<ledger_stages::Level>), Status> {
+    let levels = level.iter().map(|l| crate::query::level("level", l)).collect::<Result<Vec<_>, _>>();
+    let min_level = min_level.map(|l| crate::query::level("min_level", l)).transpose();
+    Ok((levels.map_err(|e| status(&e))?, min_level.map_err(|e| status(&e))?))
+}
+
 #[tonic::async_trait]
 impl QueryService for Querier {
     type TailStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LogRecord, Status>> + Send>>;
@@ -314,12 +324,11 @@ impl QueryService for Querier {
         use futures::StreamExt;
         let (metadata, _, q) = request.into_parts();
         let project = self.project(metadata).await?;
-        let levels = q.level.iter().map(|l| crate::query::level("level", l)).collect::<Result<Vec<_>, _>>();
-        let min_level = q.min_level.as_deref().map(|l| crate::query::level("min_level", l)).transpose();
+        let (levels, min_level) = levels(&q.level, q.min_level.as_deref())?;
         let after = crate::fronts::http::tail::resume_point(None, q.after.as_deref()).map_err(|e| status(&e))?;
         let params = LogParams {
-            levels: levels.map_err(|e| status(&e))?,
-            min_level: min_level.map_err(|e| status(&e))?,
+            levels,
+            min_level,
             services: q.service,
             environment: q.environment,
             q: q.q,
@@ -362,13 +371,12 @@ impl QueryService for Querier {
     ) -> Result<Response<pb::QueryLogsResponse>, Status> {
         let (metadata, _, q) = request.into_parts();
         let project = self.project(metadata).await?;
-        let levels = q.level.iter().map(|l| crate::query::level("level", l)).collect::<Result<Vec<_>, _>>();
-        let min_level = q.min_level.as_deref().map(|l| crate::query::level("min_level", l)).transpose();
+        let (levels, min_level) = levels(&q.level, q.min_level.as_deref())?;
         let params = LogParams {
             from: time("from", q.from.as_ref())?,
             to: time("to", q.to.as_ref())?,
-            levels: levels.map_err(|e| status(&e))?,
-            min_level: min_level.map_err(|e| status(&e))?,
+            levels,
+            min_level,
             services: q.service,
             environment: q.environment,
             q: q.q,

@@ -3,21 +3,13 @@
 import { api } from '../api.js';
 import { sparkline } from '../charts.js';
 import { ago, fill, h, levelBadge, notice, number, when } from '../dom.js';
-import { controls, resolve } from './range.js';
+import { resolve, toolbar } from './range.js';
 
 const PRESETS = ['1h', '24h', '7d', '30d'];
 
 export function render(ctx) {
   const { params, project } = ctx;
-  const range = controls(params, { presets: PRESETS, custom: false });
-  const form = h('form', {
-    class: 'card toolbar',
-    onsubmit: (e) => {
-      e.preventDefault();
-      ctx.go(`/p/${project.id}/errors`, new URLSearchParams({ range: range.read().range }));
-    },
-  }, h('h1', {}, 'Errors'), range.element, h('button', { type: 'submit' }, 'Show'));
-  form.querySelector('select').addEventListener('change', () => form.requestSubmit());
+  const form = toolbar(ctx, { page: 'errors', title: 'Errors', presets: PRESETS });
   const results = h('section', { class: 'card', 'aria-busy': 'true' }, h('p', { class: 'aside' }, 'Loading…'));
   const { range: chosen, from, to } = resolve(params, '24h');
   api('GET', '/v1/metrics/top-errors', {

@@ -2,7 +2,7 @@
 import { api } from '../api.js';
 import { LEVEL_COLORS, timeChart } from '../charts.js';
 import { fill, h, LEVELS, notice, number } from '../dom.js';
-import { controls, resolve } from './range.js';
+import { resolve, toolbar } from './range.js';
 
 const PRESETS = ['1h', '6h', '24h', '7d', '30d'];
 
@@ -15,15 +15,7 @@ function interval(seconds) {
 
 export function render(ctx) {
   const { params, project } = ctx;
-  const range = controls(params, { presets: PRESETS, custom: false });
-  const form = h('form', {
-    class: 'card toolbar',
-    onsubmit: (e) => {
-      e.preventDefault();
-      ctx.go(`/p/${project.id}/overview`, new URLSearchParams({ range: range.read().range }));
-    },
-  }, h('h1', {}, 'Overview'), range.element, h('button', { type: 'submit' }, 'Show'));
-  form.querySelector('select').addEventListener('change', () => form.requestSubmit());
+  const form = toolbar(ctx, { page: 'overview', title: 'Overview', presets: PRESETS });
   const summary = h('div', { class: 'tiles' });
   const charts = h('section', { class: 'card charts', 'aria-busy': 'true' }, h('p', { class: 'aside' }, 'Loading…'));
   const { from, to } = resolve(params, '24h');

@@ -44,3 +44,17 @@ export function controls(params, { presets = PRESETS.map(([id]) => id), fallback
     : { range: select.value, from: '', to: '' });
   return { element: h('span', { class: 'range' }, select, custom ? absolute : null), read };
 }
+
+/** A page's title bar with a preset range: choosing one shows the page for it. */
+export function toolbar(ctx, { page, title, presets }) {
+  const range = controls(ctx.params, { presets, custom: false });
+  const form = h('form', {
+    class: 'card toolbar',
+    onsubmit: (e) => {
+      e.preventDefault();
+      ctx.go(`/p/${ctx.project.id}/${page}`, new URLSearchParams({ range: range.read().range }));
+    },
+  }, h('h1', {}, title), range.element, h('button', { type: 'submit' }, 'Show'));
+  form.querySelector('select').addEventListener('change', () => form.requestSubmit());
+  return form;
+}
