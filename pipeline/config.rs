@@ -34,6 +34,7 @@ pub struct Config {
     pub syslog: SyslogConfig,
     pub console: ConsoleConfig,
     pub tail: TailConfig,
+    pub alerts: AlertsConfig,
     /// Deprecated keys this configuration used, with what replaces them: logged at start.
     #[serde(skip)]
     pub deprecated: Vec<String>,
@@ -426,6 +427,24 @@ pub struct RetentionConfig {
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig { interval_secs: 3600, batch_rows: 10_000 }
+    }
+}
+
+/// `[alerts]`: alert rules' evaluation and delivery.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Seconds between evaluations of every enabled rule (by one instance with the jobs role per period).
+    pub evaluate_interval_secs: u64,
+    /// Accept channel URLs that resolve to loopback or private addresses (self-hosted receivers, tests).
+    pub allow_private_targets: bool,
+    /// The console's address as people reach it, for links in notifications. Empty: http://<server.http_addr>.
+    pub console_url: String,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig { evaluate_interval_secs: 5, allow_private_targets: false, console_url: String::new() }
     }
 }
 

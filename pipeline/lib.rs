@@ -4,7 +4,7 @@
 //! - [`app`]: wiring, start-up, shutdown, the command line. Nothing imports it.
 //! - [`fronts`]: one module per protocol (REST, gRPC); each decodes into the core's types and encodes
 //!   its answers. Nothing but `app` imports it.
-//! - the typed core: [`ingest`], [`query`], [`accounts`]: one type per question, parsed and validated once,
+//! - the typed core: [`ingest`], [`query`], [`accounts`], [`alerts`]: one type per question, parsed and validated once,
 //!   answered by one function, whichever front asked.
 //! - [`jobs`] (the scheduler and its periodic jobs) and [`queue`] (the durable queue and its workers).
 //! - [`store`]: the ports (log read and write, analytics cache, accounts) and their PostgreSQL, SQLite,
@@ -15,6 +15,7 @@
 //! databases; this crate implements their storage traits and assembles them.
 
 pub mod accounts;
+pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod error;

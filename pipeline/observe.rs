@@ -17,6 +17,9 @@ pub const DEAD_LETTER_LOGS: &str = "ledger_dead_letter_logs_total";
 pub const DEAD_LETTER_ENTRIES: &str = "ledger_dead_letter_entries_total";
 pub const TAIL_SUBSCRIBERS: &str = "ledger_tail_subscribers";
 pub const TAIL_LOGS: &str = "ledger_tail_logs_total";
+pub const ALERT_EVALUATIONS: &str = "ledger_alert_evaluations_total";
+pub const ALERT_NOTIFICATIONS: &str = "ledger_alert_notifications_total";
+pub const ALERT_DELIVERIES: &str = "ledger_alert_delivery_attempts_total";
 
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +43,12 @@ pub struct Metrics {
     pub tail_subscribers: prometheus::IntGauge,
     /// Logs for live-tail subscribers, by outcome (`delivered`, `dropped`: a subscriber too slow for them).
     pub tail_logs: IntCounterVec,
+    /// Alert rule evaluations, by kind.
+    pub alert_evaluations: IntCounterVec,
+    /// Notifications made (firing, resolved, test), each once across instances.
+    pub alert_notifications: IntCounterVec,
+    /// Delivery attempts by outcome: `delivered`, `failed_attempt`, `gave_up` (all attempts failed).
+    pub alert_deliveries: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -78,6 +87,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
         IntCounterVec::new(Opts::new(TAIL_LOGS, "Logs for live-tail subscribers, by outcome."), &["outcome"])?;
     registry.register(Box::new(tail_subscribers.clone()))?;
     registry.register(Box::new(tail_logs.clone()))?;
+    let alert_evaluations =
+        IntCounterVec::new(Opts::new(ALERT_EVALUATIONS, "Alert rule evaluations, by kind."), &["kind"])?;
+    let alert_notifications =
+        IntCounterVec::new(Opts::new(ALERT_NOTIFICATIONS, "Alert notifications made, by status."), &["status"])?;
+    let alert_deliveries =
+        IntCounterVec::new(Opts::new(ALERT_DELIVERIES, "Alert delivery attempts, by outcome."), &["outcome"])?;
+    registry.register(Box::new(alert_evaluations.clone()))?;
+    registry.register(Box::new(alert_notifications.clone()))?;
+    registry.register(Box::new(alert_deliveries.clone()))?;
     // CPU seconds, resident memory, open file descriptors, start time.
     registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
     Ok(Metrics {
@@ -92,6 +110,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         job_duration,
         tail_subscribers,
         tail_logs,
+        alert_evaluations,
+        alert_notifications,
+        alert_deliveries,
     })
 }
 

@@ -25,10 +25,12 @@ const LAYERS: &[(&str, u8)] = &[
     ("ingest", 4),
     ("query", 4),
     ("accounts", 4),
+    // Built on the core: alert rules watch the analytics and the logs (a query_count rule is a query).
+    ("alerts", 5),
     // The protocols.
-    ("fronts", 5),
+    ("fronts", 6),
     // Wiring and the command line.
-    ("app", 6),
+    ("app", 7),
 ];
 
 fn layer(module: &str) -> Option<u8> {

@@ -243,6 +243,24 @@ fn core(config: &Config, backend: &Backend, shutdown: &CancellationToken) -> Res
     Ok(Core { accounts, ingestion, plumbing, breaker })
 }
 
+/// Alert rules' evaluation and delivery, linking to the console at `alerts.console_url` (default: the REST
+/// listener's configured address).
+fn alerts(config: &Config, backend: &Backend, analytics: &Arc<dyn AnalyticsCache>) -> crate::alerts::Alerts {
+    let console_url = if config.alerts.console_url.is_empty() {
+        let scheme = if config.server.tls_cert_path.is_empty() { "http" } else { "https" };
+        format!("{scheme}://{}", config.server.http_addr)
+    } else {
+        config.alerts.console_url.clone()
+    };
+    crate::alerts::Alerts::new(
+        backend.alerts.clone(),
+        analytics.clone(),
+        backend.logs.store(),
+        console_url,
+        config.alerts.allow_private_targets,
+    )
+}
+
 /// This instance's periodic jobs, by its roles.
 fn scheduler(config: &Config, backend: &Backend, core: &Core) -> Scheduler {
     let lease = backend.redis.clone().map(|redis| Arc::new(redis) as Arc<dyn crate::store::JobLease>);
@@ -260,6 +278,16 @@ fn scheduler(config: &Config, backend: &Backend, core: &Core) -> Scheduler {
         for job in rebuild::jobs(backend.logs.store(), core.plumbing.analytics.clone(), &config.analytics) {
             scheduler.add(job);
         }
+        let evaluator = alerts(config, backend, &core.plumbing.analytics);
+        let every = Duration::from_secs(config.alerts.evaluate_interval_secs.max(1));
+        scheduler.add(
+            Job::new("alert evaluation", every, move || {
+                let evaluator = evaluator.clone();
+                async move { evaluator.evaluate_all().await }
+            })
+            .jitter(Duration::ZERO)
+            .once_across_instances(),
+        );
         let days = config.defaults.retention_days;
         scheduler.add(retention::job(backend.accounts.clone(), backend.logs.store(), days, &config.retention));
     }
@@ -301,6 +329,7 @@ async fn serve_fronts(
             },
         ),
         tail_heartbeat: Duration::from_secs(config.tail.heartbeat_secs.max(1)),
+        alerts: alerts(config, backend, &core.plumbing.analytics),
         console: http::console::ConsoleSettings {
             enabled: config.console.enabled,
             secure_cookie: !config.server.tls_cert_path.is_empty(),

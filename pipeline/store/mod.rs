@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::config::{BackendKind, Config};
 
+pub mod alerts;
 pub mod analytics;
 pub mod dead_letter;
 pub mod limits;
@@ -225,6 +226,8 @@ pub trait HealthCheck: Send + Sync + 'static {
 pub struct Backend {
     pub kind: BackendKind,
     pub accounts: Arc<dyn AccountStore>,
+    /// Alert rules and their notifications (the account database).
+    pub alerts: Arc<dyn alerts::AlertStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub counters: Arc<dyn Counters>,
     pub idempotency: Arc<dyn IdempotencyStore>,

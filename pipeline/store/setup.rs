@@ -74,6 +74,7 @@ async fn open_embedded(config: &Config) -> Result<Backend, SetupError> {
     Ok(Backend {
         kind: BackendKind::Embedded,
         accounts: store.clone(),
+        alerts: store.clone(),
         sessions: store.clone(),
         counters: Arc::new(MemoryCounters::default()),
         idempotency: Arc::new(crate::store::memory::MemoryIdempotency::default()),
@@ -104,6 +105,7 @@ async fn open_shared(config: &Config) -> Result<Backend, SetupError> {
     Ok(Backend {
         kind: BackendKind::Shared,
         accounts: store.clone(),
+        alerts: store.clone(),
         sessions: cache.clone(),
         counters: cache.clone(),
         idempotency: cache.clone(),

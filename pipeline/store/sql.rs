@@ -38,6 +38,10 @@ impl SqlStore {
     pub fn new(db: Db) -> SqlStore {
         SqlStore { db }
     }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::store::Backend;
 
 pub mod accounts;
+pub mod alerts;
 pub mod analytics;
 pub mod console;
 pub mod error;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub tail: crate::query::tail::TailHub,
     /// How often a quiet tail stream gets a heartbeat.
     pub tail_heartbeat: std::time::Duration,
+    /// Alert rules' checks and notifications (the test notification).
+    pub alerts: crate::alerts::Alerts,
 }
 
 /// Every REST route. Tests and `server::run` both start from here.
@@ -69,6 +72,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/projects/{id}", get(projects::get).patch(projects::update).delete(projects::delete))
         .route("/v1/projects/{id}/keys", post(keys::create).get(keys::list))
         .route("/v1/projects/{id}/keys/{key_id}", delete(keys::revoke))
+        .route("/v1/projects/{id}/alerts", post(alerts::create).get(alerts::list))
+        .route("/v1/projects/{id}/alerts/{alert_id}", get(alerts::get).patch(alerts::update).delete(alerts::delete))
+        .route("/v1/projects/{id}/alerts/{alert_id}/test", post(alerts::test))
+        .route("/v1/projects/{id}/alerts/{alert_id}/deliveries", get(alerts::deliveries))
         // Ingestion reads its body itself, with its own (configurable) limit.
         .route("/v1/logs", post(ingest::ingest).get(logs::list).layer(DefaultBodyLimit::disable()))
         .route("/v1/logs/tail", get(tail::tail))

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, analytics, health, ingest, keys, logs, projects, tail};
+use super::{accounts, alerts, analytics, health, ingest, keys, logs, projects, tail};
 use crate::error::{ErrorBody, ErrorDetail, FieldProblem};
 
 #[derive(OpenApi)]
@@ -17,6 +17,7 @@ use crate::error::{ErrorBody, ErrorDetail, FieldProblem};
         projects::create, projects::list, projects::get, projects::update, projects::delete,
         keys::create, keys::list, keys::revoke,
         ingest::ingest, logs::list, logs::get, tail::tail,
+        alerts::create, alerts::list, alerts::get, alerts::update, alerts::delete, alerts::test, alerts::deliveries,
         analytics::error_rate, analytics::volume, analytics::top_errors, analytics::usage,
         health::health, health::deep,
     ),

@@ -1,0 +1,239 @@
+//! Evaluation: every `alerts.evaluate_interval_secs`, one instance with the jobs role looks at every enabled
+//! rule. A state change (firing, resolved) is a conditional update only one evaluation can make, and every
+//! notification is a row only one insert can make, so two instances never notify one event twice.
+//!
+//! - error_rate: the analytics cache's 5-minute buckets covering the window (a window is rounded out to
+//!   whole buckets).
+//! - query_count: the log store, counting matches in the window up to the threshold + 1.
+//! - new_error: the analytics cache's errors with their first-seen times: a fingerprint first seen after
+//!   the rule was made, at the rule's level or above, notified once.
+//! - regression: errors seen since the last look whose previous occurrence (the rule's own record, else
+//!   the log store) is at least `quiet_secs` before the first new one.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use super::Alerts;
+use super::notify::Notice;
+use super::rules::{min_level, query_params};
+use crate::query::logs::LogParams;
+use crate::store::alerts::AlertRule;
+use crate::store::analytics::Granularity;
+use crate::store::logs::LogQuery;
+
+fn severity(level: i16) -> &'static str {
+    if level >= ledger_stages::Level::Critical.number() { "critical" } else { "error" }
+}
+
+impl Alerts {
+    /// One evaluation of every enabled rule; a rule that fails is logged and the others go on.
+    pub async fn evaluate_all(&self) -> Result<(), String> {
+        let rules = self.store.enabled_rules().await.map_err(|e| e.to_string())?;
+        for rule in rules {
+            crate::observe::metrics().alert_evaluations.with_label_values(&[rule.kind.as_str()]).inc();
+            if let Err(error) = self.evaluate(&rule, Utc::now()).await {
+                tracing::warn!(rule = %rule.id, kind = %rule.kind, %error, "alert rule evaluation failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn evaluate(&self, rule: &AlertRule, now: DateTime<Utc>) -> Result<(), String> {
+        match rule.kind.as_str() {
+            "error_rate" => {
+                let (rate, total) = self.error_rate(rule, now).await?;
+                let threshold = rule.params["threshold_percent"].as_f64().unwrap_or(100.0);
+                let min_logs = rule.params["min_logs"].as_u64().unwrap_or(1);
+                let holds = total >= min_logs && rate * 100.0 > threshold;
+                let summary = format!(
+                    "error rate {:.1} % over the last {} s ({total} logs; threshold {threshold} %)",
+                    rate * 100.0,
+                    rule.params["window_secs"]
+                );
+                let details =
+                    json!({"error_rate_percent": rate * 100.0, "logs": total, "threshold_percent": threshold});
+                self.transition(rule, holds, now, summary, details).await
+            }
+            "query_count" => {
+                let threshold = rule.params["threshold"].as_u64().unwrap_or(0);
+                let count = self.count(rule, now, threshold).await?;
+                let holds = count > threshold;
+                let over = if count > threshold { "more than " } else { "" };
+                let summary = format!(
+                    "{over}{} logs matched in the last {} s (threshold {threshold})",
+                    count.min(threshold),
+                    rule.params["window_secs"]
+                );
+                let details = json!({"count_at_least": count, "threshold": threshold, "query": rule.params["query"]});
+                self.transition(rule, holds, now, summary, details).await
+            }
+            "new_error" => self.new_errors(rule, now).await,
+            "regression" => self.regressions(rule, now).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Fires when `holds` and the rule is not firing (and its cooldown has passed), resolves when it is.
+    async fn transition(
+        &self,
+        rule: &AlertRule,
+        holds: bool,
+        now: DateTime<Utc>,
+        summary: String,
+        details: serde_json::Value,
+    ) -> Result<(), String> {
+        let cooled = rule.last_fired_at.is_none_or(|t| now - t >= Duration::seconds(rule.cooldown_secs));
+        let (status, fire) = match (holds, rule.firing) {
+            (true, false) if cooled => ("firing", true),
+            (false, true) => ("resolved", false),
+            _ => return Ok(()),
+        };
+        let Some(episode) = self.store.set_firing(rule.id, fire, now).await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let notice = Notice {
+            status,
+            event_key: format!("{status}:{episode}"),
+            at: now,
+            summary,
+            details,
+            fingerprint: None,
+            severity: "error",
+        };
+        self.notify(rule, notice).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn error_rate(&self, rule: &AlertRule, now: DateTime<Utc>) -> Result<(f64, u64), String> {
+        let window = rule.params["window_secs"].as_i64().unwrap_or(300);
+        let g = Granularity::FiveMinutes;
+        let from = g.bucket(&(now - Duration::seconds(window)));
+        let buckets =
+            self.analytics.volume(rule.project_id, g, from, g.bucket(&now)).await.map_err(|e| e.to_string())?;
+        let (total, errors) =
+            buckets.iter().fold((0u64, 0u64), |(t, e), (_, c)| (t + c.iter().sum::<u64>(), e + c[3] + c[4]));
+        Ok((if total == 0 { 0.0 } else { errors as f64 / total as f64 }, total))
+    }
+
+    /// Logs matching the rule's query in its window, counted up to `threshold + 1`.
+    async fn count(&self, rule: &AlertRule, now: DateTime<Utc>, threshold: u64) -> Result<u64, String> {
+        let window = rule.params["window_secs"].as_i64().unwrap_or(60);
+        let params = LogParams::from_query(&query_params(&rule.params["query"])).map_err(|e| e.to_string())?;
+        let mut query: LogQuery = LogParams { from: Some(now - Duration::seconds(window)), to: Some(now), ..params }
+            .validate(rule.project_id)
+            .map_err(|e| e.to_string())?;
+        query.limit = usize::try_from(threshold + 1).unwrap_or(10_001);
+        let logs = self.logs.query(&query).await.map_err(|e| e.to_string())?;
+        Ok(logs.len() as u64)
+    }
+
+    /// The errors of the hours since the rule last looked, with what is known of each.
+    async fn recent_errors(
+        &self,
+        rule: &AlertRule,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::store::analytics::TopError>, String> {
+        let g = Granularity::Hour;
+        let from = g.bucket(&(rule.checked_until - Duration::hours(1)));
+        self.analytics.errors(rule.project_id, g, from, g.bucket(&now)).await.map_err(|e| e.to_string())
+    }
+
+    async fn new_errors(&self, rule: &AlertRule, now: DateTime<Utc>) -> Result<(), String> {
+        let level = min_level(&rule.params).unwrap_or(ledger_stages::Level::Error.number());
+        let since = rule.created_at.timestamp_micros();
+        for error in self.recent_errors(rule, now).await? {
+            if error.info.first_seen < since || error.info.level < level {
+                continue;
+            }
+            let what = match &error.info.exception_type {
+                Some(t) => format!("{t}: {}", error.info.sample_message),
+                None => error.info.sample_message.clone(),
+            };
+            let notice = Notice {
+                status: "firing",
+                event_key: format!("new:{:016x}", error.fingerprint),
+                at: now,
+                summary: format!("new error: {}", what.chars().take(300).collect::<String>()),
+                details: json!({
+                    "service": error.info.service,
+                    "exception_type": error.info.exception_type,
+                    "sample_message": error.info.sample_message,
+                    "first_seen": DateTime::from_timestamp_micros(error.info.first_seen).map(|t| t.to_rfc3339()),
+                    "count": error.count,
+                }),
+                fingerprint: Some(error.fingerprint),
+                severity: severity(error.info.level),
+            };
+            self.notify(rule, notice).await.map_err(|e| e.to_string())?;
+        }
+        self.store.checked(rule.id, now).await.map_err(|e| e.to_string())
+    }
+
+    async fn regressions(&self, rule: &AlertRule, now: DateTime<Utc>) -> Result<(), String> {
+        let quiet = Duration::seconds(rule.params["quiet_secs"].as_i64().unwrap_or(86_400));
+        let checked = rule.checked_until.timestamp_micros();
+        for error in self.recent_errors(rule, now).await? {
+            if error.info.last_seen <= checked {
+                continue;
+            }
+            let Some(last_seen) = DateTime::from_timestamp_micros(error.info.last_seen) else { continue };
+            let previous =
+                match self.store.swap_seen(rule.id, error.fingerprint, last_seen).await.map_err(|e| e.to_string())? {
+                    Some(previous) => Some(previous),
+                    // Not seen by this rule yet: its last occurrence before the rule last looked, if any.
+                    None => self.occurrence(rule, error.fingerprint, None, rule.checked_until).await?,
+                };
+            let Some(previous) = previous else { continue };
+            // The first occurrence after the previous one.
+            let Some(first_new) = self.occurrence(rule, error.fingerprint, Some(previous), now).await? else {
+                continue;
+            };
+            if first_new - previous < quiet {
+                continue;
+            }
+            let notice = Notice {
+                status: "firing",
+                event_key: format!("regression:{:016x}:{}", error.fingerprint, first_new.timestamp_micros()),
+                at: now,
+                summary: format!(
+                    "regression: {} is back after {} s without it",
+                    error.info.sample_message.chars().take(300).collect::<String>(),
+                    (first_new - previous).num_seconds()
+                ),
+                details: json!({
+                    "service": error.info.service,
+                    "exception_type": error.info.exception_type,
+                    "previously_seen": previous.to_rfc3339(),
+                    "seen_again": first_new.to_rfc3339(),
+                    "quiet_secs": rule.params["quiet_secs"],
+                }),
+                fingerprint: Some(error.fingerprint),
+                severity: severity(error.info.level),
+            };
+            self.notify(rule, notice).await.map_err(|e| e.to_string())?;
+        }
+        self.store.checked(rule.id, now).await.map_err(|e| e.to_string())
+    }
+
+    /// With `after`: the first occurrence of `fingerprint` after it (up to `until`); without: the last one
+    /// before `until` (within 30 days). Oldest of up to 1,000 newest occurrences: a fingerprint that
+    /// occurs more often than that in one evaluation is not quiet.
+    async fn occurrence(
+        &self,
+        rule: &AlertRule,
+        fingerprint: u64,
+        after: Option<DateTime<Utc>>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, String> {
+        let from = after.map_or(until - Duration::days(30), |a| a + Duration::microseconds(1));
+        let params = LogParams {
+            from: Some(from),
+            to: Some(until),
+            fingerprint: Some(format!("{fingerprint:016x}")),
+            limit: Some(if after.is_some() { 1000 } else { 1 }),
+            ..LogParams::default()
+        };
+        let query = params.validate(rule.project_id).map_err(|e| e.to_string())?;
+        let logs = self.logs.query(&query).await.map_err(|e| e.to_string())?;
+        Ok(if after.is_some() { logs.last() } else { logs.first() }.map(|l| l.timestamp))
+    }
+}

@@ -1,0 +1,322 @@
+//! A rule as clients send it (`POST` and `PATCH /v1/projects/{id}/alerts…`), checked once: every problem
+//! named, as 422 `validation_failed`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, FieldProblem};
+use crate::query::logs::LogParams;
+
+pub const KINDS: [&str; 4] = ["error_rate", "query_count", "new_error", "regression"];
+pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+/// The body of a create (every field but the optional ones required) or an update (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleInput {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub params: Option<Value>,
+    pub channel: Option<Value>,
+    pub cooldown_secs: Option<i64>,
+    pub enabled: Option<bool>,
+}
+
+fn number(params: &Value, name: &str, min: f64, max: f64, problems: &mut Vec<FieldProblem>) -> Option<f64> {
+    match params.get(name).and_then(Value::as_f64) {
+        Some(v) if (min..=max).contains(&v) => Some(v),
+        Some(_) => {
+            problems.push(FieldProblem::new(format!("params.{name}"), format!("must be {min} to {max}")));
+            None
+        }
+        None => {
+            problems.push(FieldProblem::new(format!("params.{name}"), "is required (a number)"));
+            None
+        }
+    }
+}
+
+fn whole(params: &Value, name: &str, min: i64, max: i64, problems: &mut Vec<FieldProblem>) {
+    match params.get(name).map(|v| v.as_i64()) {
+        Some(Some(v)) if (min..=max).contains(&v) => {}
+        Some(_) => problems
+            .push(FieldProblem::new(format!("params.{name}"), format!("must be a whole number, {min} to {max}"))),
+        None => problems.push(FieldProblem::new(format!("params.{name}"), "is required")),
+    }
+}
+
+/// A query_count rule's filters as the query string `GET /v1/logs` would get.
+pub fn query_params(query: &Value) -> HashMap<String, String> {
+    let mut params = HashMap::new();
+    if let Some(map) = query.as_object() {
+        for (k, v) in map {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Array(items) => items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+                other => other.to_string(),
+            };
+            params.insert(k.clone(), text);
+        }
+    }
+    params
+}
+
+/// Every problem with a kind's parameters.
+pub fn check_params(kind: &str, params: &Value, problems: &mut Vec<FieldProblem>) {
+    if !params.is_object() {
+        problems.push(FieldProblem::new("params", "must be an object"));
+        return;
+    }
+    let allowed: &[&str] = match kind {
+        "error_rate" => &["threshold_percent", "window_secs", "min_logs"],
+        "query_count" => &["query", "threshold", "window_secs"],
+        "new_error" => &["min_level"],
+        "regression" => &["quiet_secs"],
+        _ => return,
+    };
+    if let Some(map) = params.as_object() {
+        for key in map.keys().filter(|k| !allowed.contains(&k.as_str())) {
+            problems.push(FieldProblem::new(format!("params.{key}"), format!("is not a parameter of {kind}")));
+        }
+    }
+    match kind {
+        "error_rate" => {
+            number(params, "threshold_percent", 0.0, 100.0, problems);
+            whole(params, "window_secs", 60, 86_400, problems);
+            if params.get("min_logs").is_some() {
+                whole(params, "min_logs", 1, 1_000_000_000, problems);
+            }
+        }
+        "query_count" => {
+            whole(params, "threshold", 0, 10_000, problems);
+            whole(params, "window_secs", 1, 86_400, problems);
+            match params.get("query") {
+                Some(query) if query.is_object() => {
+                    let map = query_params(query);
+                    if let Some(bad) = ["from", "to", "cursor", "limit"].iter().find(|k| map.contains_key(**k)) {
+                        problems.push(FieldProblem::new(format!("params.query.{bad}"), "is set by the rule's window"));
+                    } else if let Err(e) = LogParams::from_query(&map).and_then(|p| p.validate(uuid::Uuid::nil())) {
+                        problems.push(FieldProblem::new("params.query", e.to_string()));
+                    }
+                }
+                Some(_) => {
+                    problems.push(FieldProblem::new("params.query", "must be an object of GET /v1/logs filters"))
+                }
+                None => problems.push(FieldProblem::new("params.query", "is required")),
+            }
+        }
+        "new_error" if min_level(params).is_none() => {
+            problems.push(FieldProblem::new("params.min_level", "must be ERROR or CRITICAL"));
+        }
+        "regression" => whole(params, "quiet_secs", 1, 365 * 86_400, problems),
+        _ => {}
+    }
+}
+
+/// new_error's level: ERROR (default) or CRITICAL, as a number.
+pub fn min_level(params: &Value) -> Option<i16> {
+    match params.get("min_level").map(|v| v.as_str().map(str::to_uppercase)) {
+        None => Some(ledger_stages::Level::Error.number()),
+        Some(Some(l)) if l == "ERROR" => Some(ledger_stages::Level::Error.number()),
+        Some(Some(l)) if l == "CRITICAL" => Some(ledger_stages::Level::Critical.number()),
+        _ => None,
+    }
+}
+
+/// Whether an address is one a public service should not be made to call.
+fn private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || (v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| private(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// A channel URL's problem, if it has one: http(s), a host, and (unless allowed) not a private address.
+pub async fn check_url(field: &str, url: &str, allow_private: bool) -> Option<FieldProblem> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Some(FieldProblem::new(field, "is not a URL"));
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Some(FieldProblem::new(field, "must be an http:// or https:// URL"));
+    }
+    let Some(host) = parsed.host_str() else { return Some(FieldProblem::new(field, "has no host")) };
+    if allow_private {
+        return None;
+    }
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    // A host that does not resolve now cannot be called either; it is checked again before each delivery.
+    let addrs: Vec<IpAddr> = match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+        Err(_) => Vec::new(),
+    };
+    addrs.iter().any(|ip| private(*ip)).then(|| {
+        FieldProblem::new(field, "resolves to a loopback or private address (see alerts.allow_private_targets)")
+    })
+}
+
+/// Every problem with a channel; the channel as stored (PagerDuty's default URL filled in).
+pub async fn check_channel(channel: &Value, allow_private: bool, problems: &mut Vec<FieldProblem>) -> Value {
+    let kind = channel.get("type").and_then(Value::as_str).unwrap_or_default();
+    let allowed: &[&str] = match kind {
+        "webhook" | "slack" => &["type", "url"],
+        "pagerduty" => &["type", "routing_key", "url"],
+        _ => {
+            problems.push(FieldProblem::new("channel.type", "must be webhook, slack or pagerduty"));
+            return channel.clone();
+        }
+    };
+    if let Some(map) = channel.as_object() {
+        for key in map.keys().filter(|k| !allowed.contains(&k.as_str())) {
+            problems.push(FieldProblem::new(format!("channel.{key}"), format!("is not a field of a {kind} channel")));
+        }
+    }
+    let mut stored = channel.clone();
+    if kind == "pagerduty" {
+        match channel.get("routing_key").and_then(Value::as_str) {
+            Some(k) if (1..=64).contains(&k.len()) => {}
+            _ => problems.push(FieldProblem::new("channel.routing_key", "is required (1 to 64 characters)")),
+        }
+        if channel.get("url").is_none() {
+            stored["url"] = json!(PAGERDUTY_URL);
+        }
+    }
+    match stored.get("url").and_then(Value::as_str) {
+        Some(url) => {
+            if let Some(problem) = check_url("channel.url", url, allow_private).await {
+                problems.push(problem);
+            }
+        }
+        None => problems.push(FieldProblem::new("channel.url", "is required")),
+    }
+    stored
+}
+
+/// The checked parts of a rule: name, kind, params, channel (as stored), cooldown, enabled.
+pub struct Checked {
+    pub name: String,
+    pub kind: String,
+    pub params: Value,
+    pub channel: Value,
+    pub cooldown_secs: i64,
+    pub enabled: bool,
+}
+
+/// Checks an input against the rule it changes (`base`; none for a create), returning the whole rule.
+pub async fn check(input: RuleInput, base: Option<&Checked>, allow_private: bool) -> Result<Checked, ApiError> {
+    let mut problems = Vec::new();
+    let name = input.name.or_else(|| base.map(|b| b.name.clone()));
+    match &name {
+        Some(n) if (1..=200).contains(&n.trim().len()) => {}
+        Some(_) => problems.push(FieldProblem::new("name", "must be 1 to 200 characters")),
+        None => problems.push(FieldProblem::new("name", "is required")),
+    }
+    if base.is_some() && input.kind.is_some() {
+        problems.push(FieldProblem::new("kind", "cannot change: create another rule"));
+    }
+    let kind = base.map(|b| b.kind.clone()).or(input.kind);
+    match &kind {
+        Some(k) if KINDS.contains(&k.as_str()) => {}
+        Some(_) => problems.push(FieldProblem::new("kind", "must be error_rate, query_count, new_error or regression")),
+        None => problems.push(FieldProblem::new("kind", "is required")),
+    }
+    let params = input.params.or_else(|| base.map(|b| b.params.clone())).unwrap_or_else(|| json!({}));
+    if let Some(kind) = &kind {
+        check_params(kind, &params, &mut problems);
+    }
+    let channel = match input.channel {
+        Some(channel) => check_channel(&channel, allow_private, &mut problems).await,
+        None => match base {
+            Some(b) => b.channel.clone(),
+            None => {
+                problems.push(FieldProblem::new("channel", "is required"));
+                Value::Null
+            }
+        },
+    };
+    let cooldown_secs = input.cooldown_secs.or(base.map(|b| b.cooldown_secs)).unwrap_or(300);
+    if !(0..=7 * 86_400).contains(&cooldown_secs) {
+        problems.push(FieldProblem::new("cooldown_secs", "must be 0 to 604800"));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(problems));
+    }
+    Ok(Checked {
+        name: name.unwrap_or_default().trim().to_owned(),
+        kind: kind.unwrap_or_default(),
+        params,
+        channel,
+        cooldown_secs,
+        enabled: input.enabled.or(base.map(|b| b.enabled)).unwrap_or(true),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_problem_is_named() {
+        let input = RuleInput {
+            name: Some(String::new()),
+            kind: Some("error_rate".into()),
+            params: Some(json!({"threshold_percent": 150, "colour": 1})),
+            channel: Some(json!({"type": "webhook", "url": "ftp://example.com"})),
+            cooldown_secs: Some(-1),
+            enabled: None,
+        };
+        let Err(ApiError::Validation(problems)) = check(input, None, false).await else { panic!("invalid") };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        for field in
+            ["name", "params.colour", "params.threshold_percent", "params.window_secs", "channel.url", "cooldown_secs"]
+        {
+            assert!(fields.contains(&field), "{field} missing from {fields:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn private_targets_are_refused_unless_allowed() {
+        for url in ["http://127.0.0.1:9/hook", "http://10.1.2.3/", "http://[::1]/", "http://169.254.169.254/latest"] {
+            assert!(check_url("channel.url", url, false).await.is_some(), "{url}");
+            assert!(check_url("channel.url", url, true).await.is_none(), "{url}");
+        }
+        assert!(private("100.64.0.1".parse().expect("ip")));
+        assert!(!private("93.184.216.34".parse().expect("ip")));
+    }
+
+    #[tokio::test]
+    async fn query_count_filters_are_those_of_get_logs() {
+        let mut problems = Vec::new();
+        check_params(
+            "query_count",
+            &json!({"query": {"level": ["ERROR"], "q": "timeout"}, "threshold": 5, "window_secs": 60}),
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        check_params(
+            "query_count",
+            &json!({"query": {"level": "LOUD"}, "threshold": 5, "window_secs": 60}),
+            &mut problems,
+        );
+        check_params("query_count", &json!({"query": {"from": "x"}, "threshold": 5, "window_secs": 60}), &mut problems);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+}
