@@ -364,3 +364,40 @@ async fn rules_are_validated_and_private() {
     assert_eq!(d.delete(&format!("{path}/{id}"), Some(&token)).await.status, 204);
     d.get(&format!("{path}/{id}"), Some(&token)).await.assert_error(404, "not_found");
 }
+
+/// A delivery its instance did not finish (killed between attempts) is finished by the next one.
+#[tokio::test]
+async fn an_unfinished_delivery_is_finished_after_a_restart() {
+    let d = Daemon::start_with(Fresh::new(Kind::Embedded), &FAST).await;
+    let receiver = Receiver::start(1).await;
+    let (token, project, _) = d.tenant("restart@example.com").await;
+    let created = rule(
+        &d,
+        &token,
+        &project,
+        json!({"name": "survives", "kind": "new_error", "params": {},
+        "channel": {"type": "webhook", "url": format!("{}/hook", receiver.url)}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(d.post(&format!("/v1/projects/{project}/alerts/{id}/test"), Some(&token), json!({})).await.status, 202);
+    waits_for(&receiver, "/hook", 1, "the first attempt (answered 500)").await;
+    // Killed before its second attempt, 2 s later.
+    let d = d.restart().await;
+    let token = d.post("/v1/login", None, json!({"email": "restart@example.com", "password": "correct horse"})).await;
+    let token = token.body["token"].as_str().unwrap().to_owned();
+    let got = eventually(Duration::from_secs(90), "the delivery finished by the restarted daemon", || async {
+        let got = receiver.at("/hook");
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    assert_eq!(got[0].raw, got[1].raw, "the same notification");
+    let log = eventually(Duration::from_secs(10), "the attempt logged", || async {
+        let r = d.get(&format!("/v1/projects/{project}/alerts/{id}/deliveries"), Some(&token)).await;
+        (r.body["deliveries"][0]["delivered"] == true).then(|| r.body["deliveries"][0].clone())
+    })
+    .await;
+    assert_eq!((log["attempts"].as_i64(), log["response_status"].as_i64()), (Some(2), Some(200)));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.at("/hook").len(), 2, "sent once more, not again and again");
+}

@@ -28,6 +28,9 @@ fn severity(level: i16) -> &'static str {
 impl Alerts {
     /// One evaluation of every enabled rule; a rule that fails is logged and the others go on.
     pub async fn evaluate_all(&self) -> Result<(), String> {
+        if let Err(error) = self.resume_unfinished().await {
+            tracing::warn!(%error, "could not look for unfinished alert deliveries");
+        }
         let rules = self.store.enabled_rules().await.map_err(|e| e.to_string())?;
         for rule in rules {
             crate::observe::metrics().alert_evaluations.with_label_values(&[rule.kind.as_str()]).inc();

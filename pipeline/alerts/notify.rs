@@ -11,6 +11,10 @@ use uuid::Uuid;
 use super::Alerts;
 use crate::store::alerts::AlertRule;
 
+/// How long a delivery's row stays with its instance after each attempt: longer than the longest wait
+/// between attempts plus a request's timeout, so only a dead instance's deliveries are taken over.
+pub const HOLD_SECS: i64 = 35;
+
 /// One event of a rule.
 #[derive(Clone, Debug)]
 pub struct Notice {
@@ -120,31 +124,52 @@ impl Alerts {
 
     /// Claims the event and, if this instance made its row, delivers it in the background.
     pub async fn notify(&self, rule: &AlertRule, notice: Notice) -> Result<bool, crate::store::StoreError> {
-        if !self.store.claim(rule.id, &notice.event_key, notice.status, notice.at).await? {
+        let payload = self.body(rule, &notice).to_string();
+        let held = Utc::now() + chrono::Duration::seconds(HOLD_SECS);
+        if !self.store.claim(rule.id, &notice.event_key, notice.status, notice.at, &payload, held).await? {
             return Ok(false);
         }
         crate::observe::metrics().alert_notifications.with_label_values(&[notice.status]).inc();
         let (alerts, rule) = (self.clone(), rule.clone());
-        tokio::spawn(async move { alerts.deliver(&rule, &notice).await });
+        tokio::spawn(async move { alerts.deliver(&rule, &notice.event_key, payload.into_bytes(), 0).await });
         Ok(true)
     }
 
-    /// Sends until a 2xx answer or the attempts run out, recording each attempt.
-    pub async fn deliver(&self, rule: &AlertRule, notice: &Notice) -> bool {
-        let body = match serde_json::to_vec(&self.body(rule, notice)) {
-            Ok(body) => body,
-            Err(_) => return false,
-        };
+    /// Finishes deliveries whose instance stopped before them (no attempt for [`HOLD_SECS`]).
+    pub async fn resume_unfinished(&self) -> Result<(), crate::store::StoreError> {
+        let now = Utc::now();
+        let attempts = 1 + self.backoff.len() as i64;
+        for unfinished in self.store.reclaim(now, now + chrono::Duration::seconds(HOLD_SECS), attempts).await? {
+            let Some(rule) = self.store.rule_by_id(unfinished.rule_id).await? else { continue };
+            tracing::info!(rule = %rule.id, event = %unfinished.event_key, attempts = unfinished.attempts, "resuming an alert delivery another instance left");
+            let alerts = self.clone();
+            tokio::spawn(async move {
+                alerts.deliver(&rule, &unfinished.event_key, unfinished.payload.into_bytes(), unfinished.attempts).await
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends `body` until a 2xx answer or the attempts run out (after `done` made elsewhere), recording each.
+    pub async fn deliver(&self, rule: &AlertRule, event_key: &str, body: Vec<u8>, done: i64) -> bool {
         let url = rule.channel["url"].as_str().unwrap_or_default().to_owned();
-        let waits = std::iter::once(0).chain(self.backoff.iter().copied());
-        let mut attempts = 0i64;
+        let skip = usize::try_from(done).unwrap_or(0);
+        // A resumed delivery goes at once, then keeps to the rest of the schedule.
+        let waits: Vec<u64> = std::iter::once(0)
+            .chain(self.backoff.iter().copied())
+            .enumerate()
+            .skip(skip)
+            .map(|(i, w)| if i == skip { 0 } else { w })
+            .collect();
+        let mut attempts = done;
         for wait in waits {
             tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
             attempts += 1;
+            let held = Utc::now() + chrono::Duration::seconds(HOLD_SECS);
             // Checked again at each attempt: a name may resolve elsewhere now than when the rule was made.
             if let Some(problem) = super::rules::check_url("url", &url, self.allow_private_targets).await {
                 tracing::warn!(rule = %rule.id, reason = %problem.reason, "alert not sent: its URL is refused");
-                let _ = self.store.attempted(rule.id, &notice.event_key, attempts, None, false).await;
+                let _ = self.store.attempted(rule.id, event_key, attempts, None, false, held).await;
                 break;
             }
             let mut request = self.http.post(&url).header("content-type", "application/json").body(body.clone());
@@ -159,7 +184,7 @@ impl Alerts {
                 }
             };
             let delivered = status.is_some_and(|s| (200..300).contains(&s));
-            if let Err(error) = self.store.attempted(rule.id, &notice.event_key, attempts, status, delivered).await {
+            if let Err(error) = self.store.attempted(rule.id, event_key, attempts, status, delivered, held).await {
                 tracing::warn!(rule = %rule.id, %error, "could not record an alert delivery attempt");
             }
             if delivered {
@@ -168,7 +193,7 @@ impl Alerts {
             }
             crate::observe::metrics().alert_deliveries.with_label_values(&["failed_attempt"]).inc();
         }
-        tracing::error!(rule = %rule.id, event = %notice.event_key, attempts, "alert not delivered");
+        tracing::error!(rule = %rule.id, event = %event_key, attempts, "alert not delivered");
         crate::observe::metrics().alert_deliveries.with_label_values(&["gave_up"]).inc();
         false
     }

@@ -32,6 +32,15 @@ pub struct AlertRule {
     pub checked_until: DateTime<Utc>,
 }
 
+/// A notification whose delivery another instance left unfinished, claimed for this one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unfinished {
+    pub rule_id: Uuid,
+    pub event_key: String,
+    pub payload: String,
+    pub attempts: i64,
+}
+
 /// One notification and how its delivery went.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Delivery {
@@ -65,9 +74,18 @@ pub trait AlertStore: Send + Sync + 'static {
         fingerprint: u64,
         seen: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError>;
-    /// Makes the notification's row; `true` if this call made it (and so must send it).
-    async fn claim(&self, id: Uuid, event_key: &str, status: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
-    /// Records a delivery attempt.
+    /// Makes the notification's row with the body to send, held by this instance until `held_until`; `true`
+    /// if this call made it (and so must send it).
+    async fn claim(
+        &self,
+        id: Uuid,
+        event_key: &str,
+        status: &str,
+        at: DateTime<Utc>,
+        payload: &str,
+        held_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Records a delivery attempt, holding the row until `held_until`.
     async fn attempted(
         &self,
         id: Uuid,
@@ -75,7 +93,18 @@ pub trait AlertStore: Send + Sync + 'static {
         attempts: i64,
         response_status: Option<i64>,
         delivered: bool,
+        held_until: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+    /// Undelivered notifications with attempts left whose holder has not touched them since `now` (its
+    /// instance died), each claimed for the caller until `held_until`.
+    async fn reclaim(
+        &self,
+        now: DateTime<Utc>,
+        held_until: DateTime<Utc>,
+        max_attempts: i64,
+    ) -> Result<Vec<Unfinished>, StoreError>;
+    /// A rule by id, whatever its project (for finishing its deliveries).
+    async fn rule_by_id(&self, id: Uuid) -> Result<Option<AlertRule>, StoreError>;
     /// The rule's notifications, newest first.
     async fn deliveries(&self, id: Uuid, limit: i64) -> Result<Vec<Delivery>, StoreError>;
 }
@@ -238,13 +267,46 @@ impl AlertStore for SqlStore {
         })
     }
 
-    async fn claim(&self, id: Uuid, event_key: &str, status: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        let sql = "INSERT INTO alert_deliveries (rule_id, event_key, status, at) VALUES ($1, $2, $3, $4) \
-                   ON CONFLICT (rule_id, event_key) DO NOTHING";
+    async fn claim(
+        &self,
+        id: Uuid,
+        event_key: &str,
+        status: &str,
+        at: DateTime<Utc>,
+        payload: &str,
+        held_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = "INSERT INTO alert_deliveries (rule_id, event_key, status, at, payload, claimed_until) \
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rule_id, event_key) DO NOTHING";
         let n = on_db!(self.db(), pool => {
-            sqlx::query(sql).bind(id).bind(event_key).bind(status).bind(at).execute(pool).await.map(|r| r.rows_affected())
+            sqlx::query(sql).bind(id).bind(event_key).bind(status).bind(at).bind(payload).bind(held_until)
+                .execute(pool).await.map(|r| r.rows_affected())
         })?;
         Ok(n == 1)
+    }
+
+    async fn reclaim(
+        &self,
+        now: DateTime<Utc>,
+        held_until: DateTime<Utc>,
+        max_attempts: i64,
+    ) -> Result<Vec<Unfinished>, StoreError> {
+        let sql = "UPDATE alert_deliveries SET claimed_until = $2 \
+                   WHERE delivered = $4 AND attempts < $3 AND claimed_until < $1 \
+                   RETURNING rule_id, event_key, payload, attempts";
+        let rows: Vec<(Uuid, String, String, i64)> = on_db!(self.db(), pool => {
+            sqlx::query_as(sql).bind(now).bind(held_until).bind(max_attempts).bind(false).fetch_all(pool).await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(rule_id, event_key, payload, attempts)| Unfinished { rule_id, event_key, payload, attempts })
+            .collect())
+    }
+
+    async fn rule_by_id(&self, id: Uuid) -> Result<Option<AlertRule>, StoreError> {
+        let sql = format!("SELECT {RULE_COLUMNS} FROM alert_rules WHERE id = $1");
+        let row: Option<RuleRow> = on_db!(self.db(), pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
+        Ok(row.map(AlertRule::from))
     }
 
     async fn attempted(
@@ -254,12 +316,13 @@ impl AlertStore for SqlStore {
         attempts: i64,
         response_status: Option<i64>,
         delivered: bool,
+        held_until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let sql = "UPDATE alert_deliveries SET attempts = $3, response_status = $4, delivered = $5 \
+        let sql = "UPDATE alert_deliveries SET attempts = $3, response_status = $4, delivered = $5, claimed_until = $6 \
                    WHERE rule_id = $1 AND event_key = $2";
         on_db!(self.db(), pool => {
             sqlx::query(sql).bind(id).bind(event_key).bind(attempts).bind(response_status).bind(delivered)
-                .execute(pool).await.map(|_| ())
+                .bind(held_until).execute(pool).await.map(|_| ())
         })?;
         Ok(())
     }

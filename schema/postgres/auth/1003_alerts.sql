@@ -38,6 +38,10 @@ CREATE TABLE alert_deliveries (
     attempts        bigint NOT NULL DEFAULT 0,
     response_status bigint,
     delivered       boolean NOT NULL DEFAULT false,
+    -- The body sent (so another instance can finish a delivery), and until when an instance is at it.
+    payload         text NOT NULL DEFAULT '',
+    claimed_until   timestamptz,
     PRIMARY KEY (rule_id, event_key)
 );
 CREATE INDEX alert_deliveries_at ON alert_deliveries (rule_id, at);
+CREATE INDEX alert_deliveries_pending ON alert_deliveries (delivered, claimed_until);

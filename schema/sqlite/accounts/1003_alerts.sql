@@ -38,6 +38,10 @@ CREATE TABLE alert_deliveries (
     attempts        INTEGER NOT NULL DEFAULT 0,
     response_status INTEGER,
     delivered       INTEGER NOT NULL DEFAULT 0,
+    -- The body sent (so another instance can finish a delivery), and until when an instance is at it.
+    payload         TEXT NOT NULL DEFAULT '',
+    claimed_until   TEXT,
     PRIMARY KEY (rule_id, event_key)
 );
 CREATE INDEX alert_deliveries_at ON alert_deliveries (rule_id, at);
+CREATE INDEX alert_deliveries_pending ON alert_deliveries (delivered, claimed_until);
