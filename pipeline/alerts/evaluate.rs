@@ -21,6 +21,9 @@ use crate::store::alerts::AlertRule;
 use crate::store::analytics::Granularity;
 use crate::store::logs::LogQuery;
 
+/// How far behind now a regression rule's `checked_until` stays.
+const LOOK_BACK_SECS: i64 = 60;
+
 fn severity(level: i16) -> &'static str {
     if level >= ledger_stages::Level::Critical.number() { "critical" } else { "error" }
 }
@@ -214,7 +217,9 @@ impl Alerts {
             };
             self.notify(rule, notice).await.map_err(|e| e.to_string())?;
         }
-        self.store.checked(rule.id, now).await.map_err(|e| e.to_string())
+        // Logs show in the cache a moment after their timestamps (commit, then the cache): look back a minute
+        // each time, so none slips behind `checked_until`; `swap_seen` makes a second look harmless.
+        self.store.checked(rule.id, now - Duration::seconds(LOOK_BACK_SECS)).await.map_err(|e| e.to_string())
     }
 
     /// With `after`: the first occurrence of `fingerprint` after it (up to `until`); without: the last one

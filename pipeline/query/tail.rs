@@ -61,6 +61,8 @@ struct Subscriber {
     query: LogQuery,
     tx: mpsc::Sender<Vec<LogRecord>>,
     dropped: Arc<AtomicU64>,
+    /// Woken when logs are dropped, so a subscriber waiting for logs hears of the loss without one.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 struct ProjectTail {
@@ -87,6 +89,7 @@ pub struct Subscription {
     backlog: VecDeque<TailEvent>,
     rx: mpsc::Receiver<Vec<LogRecord>>,
     dropped: Arc<AtomicU64>,
+    wake: Arc<tokio::sync::Notify>,
     pending: VecDeque<LogRecord>,
     _guard: Guard,
 }
@@ -149,6 +152,7 @@ impl TailHub {
         }
         let (tx, rx) = mpsc::channel(self.inner.settings.buffer_entries.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
+        let wake = Arc::new(tokio::sync::Notify::new());
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let joined = {
             let mut projects = self.projects();
@@ -158,7 +162,8 @@ impl TailHub {
             if full(Some(tail)) {
                 return Err(ApiError::TooManySubscribers { retry_after: Duration::from_secs(5) });
             }
-            tail.subscribers.insert(id, Subscriber { query: query.clone(), tx, dropped: dropped.clone() });
+            tail.subscribers
+                .insert(id, Subscriber { query: query.clone(), tx, dropped: dropped.clone(), wake: wake.clone() });
             tail.last.clone()
         };
         crate::observe::metrics().tail_subscribers.inc();
@@ -167,7 +172,7 @@ impl TailHub {
             Some(log) => self.backlog(&query, log, joined.as_deref()).await?,
             None => VecDeque::new(),
         };
-        Ok(Subscription { backlog, rx, dropped, pending: VecDeque::new(), _guard: guard })
+        Ok(Subscription { backlog, rx, dropped, wake, pending: VecDeque::new(), _guard: guard })
     }
 
     /// The logs after `log` up to the entry at `until` (what the live stream does not bring), or a gap.
@@ -260,6 +265,7 @@ fn deliver(inner: &Inner, project: Uuid, entries: Vec<FeedEntry>) {
             let n = logs.len() as u64;
             if subscriber.tx.try_send(logs).is_err() {
                 subscriber.dropped.fetch_add(n, Ordering::Relaxed);
+                subscriber.wake.notify_one();
                 metrics.tail_logs.with_label_values(&["dropped"]).inc_by(n);
             }
         }
@@ -283,7 +289,10 @@ impl Subscription {
                 crate::observe::metrics().tail_logs.with_label_values(&["delivered"]).inc();
                 return Some(TailEvent::Log(record));
             }
-            self.pending.extend(self.rx.recv().await?);
+            tokio::select! {
+                batch = self.rx.recv() => self.pending.extend(batch?),
+                () = self.wake.notified() => {}
+            }
         }
     }
 }
