@@ -74,7 +74,9 @@ async fn browser_suite(kind: Kind) {
         Path::new(&chromium).exists(),
         "{chromium} is missing: install Debian's chromium (`apt-get install chromium`)"
     );
-    let d = Daemon::start(kind).await;
+    // The suite's alert posts to a receiver on localhost, evaluated every second.
+    let extra = [("LEDGER__ALERTS__ALLOW_PRIVATE_TARGETS", "true"), ("LEDGER__ALERTS__EVALUATE_INTERVAL_SECS", "1")];
+    let d = Daemon::start_with(Fresh::new(kind), &extra).await;
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target/console-screenshots")
         .join(if kind == Kind::Embedded { "embedded" } else { "shared" });

@@ -11,12 +11,13 @@ import * as explore from './pages/explore.js';
 import * as errors from './pages/errors.js';
 import * as overview from './pages/overview.js';
 import * as usage from './pages/usage.js';
+import * as alerts from './pages/alerts.js';
 
 const root = document.getElementById('app');
 const session = { user: null, projects: [] };
 
-const PROJECT_PAGES = { explore, errors, overview, usage };
-const TITLES = { explore: 'Explore', errors: 'Errors', overview: 'Overview', usage: 'Usage' };
+const PROJECT_PAGES = { explore, errors, overview, usage, alerts };
+const TITLES = { explore: 'Explore', errors: 'Errors', overview: 'Overview', usage: 'Usage', alerts: 'Alerts' };
 
 /** The hash as a route: its path parts and query. */
 export function route() {

@@ -8,6 +8,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
+import { createServer } from 'node:http';
 import { chromium } from 'playwright-core';
 
 const URL = process.env.LEDGER_URL;
@@ -283,6 +285,48 @@ test('the live tail shows a log sent after it started', async () => {
   await shoot('explore-live');
   await page.getByRole('button', { name: 'Stop live tail' }).click();
   await page.getByRole('button', { name: 'Live tail', pressed: false }).waitFor();
+});
+
+test('an alert is made in the console, tested, and fires for a new error', async () => {
+  // A local receiver for the webhook (the suite's daemon allows private targets).
+  const received = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => {
+      received.push({ signature: req.headers['x-ledger-signature'], raw: body, body: JSON.parse(body) });
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    await page.goto(`${URL}/#/p/${projectId}/alerts`);
+    await page.getByRole('heading', { name: 'New alert' }).waitFor();
+    await page.getByLabel('Name', { exact: true }).fill('New errors');
+    await page.getByLabel('When').selectOption('new_error');
+    await page.getByLabel('URL').fill(`http://127.0.0.1:${server.address().port}/hook`);
+    await page.getByRole('button', { name: 'Create alert' }).click();
+    const secret = await page.getByLabel('The signing secret').inputValue();
+    await page.getByRole('row', { name: /New errors/ }).waitFor();
+    await page.getByRole('button', { name: 'Send a test notification for New errors' }).click();
+    await eventually('the test notification', async () => received.length >= 1);
+    const test = received[0];
+    assert.equal(test.body.status, 'test');
+    const [t, v1] = test.signature.replace('t=', '').split(',v1=');
+    assert.equal(v1, createHmac('sha256', secret).update(`${t}.${test.raw}`).digest('hex'), 'the signature verifies');
+    // A never-seen error fires the rule.
+    const sent = await api('POST', '/v1/logs', key, { message: 'brand new failure', level: 'CRITICAL', exception: { type: 'NewError' } });
+    assert.equal(sent.status, 202);
+    const firing = await eventually('the new error notified', async () => received.find((r) => r.body.status === 'firing'));
+    assert.match(firing.body.summary, /NewError: brand new failure/);
+    assert.match(firing.body.link, new RegExp(`/#/p/${projectId}/explore\\?fingerprint=`));
+    await page.getByRole('button', { name: 'Deliveries of New errors' }).click();
+    await page.locator('table.deliveries tbody tr').first().waitFor();
+    assert.ok((await page.locator('table.deliveries').textContent()).includes('test'));
+    await shoot('alerts');
+  } finally {
+    server.close();
+  }
 });
 
 test('a revoked key is refused', async () => {
