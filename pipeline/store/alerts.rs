@@ -10,7 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::StoreError;
-use super::sql::{Db, SqlStore};
+use super::sql::{Db, SqlStore, on_db};
 
 /// A rule as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,15 +159,6 @@ struct DeliveryRow {
     attempts: i64,
     response_status: Option<i64>,
     delivered: bool,
-}
-
-macro_rules! on_db {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            Db::Postgres($pool) => $body,
-            Db::Sqlite($pool) => $body,
-        }
-    };
 }
 
 #[async_trait]

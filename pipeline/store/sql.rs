@@ -28,6 +28,7 @@ macro_rules! on_db {
         }
     };
 }
+pub(super) use on_db;
 
 #[derive(Clone, Debug)]
 pub struct SqlStore {
