@@ -1197,7 +1197,9 @@ impl Bench {
                 .target(Goal::RatioAtLeast(0.8)),
         );
         // Context: the same rows as text COPY (what a bare loader without a binary encoder gets).
-        out.push(Figure::new(scenario, "bare text COPY, for context", text, "logs/s").against("bare binary COPY", copy));
+        out.push(
+            Figure::new(scenario, "bare text COPY, for context", text, "logs/s").against("bare binary COPY", copy),
+        );
         self.latency_figures(scenario, &outcome, out, false);
     }
 

@@ -59,6 +59,8 @@ conformance!(
     counters,
     health_checks,
     log_store_queries_stats_and_retention,
+    tail_feed,
+    alert_store,
 );
 
 fn log(
@@ -362,4 +364,143 @@ async fn a_revocation_reaches_every_instance() {
     assert!(matches!(first.validate(key.expose_secret()).await, Err(AuthError::Unknown)));
     stop.cancel();
     follower.await.unwrap();
+}
+
+/// The backend's tail feed, as the daemon builds it: Redis streams when shared, memory when embedded.
+fn feed_of(b: &Backend) -> Arc<dyn ledger::store::tail::TailFeed> {
+    match &b.redis {
+        Some(redis) => Arc::new(ledger::store::tail::redis::RedisTail::new(redis.clone(), 1000)),
+        None => Arc::new(ledger::store::tail::memory::MemoryTail::new(1000)),
+    }
+}
+
+async fn tail_feed(b: Backend) {
+    let feed = feed_of(&b);
+    let (p, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let at = Utc::now();
+    let batch = |n: usize| -> Vec<ledger_stages::LogRecord> {
+        (0..n)
+            .flat_map(|i| {
+                [
+                    log(p, &format!("p {i}"), ledger_stages::Level::Info, at),
+                    log(other, "o", ledger_stages::Level::Info, at),
+                ]
+            })
+            .collect()
+    };
+    assert!(feed.tailed().await.is_empty());
+    // Nobody tails p yet: nothing is kept.
+    let tailed = feed.tailed().await;
+    feed.publish(batch(2), &tailed).await.unwrap();
+    assert_eq!(feed.end(p).await.unwrap(), None);
+
+    feed.watch(p).await.unwrap();
+    let tailed = feed.tailed().await;
+    assert!(tailed.contains(&p) && !tailed.contains(&other));
+    assert_eq!(feed.end(p).await.unwrap(), None);
+    let first = batch(3);
+    feed.publish(first.clone(), &tailed).await.unwrap();
+    let entries = feed.read(p, None, 10, Duration::ZERO).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    let ids = |records: &[ledger_stages::LogRecord]| records.iter().map(|r| r.id).collect::<Vec<_>>();
+    let mine: Vec<ledger_stages::LogRecord> = first.iter().filter(|r| r.project_id == p).cloned().collect();
+    assert_eq!(ids(&entries[0].records), ids(&mine), "only p's logs, in order");
+    assert_eq!(feed.end(p).await.unwrap().as_deref(), Some(entries[0].position.as_str()));
+    assert_eq!(entries[0].records[0], mine[0], "logs come back whole");
+
+    let second = batch(1);
+    feed.publish(second.clone(), &tailed).await.unwrap();
+    let next = feed.read(p, Some(&entries[0].position), 10, Duration::ZERO).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].records[0].id, second[0].id);
+    let found = feed.locate(p, second[0].id).await.unwrap().unwrap();
+    assert_eq!(found.position, next[0].position);
+    assert!(feed.locate(p, Uuid::now_v7()).await.unwrap().is_none());
+    assert!(feed.locate(p, second[1].id).await.unwrap().is_none(), "another project's log is not in p's feed");
+
+    // A read waits for what is published while it waits.
+    let (waiter, publisher) = (feed.clone(), feed.clone());
+    let third = batch(1);
+    let publish = {
+        let (third, tailed) = (third.clone(), tailed.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            publisher.publish(third, &tailed).await.unwrap();
+        })
+    };
+    let waited = waiter.read(p, Some(&next[0].position), 10, Duration::from_secs(5)).await.unwrap();
+    publish.await.unwrap();
+    assert_eq!(waited.len(), 1);
+    assert_eq!(waited[0].records[0].id, third[0].id);
+    assert!(feed.read(p, Some(&waited[0].position), 10, Duration::from_millis(200)).await.unwrap().is_empty());
+}
+
+async fn alert_store(b: Backend) {
+    use ledger::store::alerts::AlertRule;
+    let owner = user("alerts@example.com");
+    b.accounts.create_user(&owner, "hash").await.unwrap();
+    let p = project(owner.id, "p");
+    b.accounts.create_project(&p).await.unwrap();
+    let at = now();
+    let mut rule = AlertRule {
+        id: Uuid::now_v7(),
+        project_id: p.id,
+        name: "r".into(),
+        kind: "error_rate".into(),
+        params: serde_json::json!({"threshold_percent": 5, "window_secs": 300}),
+        channel: serde_json::json!({"type": "webhook", "url": "https://example.com/h"}),
+        secret: "s3cret".into(),
+        cooldown_secs: 300,
+        enabled: true,
+        created_at: at,
+        firing: false,
+        episode: 0,
+        last_fired_at: None,
+        checked_until: at,
+    };
+    let store = &b.alerts;
+    store.create_rule(&rule).await.unwrap();
+    assert_eq!(store.rule(p.id, rule.id).await.unwrap().as_ref(), Some(&rule));
+    assert_eq!(store.rules(p.id).await.unwrap(), vec![rule.clone()]);
+    assert!(store.rule(Uuid::now_v7(), rule.id).await.unwrap().is_none(), "only in its project");
+    rule.name = "renamed".into();
+    rule.enabled = false;
+    assert!(store.update_rule(&rule).await.unwrap());
+    assert!(store.enabled_rules().await.unwrap().is_empty());
+    rule.enabled = true;
+    store.update_rule(&rule).await.unwrap();
+    assert_eq!(store.enabled_rules().await.unwrap().len(), 1);
+
+    // Firing and resolving: each change made once.
+    assert_eq!(store.set_firing(rule.id, true, at).await.unwrap(), Some(1));
+    assert_eq!(store.set_firing(rule.id, true, at).await.unwrap(), None);
+    assert_eq!(store.set_firing(rule.id, false, at).await.unwrap(), Some(1));
+    assert_eq!(store.set_firing(rule.id, true, at).await.unwrap(), Some(2));
+    let stored = store.rule(p.id, rule.id).await.unwrap().unwrap();
+    assert!(stored.firing && stored.episode == 2 && stored.last_fired_at == Some(at));
+
+    // A notification: made once, its attempts recorded, taken over only once its holder is gone.
+    let later = at + chrono::Duration::seconds(60);
+    assert!(store.claim(rule.id, "firing:2", "firing", at, "{}", later).await.unwrap());
+    assert!(!store.claim(rule.id, "firing:2", "firing", at, "{}", later).await.unwrap());
+    assert!(store.reclaim(at, later, 5).await.unwrap().is_empty(), "still held");
+    store.attempted(rule.id, "firing:2", 1, Some(500), false, at).await.unwrap();
+    let taken = store.reclaim(at + chrono::Duration::seconds(1), later, 5).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].event_key.as_str(), taken[0].payload.as_str(), taken[0].attempts), ("firing:2", "{}", 1));
+    assert!(store.reclaim(at + chrono::Duration::seconds(1), later, 5).await.unwrap().is_empty(), "taken once");
+    store.attempted(rule.id, "firing:2", 2, Some(200), true, later).await.unwrap();
+    let log = store.deliveries(rule.id, 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].attempts, log[0].response_status, log[0].delivered), (2, Some(200), true));
+
+    assert_eq!(store.swap_seen(rule.id, 7, at).await.unwrap(), None);
+    assert_eq!(store.swap_seen(rule.id, 7, later).await.unwrap(), Some(at));
+    store.checked(rule.id, later).await.unwrap();
+    store.checked(rule.id, at).await.unwrap();
+    assert_eq!(store.rule(p.id, rule.id).await.unwrap().unwrap().checked_until, later, "only moves forward");
+
+    assert!(store.delete_rule(p.id, rule.id).await.unwrap());
+    assert!(!store.delete_rule(p.id, rule.id).await.unwrap());
+    assert!(store.deliveries(rule.id, 10).await.unwrap().is_empty(), "its deliveries go with it");
 }
