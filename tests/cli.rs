@@ -124,6 +124,9 @@ async fn the_client_end_to_end(kind: Kind) {
     assert_eq!(found[0]["message"], "request 99999 served in 89ms");
     let paged = cli.ok(&["query", "--api-key", &key, "--limit", "2500", "--output", "jsonl"]);
     assert_eq!(paged.lines().count(), 2500, "three pages of a cursor");
+    // `--limit 0`: every match, over as many pages as it takes (96 ms is every 97th line: 1,030 of them).
+    let all = cli.ok(&["query", "--api-key", &key, "--limit", "0", "-q", "served in 96ms", "--output", "jsonl"]);
+    assert_eq!(all.lines().count(), 1030);
     let by_session = cli.ok(&["query", "--project", &project, "--limit", "3"]);
     assert_eq!(by_session.lines().count(), 3);
 

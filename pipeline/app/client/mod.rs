@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::cli::{ClientArgs, ErrorsArgs, KeysCommand, Output, ProjectsCommand, QueryArgs};
+use super::cli::{ClientArgs, ErrorsArgs, KeysCommand, ProjectsCommand, QueryArgs};
 
 mod output;
 mod send;
@@ -389,24 +389,25 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
     };
     params.push(("from", from));
     params.push(("to", to));
-    let mut logs: Vec<Value> = Vec::new();
+    // Printed as they come: only how many is kept (`--limit 0`: every page).
+    let mut printed = 0usize;
     let mut cursor: Option<String> = None;
     let mut out = output::Sink::new(args.output);
-    while logs.len() < args.limit || args.limit == 0 {
-        let page = (args.limit.saturating_sub(logs.len())).clamp(1, 1000);
+    let wanted = |printed: usize| args.limit == 0 || printed < args.limit;
+    while wanted(printed) {
+        let page = if args.limit == 0 { 1000 } else { (args.limit - printed).min(1000) };
         let mut query = params.clone();
         query.push(("limit", page.to_string()));
         if let Some(c) = &cursor {
             query.push(("cursor", c.clone()));
         }
         let body = client.get("/v1/logs", &query).await?;
-        let batch = body["logs"].as_array().cloned().unwrap_or_default();
-        for log in &batch {
+        for log in body["logs"].as_array().map(Vec::as_slice).unwrap_or_default() {
             out.log(log)?;
+            printed += 1;
         }
-        logs.extend(batch);
         match body["next_cursor"].as_str() {
-            Some(next) if args.limit == 0 || logs.len() < args.limit => cursor = Some(next.to_owned()),
+            Some(next) if wanted(printed) => cursor = Some(next.to_owned()),
             _ => break,
         }
     }
@@ -429,8 +430,5 @@ pub async fn errors(args: ErrorsArgs) -> anyhow::Result<()> {
         ("FINGERPRINT", "fingerprint"),
         ("ERROR", "sample_message"),
     ];
-    match args.output {
-        Output::Table => output::items(Output::Table, &errors, &columns),
-        other => output::items(other, &errors, &columns),
-    }
+    output::items(args.output, &errors, &columns)
 }
