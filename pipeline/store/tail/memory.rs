@@ -38,10 +38,8 @@ impl MemoryTail {
         self.feeds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Forgets projects nobody has watched for a while and republishes the tailed set.
-    fn refresh(&self, feeds: &mut HashMap<Uuid, Feed>) {
-        let now = Instant::now();
-        feeds.retain(|_, f| f.watched_until > now);
+    /// Republishes the tailed set: the projects with a feed.
+    fn publish_tailed(&self, feeds: &HashMap<Uuid, Feed>) {
         let set: HashSet<Uuid> = feeds.keys().copied().collect();
         *self.tailed.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
     }
@@ -83,7 +81,7 @@ impl TailFeed for MemoryTail {
             next: 1,
             watched_until: until,
         });
-        self.refresh(&mut feeds);
+        self.publish_tailed(&feeds);
         Ok(())
     }
 
