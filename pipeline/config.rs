@@ -35,6 +35,7 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub tail: TailConfig,
     pub alerts: AlertsConfig,
+    pub search: SearchConfig,
     /// Deprecated keys this configuration used, with what replaces them: logged at start.
     #[serde(skip)]
     pub deprecated: Vec<String>,
@@ -448,6 +449,26 @@ impl Default for AlertsConfig {
     }
 }
 
+/// `[search]`: the search index behind `q` (pipeline/store/logs/search.rs).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Build the index (a job on one instance with the jobs role). Off: every `q` query scans its range,
+    /// and an index built before is used up to where it stopped.
+    pub index: bool,
+    /// Seconds between indexing runs.
+    pub index_interval_secs: u64,
+    /// The share of each interval a run may spend indexing (0 < share ≤ 1): while ingestion outruns it,
+    /// the index falls behind (`ledger_search_index_lag_seconds`) and the logs past it are scanned.
+    pub index_share: f64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig { index: true, index_interval_secs: 10, index_share: 0.5 }
+    }
+}
+
 /// `[tail]`: live tail (`GET /v1/logs/tail`, gRPC `QueryService.Tail`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -678,6 +699,12 @@ impl Config {
             return fail(
                 "stages.validate.max_request_logs, queue.shards and queue.max_write_logs must be at least 1".into(),
             );
+        }
+        let share = self.search.index_share;
+        if self.search.index_interval_secs == 0 || !(share > 0.0 && share <= 1.0) {
+            return fail(format!(
+                "search.index_interval_secs must be at least 1 and search.index_share within (0, 1], not {share}"
+            ));
         }
         Ok(())
     }

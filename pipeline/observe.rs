@@ -20,6 +20,8 @@ pub const TAIL_LOGS: &str = "ledger_tail_logs_total";
 pub const ALERT_EVALUATIONS: &str = "ledger_alert_evaluations_total";
 pub const ALERT_NOTIFICATIONS: &str = "ledger_alert_notifications_total";
 pub const ALERT_DELIVERIES: &str = "ledger_alert_delivery_attempts_total";
+pub const SEARCH_INDEX_LAG: &str = "ledger_search_index_lag_seconds";
+pub const SEARCH_INDEXED_LOGS: &str = "ledger_search_indexed_logs_total";
 
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +51,11 @@ pub struct Metrics {
     pub alert_notifications: IntCounterVec,
     /// Delivery attempts by outcome: `delivered`, `failed_attempt`, `gave_up` (all attempts failed).
     pub alert_deliveries: IntCounterVec,
+    /// How far the search index is behind now (logs newer than that are found by scanning); set by the
+    /// instance that ran the indexing job last.
+    pub search_index_lag: prometheus::Gauge,
+    /// Logs read into the search index (a late log's whole minute is read again).
+    pub search_indexed_logs: prometheus::IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -96,6 +103,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(alert_evaluations.clone()))?;
     registry.register(Box::new(alert_notifications.clone()))?;
     registry.register(Box::new(alert_deliveries.clone()))?;
+    let search_index_lag =
+        prometheus::Gauge::new(SEARCH_INDEX_LAG, "Seconds between now and the search index's watermark.")?;
+    let search_indexed_logs = prometheus::IntCounter::new(SEARCH_INDEXED_LOGS, "Logs read into the search index.")?;
+    registry.register(Box::new(search_index_lag.clone()))?;
+    registry.register(Box::new(search_indexed_logs.clone()))?;
     // CPU seconds, resident memory, open file descriptors, start time.
     registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
     Ok(Metrics {
@@ -113,6 +125,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         alert_evaluations,
         alert_notifications,
         alert_deliveries,
+        search_index_lag,
+        search_indexed_logs,
     })
 }
 

@@ -61,6 +61,7 @@ conformance!(
     log_store_queries_stats_and_retention,
     tail_feed,
     alert_store,
+    search_index_agrees_with_the_scan,
 );
 
 fn log(
@@ -503,4 +504,178 @@ async fn alert_store(b: Backend) {
     assert!(store.delete_rule(p.id, rule.id).await.unwrap());
     assert!(!store.delete_rule(p.id, rule.id).await.unwrap());
     assert!(store.deliveries(rule.id, 10).await.unwrap().is_empty(), "its deliveries go with it");
+}
+
+/// Writes records through the store's write port, as the writers do: logs behind the search index's
+/// watermark are marked late in the same transaction.
+async fn write_marked(b: &Backend, records: &[ledger_stages::LogRecord]) {
+    use ledger::store::logs::{Late, LogWriter, Rows, WriteBatch};
+    let minutes = ledger::store::logs::search::late_minutes(records, Utc::now());
+    let late = Late { minutes: &minutes, decided: std::time::Instant::now() };
+    let groups = [records];
+    let batch = WriteBatch { rows: Rows::Records(&groups), dead_letters: &[], offset: None, late };
+    match &b.logs {
+        ledger::store::LogDb::Sqlite(store) => store.write(batch).await.unwrap(),
+        ledger::store::LogDb::Postgres(store) => store.write(batch).await.unwrap(),
+    }
+}
+
+/// Every page of `terms` over `[from, to]` along `path`, `limit` logs a page: the ids in order.
+async fn all_pages(
+    logs: &dyn ledger::store::logs::LogStore,
+    project: Uuid,
+    range: (chrono::DateTime<Utc>, chrono::DateTime<Utc>),
+    terms: &[&str],
+    path: ledger::store::logs::SearchPath,
+) -> Vec<Uuid> {
+    let mut query = ledger::store::logs::LogQuery {
+        project_id: project,
+        from: range.0,
+        to: range.1,
+        levels: vec![],
+        min_level: None,
+        services: vec![],
+        environment: None,
+        terms: terms.iter().map(|t| (*t).to_owned()).collect(),
+        fingerprint: None,
+        trace_id: None,
+        limit: 7,
+        cursor: None,
+    };
+    let mut ids = Vec::new();
+    loop {
+        let page = logs.query_by(&query, path).await.unwrap();
+        ids.extend(page.iter().map(|r| r.id));
+        match page.last() {
+            Some(last) if page.len() == query.limit => query.cursor = Some(ledger::store::logs::Cursor::after(last)),
+            _ => return ids,
+        }
+    }
+}
+
+/// The search index and the scan find the same logs, in the same order, page by page, on a corpus of edge
+/// cases: Unicode and case folding, punctuation and LIKE wildcards, very long messages, words only in the
+/// attributes, another project's logs, logs newer than the index and logs written late behind it.
+async fn search_index_agrees_with_the_scan(b: Backend) {
+    use ledger::store::logs::SearchPath;
+    use ledger_stages::Level;
+    let logs = b.logs.store();
+    let index = b.logs.search();
+    let (p, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let now = Utc::now().trunc_subsecs(6);
+    let long = format!("{} needle-at-the-end", "lorem ipsum dolor sit amet ".repeat(800));
+    let messages: Vec<String> = [
+        "payment for order 20417 declined: card ****1111",
+        "Payment DECLINED again",
+        "Zürich office is open",
+        "ZÜRICH OFFICE IS CLOSED",
+        "flight from İstanbul landed",
+        "istanbul weather report",
+        "東京駅 delays on the Yamanote line",
+        "🚀 launch went fine",
+        "temperature 300 \u{212A}elvin",
+        "kelvin is a unit",
+        "50%_off sale",
+        "500 off sale",
+        "path a\\b not found",
+        "key=value; other=thing",
+        "[brackets] and (parens)",
+        "o'neil signed in",
+        "he said \"quoted\" words",
+        "zanzibar is rare",
+        "ab",
+        long.as_str(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    // 600 logs over the last 3 days, every message many times over, some at the very same microsecond.
+    let mut records = Vec::new();
+    for i in 0..600i64 {
+        let ts = now - chrono::Duration::seconds(60) - chrono::Duration::seconds((i * 7919) % (3 * 86_400));
+        let message = &messages[(i as usize * 7) % messages.len()];
+        let mut record = log(p, message, Level::Info, if i % 50 == 0 { now - chrono::Duration::hours(1) } else { ts });
+        if i % 10 == 0 {
+            record.attributes = serde_json::json!({"note": "attronly zanzibar"});
+        }
+        records.push(record);
+        records.push(log(other, message, Level::Error, ts));
+    }
+    write_marked(&b, &records).await;
+    let progress = index.index_once(Utc::now(), Duration::from_secs(60)).await.unwrap();
+    assert!(progress.caught_up && progress.logs >= 1200, "{progress:?}");
+    // Newer than the watermark: found by scanning the tail.
+    write_marked(&b, &[log(p, "fresh zanzibar news", Level::Info, now)]).await;
+    // Behind the watermark, written after the index run: marked late.
+    write_marked(&b, &[log(p, "latecomer zanzibar", Level::Info, now - chrono::Duration::days(2))]).await;
+
+    let terms: &[&[&str]] = &[
+        &["zanzibar"],
+        &["ZANZIBAR", "rare"],
+        &["latecomer"],
+        &["declined"],
+        &["payment declined"],
+        &["payment for order 2041"],
+        &["****1111"],
+        &["zürich"],
+        &["ZÜRICH"],
+        &["istanbul"],
+        &["İSTANBUL"],
+        &["東京"],
+        &["東京駅 delays"],
+        &["🚀"],
+        &["kelvin"],
+        &["50%_off"],
+        &["0%_"],
+        &["a\\b"],
+        &["key=value;"],
+        &["[brackets]"],
+        &["o'neil"],
+        &["\"quoted\""],
+        &["needle-at-the-end"],
+        &["ipsum", "needle"],
+        &["attronly"],
+        &["ab"],
+        &["e"],
+        &["nothing like this"],
+    ];
+    let ranges = [
+        (now - chrono::Duration::days(4), now + chrono::Duration::minutes(1)),
+        (now - chrono::Duration::hours(30), now - chrono::Duration::hours(2)),
+        (now - chrono::Duration::minutes(90), now),
+    ];
+    let mut found_any = 0;
+    for range in ranges {
+        for t in terms {
+            let indexed = all_pages(logs.as_ref(), p, range, t, SearchPath::Index).await;
+            let scanned = all_pages(logs.as_ref(), p, range, t, SearchPath::Scan).await;
+            assert_eq!(indexed, scanned, "{t:?} over {range:?}");
+            found_any += usize::from(!indexed.is_empty());
+        }
+    }
+    assert!(found_any > 40, "the corpus's terms are found ({found_any})");
+    let everything = ranges[0];
+    assert_eq!(all_pages(logs.as_ref(), p, everything, &["zanzibar"], SearchPath::Index).await.len(), 32);
+    assert!(all_pages(logs.as_ref(), p, everything, &["attronly"], SearchPath::Index).await.is_empty());
+
+    // The index narrows: the rare word's candidates are a few minutes of the 4 days, not all of them.
+    let (from, to) = (everything.0.timestamp_micros(), everything.1.timestamp_micros());
+    let candidates = index.candidates(p, from, to, &["zanzibar".into()]).await.unwrap().unwrap();
+    let minutes: i64 = candidates.iter().map(|(s, e)| e - s).sum::<i64>() / 60_000_000;
+    assert!(minutes < 60, "zanzibar's candidates span {minutes} minutes");
+    assert!(index.candidates(p, from, to, &["ab".into()]).await.unwrap().is_none(), "too short for a gram");
+
+    // Indexing the late minute keeps the answer and clears the mark.
+    index.index_once(Utc::now(), Duration::from_secs(60)).await.unwrap();
+    let late = all_pages(logs.as_ref(), p, everything, &["latecomer"], SearchPath::Index).await;
+    assert_eq!(late.len(), 1);
+    let marks: i64 = match &b.logs {
+        ledger::store::LogDb::Sqlite(s) => {
+            sqlx::query_scalar("SELECT count(*) FROM search_late").fetch_one(s.pool()).await.unwrap()
+        }
+        ledger::store::LogDb::Postgres(s) => {
+            sqlx::query_scalar("SELECT count(*) FROM search_late").fetch_one(s.pool()).await.unwrap()
+        }
+    };
+    assert_eq!(marks, 0, "the late marks are indexed and gone");
 }

@@ -12,7 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::{Value, json};
 use support::{Daemon, urlencode};
 
-on_both_backends!(every_filter_and_their_combinations, paging_never_skips_or_repeats_while_ingestion_runs);
+on_both_backends!(
+    every_filter_and_their_combinations,
+    paging_never_skips_or_repeats_while_ingestion_runs,
+    search_finds_the_same_before_and_after_indexing,
+);
 
 fn at(minutes_ago: i64) -> String {
     (chrono::Utc::now() - chrono::Duration::minutes(minutes_ago)).to_rfc3339()
@@ -133,4 +137,45 @@ async fn paging_never_skips_or_repeats_while_ingestion_runs(d: Daemon) {
     assert_eq!(unique.len(), seen.len(), "a log was repeated across pages");
     let seen: HashSet<String> = seen.into_iter().collect();
     assert!(expected.is_subset(&seen), "{} seed logs skipped", expected.difference(&seen).count());
+}
+
+/// The value of an unlabelled metric in `/metrics`.
+async fn metric(d: &Daemon, name: &str) -> Option<f64> {
+    let text = d.client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|line| line.strip_prefix(&format!("{name} ")).and_then(|v| v.trim().parse().ok()))
+}
+
+/// The search index job runs in the daemon, says how far behind it is, and `q` finds the same logs before
+/// and after it has indexed them: old ones (behind the index when written), new ones, phrases.
+async fn search_finds_the_same_before_and_after_indexing(d: Daemon) {
+    let (_, _, key) = d.tenant("ada@example.com").await;
+    let body = json!({"logs": [
+        {"message": "order A-77 refunded twice", "level": "error", "timestamp": at(120)},
+        {"message": "order A-78 refunded once", "level": "info", "timestamp": at(90)},
+        {"message": "Order a-77 SHIPPED", "level": "info", "timestamp": at(0)},
+        {"message": "unrelated", "level": "info", "timestamp": at(60), "attributes": {"order": "A-77"}},
+    ]});
+    let ids = d.ingest(&key, body).await.body["ids"].clone();
+    d.stored(&key, ids[3].as_str().unwrap()).await;
+    let since = format!("from={}", urlencode(&at(180)));
+    search_answers(&d, &key, &since).await;
+    let indexed = support::eventually(std::time::Duration::from_secs(90), "the index job reads the logs", || async {
+        metric(&d, "ledger_search_indexed_logs_total").await.filter(|n| *n >= 3.0)
+    })
+    .await;
+    assert!(indexed >= 3.0);
+    let lag = metric(&d, "ledger_search_index_lag_seconds").await.unwrap();
+    assert!((0.0..600.0).contains(&lag), "lag {lag}");
+    search_answers(&d, &key, &since).await;
+}
+
+async fn search_answers(d: &Daemon, key: &str, since: &str) {
+    assert_eq!(
+        messages(d, key, &format!("{since}&q=a-77")).await,
+        ["Order a-77 SHIPPED", "order A-77 refunded twice"],
+        "a word, in any case; not from the attributes"
+    );
+    assert_eq!(messages(d, key, &format!("{since}&q=%22refunded%20twice%22")).await, ["order A-77 refunded twice"]);
+    assert_eq!(messages(d, key, &format!("{since}&q=refunded%20A-7")).await.len(), 2);
+    assert!(messages(d, key, &format!("{since}&q=zanzibar")).await.is_empty());
 }

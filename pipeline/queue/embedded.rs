@@ -17,8 +17,9 @@ use tracing::Instrument;
 
 use super::pending::Pending;
 use crate::store::analytics::{AnalyticsCache, Stats};
+use crate::store::logs::search::late_minutes;
 use crate::store::logs::sqlite::SqliteLogStore;
-use crate::store::logs::{LogWriter, Rows, WriteBatch, WriteError};
+use crate::store::logs::{Late, LogWriter, Rows, WriteBatch, WriteError};
 use crate::store::tail::TailFeed;
 
 struct Job {
@@ -109,7 +110,10 @@ async fn write_loop(
 /// The waiting requests' logs, in one transaction through the store's write port.
 async fn write(store: &SqliteLogStore, jobs: &[Job]) -> Result<(), WriteError> {
     let groups: Vec<&[ledger_stages::LogRecord]> = jobs.iter().map(|job| job.records.as_slice()).collect();
-    store.write(WriteBatch { rows: Rows::Records(&groups), dead_letters: &[], offset: None }).await
+    let decided = std::time::Instant::now();
+    let late = late_minutes(groups.iter().flat_map(|g| g.iter()), chrono::Utc::now());
+    let late = Late { minutes: &late, decided };
+    store.write(WriteBatch { rows: Rows::Records(&groups), dead_letters: &[], offset: None, late }).await
 }
 
 #[async_trait]

@@ -25,7 +25,8 @@ use super::redis::{Entry, Keys};
 use crate::store::analytics::{AnalyticsCache, Stats};
 use crate::store::dead_letter::{Poison, Reason};
 use crate::store::logs::postgres::encode_copy_rows;
-use crate::store::logs::{LogWriter, OffsetMove, Rows, WriteBatch, WriteError};
+use crate::store::logs::search::late_minutes;
+use crate::store::logs::{Late, LogWriter, OffsetMove, Rows, WriteBatch, WriteError};
 
 /// KEYS: stream. ARGV: last committed id, key prefix. Drops every entry up to that id and takes its
 /// logs off the pending counts; returns how many entries it dropped.
@@ -127,6 +128,9 @@ struct Prepared {
     stats: Stats,
     /// The batch's logs of tailed projects.
     tailing: Vec<LogRecord>,
+    /// The batch's logs behind the search index, and when that was decided.
+    late: Vec<(Uuid, i64)>,
+    decided: std::time::Instant,
 }
 
 /// Decodes the entries' payloads and encodes their logs as COPY rows: CPU work, run on a blocking thread so
@@ -165,8 +169,10 @@ fn prepare(shard: i32, entries: Vec<Read>, tailed: &std::collections::HashSet<Uu
         }
     }
     let (logs, stats) = (records.len(), Stats::of(&records));
+    let decided = std::time::Instant::now();
+    let late = late_minutes(&records, chrono::Utc::now());
     records.retain(|r| tailed.contains(&r.project_id));
-    Prepared { rows, logs, spans, poison, traceparents, stats, tailing: records }
+    Prepared { rows, logs, spans, poison, traceparents, stats, tailing: records, late, decided }
 }
 
 impl Workers {
@@ -340,15 +346,16 @@ impl Workers {
         to: &str,
         batch: Prepared,
     ) -> Result<(Option<Stats>, Vec<LogRecord>), WorkError> {
-        let Prepared { rows, logs, spans, poison, stats, tailing, .. } = batch;
-        match self.commit_rows(shard, from, to, &rows, logs, &poison).await {
+        let Prepared { rows, logs, spans, poison, stats, tailing, late, decided, .. } = batch;
+        let late = Late { minutes: &late, decided };
+        match self.commit_rows(shard, (from, to), &rows, logs, &poison, late).await {
             Ok(()) => {
                 counted(&poison);
                 Ok((Some(stats), tailing))
             }
             Err(WorkError::Write(WriteError::Refused(e))) => {
                 tracing::warn!(shard, error = %e, "PostgreSQL refused a batch; writing its entries one by one");
-                self.commit_one_by_one(shard, from, to, &rows, spans, poison).await?;
+                self.commit_one_by_one(shard, (from, to), &rows, spans, poison, late).await?;
                 Ok((None, Vec::new()))
             }
             Err(e) => Err(e),
@@ -359,16 +366,17 @@ impl Workers {
     async fn commit_rows(
         &self,
         shard: i32,
-        from: &str,
-        to: &str,
+        (from, to): (&str, &str),
         rows: &[u8],
         logs: usize,
         poison: &[Poison],
+        late: Late<'_>,
     ) -> Result<(), WorkError> {
         let batch = WriteBatch {
             rows: Rows::Encoded { bytes: rows, logs },
             dead_letters: poison,
             offset: Some(OffsetMove { shard, from, to }),
+            late,
         };
         match self.writer.write(batch).await {
             Ok(()) => Ok(()),
@@ -379,21 +387,22 @@ impl Workers {
     }
 
     /// A refused batch, entry by entry in stream order, each in its own transaction with the offset moved
-    /// to it: the good ones written, the refused ones (and the undecodable ones) dead-lettered.
+    /// to it: the good ones written, the refused ones (and the undecodable ones) dead-lettered. Each
+    /// transaction marks the whole batch's late minutes (a mark without a log only costs a query a look).
     async fn commit_one_by_one(
         &self,
         shard: i32,
-        from: &str,
-        to: &str,
+        (from, to): (&str, &str),
         rows: &[u8],
         spans: Vec<Span>,
         poison: Vec<Poison>,
+        late: Late<'_>,
     ) -> Result<(), WorkError> {
         let (mut start, mut offset, mut written) = (0, from.to_owned(), 0);
         for span in spans {
             let entry_rows = &rows[start..span.end];
             start = span.end;
-            match self.commit_rows(shard, &offset, &span.id, entry_rows, span.logs, &[]).await {
+            match self.commit_rows(shard, (&offset, &span.id), entry_rows, span.logs, &[], late).await {
                 Ok(()) => written += span.logs,
                 Err(WorkError::Write(WriteError::Refused(e))) => {
                     let refused = [Poison {
@@ -405,7 +414,7 @@ impl Workers {
                         detail: e,
                         payload: Some(span.payload),
                     }];
-                    self.commit_rows(shard, &offset, &span.id, &[], 0, &refused).await?;
+                    self.commit_rows(shard, (&offset, &span.id), &[], 0, &refused, late).await?;
                     counted(&refused);
                 }
                 Err(e) => return Err(e),
@@ -413,7 +422,7 @@ impl Workers {
             offset = span.id;
         }
         // The undecodable entries, and the offset to the end of the read.
-        self.commit_rows(shard, &offset, to, &[], 0, &poison).await?;
+        self.commit_rows(shard, (&offset, to), &[], 0, &poison, late).await?;
         counted(&poison);
         crate::observe::metrics().written("shared", written);
         Ok(())

@@ -256,6 +256,14 @@ impl LogDb {
         }
     }
 
+    /// The search index over the logs.
+    pub fn search(&self) -> crate::store::logs::search::SearchIndex {
+        match self {
+            LogDb::Sqlite(s) => s.search().clone(),
+            LogDb::Postgres(s) => s.search().clone(),
+        }
+    }
+
     pub fn store(&self) -> Arc<dyn crate::store::logs::LogStore> {
         match self {
             LogDb::Sqlite(s) => Arc::new(s.clone()),

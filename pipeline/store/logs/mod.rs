@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::store::StoreError;
 
 pub mod postgres;
+pub mod search;
 pub mod sqlite;
 
 /// The columns of `logs`, in the order both stores read and write them.
@@ -90,6 +91,24 @@ pub struct WriteBatch<'a> {
     /// Queue entries that cannot be written, kept with why (shared backend).
     pub dead_letters: &'a [crate::store::dead_letter::Poison],
     pub offset: Option<OffsetMove<'a>>,
+    /// The batch's logs already behind the search index ([`search::late_minutes`]), and when that was
+    /// decided: the write marks them, and is given up if it cannot commit within
+    /// [`search::WRITE_BUDGET`] of that moment.
+    pub late: Late<'a>,
+}
+
+/// See [`WriteBatch::late`].
+#[derive(Clone, Copy, Debug)]
+pub struct Late<'a> {
+    pub minutes: &'a [(Uuid, i64)],
+    pub decided: std::time::Instant,
+}
+
+impl Late<'_> {
+    /// Whether the write is still in time to commit.
+    pub fn in_time(&self) -> bool {
+        self.decided.elapsed() < search::WRITE_BUDGET
+    }
 }
 
 /// Why a write did not happen. Nothing of it was stored.
@@ -118,7 +137,11 @@ pub trait LogWriter: Send + Sync + 'static {
 #[async_trait]
 pub trait LogStore: Send + Sync + 'static {
     /// Logs matching `query`, newest first (by timestamp, then id), at most `query.limit`.
-    async fn query(&self, query: &LogQuery) -> Result<Vec<LogRecord>, StoreError>;
+    async fn query(&self, query: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
+        self.query_by(query, SearchPath::Index).await
+    }
+    /// [`LogStore::query`] along a chosen path.
+    async fn query_by(&self, query: &LogQuery, path: SearchPath) -> Result<Vec<LogRecord>, StoreError>;
     async fn get(&self, project_id: Uuid, id: Uuid) -> Result<Option<LogRecord>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
     /// Deletes at most `limit` logs of `project` older than `before`; how many it deleted.
@@ -227,8 +250,11 @@ impl Dialect for sqlx::Sqlite {
     }
 }
 
-/// `SELECT` of a [`LogQuery`], newest first: one builder for both stores.
-pub fn select<'a, DB>(q: &LogQuery) -> sqlx::QueryBuilder<'a, DB>
+/// `SELECT` of a [`LogQuery`], newest first: one builder for both stores. With `ranges` (the search
+/// index's candidates, `[start, end)` in microseconds), one keyed sub-select per range, each stopping at
+/// the page's size, in a `UNION ALL`: every range is an index range scan of its own, whatever the planner
+/// would make of one statement over their span.
+pub fn select<'a, DB>(q: &LogQuery, ranges: Option<&[(i64, i64)]>) -> sqlx::QueryBuilder<'a, DB>
 where
     DB: Dialect,
     Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
@@ -236,9 +262,37 @@ where
     i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    let mut sql = sqlx::QueryBuilder::<DB>::new(format!("SELECT {COLUMNS} FROM logs WHERE project_id = "));
-    sql.push_bind(q.project_id).push(" AND ts >= ").push_bind(DB::time(q.from));
-    sql.push(" AND ts <= ").push_bind(DB::time(q.to));
+    let mut sql = sqlx::QueryBuilder::<DB>::new("");
+    let Some(ranges) = ranges else {
+        push_select(&mut sql, q, q.from, q.to);
+        return sql;
+    };
+    let time = |micros: i64| DateTime::from_timestamp_micros(micros).unwrap_or_default();
+    for (i, (start, end)) in ranges.iter().enumerate() {
+        if i > 0 {
+            sql.push(" UNION ALL ");
+        }
+        sql.push("SELECT * FROM (");
+        // Times are whole microseconds in both stores: `< end` is `<= end - 1 µs`.
+        push_select(&mut sql, q, time(*start).max(q.from), time(end - 1).min(q.to));
+        sql.push(format!(") AS r{i}"));
+    }
+    sql.push(" ORDER BY ts DESC, id DESC LIMIT ").push_bind(i64::try_from(q.limit).unwrap_or(1000));
+    sql
+}
+
+/// One keyed, time-bounded `SELECT` of `q` over `[from, to]`.
+fn push_select<DB>(sql: &mut sqlx::QueryBuilder<'_, DB>, q: &LogQuery, from: DateTime<Utc>, to: DateTime<Utc>)
+where
+    DB: Dialect,
+    Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i16: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sql.push(format!("SELECT {COLUMNS} FROM logs WHERE project_id = "));
+    sql.push_bind(q.project_id).push(" AND ts >= ").push_bind(DB::time(from));
+    sql.push(" AND ts <= ").push_bind(DB::time(to));
     if !q.levels.is_empty() {
         sql.push(" AND level IN (");
         let mut list = sql.separated(", ");
@@ -275,7 +329,37 @@ where
         sql.push(" AND (ts, id) < (").push_bind(DB::time(cursor.timestamp)).push(", ").push_bind(cursor.id).push(")");
     }
     sql.push(" ORDER BY ts DESC, id DESC LIMIT ").push_bind(i64::try_from(q.limit).unwrap_or(1000));
-    sql
+}
+
+/// How a `q` query finds its logs: through the search index where it has one (the default), or by
+/// scanning every log in range; both give the same answer (the conformance suite checks it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SearchPath {
+    Index,
+    Scan,
+}
+
+/// The index's candidate ranges (newest first) cut to what a page still needs (below its cursor), in
+/// groups that double in size: the first statements are small and stop early when the newest ranges
+/// fill the page, and a long tail of candidates costs few statements.
+pub fn range_groups(q: &LogQuery, ranges: &[(i64, i64)]) -> Vec<Vec<(i64, i64)>> {
+    let below = q.cursor.map(|c| c.timestamp.timestamp_micros());
+    let ranges: Vec<(i64, i64)> = ranges
+        .iter()
+        .filter_map(|&(start, end)| match below {
+            Some(c) if start > c => None,
+            Some(c) => Some((start, end.min(c.saturating_add(1)))),
+            None => Some((start, end)),
+        })
+        .collect();
+    let (mut groups, mut at, mut size) = (Vec::new(), 0, 1);
+    while at < ranges.len() {
+        let end = (at + size).min(ranges.len());
+        groups.push(ranges[at..end].to_vec());
+        at = end;
+        size = (size * 2).min(64);
+    }
+    groups
 }
 
 /// A `LIKE` pattern that matches `term` anywhere, with `%`, `_` and `\` taken literally.

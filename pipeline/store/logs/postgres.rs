@@ -10,18 +10,26 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble};
+use super::search::SearchIndex;
+use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, SearchPath, StatsSql, VolumeRow, assemble};
 use crate::store::StoreError;
 use crate::store::analytics::{Granularity, Stats};
 
 #[derive(Clone)]
 pub struct PgLogStore {
     pool: PgPool,
+    search: SearchIndex,
 }
 
 impl PgLogStore {
     pub fn new(pool: PgPool) -> PgLogStore {
-        PgLogStore { pool }
+        let search = SearchIndex::new(crate::store::sql::Db::Postgres(pool.clone()));
+        PgLogStore { pool, search }
+    }
+
+    /// The search index over this store's logs.
+    pub fn search(&self) -> &SearchIndex {
+        &self.search
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -60,6 +68,15 @@ impl super::LogWriter for PgLogStore {
         for letter in batch.dead_letters {
             crate::store::dead_letter::store(&mut tx, letter).await.map_err(write_error)?;
         }
+        if !batch.late.minutes.is_empty() {
+            let (projects, minutes): (Vec<Uuid>, Vec<i64>) = batch.late.minutes.iter().copied().unzip();
+            sqlx::query("INSERT INTO search_late (project_id, minute) SELECT * FROM unnest($1::uuid[], $2::bigint[])")
+                .bind(projects)
+                .bind(minutes)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+        }
         if let Some(offset) = batch.offset {
             let moved = sqlx::query(
                 "INSERT INTO queue_offsets (shard, last_id) VALUES ($1, $3) \
@@ -75,6 +92,10 @@ impl super::LogWriter for PgLogStore {
                 // Someone else moved the offset: this writer no longer owns the queue. Roll back.
                 return Err(super::WriteError::OffsetMoved);
             }
+        }
+        if !batch.late.in_time() {
+            // The search index may have moved past logs this batch did not mark: write them again later.
+            return Err(super::WriteError::Unavailable("the write took too long to commit; it is retried".into()));
         }
         tx.commit().await.map_err(write_error)
     }
@@ -131,10 +152,30 @@ impl From<Row> for LogRecord {
 
 #[async_trait]
 impl LogStore for PgLogStore {
-    async fn query(&self, q: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
-        let mut sql = super::select::<sqlx::Postgres>(q);
-        let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(LogRecord::from).collect())
+    async fn query_by(&self, q: &LogQuery, path: SearchPath) -> Result<Vec<LogRecord>, StoreError> {
+        let candidates = match path {
+            SearchPath::Index if !q.terms.is_empty() => {
+                let (from, to) = (q.from.timestamp_micros(), q.to.timestamp_micros());
+                self.search.candidates(q.project_id, from, to, &q.terms).await?
+            }
+            _ => None,
+        };
+        let Some(ranges) = candidates else {
+            let rows: Vec<Row> =
+                super::select::<sqlx::Postgres>(q, None).build_query_as().fetch_all(&self.pool).await?;
+            return Ok(rows.into_iter().map(LogRecord::from).collect());
+        };
+        let mut found = Vec::new();
+        for group in super::range_groups(q, &ranges) {
+            let page = LogQuery { limit: q.limit - found.len(), ..q.clone() };
+            let rows: Vec<Row> =
+                super::select::<sqlx::Postgres>(&page, Some(&group)).build_query_as().fetch_all(&self.pool).await?;
+            found.extend(rows.into_iter().map(LogRecord::from));
+            if found.len() >= q.limit {
+                break;
+            }
+        }
+        Ok(found)
     }
 
     async fn get(&self, project_id: Uuid, id: Uuid) -> Result<Option<LogRecord>, StoreError> {
@@ -184,6 +225,8 @@ impl LogStore for PgLogStore {
                 dropped.push(name);
             }
         }
+        // The index of days no project keeps any more.
+        self.search.forget_before(before).await?;
         Ok(dropped)
     }
 

@@ -7,7 +7,8 @@ use ledger_stages::{Level, LogRecord};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, StatsSql, VolumeRow, assemble};
+use super::search::SearchIndex;
+use super::{COLUMNS, ErrorRow, InfoRow, LogQuery, LogStore, SearchPath, StatsSql, VolumeRow, assemble};
 use crate::store::StoreError;
 use crate::store::analytics::{Granularity, Stats};
 use chrono::{DateTime, Utc};
@@ -18,11 +19,18 @@ const ROWS_PER_INSERT: usize = 1000;
 #[derive(Clone)]
 pub struct SqliteLogStore {
     pool: SqlitePool,
+    search: SearchIndex,
 }
 
 impl SqliteLogStore {
     pub fn new(pool: SqlitePool) -> SqliteLogStore {
-        SqliteLogStore { pool }
+        let search = SearchIndex::new(crate::store::sql::Db::Sqlite(pool.clone()));
+        SqliteLogStore { pool, search }
+    }
+
+    /// The search index over this store's logs.
+    pub fn search(&self) -> &SearchIndex {
+        &self.search
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -86,6 +94,17 @@ impl super::LogWriter for SqliteLogStore {
         for records in groups {
             insert_records(&mut tx, records).await.map_err(unavailable)?;
         }
+        for chunk in batch.late.minutes.chunks(ROWS_PER_INSERT) {
+            let mut sql = QueryBuilder::<Sqlite>::new("INSERT INTO search_late (project_id, minute) ");
+            sql.push_values(chunk, |mut row, (project, minute)| {
+                row.push_bind(*project).push_bind(*minute);
+            });
+            sql.build().execute(&mut *tx).await.map_err(unavailable)?;
+        }
+        if !batch.late.in_time() {
+            // The search index may have moved past logs this batch did not mark: write them again later.
+            return Err(super::WriteError::Unavailable("the write took too long to commit".into()));
+        }
         tx.commit().await.map_err(unavailable)
     }
 
@@ -120,10 +139,29 @@ pub async fn insert_records(conn: &mut SqliteConnection, records: &[LogRecord]) 
 
 #[async_trait]
 impl LogStore for SqliteLogStore {
-    async fn query(&self, q: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
-        let mut sql = super::select::<sqlx::Sqlite>(q);
-        let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(LogRecord::from).collect())
+    async fn query_by(&self, q: &LogQuery, path: SearchPath) -> Result<Vec<LogRecord>, StoreError> {
+        let candidates = match path {
+            SearchPath::Index if !q.terms.is_empty() => {
+                let (from, to) = (q.from.timestamp_micros(), q.to.timestamp_micros());
+                self.search.candidates(q.project_id, from, to, &q.terms).await?
+            }
+            _ => None,
+        };
+        let Some(ranges) = candidates else {
+            let rows: Vec<Row> = super::select::<sqlx::Sqlite>(q, None).build_query_as().fetch_all(&self.pool).await?;
+            return Ok(rows.into_iter().map(LogRecord::from).collect());
+        };
+        let mut found = Vec::new();
+        for group in super::range_groups(q, &ranges) {
+            let page = LogQuery { limit: q.limit - found.len(), ..q.clone() };
+            let rows: Vec<Row> =
+                super::select::<sqlx::Sqlite>(&page, Some(&group)).build_query_as().fetch_all(&self.pool).await?;
+            found.extend(rows.into_iter().map(LogRecord::from));
+            if found.len() >= q.limit {
+                break;
+            }
+        }
+        Ok(found)
     }
 
     async fn get(&self, project_id: Uuid, id: Uuid) -> Result<Option<LogRecord>, StoreError> {
@@ -163,8 +201,10 @@ impl LogStore for SqliteLogStore {
         Ok(sql.build().execute(&self.pool).await?.rows_affected())
     }
 
-    async fn drop_before(&self, _before: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
-        // One table: retention is row deletion, done by `delete_before`.
+    async fn drop_before(&self, before: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        // One table: retention is row deletion, done by `delete_before`; the index of days no project keeps
+        // any more goes here.
+        self.search.forget_before(before).await?;
         Ok(Vec::new())
     }
 

@@ -1,0 +1,713 @@
+//! The search index: for each project, week and three-character sequence ("gram") of its messages, the
+//! minutes of that week whose logs contain it. A `q` query then reads only the minutes that hold every gram
+//! of its terms instead of every log in its range, and checks them with the same `ILIKE`/`LIKE` as a scan,
+//! so the answers are the scan's by construction: the index can only ever say "maybe here", never decide a
+//! match.
+//!
+//! The index is never written on the ingestion path. A scheduled job ([`SearchIndex::index_once`]) reads
+//! the logs of each minute once it is [`LAG`] old and merges their grams into `search_grams`, moving
+//! `search_state.indexed_through` forward in the same transaction; whatever is newer than that watermark
+//! is scanned, so a log is searchable the moment it is committed.
+//!
+//! A log whose time is already behind the watermark when it is written (a client's old timestamp, a queue
+//! drained after an outage) would be missed: the writers mark such logs' minutes in `search_late` in the
+//! same transaction as the logs ([`late_minutes`]), queries treat those minutes as candidates, and the job
+//! indexes them and removes the marks. A writer marks every log older than [`LATE`], the job only indexes
+//! minutes older than [`LAG`], and a writer gives up a transaction that took longer than [`WRITE_BUDGET`]
+//! from marking to commit; so a log the job did not see is always marked, if the clocks of the machines
+//! involved agree within `LAG - LATE - WRITE_BUDGET` (10 s).
+//!
+//! Case: grams are taken over characters folded with Unicode's simple lowercase mapping, which is at most
+//! as fine as PostgreSQL's `ILIKE` and SQLite's ASCII-only `LIKE`; a gram can only make the index coarser
+//! (more candidates), never lose a match. Terms shorter than three characters have no gram and are scanned.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::store::StoreError;
+use crate::store::sql::{Db, on_db};
+
+/// The job indexes a minute once it is this old.
+pub const LAG: Duration = Duration::from_secs(60);
+/// Writers mark logs older than this as late.
+pub const LATE: Duration = Duration::from_secs(30);
+/// A writer's transaction must commit within this of marking its late logs, or it is given up (and retried).
+pub const WRITE_BUDGET: Duration = Duration::from_secs(20);
+
+const MICROS_PER_MINUTE: i64 = 60_000_000;
+/// A row of the index covers a week (weeks since the Unix epoch): few rows for quiet projects, and a busy
+/// one's rows stay a 1,260-byte bitmap at most.
+const MINUTES_PER_WEEK: i64 = 10_080;
+/// A week's minutes as a bitmap.
+const BITMAP_BYTES: usize = 1260;
+/// When a query's candidates cover this share of its range or more, scanning it is as cheap.
+const SCAN_COVERAGE: f64 = 0.5;
+/// A run reads at most about this many logs per step (grown and shrunk towards it).
+const STEP_LOGS: u64 = 500_000;
+/// Index rows per write transaction: short, so the embedded writer never waits long for SQLite's lock.
+const ROWS_PER_TRANSACTION: usize = 5000;
+/// At most this many grams are looked up per query; any subset of a term's grams is as correct.
+const MAX_QUERY_GRAMS: usize = 24;
+/// Rows per multi-row statement.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The fold of one character for grams: its simple lowercase.
+fn fold(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
+    // `to_lowercase` is the full mapping; its first character is the simple one (U+0130 → 'i').
+    c.to_lowercase().next().unwrap_or(c)
+}
+
+/// A gram's key: three ASCII characters packed exactly (21 bits); otherwise a hash with the top bit set,
+/// where a collision only adds candidates.
+fn gram_key(a: char, b: char, c: char) -> i32 {
+    if a.is_ascii() && b.is_ascii() && c.is_ascii() {
+        return (a as i32) | (b as i32) << 7 | (c as i32) << 14;
+    }
+    let mut hash: u32 = 0x811c_9dc5;
+    for ch in [a, b, c] {
+        for byte in (ch as u32).to_le_bytes() {
+            hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+        }
+    }
+    (hash | 0x8000_0000) as i32
+}
+
+/// Every gram of `text`, into `out`.
+pub fn grams(text: &str, out: &mut HashSet<i32>) {
+    let mut window = ['\0'; 3];
+    for (n, c) in text.chars().map(fold).enumerate() {
+        window = [window[1], window[2], c];
+        if n >= 2 {
+            out.insert(gram_key(window[0], window[1], window[2]));
+        }
+    }
+}
+
+/// The grams a message must contain to contain every term; empty when no term has three characters.
+pub fn query_grams(terms: &[String]) -> Vec<i32> {
+    let mut all = HashSet::new();
+    for term in terms {
+        grams(term, &mut all);
+    }
+    let mut all: Vec<i32> = all.into_iter().collect();
+    all.sort_unstable();
+    all.truncate(MAX_QUERY_GRAMS);
+    all
+}
+
+/// The minute (since the Unix epoch) holding `micros`.
+fn minute_of(micros: i64) -> i64 {
+    micros.div_euclid(MICROS_PER_MINUTE)
+}
+
+/// A set of minutes of one week, stored as a sorted list of u16 when short, else as a bitmap. In memory a
+/// vector, sorted and unique after [`Minutes::tidy`] (logs arrive about in time order, so pushing skips
+/// most repeats by itself).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Minutes(Vec<u16>);
+
+impl Minutes {
+    pub fn insert(&mut self, minute: u16) {
+        if self.0.last() != Some(&minute) {
+            self.0.push(minute);
+        }
+    }
+
+    fn tidy(&mut self) {
+        self.0.sort_unstable();
+        self.0.dedup();
+    }
+
+    /// Whether `minute` is in the set (a tidy one).
+    pub fn contains(&self, minute: u16) -> bool {
+        self.0.binary_search(&minute).is_ok()
+    }
+
+    pub fn merge(&mut self, other: &Minutes) {
+        self.0.extend_from_slice(&other.0);
+        self.tidy();
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        if self.0.len() * 2 < BITMAP_BYTES {
+            self.0.iter().flat_map(|m| m.to_le_bytes()).collect()
+        } else {
+            let mut bits = vec![0u8; BITMAP_BYTES];
+            for &m in self.0.iter().filter(|m| usize::from(**m) < BITMAP_BYTES * 8) {
+                bits[usize::from(m) / 8] |= 1 << (m % 8);
+            }
+            bits
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Minutes {
+        let mut set = Vec::new();
+        if bytes.len() == BITMAP_BYTES {
+            for (i, byte) in bytes.iter().enumerate() {
+                for bit in 0..8 {
+                    if byte & (1 << bit) != 0 {
+                        set.push((i * 8 + bit) as u16);
+                    }
+                }
+            }
+        } else {
+            set.extend(bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])));
+        }
+        let mut minutes = Minutes(set);
+        minutes.tidy();
+        minutes
+    }
+}
+
+/// The (project, minute) of each log in `records` older than [`LATE`] at `now`, once each: what a writer
+/// marks in `search_late` beside them.
+pub fn late_minutes<'a>(
+    records: impl IntoIterator<Item = &'a ledger_stages::LogRecord>,
+    now: DateTime<Utc>,
+) -> Vec<(Uuid, i64)> {
+    let cutoff = (now - LATE).timestamp_micros();
+    let mut late: Vec<(Uuid, i64)> = records
+        .into_iter()
+        .map(|r| (r.project_id, r.timestamp.timestamp_micros()))
+        .filter(|(_, ts)| *ts < cutoff)
+        .map(|(project, ts)| (project, minute_of(ts)))
+        .collect();
+    late.sort_unstable();
+    late.dedup();
+    late
+}
+
+/// The time ranges of a query that can hold a match: `[start, end)` in Unix microseconds, newest first.
+/// `None`: the index cannot help (no gram, or nothing indexed in range); scan the whole range.
+pub type Ranges = Option<Vec<(i64, i64)>>;
+
+/// Merges candidate minutes (sorted, unique) and the unindexed tail into ranges within
+/// `[from, to_exclusive)`, newest first.
+fn ranges(minutes: &[i64], tail_from: Option<i64>, from: i64, to_exclusive: i64) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    let mut push = |start: i64, end: i64| {
+        let (start, end) = (start.max(from), end.min(to_exclusive));
+        if start >= end {
+            return;
+        }
+        match out.last_mut() {
+            Some(last) if last.1 >= start => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    };
+    for &m in minutes {
+        push(m * MICROS_PER_MINUTE, (m + 1) * MICROS_PER_MINUTE);
+    }
+    if let Some(tail) = tail_from {
+        push(tail, to_exclusive);
+    }
+    out.reverse();
+    out
+}
+
+/// What one indexing run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Logs read and indexed (late ones included).
+    pub logs: u64,
+    /// Everything before this is indexed (Unix microseconds); `None` before the first run.
+    pub indexed_through: Option<i64>,
+    /// Whether the run reached `now - LAG`.
+    pub caught_up: bool,
+}
+
+/// The search index on the log database.
+#[derive(Clone, Debug)]
+pub struct SearchIndex {
+    db: Db,
+}
+
+/// An index row's key: project, week, gram.
+type Key = (Uuid, i32, i32);
+/// An index row: its key and its minutes, encoded.
+type IndexRow = (Uuid, i32, i32, Vec<u8>);
+/// A gram's row for a query: gram, week, minutes.
+type GramRow = (i32, i32, Vec<u8>);
+
+/// Reads the index rows of some keys, with their minutes: how differs by database.
+trait ReadKeys {
+    fn read_keys(
+        &mut self,
+        keys: &[Key],
+    ) -> impl std::future::Future<Output = Result<Vec<IndexRow>, sqlx::Error>> + Send;
+}
+
+impl ReadKeys for sqlx::PgConnection {
+    /// A join on the key, so each is an index look-up (an IN list of row values is planned as a scan of the
+    /// whole table).
+    async fn read_keys(&mut self, keys: &[Key]) -> Result<Vec<IndexRow>, sqlx::Error> {
+        let (mut projects, mut weeks, mut grams) = (Vec::new(), Vec::new(), Vec::new());
+        for (project, week, gram) in keys {
+            projects.push(*project);
+            weeks.push(*week);
+            grams.push(*gram);
+        }
+        sqlx::query_as(
+            "SELECT s.project_id, s.week, s.gram, s.minutes \
+             FROM unnest($1::uuid[], $2::integer[], $3::integer[]) AS k (project_id, week, gram) \
+             JOIN search_grams s ON s.project_id = k.project_id AND s.gram = k.gram AND s.week = k.week",
+        )
+        .bind(projects)
+        .bind(weeks)
+        .bind(grams)
+        .fetch_all(self)
+        .await
+    }
+}
+
+impl ReadKeys for sqlx::SqliteConnection {
+    async fn read_keys(&mut self, keys: &[Key]) -> Result<Vec<IndexRow>, sqlx::Error> {
+        let mut sql = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT project_id, week, gram, minutes FROM search_grams WHERE (project_id, week, gram) IN (VALUES ",
+        );
+        let mut list = sql.separated(", ");
+        for (project, week, gram) in keys {
+            list.push("(").push_bind_unseparated(*project).push_unseparated(", ");
+            list.push_bind_unseparated(*week).push_unseparated(", ").push_bind_unseparated(*gram);
+            list.push_unseparated(")");
+        }
+        sql.push(")");
+        sql.build_query_as().fetch_all(self).await
+    }
+}
+
+/// Grams of a pass, by (project, week).
+type Pending = HashMap<(Uuid, i32), HashMap<i32, Minutes>>;
+
+fn add_log(pending: &mut Pending, project: Uuid, micros: i64, message: &str, scratch: &mut HashSet<i32>) {
+    let minute = minute_of(micros);
+    let (week, of_week) = (minute.div_euclid(MINUTES_PER_WEEK), minute.rem_euclid(MINUTES_PER_WEEK));
+    scratch.clear();
+    grams(message, scratch);
+    let grams = pending.entry((project, week as i32)).or_default();
+    for gram in scratch.iter() {
+        grams.entry(*gram).or_default().insert(of_week as u16);
+    }
+}
+
+impl SearchIndex {
+    pub fn new(db: Db) -> SearchIndex {
+        SearchIndex { db }
+    }
+
+    /// Everything before this (Unix microseconds) is indexed; `None` before the index's first run.
+    pub async fn indexed_through(&self) -> Result<Option<i64>, StoreError> {
+        Ok(on_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT indexed_through FROM search_state WHERE id = 1").fetch_optional(pool).await?
+        }))
+    }
+
+    /// The candidate ranges of a query over `project`'s `[from, to]` (microseconds, `to` inclusive) for
+    /// `terms`: the minutes before the watermark holding every gram, the late minutes, and everything
+    /// from the watermark on. Read in one snapshot, so a concurrent indexing run is seen whole or not at all.
+    pub async fn candidates(&self, project: Uuid, from: i64, to: i64, terms: &[String]) -> Result<Ranges, StoreError> {
+        let wanted = query_grams(terms);
+        if wanted.is_empty() || to < from {
+            return Ok(None);
+        }
+        let to_exclusive = to.saturating_add(1);
+        let (first_minute, last_minute) = (minute_of(from), minute_of(to));
+        let (first_week, last_week) =
+            ((first_minute.div_euclid(MINUTES_PER_WEEK)) as i32, (last_minute.div_euclid(MINUTES_PER_WEEK)) as i32);
+        let (through, rows, late): (Option<i64>, Vec<GramRow>, Vec<i64>) = on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            if matches!(self.db, Db::Postgres(_)) {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+            }
+            let through: Option<i64> = sqlx::query_scalar("SELECT indexed_through FROM search_state WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(through) = through.filter(|t| *t > from) else {
+                tx.rollback().await?;
+                return Ok(None);
+            };
+            let mut sql = sqlx::QueryBuilder::new("SELECT gram, week, minutes FROM search_grams WHERE project_id = ");
+            sql.push_bind(project).push(" AND week >= ").push_bind(first_week).push(" AND week <= ");
+            sql.push_bind(last_week).push(" AND gram IN (");
+            let mut list = sql.separated(", ");
+            for gram in &wanted {
+                list.push_bind(*gram);
+            }
+            sql.push(")");
+            let rows: Vec<GramRow> = sql.build_query_as().fetch_all(&mut *tx).await?;
+            let late: Vec<i64> = sqlx::query_scalar(
+                "SELECT DISTINCT minute FROM search_late WHERE project_id = $1 AND minute >= $2 AND minute <= $3",
+            )
+            .bind(project)
+            .bind(first_minute)
+            .bind(last_minute)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.rollback().await?;
+            (Some(through), rows, late)
+        });
+        let Some(through) = through else { return Ok(None) };
+        // Per week, the minutes holding every gram: a week missing any gram has none.
+        let mut by_week: HashMap<i32, Vec<Minutes>> = HashMap::new();
+        for (_, week, minutes) in rows {
+            by_week.entry(week).or_default().push(Minutes::decode(&minutes));
+        }
+        let indexed_end = minute_of(through); // exclusive: the watermark is a minute boundary
+        let mut minutes: BTreeSet<i64> = late.into_iter().collect();
+        for (week, sets) in by_week {
+            if sets.len() < wanted.len() {
+                continue;
+            }
+            let (smallest, others) = {
+                let mut sets = sets;
+                sets.sort_by_key(|s| s.0.len());
+                let first = sets.remove(0);
+                (first, sets)
+            };
+            for m in smallest.iter() {
+                if others.iter().all(|s| s.contains(m)) {
+                    let minute = i64::from(week) * MINUTES_PER_WEEK + i64::from(m);
+                    if minute >= first_minute && minute < indexed_end {
+                        minutes.insert(minute);
+                    }
+                }
+            }
+        }
+        let minutes: Vec<i64> = minutes.into_iter().collect();
+        let tail = (through < to_exclusive).then_some(through);
+        let ranges = ranges(&minutes, tail, from, to_exclusive);
+        let covered: i64 = ranges.iter().map(|(start, end)| end - start).sum();
+        if covered as f64 >= SCAN_COVERAGE * (to_exclusive - from) as f64 {
+            return Ok(None);
+        }
+        Ok(Some(ranges))
+    }
+
+    /// One indexing run: indexes whole minutes from the watermark towards `now - LAG` and the late minutes,
+    /// one transaction per step, until caught up or `budget` is spent (it stops between steps; every step
+    /// is durable, so a run cut short or crashed resumes where the last one committed).
+    pub async fn index_once(&self, now: DateTime<Utc>, budget: Duration) -> Result<Progress, StoreError> {
+        let started = std::time::Instant::now();
+        let target = minute_of((now - LAG).timestamp_micros()) * MICROS_PER_MINUTE;
+        let mut progress = Progress::default();
+        let mut through = match self.indexed_through().await? {
+            Some(t) => t,
+            None => {
+                // The first run starts at the oldest log (or at the target when there is none).
+                let oldest: Option<i64> = match &self.db {
+                    Db::Postgres(pool) => sqlx::query_scalar::<_, Option<DateTime<Utc>>>("SELECT min(ts) FROM logs")
+                        .fetch_one(pool)
+                        .await?
+                        .map(|t| t.timestamp_micros()),
+                    Db::Sqlite(pool) => sqlx::query_scalar("SELECT min(ts) FROM logs").fetch_one(pool).await?,
+                };
+                let start = oldest.map(|t| minute_of(t) * MICROS_PER_MINUTE).unwrap_or(target).min(target);
+                on_db!(&self.db, pool => {
+                    sqlx::query(
+                        "INSERT INTO search_state (id, indexed_through) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(start)
+                    .execute(pool)
+                    .await?;
+                });
+                self.indexed_through().await?.unwrap_or(start)
+            }
+        };
+        // A step covers `span` minutes, grown while steps read few logs and shrunk when they read many, and
+        // never crosses a week (so a bulk build writes each row about once).
+        let mut span: i64 = 1;
+        loop {
+            let week_end = (minute_of(through).div_euclid(MINUTES_PER_WEEK) + 1) * MINUTES_PER_WEEK * MICROS_PER_MINUTE;
+            let end = (through + span * MICROS_PER_MINUTE).min(target).min(week_end).max(through);
+            let (logs, late_done) = self.step(through, end).await?;
+            progress.logs += logs;
+            through = end;
+            if logs < STEP_LOGS / 2 {
+                span = (span * 2).min(MINUTES_PER_WEEK);
+            } else if logs > STEP_LOGS * 2 {
+                span = (span / 2).max(1);
+            }
+            if through >= target && late_done {
+                progress.caught_up = true;
+                break;
+            }
+            if started.elapsed() >= budget {
+                break;
+            }
+        }
+        progress.indexed_through = Some(through);
+        Ok(progress)
+    }
+
+    /// Indexes `[from, to)` (to may equal from: late minutes only) and up to 1,000 late marks, and moves the
+    /// watermark from `from` to `to`; how many logs it read, and whether no late mark is left.
+    async fn step(&self, from: i64, to: i64) -> Result<(u64, bool), StoreError> {
+        use futures::TryStreamExt;
+        const LATE_PER_STEP: i64 = 1000;
+        let mut pending: Pending = HashMap::new();
+        let mut scratch = HashSet::new();
+        let mut logs = 0u64;
+        // Read first, outside the write transaction: the marks, then the logs (a mark is committed with its
+        // logs, so every marked log is visible to the later reads).
+        let late: Vec<(i64, Uuid, i64)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT id, project_id, minute FROM search_late ORDER BY id LIMIT $1")
+                .bind(LATE_PER_STEP)
+                .fetch_all(pool)
+                .await?
+        });
+        let time = |micros: i64| DateTime::from_timestamp_micros(micros).unwrap_or_default();
+        if to > from {
+            match &self.db {
+                Db::Postgres(pool) => {
+                    let mut rows = sqlx::query_as::<_, (Uuid, DateTime<Utc>, String)>(
+                        "SELECT project_id, ts, message FROM logs WHERE ts >= $1 AND ts < $2",
+                    )
+                    .bind(time(from))
+                    .bind(time(to))
+                    .fetch(pool);
+                    while let Some((project, ts, message)) = rows.try_next().await? {
+                        add_log(&mut pending, project, ts.timestamp_micros(), &message, &mut scratch);
+                        logs += 1;
+                    }
+                }
+                Db::Sqlite(pool) => {
+                    let mut rows = sqlx::query_as::<_, (Uuid, i64, String)>(
+                        "SELECT project_id, ts, message FROM logs WHERE ts >= $1 AND ts < $2",
+                    )
+                    .bind(from)
+                    .bind(to)
+                    .fetch(pool);
+                    while let Some((project, micros, message)) = rows.try_next().await? {
+                        add_log(&mut pending, project, micros, &message, &mut scratch);
+                        logs += 1;
+                    }
+                }
+            }
+        }
+        let mut marked: Vec<(Uuid, i64)> = late.iter().map(|(_, p, m)| (*p, *m)).collect();
+        marked.sort_unstable();
+        marked.dedup();
+        const MINUTE: &str = "SELECT ts, message FROM logs WHERE project_id = $1 AND ts >= $2 AND ts < $3";
+        for (project, minute) in &marked {
+            let (start, end) = (minute * MICROS_PER_MINUTE, (minute + 1) * MICROS_PER_MINUTE);
+            let rows: Vec<(i64, String)> = match &self.db {
+                Db::Postgres(pool) => sqlx::query_as::<_, (DateTime<Utc>, String)>(MINUTE)
+                    .bind(*project)
+                    .bind(time(start))
+                    .bind(time(end))
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(|(ts, message)| (ts.timestamp_micros(), message))
+                    .collect(),
+                Db::Sqlite(pool) => sqlx::query_as(MINUTE).bind(*project).bind(start).bind(end).fetch_all(pool).await?,
+            };
+            for (micros, message) in rows {
+                add_log(&mut pending, *project, micros, &message, &mut scratch);
+                logs += 1;
+            }
+        }
+        let late_ids: Vec<i64> = late.iter().map(|(id, _, _)| *id).collect();
+        self.commit(from, to, pending, &late_ids).await?;
+        Ok((logs, (late.len() as i64) < LATE_PER_STEP))
+    }
+
+    /// Merges `pending` into `search_grams` in transactions of [`ROWS_PER_TRANSACTION`] rows, then deletes
+    /// the marks done and moves the watermark in a last one. Merging is a union, so rows written by a step
+    /// that then failed are merged again, to the same result, by the step that redoes it; and grams past the
+    /// watermark only add candidates to minutes queries scan anyway. The watermark moves only if it still
+    /// holds `from`: a second indexer (which the job's once-across-instances lease should prevent) stops.
+    async fn commit(&self, from: i64, to: i64, pending: Pending, late_ids: &[i64]) -> Result<(), StoreError> {
+        let mut rows: Vec<(Uuid, i32, i32, Minutes)> = Vec::new();
+        for ((project, week), grams) in pending {
+            for (gram, mut minutes) in grams {
+                minutes.tidy();
+                rows.push((project, week, gram, minutes));
+            }
+        }
+        rows.sort_unstable_by_key(|(project, week, gram, _)| (*project, *week, *gram));
+        for batch in rows.chunks_mut(ROWS_PER_TRANSACTION) {
+            on_db!(&self.db, pool => {
+                let mut tx = pool.begin().await?;
+                // A write first: on SQLite the transaction takes the write lock now, not on a later write.
+                sqlx::query("UPDATE search_state SET indexed_through = indexed_through WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+                for chunk in batch.chunks_mut(ROWS_PER_STATEMENT) {
+                    let at: HashMap<Key, usize> =
+                        chunk.iter().enumerate().map(|(i, (p, w, g, _))| ((*p, *w, *g), i)).collect();
+                    let keys: Vec<Key> = chunk.iter().map(|(p, w, g, _)| (*p, *w, *g)).collect();
+                    let existing = ReadKeys::read_keys(&mut *tx, &keys).await?;
+                    for (project, week, gram, minutes) in existing {
+                        if let Some(&i) = at.get(&(project, week, gram)) {
+                            chunk[i].3.merge(&Minutes::decode(&minutes));
+                        }
+                    }
+                    let mut sql =
+                        sqlx::QueryBuilder::new("INSERT INTO search_grams (project_id, week, gram, minutes) ");
+                    sql.push_values(chunk.iter(), |mut row, (project, week, gram, minutes)| {
+                        row.push_bind(*project).push_bind(*week).push_bind(*gram).push_bind(minutes.encode());
+                    });
+                    sql.push(" ON CONFLICT (project_id, gram, week) DO UPDATE SET minutes = excluded.minutes");
+                    sql.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            });
+        }
+        on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let moved = sqlx::query("UPDATE search_state SET indexed_through = $2 WHERE id = 1 AND indexed_through = $1")
+                .bind(from)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
+            if moved.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Err(StoreError::Conflict);
+            }
+            for chunk in late_ids.chunks(ROWS_PER_STATEMENT) {
+                let mut sql = sqlx::QueryBuilder::new("DELETE FROM search_late WHERE id IN (");
+                let mut list = sql.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                sql.push(")");
+                sql.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Forgets the index of weeks wholly before `before` (retention), all projects; how many rows it removed.
+    pub async fn forget_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let week = minute_of(before.timestamp_micros()).div_euclid(MINUTES_PER_WEEK) as i32;
+        Ok(on_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM search_grams WHERE week < $1").bind(week).execute(pool).await?.rows_affected()
+        }))
+    }
+
+    /// PostgreSQL: the index's size on disk and the log table's (with their indexes and TOAST), in bytes.
+    /// SQLite: `None` (one file; measure it before and after indexing).
+    pub async fn sizes(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let Db::Postgres(pool) = &self.db else { return Ok(None) };
+        let sizes = sqlx::query_as(
+            "SELECT pg_total_relation_size('search_grams') + pg_total_relation_size('search_late'), \
+             (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0)::bigint FROM pg_inherits \
+              WHERE inhparent = 'logs'::regclass)",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(Some(sizes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str) -> HashSet<i32> {
+        let mut out = HashSet::new();
+        grams(text, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_substring_has_no_gram_its_text_lacks() {
+        let message = set("Payment for ORDER 20417 declined: card ****1111 (Zürich, İstanbul, 東京駅)");
+        for term in
+            ["order 2041", "DECLINED", "payment for", "zÜRICH", "istanbul", "İSTANBUL", "東京", "東京駅", "1111 (zü"]
+        {
+            let wanted = query_grams(&[term.to_owned()]);
+            assert!(wanted.iter().all(|g| message.contains(g)), "{term}");
+        }
+        assert!(!query_grams(&["zanzibar".into()]).iter().all(|g| message.contains(g)));
+    }
+
+    #[test]
+    fn short_terms_have_no_gram() {
+        assert!(query_grams(&["ab".into(), "é".into()]).is_empty());
+        assert_eq!(query_grams(&["abc".into()]).len(), 1);
+    }
+
+    #[test]
+    fn folding_is_at_most_as_fine_as_ilike() {
+        // The Kelvin sign lowercases to an ASCII k; Turkish dotted capital I to an i.
+        assert_eq!(set("\u{212A}ey"), set("key"));
+        assert_eq!(set("\u{130}st"), set("ist"));
+        assert_eq!(set("ÉCOLE"), set("école"));
+    }
+
+    #[test]
+    fn minutes_round_trip_as_list_and_bitmap() {
+        let mut few = Minutes::default();
+        for m in [0, 7, 10_079] {
+            few.insert(m);
+        }
+        assert_eq!(few.encode().len(), 6);
+        assert_eq!(Minutes::decode(&few.encode()), few);
+        let mut many = Minutes::default();
+        for m in (0..10_080).step_by(3) {
+            many.insert(m);
+        }
+        assert_eq!(many.encode().len(), BITMAP_BYTES);
+        assert_eq!(Minutes::decode(&many.encode()), many);
+        let mut merged = few.clone();
+        merged.merge(&many);
+        assert!(merged.contains(7) && merged.contains(3) && merged.contains(10_079));
+    }
+
+    #[test]
+    fn candidate_minutes_merge_into_ranges_newest_first() {
+        let m = MICROS_PER_MINUTE;
+        // Minutes 10, 11 and 20, the tail from minute 30; the range is [10.5 min, 40 min).
+        let got = ranges(&[10, 11, 20], Some(30 * m), 10 * m + m / 2, 40 * m);
+        assert_eq!(got, vec![(30 * m, 40 * m), (20 * m, 21 * m), (10 * m + m / 2, 12 * m)]);
+        assert_eq!(ranges(&[], None, 0, m), Vec::<(i64, i64)>::new());
+    }
+
+    #[test]
+    fn late_logs_are_those_older_than_late() {
+        let now = Utc::now();
+        let project = Uuid::now_v7();
+        let record = |age_secs: i64| ledger_stages::LogRecord {
+            id: Uuid::now_v7(),
+            project_id: project,
+            timestamp: now - chrono::Duration::seconds(age_secs),
+            received_at: now,
+            level: ledger_stages::Level::Info,
+            message: String::new(),
+            service: None,
+            environment: None,
+            host: None,
+            trace_id: None,
+            span_id: None,
+            attributes: serde_json::Value::Null,
+            exception: None,
+            fingerprint: 0,
+            fingerprint_override: None,
+        };
+        let logs = [record(1), record(3600), record(3601), record(7200)];
+        let late = late_minutes(&logs, now);
+        assert!(late.len() >= 2 && late.len() <= 3, "{late:?}");
+        assert!(late.iter().all(|(p, _)| *p == project));
+    }
+}
