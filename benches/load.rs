@@ -22,6 +22,10 @@
 //!   the native JSON path in the same run (not part of `all`).
 //! - `embedded`: batches into the embedded backend (202 = committed). Ceiling: a bare SQLite batch insert of
 //!   identical rows into an identical database.
+//! - `search`: `batched` on a daemon with the search index off, then on another with it on, each for at least
+//!   150 s so the index job (which takes a minute once it is a minute old) works through most of the second:
+//!   stored logs/s with the index against without it, and how far behind the index was at the end (not
+//!   part of `all`).
 //!
 //! Latency is from when a request was due (with `--rate`) or sent (without) to its 202. Freshness is from a
 //! 202 to the log being readable by id (`GET /v1/logs/{id}`), sampled every 50 ms in the latency and
@@ -107,6 +111,8 @@ enum Scenario {
     /// The compatibility fronts (OTLP protobuf, Loki protobuf, Elasticsearch bulk) beside the native JSON
     /// path, each batched end to end like `batched`.
     Fronts,
+    /// `batched` with the search index off, then on.
+    Search,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -1354,6 +1360,42 @@ impl Bench {
         self.latency_figures("embedded", &outcome, out, false);
     }
 
+    /// Batched HTTP, stored end to end, on a daemon with the search index off and on another with it on.
+    async fn search(&mut self, out: &mut Vec<Figure>) {
+        let (batch, concurrency) = (self.args.batch, self.args.concurrency);
+        let mut stored = [0.0; 2];
+        for (i, index) in ["false", "true"].into_iter().enumerate() {
+            let env = [("LEDGER__SEARCH__INDEX", index)];
+            let daemon = Daemon::start(BackendKind::Shared, &env, &self.args.daemon_env);
+            let key = tenant(&reqwest::Client::new(), &daemon.base).await;
+            let target = http_target(&daemon.base, &key, batch, concurrency);
+            let logs_url = daemon.logs_url().unwrap();
+            let already = Self::count(&logs_url).await;
+            let started = Instant::now();
+            let mut load = self.load(batch, None, None);
+            load.duration = load.duration.max(Duration::from_secs(150));
+            let outcome = run_load("search", target, load).await;
+            let done = Self::stored(&logs_url, already + outcome.acked_logs).await;
+            stored[i] = outcome.acked_logs as f64 / done.duration_since(started).as_secs_f64();
+            if index == "true" {
+                let text = reqwest::get(format!("{}/metrics", daemon.base)).await.unwrap().text().await.unwrap();
+                let metric = |name: &str| {
+                    text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.trim().parse().ok()))
+                };
+                let lag: f64 = metric("ledger_search_index_lag_seconds").unwrap_or(f64::NAN);
+                let indexed: f64 = metric("ledger_search_indexed_logs_total").unwrap_or(0.0);
+                out.push(Figure::new("search", "index lag at the end", lag, "s"));
+                out.push(Figure::new("search", "logs indexed during the run", indexed, "logs"));
+            }
+            daemon.stop().await;
+        }
+        out.push(
+            Figure::new("search", "stored logs/s with the search index", stored[1], "logs/s")
+                .against("the same without it", stored[0])
+                .target(Goal::RatioAtLeast(0.95)),
+        );
+    }
+
     async fn run(&mut self) -> Vec<Figure> {
         let s = self.args.scenario;
         let every = s == Scenario::All;
@@ -1395,6 +1437,9 @@ impl Bench {
         }
         if every || s == Scenario::Embedded {
             self.embedded(&mut out).await;
+        }
+        if s == Scenario::Search {
+            self.search(&mut out).await;
         }
         out
     }

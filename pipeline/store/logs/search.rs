@@ -502,7 +502,11 @@ impl SearchIndex {
                 }
             }
         }
-        let mut marked: Vec<(Uuid, i64)> = late.iter().map(|(_, p, m)| (*p, *m)).collect();
+        // A mark for a minute at or past the watermark needs no reading of its own: its logs were committed
+        // with it, before it was read, so this step's range read or a later one sees them. Only the minutes
+        // already behind the watermark are read again.
+        let mut marked: Vec<(Uuid, i64)> =
+            late.iter().filter(|(_, _, m)| m * MICROS_PER_MINUTE < from).map(|(_, p, m)| (*p, *m)).collect();
         marked.sort_unstable();
         marked.dedup();
         const MINUTE: &str = "SELECT ts, message FROM logs WHERE project_id = $1 AND ts >= $2 AND ts < $3";
