@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::pending::Pending;
 use crate::store::analytics::{AnalyticsCache, Stats};
-use crate::store::logs::search::late_minutes;
+use crate::store::logs::search::late_blocks;
 use crate::store::logs::sqlite::SqliteLogStore;
 use crate::store::logs::{Late, LogWriter, Rows, WriteBatch, WriteError};
 use crate::store::tail::TailFeed;
@@ -111,8 +111,8 @@ async fn write_loop(
 async fn write(store: &SqliteLogStore, jobs: &[Job]) -> Result<(), WriteError> {
     let groups: Vec<&[ledger_stages::LogRecord]> = jobs.iter().map(|job| job.records.as_slice()).collect();
     let decided = std::time::Instant::now();
-    let late = late_minutes(groups.iter().flat_map(|g| g.iter()), chrono::Utc::now());
-    let late = Late { minutes: &late, decided };
+    let late = late_blocks(groups.iter().flat_map(|g| g.iter()), chrono::Utc::now());
+    let late = Late { blocks: &late, decided };
     store.write(WriteBatch { rows: Rows::Records(&groups), dead_letters: &[], offset: None, late }).await
 }
 

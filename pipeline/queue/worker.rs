@@ -25,7 +25,7 @@ use super::redis::{Entry, Keys};
 use crate::store::analytics::{AnalyticsCache, Stats};
 use crate::store::dead_letter::{Poison, Reason};
 use crate::store::logs::postgres::encode_copy_rows;
-use crate::store::logs::search::late_minutes;
+use crate::store::logs::search::late_blocks;
 use crate::store::logs::{Late, LogWriter, OffsetMove, Rows, WriteBatch, WriteError};
 
 /// KEYS: stream. ARGV: last committed id, key prefix. Drops every entry up to that id and takes its
@@ -170,7 +170,7 @@ fn prepare(shard: i32, entries: Vec<Read>, tailed: &std::collections::HashSet<Uu
     }
     let (logs, stats) = (records.len(), Stats::of(&records));
     let decided = std::time::Instant::now();
-    let late = late_minutes(&records, chrono::Utc::now());
+    let late = late_blocks(&records, chrono::Utc::now());
     records.retain(|r| tailed.contains(&r.project_id));
     Prepared { rows, logs, spans, poison, traceparents, stats, tailing: records, late, decided }
 }
@@ -347,7 +347,7 @@ impl Workers {
         batch: Prepared,
     ) -> Result<(Option<Stats>, Vec<LogRecord>), WorkError> {
         let Prepared { rows, logs, spans, poison, stats, tailing, late, decided, .. } = batch;
-        let late = Late { minutes: &late, decided };
+        let late = Late { blocks: &late, decided };
         match self.commit_rows(shard, (from, to), &rows, logs, &poison, late).await {
             Ok(()) => {
                 counted(&poison);
@@ -388,7 +388,7 @@ impl Workers {
 
     /// A refused batch, entry by entry in stream order, each in its own transaction with the offset moved
     /// to it: the good ones written, the refused ones (and the undecodable ones) dead-lettered. Each
-    /// transaction marks the whole batch's late minutes (a mark without a log only costs a query a look).
+    /// transaction marks the whole batch's late blocks (a mark without a log only costs a query a look).
     async fn commit_one_by_one(
         &self,
         shard: i32,

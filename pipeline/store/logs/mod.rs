@@ -91,7 +91,7 @@ pub struct WriteBatch<'a> {
     /// Queue entries that cannot be written, kept with why (shared backend).
     pub dead_letters: &'a [crate::store::dead_letter::Poison],
     pub offset: Option<OffsetMove<'a>>,
-    /// The batch's logs already behind the search index ([`search::late_minutes`]), and when that was
+    /// The batch's logs already behind the search index ([`search::late_blocks`]), and when that was
     /// decided: the write marks them, and is given up if it cannot commit within
     /// [`search::WRITE_BUDGET`] of that moment.
     pub late: Late<'a>,
@@ -100,7 +100,7 @@ pub struct WriteBatch<'a> {
 /// See [`WriteBatch::late`].
 #[derive(Clone, Copy, Debug)]
 pub struct Late<'a> {
-    pub minutes: &'a [(Uuid, i64)],
+    pub blocks: &'a [(Uuid, i64)],
     pub decided: std::time::Instant,
 }
 

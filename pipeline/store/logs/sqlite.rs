@@ -94,8 +94,8 @@ impl super::LogWriter for SqliteLogStore {
         for records in groups {
             insert_records(&mut tx, records).await.map_err(unavailable)?;
         }
-        for chunk in batch.late.minutes.chunks(ROWS_PER_INSERT) {
-            let mut sql = QueryBuilder::<Sqlite>::new("INSERT INTO search_late (project_id, minute) ");
+        for chunk in batch.late.blocks.chunks(ROWS_PER_INSERT) {
+            let mut sql = QueryBuilder::<Sqlite>::new("INSERT INTO search_late (project_id, block) ");
             sql.push_values(chunk, |mut row, (project, minute)| {
                 row.push_bind(*project).push_bind(*minute);
             });
