@@ -465,7 +465,7 @@ pub struct SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { index: true, index_interval_secs: 10, index_share: 0.5 }
+        SearchConfig { index: true, index_interval_secs: 10, index_share: 0.25 }
     }
 }
 
