@@ -362,6 +362,29 @@ pub fn range_groups(q: &LogQuery, ranges: &[(i64, i64)]) -> Vec<Vec<(i64, i64)>>
     groups
 }
 
+/// Runs a query along the index's candidate ranges (in [`range_groups`], until the page is full) or, without
+/// them, as one scan: `fetch` runs one [`select`] of a page with its ranges.
+pub async fn paged<F, Fut>(
+    q: &LogQuery,
+    candidates: Option<Vec<(i64, i64)>>,
+    mut fetch: F,
+) -> Result<Vec<LogRecord>, StoreError>
+where
+    F: FnMut(LogQuery, Option<Vec<(i64, i64)>>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<LogRecord>, StoreError>>,
+{
+    let Some(ranges) = candidates else { return fetch(q.clone(), None).await };
+    let mut found = Vec::new();
+    for group in range_groups(q, &ranges) {
+        let page = LogQuery { limit: q.limit - found.len(), ..q.clone() };
+        found.extend(fetch(page, Some(group)).await?);
+        if found.len() >= q.limit {
+            break;
+        }
+    }
+    Ok(found)
+}
+
 /// A `LIKE` pattern that matches `term` anywhere, with `%`, `_` and `\` taken literally.
 pub fn contains_pattern(term: &str) -> String {
     let mut pattern = String::with_capacity(term.len() + 2);

@@ -160,22 +160,15 @@ impl LogStore for PgLogStore {
             }
             _ => None,
         };
-        let Some(ranges) = candidates else {
-            let rows: Vec<Row> =
-                super::select::<sqlx::Postgres>(q, None).build_query_as().fetch_all(&self.pool).await?;
-            return Ok(rows.into_iter().map(LogRecord::from).collect());
-        };
-        let mut found = Vec::new();
-        for group in super::range_groups(q, &ranges) {
-            let page = LogQuery { limit: q.limit - found.len(), ..q.clone() };
-            let rows: Vec<Row> =
-                super::select::<sqlx::Postgres>(&page, Some(&group)).build_query_as().fetch_all(&self.pool).await?;
-            found.extend(rows.into_iter().map(LogRecord::from));
-            if found.len() >= q.limit {
-                break;
+        super::paged(q, candidates, |page, ranges| {
+            let pool = self.pool.clone();
+            async move {
+                let mut sql = super::select::<sqlx::Postgres>(&page, ranges.as_deref());
+                let rows: Vec<Row> = sql.build_query_as().fetch_all(&pool).await?;
+                Ok(rows.into_iter().map(LogRecord::from).collect())
             }
-        }
-        Ok(found)
+        })
+        .await
     }
 
     async fn get(&self, project_id: Uuid, id: Uuid) -> Result<Option<LogRecord>, StoreError> {
