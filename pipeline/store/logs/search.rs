@@ -327,6 +327,15 @@ impl SearchIndex {
         }))
     }
 
+    /// The candidate ranges of `q` along `path` (see [`SearchIndex::candidates`]); `None`: scan.
+    pub async fn plan(&self, q: &super::LogQuery, path: super::SearchPath) -> Result<Ranges, StoreError> {
+        if path == super::SearchPath::Scan || q.terms.is_empty() {
+            return Ok(None);
+        }
+        let (from, to) = (q.from.timestamp_micros(), q.to.timestamp_micros());
+        self.candidates(q.project_id, from, to, &q.terms).await
+    }
+
     /// The candidate ranges of a query over `project`'s `[from, to]` (microseconds, `to` inclusive) for
     /// `terms`: the blocks before the watermark holding every gram, the late blocks, and everything
     /// from the watermark on. Read in one snapshot, so a concurrent indexing run is seen whole or not at all.

@@ -140,13 +140,7 @@ pub async fn insert_records(conn: &mut SqliteConnection, records: &[LogRecord]) 
 #[async_trait]
 impl LogStore for SqliteLogStore {
     async fn query_by(&self, q: &LogQuery, path: SearchPath) -> Result<Vec<LogRecord>, StoreError> {
-        let candidates = match path {
-            SearchPath::Index if !q.terms.is_empty() => {
-                let (from, to) = (q.from.timestamp_micros(), q.to.timestamp_micros());
-                self.search.candidates(q.project_id, from, to, &q.terms).await?
-            }
-            _ => None,
-        };
+        let candidates = self.search.plan(q, path).await?;
         super::paged(q, candidates, |page, ranges| {
             let pool = self.pool.clone();
             async move {
