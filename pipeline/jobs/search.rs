@@ -1,4 +1,4 @@
-//! The search index job: every `search.index_interval_secs`, one instance indexes the minutes that have
+//! The search index job: every `search.index_interval_secs`, one instance indexes the blocks that have
 //! come of age (pipeline/store/logs/search.rs) for at most `index_share` of the interval, and reports how
 //! far behind the index is.
 
