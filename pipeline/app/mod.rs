@@ -291,7 +291,8 @@ fn scheduler(config: &Config, backend: &Backend, core: &Core) -> Scheduler {
         let days = config.defaults.retention_days;
         scheduler.add(retention::job(backend.accounts.clone(), backend.logs.store(), days, &config.retention));
         if config.search.index {
-            scheduler.add(crate::jobs::search::job(backend.logs.search(), &config.search));
+            let queue = core.plumbing.queue.clone();
+            scheduler.add(crate::jobs::search::job(backend.logs.search(), queue, &config.search));
         }
     }
     if let (LogDb::Postgres(store), true) = (&backend.logs, config.roles.workers) {

@@ -129,7 +129,7 @@ struct Prepared {
     /// The batch's logs of tailed projects.
     tailing: Vec<LogRecord>,
     /// The batch's logs behind the search index, and when that was decided.
-    late: Vec<(Uuid, i64)>,
+    late: Vec<crate::store::logs::search::LateMark>,
     decided: std::time::Instant,
 }
 

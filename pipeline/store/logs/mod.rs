@@ -100,7 +100,7 @@ pub struct WriteBatch<'a> {
 /// See [`WriteBatch::late`].
 #[derive(Clone, Copy, Debug)]
 pub struct Late<'a> {
-    pub blocks: &'a [(Uuid, i64)],
+    pub blocks: &'a [search::LateMark],
     pub decided: std::time::Instant,
 }
 

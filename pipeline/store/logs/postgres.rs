@@ -69,13 +69,18 @@ impl super::LogWriter for PgLogStore {
             crate::store::dead_letter::store(&mut tx, letter).await.map_err(write_error)?;
         }
         if !batch.late.blocks.is_empty() {
-            let (projects, blocks): (Vec<Uuid>, Vec<i64>) = batch.late.blocks.iter().copied().unzip();
-            sqlx::query("INSERT INTO search_late (project_id, block) SELECT * FROM unnest($1::uuid[], $2::bigint[])")
-                .bind(projects)
-                .bind(blocks)
-                .execute(&mut *tx)
-                .await
-                .map_err(write_error)?;
+            let marks = batch.late.blocks;
+            sqlx::query(
+                "INSERT INTO search_late (project_id, block, first_id, last_id) \
+                 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::uuid[])",
+            )
+            .bind(marks.iter().map(|m| m.project).collect::<Vec<_>>())
+            .bind(marks.iter().map(|m| m.block).collect::<Vec<_>>())
+            .bind(marks.iter().map(|m| m.first_id).collect::<Vec<_>>())
+            .bind(marks.iter().map(|m| m.last_id).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
         }
         if let Some(offset) = batch.offset {
             let moved = sqlx::query(

@@ -22,6 +22,8 @@
 //! (more candidates), never lose a match. Terms shorter than three characters have no gram and are scanned.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+
+use rustc_hash::FxHashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -84,11 +86,30 @@ fn gram_key(a: char, b: char, c: char) -> i32 {
 
 /// Every gram of `text`, into `out`.
 pub fn grams(text: &str, out: &mut HashSet<i32>) {
+    each_gram(text, |gram| {
+        out.insert(gram);
+    });
+}
+
+/// Calls `f` with each gram of `text` in order, repeats included. ASCII text (most logs) takes a path of
+/// its own: one byte per character, the key rolled along instead of rebuilt.
+fn each_gram(text: &str, mut f: impl FnMut(i32)) {
+    if text.is_ascii() {
+        let mut key = 0i32;
+        for (n, byte) in text.bytes().enumerate() {
+            // Bits 0..7 hold the oldest character, as in `gram_key`.
+            key = (key >> 7) | i32::from(byte.to_ascii_lowercase()) << 14;
+            if n >= 2 {
+                f(key);
+            }
+        }
+        return;
+    }
     let mut window = ['\0'; 3];
     for (n, c) in text.chars().map(fold).enumerate() {
         window = [window[1], window[2], c];
         if n >= 2 {
-            out.insert(gram_key(window[0], window[1], window[2]));
+            f(gram_key(window[0], window[1], window[2]));
         }
     }
 }
@@ -181,22 +202,38 @@ impl Blocks {
     }
 }
 
-/// The (project, block) of each log in `records` older than [`LATE`] at `now`, once each: what a writer
-/// marks in `search_late` beside them.
+/// A mark of logs written behind the watermark: their project and block, and the least and greatest of
+/// their ids, so the job reads only them again (by id) and not their whole block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LateMark {
+    pub project: Uuid,
+    pub block: i64,
+    pub first_id: Uuid,
+    pub last_id: Uuid,
+}
+
+/// The marks for the logs in `records` older than [`LATE`] at `now`, one per (project, block): what a
+/// writer inserts in `search_late` beside them.
 pub fn late_blocks<'a>(
     records: impl IntoIterator<Item = &'a ledger_stages::LogRecord>,
     now: DateTime<Utc>,
-) -> Vec<(Uuid, i64)> {
+) -> Vec<LateMark> {
     let cutoff = (now - LATE).timestamp_micros();
-    let mut late: Vec<(Uuid, i64)> = records
+    let mut marks: HashMap<(Uuid, i64), (Uuid, Uuid)> = HashMap::new();
+    for record in records {
+        let ts = record.timestamp.timestamp_micros();
+        if ts < cutoff {
+            let ids = marks.entry((record.project_id, block_of(ts))).or_insert((record.id, record.id));
+            ids.0 = ids.0.min(record.id);
+            ids.1 = ids.1.max(record.id);
+        }
+    }
+    let mut marks: Vec<LateMark> = marks
         .into_iter()
-        .map(|r| (r.project_id, r.timestamp.timestamp_micros()))
-        .filter(|(_, ts)| *ts < cutoff)
-        .map(|(project, ts)| (project, block_of(ts)))
+        .map(|((project, block), (first_id, last_id))| LateMark { project, block, first_id, last_id })
         .collect();
-    late.sort_unstable();
-    late.dedup();
-    late
+    marks.sort_unstable();
+    marks
 }
 
 /// The time ranges of a query that can hold a match: `[start, end)` in Unix microseconds, newest first.
@@ -301,18 +338,46 @@ impl ReadKeys for sqlx::SqliteConnection {
     }
 }
 
-/// Grams of a pass, by (project, week).
-type Pending = HashMap<(Uuid, i32), HashMap<i32, Blocks>>;
+/// The logs of late marks, read again: by id range within their block.
+const LATE_BY_IDS: &str =
+    "SELECT ts, message FROM logs WHERE id >= $1 AND id <= $2 AND project_id = $3 AND ts >= $4 AND ts < $5";
+/// The same for marks without ids (written before marks had them): the whole block.
+const LATE_BLOCK: &str = "SELECT ts, message FROM logs WHERE project_id = $3 AND ts >= $4 AND ts < $5 AND $1 <= $2";
 
-fn add_log(pending: &mut Pending, project: Uuid, micros: i64, message: &str, scratch: &mut HashSet<i32>) {
-    let block = block_of(micros);
-    let (week, of_week) = (block.div_euclid(BLOCKS_PER_WEEK), block.rem_euclid(BLOCKS_PER_WEEK));
-    scratch.clear();
-    grams(message, scratch);
-    let grams = pending.entry((project, week as i32)).or_default();
-    for gram in scratch.iter() {
-        grams.entry(*gram).or_default().insert(of_week as u16);
+/// Logs to read again: project, block, and the ids (`None`: the whole block).
+type LateRead = (Uuid, i64, Option<(Uuid, Uuid)>);
+/// A late mark as stored: its id, project, block, and the first and last ids it marks.
+type LateRow = (i64, Uuid, i64, Option<Uuid>, Option<Uuid>);
+
+/// What to read again for sorted late marks: per (project, block) the whole block when a mark has no ids,
+/// else each run of overlapping id ranges once.
+fn reads_of(marks: Vec<LateRead>) -> Vec<LateRead> {
+    let mut reads: Vec<LateRead> = Vec::new();
+    for (project, block, ids) in marks {
+        match reads.last_mut() {
+            Some((p, b, last)) if *p == project && *b == block => match (last.as_mut(), ids) {
+                // A whole block is read already (None sorts first).
+                (None, _) => {}
+                (Some(_), None) => *last = None,
+                (Some(range), Some((first, end))) if first <= range.1 => range.1 = range.1.max(end),
+                (Some(_), Some(_)) => reads.push((project, block, ids)),
+            },
+            _ => reads.push((project, block, ids)),
+        }
     }
+    reads
+}
+
+/// Grams of a pass, by (project, week), then gram. Fx hashing: the keys are small integers, and the
+/// job looks up one per character it reads.
+type Pending = FxHashMap<(Uuid, i32), FxHashMap<i32, Blocks>>;
+
+fn add_log(pending: &mut Pending, project: Uuid, micros: i64, message: &str) {
+    let block = block_of(micros);
+    let (week, of_week) = (block.div_euclid(BLOCKS_PER_WEEK), block.rem_euclid(BLOCKS_PER_WEEK) as u16);
+    let grams = pending.entry((project, week as i32)).or_default();
+    // A gram already seen in this block ends at `Blocks::insert`'s check of the last block.
+    each_gram(message, |gram| grams.entry(gram).or_default().insert(of_week));
 }
 
 impl SearchIndex {
@@ -418,6 +483,7 @@ impl SearchIndex {
     }
 
     /// One indexing run: indexes whole blocks from the watermark towards `now - LAG` and the late blocks,
+    /// (`now`: the clock, or less when the queue still holds older logs: see jobs/search.rs),
     /// one transaction per step, until caught up or `budget` is spent (it stops between steps; every step
     /// is durable, so a run cut short or crashed resumes where the last one committed).
     pub async fn index_once(&self, now: DateTime<Utc>, budget: Duration) -> Result<Progress, StoreError> {
@@ -478,42 +544,35 @@ impl SearchIndex {
     /// watermark from `from` to `to`; how many logs it read, and whether no late mark is left.
     async fn step(&self, from: i64, to: i64) -> Result<(u64, bool), StoreError> {
         use futures::TryStreamExt;
+        use sqlx::Row;
         const LATE_PER_STEP: i64 = 1000;
-        let mut pending: Pending = HashMap::new();
-        let mut scratch = HashSet::new();
+        let mut pending = Pending::default();
         let mut logs = 0u64;
         // Read first, outside the write transaction: the marks, then the logs (a mark is committed with its
         // logs, so every marked log is visible to the later reads).
-        let late: Vec<(i64, Uuid, i64)> = on_db!(&self.db, pool => {
-            sqlx::query_as("SELECT id, project_id, block FROM search_late ORDER BY id LIMIT $1")
+        let late: Vec<LateRow> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT id, project_id, block, first_id, last_id FROM search_late ORDER BY id LIMIT $1")
                 .bind(LATE_PER_STEP)
                 .fetch_all(pool)
                 .await?
         });
         let time = |micros: i64| DateTime::from_timestamp_micros(micros).unwrap_or_default();
         if to > from {
+            // Rows are read as they stream, their messages borrowed (no copy per log).
+            const RANGE: &str = "SELECT project_id, ts, message FROM logs WHERE ts >= $1 AND ts < $2";
             match &self.db {
                 Db::Postgres(pool) => {
-                    let mut rows = sqlx::query_as::<_, (Uuid, DateTime<Utc>, String)>(
-                        "SELECT project_id, ts, message FROM logs WHERE ts >= $1 AND ts < $2",
-                    )
-                    .bind(time(from))
-                    .bind(time(to))
-                    .fetch(pool);
-                    while let Some((project, ts, message)) = rows.try_next().await? {
-                        add_log(&mut pending, project, ts.timestamp_micros(), &message, &mut scratch);
+                    let mut rows = sqlx::query(RANGE).bind(time(from)).bind(time(to)).fetch(pool);
+                    while let Some(row) = rows.try_next().await? {
+                        let ts: DateTime<Utc> = row.try_get(1)?;
+                        add_log(&mut pending, row.try_get(0)?, ts.timestamp_micros(), row.try_get(2)?);
                         logs += 1;
                     }
                 }
                 Db::Sqlite(pool) => {
-                    let mut rows = sqlx::query_as::<_, (Uuid, i64, String)>(
-                        "SELECT project_id, ts, message FROM logs WHERE ts >= $1 AND ts < $2",
-                    )
-                    .bind(from)
-                    .bind(to)
-                    .fetch(pool);
-                    while let Some((project, micros, message)) = rows.try_next().await? {
-                        add_log(&mut pending, project, micros, &message, &mut scratch);
+                    let mut rows = sqlx::query(RANGE).bind(from).bind(to).fetch(pool);
+                    while let Some(row) = rows.try_next().await? {
+                        add_log(&mut pending, row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
                         logs += 1;
                     }
                 }
@@ -522,16 +581,25 @@ impl SearchIndex {
         // A mark for a block at or past the watermark needs no reading of its own: its logs were committed
         // with it, before it was read, so this step's range read or a later one sees them. Only the blocks
         // already behind the watermark are read again.
-        let mut marked: Vec<(Uuid, i64)> =
-            late.iter().filter(|(_, _, m)| m * MICROS_PER_BLOCK < from).map(|(_, p, m)| (*p, *m)).collect();
+        let mut marked: Vec<LateRead> = late
+            .iter()
+            .filter(|(_, _, block, _, _)| block * MICROS_PER_BLOCK < from)
+            .map(|(_, project, block, first, last)| (*project, *block, first.zip(*last)))
+            .collect();
         marked.sort_unstable();
-        marked.dedup();
-        const MINUTE: &str = "SELECT ts, message FROM logs WHERE project_id = $1 AND ts >= $2 AND ts < $3";
-        for (project, block) in &marked {
+        for (project, block, ids) in reads_of(marked) {
             let (start, end) = (block * MICROS_PER_BLOCK, (block + 1) * MICROS_PER_BLOCK);
+            // The ids first: on PostgreSQL the id BRIN finds a write's pages, where the (project, time)
+            // index would walk every log of a busy block.
+            let (sql, (first, last)) = match ids {
+                Some(ids) => (LATE_BY_IDS, ids),
+                None => (LATE_BLOCK, (Uuid::nil(), Uuid::max())),
+            };
             let rows: Vec<(i64, String)> = match &self.db {
-                Db::Postgres(pool) => sqlx::query_as::<_, (DateTime<Utc>, String)>(MINUTE)
-                    .bind(*project)
+                Db::Postgres(pool) => sqlx::query_as::<_, (DateTime<Utc>, String)>(sql)
+                    .bind(first)
+                    .bind(last)
+                    .bind(project)
                     .bind(time(start))
                     .bind(time(end))
                     .fetch_all(pool)
@@ -539,14 +607,23 @@ impl SearchIndex {
                     .into_iter()
                     .map(|(ts, message)| (ts.timestamp_micros(), message))
                     .collect(),
-                Db::Sqlite(pool) => sqlx::query_as(MINUTE).bind(*project).bind(start).bind(end).fetch_all(pool).await?,
+                Db::Sqlite(pool) => {
+                    sqlx::query_as(sql)
+                        .bind(first)
+                        .bind(last)
+                        .bind(project)
+                        .bind(start)
+                        .bind(end)
+                        .fetch_all(pool)
+                        .await?
+                }
             };
             for (micros, message) in rows {
-                add_log(&mut pending, *project, micros, &message, &mut scratch);
+                add_log(&mut pending, project, micros, &message);
                 logs += 1;
             }
         }
-        let late_ids: Vec<i64> = late.iter().map(|(id, _, _)| *id).collect();
+        let late_ids: Vec<i64> = late.iter().map(|(id, ..)| *id).collect();
         self.commit(from, to, pending, &late_ids).await?;
         Ok((logs, (late.len() as i64) < LATE_PER_STEP))
     }
@@ -664,6 +741,41 @@ mod tests {
     }
 
     #[test]
+    fn the_ascii_path_keys_grams_as_the_general_one() {
+        for text in ["Payment DECLINED for order 42", "ab", "abc", "\u{7f}~ x{}|", "a\tb\nc"] {
+            let mut rolled = Vec::new();
+            each_gram(text, |g| rolled.push(g));
+            let chars: Vec<char> = text.chars().map(fold).collect();
+            let general: Vec<i32> = chars.windows(3).map(|w| gram_key(w[0], w[1], w[2])).collect();
+            assert_eq!(rolled, general, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn late_marks_are_read_again_by_merged_id_ranges_or_whole_blocks() {
+        let (p, q) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let id = Uuid::from_u128;
+        let mut marks = vec![
+            (p, 7, Some((id(10), id(20)))),
+            (p, 7, Some((id(15), id(30)))),
+            (p, 7, Some((id(40), id(50)))),
+            (p, 8, Some((id(1), id(2)))),
+            (p, 8, None),
+            (q, 7, Some((id(10), id(20)))),
+        ];
+        marks.sort_unstable();
+        assert_eq!(
+            reads_of(marks),
+            vec![
+                (p, 7, Some((id(10), id(30)))),
+                (p, 7, Some((id(40), id(50)))),
+                (p, 8, None),
+                (q, 7, Some((id(10), id(20)))),
+            ]
+        );
+    }
+
+    #[test]
     fn short_terms_have_no_gram() {
         assert!(query_grams(&["ab".into(), "é".into()]).is_empty());
         assert_eq!(query_grams(&["abc".into()]).len(), 1);
@@ -729,6 +841,6 @@ mod tests {
         let logs = [record(1), record(3600), record(3601), record(7200)];
         let late = late_blocks(&logs, now);
         assert!(late.len() >= 2 && late.len() <= 3, "{late:?}");
-        assert!(late.iter().all(|(p, _)| *p == project));
+        assert!(late.iter().all(|m| m.project == project && m.first_id <= m.last_id));
     }
 }

@@ -95,9 +95,10 @@ impl super::LogWriter for SqliteLogStore {
             insert_records(&mut tx, records).await.map_err(unavailable)?;
         }
         for chunk in batch.late.blocks.chunks(ROWS_PER_INSERT) {
-            let mut sql = QueryBuilder::<Sqlite>::new("INSERT INTO search_late (project_id, block) ");
-            sql.push_values(chunk, |mut row, (project, minute)| {
-                row.push_bind(*project).push_bind(*minute);
+            let mut sql =
+                QueryBuilder::<Sqlite>::new("INSERT INTO search_late (project_id, block, first_id, last_id) ");
+            sql.push_values(chunk, |mut row, mark| {
+                row.push_bind(mark.project).push_bind(mark.block).push_bind(mark.first_id).push_bind(mark.last_id);
             });
             sql.build().execute(&mut *tx).await.map_err(unavailable)?;
         }
