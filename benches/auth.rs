@@ -42,6 +42,7 @@ async fn setup(kind: BackendKind) -> Setup {
         name: "bench".into(),
         created_at: Utc::now(),
         settings: ProjectSettings::default(),
+        stages: None,
     };
     backend.accounts.create_project(&project).await.unwrap_or_else(|e| panic!("{e}"));
     let key = ApiKey::generate();

@@ -26,6 +26,10 @@
 //!   150 s so the index job (which takes a minute once it is a minute old) works through most of the second:
 //!   stored logs/s with the index against without it, and how far behind the index was at the end (not
 //!   part of `all`).
+//! - `stages`: `batched` for at least 60 s on a daemon without rules, then on another with the rule stages
+//!   working: 10 redaction rules (the detectors find the payload's IPv4 addresses), parse rules (JSON and
+//!   logfmt, which the payload's messages are not) and drop rules that match no log, so both store the
+//!   same logs: stored logs/s with the rules against without (not part of `all`).
 //!
 //! Latency is from when a request was due (with `--rate`) or sent (without) to its 202. Freshness is from a
 //! 202 to the log being readable by id (`GET /v1/logs/{id}`), sampled every 50 ms in the latency and
@@ -113,6 +117,8 @@ enum Scenario {
     Fronts,
     /// `batched` with the search index off, then on.
     Search,
+    /// `batched` without stage rules, then with parse, redact and drop rules.
+    Stages,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,11 +270,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(kind: BackendKind, extra: &[(&str, &str)], env: &[String]) -> Daemon {
+        Self::start_with_config(kind, concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"), extra, env)
+    }
+
+    fn start_with_config(kind: BackendKind, config: &str, extra: &[(&str, &str)], env: &[String]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("ledger.log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_ledger"));
         command
-            .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"), "serve"])
+            .args(["--config", config, "serve"])
             .env_remove("RUST_LOG")
             .env("LEDGER__SERVER__HTTP_ADDR", "127.0.0.1:0")
             .env("LEDGER__SERVER__GRPC_ADDR", "127.0.0.1:0")
@@ -1396,6 +1406,54 @@ impl Bench {
         );
     }
 
+    /// Batched HTTP, stored end to end, without stage rules and then with them (see the module's doc).
+    async fn stages(&mut self, out: &mut Vec<Figure>) {
+        const RULES: &str = r#"
+[stages.parse]
+rules = [{ services = ["worker"], format = "logfmt" }, { format = "json" }]
+
+[stages.redact]
+rules = [
+  { detector = "email" }, { detector = "card" }, { detector = "ipv4" }, { detector = "ipv6" },
+  { detector = "jwt" }, { detector = "bearer" }, { detector = "cloud_keys" },
+  { attribute = "password" }, { pattern = 'CUST-[0-9]{6}' }, { pattern = 'ORD-[0-9]{8}' },
+]
+
+[stages.sample]
+rules = [
+  { services = ["healthcheck"], action = "drop" },
+  { levels = ["DEBUG"], environments = ["staging"], action = "drop" },
+]
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let with_rules = dir.path().join("config.toml");
+        let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        std::fs::write(&with_rules, format!("{base}\n{RULES}")).unwrap();
+        let configs =
+            [concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml").to_owned(), with_rules.display().to_string()];
+        let (batch, concurrency) = (self.args.batch, self.args.concurrency);
+        let mut stored = [0.0; 2];
+        for (i, config) in configs.iter().enumerate() {
+            let daemon = Daemon::start_with_config(BackendKind::Shared, config, &[], &self.args.daemon_env);
+            let key = tenant(&reqwest::Client::new(), &daemon.base).await;
+            let target = http_target(&daemon.base, &key, batch, concurrency);
+            let logs_url = daemon.logs_url().unwrap();
+            let already = Self::count(&logs_url).await;
+            let started = Instant::now();
+            let mut load = self.load(batch, None, None);
+            load.duration = load.duration.max(Duration::from_secs(60));
+            let outcome = run_load("stages", target, load).await;
+            let done = Self::stored(&logs_url, already + outcome.acked_logs).await;
+            stored[i] = outcome.acked_logs as f64 / done.duration_since(started).as_secs_f64();
+            daemon.stop().await;
+        }
+        out.push(
+            Figure::new("stages", "stored logs/s with parse, redact and drop rules", stored[1], "logs/s")
+                .against("the same without rules", stored[0])
+                .target(Goal::RatioAtLeast(0.9)),
+        );
+    }
+
     async fn run(&mut self) -> Vec<Figure> {
         let s = self.args.scenario;
         let every = s == Scenario::All;
@@ -1440,6 +1498,9 @@ impl Bench {
         }
         if s == Scenario::Search {
             self.search(&mut out).await;
+        }
+        if s == Scenario::Stages {
+            self.stages(&mut out).await;
         }
         out
     }

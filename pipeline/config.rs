@@ -39,6 +39,9 @@ pub struct Config {
     /// Deprecated keys this configuration used, with what replaces them: logged at start.
     #[serde(skip)]
     pub deprecated: Vec<String>,
+    /// The file given to [`Config::load`], so a reload (SIGHUP) reads the same one.
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -310,14 +313,27 @@ pub enum Stage {
     RateLimit,
     Quota,
     Validate,
+    Parse,
+    Redact,
     Enrich,
     Fingerprint,
+    Sample,
     Queue,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] =
-        [Stage::Auth, Stage::RateLimit, Stage::Quota, Stage::Validate, Stage::Enrich, Stage::Fingerprint, Stage::Queue];
+    pub const ALL: [Stage; 10] = [
+        Stage::Auth,
+        Stage::RateLimit,
+        Stage::Quota,
+        Stage::Validate,
+        Stage::Parse,
+        Stage::Redact,
+        Stage::Enrich,
+        Stage::Fingerprint,
+        Stage::Sample,
+        Stage::Queue,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -325,8 +341,11 @@ impl Stage {
             Stage::RateLimit => "rate_limit",
             Stage::Quota => "quota",
             Stage::Validate => "validate",
+            Stage::Parse => "parse",
+            Stage::Redact => "redact",
             Stage::Enrich => "enrich",
             Stage::Fingerprint => "fingerprint",
+            Stage::Sample => "sample",
             Stage::Queue => "queue",
         }
     }
@@ -341,7 +360,8 @@ impl Stage {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
-    /// The stages to run, in stack order. `rate_limit`, `quota` and `fingerprint` may be left out.
+    /// The stages to run, in stack order. `rate_limit`, `quota`, `parse`, `redact`, `fingerprint` and
+    /// `sample` may be left out.
     pub stages: Vec<Stage>,
 }
 
@@ -574,6 +594,40 @@ impl std::fmt::Debug for SyslogConfig {
 pub struct StagesConfig {
     pub auth: ledger_stages::auth::AuthConfig,
     pub validate: ledger_stages::validate::ValidateConfig,
+    pub parse: ParseConfig,
+    pub redact: RedactConfig,
+    pub sample: SampleConfig,
+}
+
+/// `[stages.parse]`: rules for every project (each project may add its own, tried first).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParseConfig {
+    pub rules: Vec<ledger_stages::parse::ParseRule>,
+}
+
+/// `[stages.redact]`: rules for every project (a project's own rules apply too, after these).
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedactConfig {
+    /// The key of the `hash` action (HMAC-SHA256), at least 16 bytes; required when a rule (here or a
+    /// project's) hashes. Changing it changes every hash from then on.
+    pub hash_key: String,
+    pub rules: Vec<ledger_stages::redact::RedactRule>,
+}
+
+impl std::fmt::Debug for RedactConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = if self.hash_key.is_empty() { "" } else { "<hidden>" };
+        f.debug_struct("RedactConfig").field("hash_key", &key).field("rules", &self.rules).finish()
+    }
+}
+
+/// `[stages.sample]`: drop and sample rules for every project (a project's own are tried first).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SampleConfig {
+    pub rules: Vec<ledger_stages::sample::SampleRule>,
 }
 
 /// Renamed keys: (old, new). The old names are serde aliases, accepted with a warning for one release.
@@ -600,7 +654,9 @@ impl Config {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
             None => figment = figment.merge(Toml::file_exact("config.toml")),
         }
-        Self::from_figment(figment.merge(Env::prefixed("LEDGER__").split("__")))
+        let mut config = Self::from_figment(figment.merge(Env::prefixed("LEDGER__").split("__")))?;
+        config.source = path.map(Path::to_path_buf);
+        Ok(config)
     }
 
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
@@ -643,6 +699,23 @@ impl Config {
         }
         if self.postgres.max_connections == 0 {
             return fail("postgres.max_connections must be at least 1".into());
+        }
+        let (stages, redact) = (&self.stages, &self.stages.redact);
+        let key = redact.hash_key.as_bytes();
+        if let Err(problem) =
+            ledger_stages::rules::compile_config(&stages.parse.rules, &redact.rules, key, &stages.sample.rules)
+        {
+            return fail(problem);
+        }
+        for (stage, has_rules) in [
+            (Stage::Parse, !self.stages.parse.rules.is_empty()),
+            (Stage::Redact, !self.stages.redact.rules.is_empty()),
+            (Stage::Sample, !self.stages.sample.rules.is_empty()),
+        ] {
+            if has_rules && !self.ingest.has(stage) {
+                let name = stage.name();
+                return fail(format!("stages.{name} has rules but `{name}` is not in ingest.stages"));
+            }
         }
         let d = &self.defaults;
         if d.rate_limit_per_minute == 0

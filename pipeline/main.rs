@@ -37,6 +37,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("configuration is valid: {config:#?}");
         return Ok(());
     }
+    if let Command::Reload { pid } = cli.command {
+        let pid = app::signal_reload(&config, pid)?;
+        println!("asked the daemon (pid {pid}) to reload; its log says whether the new rules are in place");
+        return Ok(());
+    }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     // The span exporter's channel lives on the runtime, so telemetry starts inside it.
@@ -81,6 +86,8 @@ async fn client(command: Command) -> anyhow::Result<()> {
         Command::Query(args) => client::query(args).await,
         Command::Tail(args) => client::tail(args).await,
         Command::Errors(args) => client::errors(args).await,
-        Command::Serve | Command::Migrate | Command::CheckConfig | Command::DeadLetter(_) => Ok(()),
+        Command::Serve | Command::Migrate | Command::CheckConfig | Command::Reload { .. } | Command::DeadLetter(_) => {
+            Ok(())
+        }
     }
 }

@@ -193,6 +193,7 @@ fn project(owner: Uuid, name: &str) -> Project {
         name: name.into(),
         created_at: now(),
         settings: ProjectSettings::default(),
+        stages: None,
     }
 }
 
@@ -237,6 +238,12 @@ async fn projects_belong_to_their_owner(b: Backend) {
     let mut changed = first.clone();
     changed.name = "renamed".into();
     changed.settings.daily_quota = 42;
+    let rules: ledger_stages::rules::StageRules = serde_json::from_value(serde_json::json!({
+        "redact": [{"detector": "email"}, {"pattern": "ORD-[0-9]+", "action": "remove"}],
+        "sample": [{"levels": ["DEBUG"], "action": "drop"}]
+    }))
+    .unwrap();
+    changed.stages = Some(std::sync::Arc::new(rules));
     assert_eq!(b.accounts.update_project(bob.id, &changed).await.unwrap(), None);
     assert_eq!(b.accounts.update_project(ada.id, &changed).await.unwrap(), Some(changed.clone()));
     assert_eq!(b.accounts.project(ada.id, first.id).await.unwrap(), Some(changed));

@@ -60,6 +60,7 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
         key_id: Uuid::now_v7(),
         scopes: vec![Scope::Ingest],
         settings: ProjectSettings { max_queue_depth: 100, ..ProjectSettings::default() },
+        stages: None,
     };
     for batch in 0..3 {
         let records = (0..5).map(|i| record(project.project_id, &format!("batch {batch} log {i}"))).collect();
@@ -123,6 +124,7 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
     // And with its logs written, the project may fill its queue again.
     let full = ProjectContext {
         settings: ProjectSettings { max_queue_depth: 5, ..project.settings.clone() },
+        stages: None,
         ..project.clone()
     };
     queue.enqueue(&full, vec![record(project.project_id, "a"); 5], None).await.unwrap();

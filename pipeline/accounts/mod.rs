@@ -17,6 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ledger_stages::auth::{ApiKey, KeyDigest, KeyValidator};
+use ledger_stages::rules::StageRules;
 use ledger_stages::{ProjectSettings, Scope, SettingsPatch};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -261,13 +262,21 @@ impl Accounts {
 
     // ---- projects
 
-    pub async fn create_project(&self, owner: Uuid, name: String, patch: SettingsPatch) -> Result<Project, ApiError> {
+    /// A new project; `stages`: its own stage rules, checked by the caller.
+    pub async fn create_project(
+        &self,
+        owner: Uuid,
+        name: String,
+        patch: SettingsPatch,
+        stages: Option<StageRules>,
+    ) -> Result<Project, ApiError> {
         let project = Project {
             id: Uuid::now_v7(),
             owner_id: owner,
             name,
             created_at: now(),
             settings: patch.apply(self.defaults.clone()),
+            stages: stages.filter(|s| !s.is_empty()).map(std::sync::Arc::new),
         };
         self.backend.accounts.create_project(&project).await?;
         Ok(project)
@@ -319,12 +328,18 @@ impl Accounts {
         id: Uuid,
         name: Option<String>,
         patch: SettingsPatch,
+        stages: Option<StageRules>,
     ) -> Result<Project, ApiError> {
         let mut project = self.project(owner, id).await?;
         project.name = name.unwrap_or(project.name);
         project.settings = patch.apply(project.settings);
+        // Given, the rules replace the project's whole (an empty object clears them).
+        if let Some(stages) = stages {
+            project.stages = Some(stages).filter(|s| !s.is_empty()).map(std::sync::Arc::new);
+        }
         let updated = self.backend.accounts.update_project(owner, &project).await?.ok_or(ApiError::NotFound)?;
-        // Cached key validations carry the settings: make the new ones apply from the next request on.
+        // Cached key validations carry the settings and rules: make the new ones apply from the next request
+        // on, on every instance.
         let digests = self.backend.accounts.key_digests(id).await?;
         self.forget_keys(&digests).await?;
         Ok(updated)

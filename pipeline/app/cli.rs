@@ -29,6 +29,13 @@ pub enum Command {
     Migrate,
     /// Check the configuration (file and environment) and print the effective one, secrets hidden.
     CheckConfig,
+    /// Make a running daemon re-read its configuration and apply its parse, redact and sample rules (sends
+    /// it SIGHUP). The configuration is checked here first: one that does not load is refused, naming why.
+    Reload {
+        /// The daemon's process id. Default: the one `ledger serve` wrote to `backend.data_dir`/ledger.pid.
+        #[arg(long)]
+        pid: Option<i32>,
+    },
     /// Queue entries that could not be written (shared backend): list them, put them back, or discard them.
     #[command(subcommand)]
     DeadLetter(DeadLetterCommand),
@@ -67,7 +74,10 @@ pub enum Command {
 impl Command {
     /// Whether this is a client command (it talks to a running daemon and needs no configuration).
     pub fn is_client(&self) -> bool {
-        !matches!(self, Command::Serve | Command::Migrate | Command::CheckConfig | Command::DeadLetter(_))
+        !matches!(
+            self,
+            Command::Serve | Command::Migrate | Command::CheckConfig | Command::Reload { .. } | Command::DeadLetter(_)
+        )
     }
 }
 

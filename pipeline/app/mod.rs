@@ -222,12 +222,14 @@ fn core(config: &Config, backend: &Backend, shutdown: &CancellationToken) -> Res
         config.defaults.clone(),
     ));
     let plumbing = plumbing(config, backend)?;
+    let rules = ingest::StageRuleSet::compile(&config.stages).map_err(ServeError)?;
     let parts = Parts {
         validator: validator.clone(),
         limiter: plumbing.limiter.clone(),
         quota: plumbing.quota.clone(),
         queue: plumbing.queue.clone(),
         validate: config.stages.validate.clone(),
+        rules: rules.clone(),
     };
     let inflight_units = config.server.max_inflight_body_bytes.div_ceil(1024);
     let ingestion = Ingestion {
@@ -239,6 +241,7 @@ fn core(config: &Config, backend: &Backend, shutdown: &CancellationToken) -> Res
         validator,
         inflight: Arc::new(tokio::sync::Semaphore::new(inflight_units.min(tokio::sync::Semaphore::MAX_PERMITS))),
         idempotency: backend.idempotency.clone(),
+        rules,
     };
     Ok(Core { accounts, ingestion, plumbing, breaker })
 }
@@ -408,6 +411,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             Ok(())
         });
     }
+    let pid_file = pid_file(&config);
+    let written = std::fs::create_dir_all(&config.backend.data_dir)
+        .and_then(|()| std::fs::write(&pid_file, format!("{}\n", std::process::id())));
+    if let Err(error) = written {
+        tracing::warn!(%error, path = %pid_file.display(), "cannot write the pid file; `ledger reload` needs --pid");
+    }
+    let (rules, stop) = (core.ingestion.rules.clone(), shutdown.clone());
+    let source = config.source.clone();
+    tasks.spawn("reload on SIGHUP", async move {
+        reload_on_hangup(rules, source, stop).await;
+        Ok(())
+    });
     let jobs = scheduler(&config, &backend, &core);
     tracing::debug!(jobs = ?jobs.names(), "jobs scheduled");
     let stop = shutdown.clone();
@@ -444,6 +459,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     if drained.is_err() {
         tracing::warn!(timeout_secs = config.server.shutdown_timeout_secs, "shutdown timed out; exiting anyway");
     }
+    let _ = std::fs::remove_file(&pid_file);
     match failure {
         Some(e) => Err(e),
         None => {
@@ -507,6 +523,63 @@ impl Tasks {
             Err(e) => (name, Err(ServeError(format!("{name} failed: {e}")))),
         })
     }
+}
+
+/// On each SIGHUP (`ledger reload`), reads the configuration again (the same file and environment) and
+/// swaps in its parse, redact and sample rules; requests in flight finish with the rules they started
+/// with. A configuration that does not load keeps the running rules, and the log says why. Other settings
+/// take a restart.
+async fn reload_on_hangup(rules: ingest::StageRuleSet, source: Option<std::path::PathBuf>, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; the configuration cannot be reloaded");
+            // Not a reason to stop serving.
+            stop.cancelled().await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            received = hangups.recv() => if received.is_none() { return },
+        }
+        let reloaded = Config::load(source.as_deref())
+            .map_err(|e| e.to_string())
+            .and_then(|config| rules.reload(&config.stages).map(|()| config));
+        match reloaded {
+            Ok(config) => tracing::info!(
+                parse = config.stages.parse.rules.len(),
+                redact = config.stages.redact.rules.len(),
+                sample = config.stages.sample.rules.len(),
+                "SIGHUP: stage rules reloaded"
+            ),
+            Err(error) => tracing::error!(%error, "SIGHUP: the configuration was not reloaded; the running rules stay"),
+        }
+    }
+}
+
+/// Where `ledger serve` writes its process id, for `ledger reload`.
+pub fn pid_file(config: &Config) -> std::path::PathBuf {
+    config.backend.data_dir.join("ledger.pid")
+}
+
+/// `ledger reload`: SIGHUP to the daemon `pid`, or to the one whose pid file is in `backend.data_dir`.
+pub fn signal_reload(config: &Config, pid: Option<i32>) -> Result<i32, ServeError> {
+    let pid = match pid {
+        Some(pid) => pid,
+        None => {
+            let path = pid_file(config);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ServeError(format!("cannot read {} ({e}); is the daemon running here? Or give --pid", path.display()))
+            })?;
+            text.trim().parse().map_err(|_| ServeError(format!("{} does not hold a process id", path.display())))?
+        }
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
+        .map_err(|e| ServeError(format!("cannot signal process {pid}: {e}")))?;
+    Ok(pid)
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

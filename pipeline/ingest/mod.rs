@@ -6,15 +6,19 @@ use std::sync::Arc;
 use ledger_stages::auth::{Authenticate, KeyValidator, authenticate};
 use ledger_stages::enrich::Enrich;
 use ledger_stages::fingerprint::Fingerprint;
+use ledger_stages::parse::{Parse, Parser};
 use ledger_stages::queue::{LogQueue, QueueService};
 use ledger_stages::quota::{Quota, QuotaCounter};
 use ledger_stages::rate_limit::{RateLimit, RateLimiter};
+use ledger_stages::redact::{Redact, Redactor};
+use ledger_stages::rules::Compiled;
+use ledger_stages::sample::{Sample, Sampler};
 use ledger_stages::validate::{Validate, ValidateConfig};
 use ledger_stages::{Accepted, Ingest, IngestError, ProjectContext, Protocol};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
-use crate::config::IngestConfig;
+use crate::config::{IngestConfig, StagesConfig};
 
 pub mod decode;
 pub mod map;
@@ -41,6 +45,8 @@ pub struct Ingestion {
     pub inflight: Arc<tokio::sync::Semaphore>,
     /// Idempotency keys: in-process, or shared by every instance.
     pub idempotency: Arc<dyn crate::store::IdempotencyStore>,
+    /// The parse, redact and sample stages' rules, as the stack uses them (a reload swaps them).
+    pub rules: StageRuleSet,
 }
 
 /// How long a repeat of an idempotency key gets the first answer (API.md: 10 minutes).
@@ -137,7 +143,7 @@ impl Ingestion {
     }
 
     /// Runs one admitted request through the stack and counts its outcome (for a partial request, the logs
-    /// validate left out as `invalid`). The stack runs as a task of its own: a client that goes away
+    /// validate left out as `invalid`; logs sample removed as `dropped_by_rule` or `sampled_out`). The stack runs as a task of its own: a client that goes away
     /// mid-request does not cut it short, so quota, queue and outcome agree.
     pub async fn run(
         &self,
@@ -167,9 +173,17 @@ impl Ingestion {
             async move {
                 let result = stack.oneshot(request).await;
                 let rejected = counted.rejected.get().map_or(0, Vec::len) as u64;
-                outcomes.record(front, project, day, outcome::Outcome::of(&result), logs - rejected, bytes);
-                if rejected > 0 {
-                    outcomes.record_logs(front, project, day, outcome::Outcome::Invalid, rejected, 0);
+                let removed = counted.removed.get().copied().unwrap_or_default();
+                let kept = logs - rejected - removed.total();
+                outcomes.record(front, project, day, outcome::Outcome::of(&result), kept, bytes);
+                for (outcome, n) in [
+                    (outcome::Outcome::Invalid, rejected),
+                    (outcome::Outcome::DroppedByRule, removed.dropped),
+                    (outcome::Outcome::SampledOut, removed.sampled_out),
+                ] {
+                    if n > 0 {
+                        outcomes.record_logs(front, project, day, outcome, n, 0);
+                    }
                 }
                 result
             }
@@ -255,6 +269,50 @@ impl Ingestion {
     }
 }
 
+/// The compiled rules of the parse, redact and sample stages: the stack holds them, a reload swaps the
+/// config's in place (requests in flight finish with the rules they started with).
+#[derive(Clone)]
+pub struct StageRuleSet {
+    pub parse: Arc<Compiled<Parser>>,
+    pub redact: Arc<Compiled<Redactor>>,
+    pub sample: Arc<Compiled<Sampler>>,
+}
+
+/// The three stages' config rules, compiled; or the problems, on one line.
+fn compile_rules(config: &StagesConfig) -> Result<(Parser, Redactor, Sampler), String> {
+    ledger_stages::rules::compile_config(
+        &config.parse.rules,
+        &config.redact.rules,
+        config.redact.hash_key.as_bytes(),
+        &config.sample.rules,
+    )
+}
+
+impl StageRuleSet {
+    pub fn compile(config: &StagesConfig) -> Result<StageRuleSet, String> {
+        let (parse, redact, sample) = compile_rules(config)?;
+        Ok(StageRuleSet {
+            parse: Arc::new(Compiled::new(parse)),
+            redact: Arc::new(Compiled::new(redact)),
+            sample: Arc::new(Compiled::new(sample)),
+        })
+    }
+
+    /// Swaps in the rules of `config`, all three or none.
+    pub fn reload(&self, config: &StagesConfig) -> Result<(), String> {
+        let (parse, redact, sample) = compile_rules(config)?;
+        self.parse.replace(parse);
+        self.redact.replace(redact);
+        self.sample.replace(sample);
+        Ok(())
+    }
+
+    /// The hash key the redact stage uses now, for checking a project's rules.
+    pub fn hash_key(&self) -> Option<Vec<u8>> {
+        self.redact.global().key().map(<[u8]>::to_vec)
+    }
+}
+
 /// What the stages need from the backend.
 pub struct Parts {
     pub validator: KeyValidator,
@@ -262,6 +320,7 @@ pub struct Parts {
     pub quota: Arc<dyn QuotaCounter>,
     pub queue: Arc<dyn LogQueue>,
     pub validate: ValidateConfig,
+    pub rules: StageRuleSet,
 }
 
 /// Builds the stack. The config was checked by `Config::check`.
@@ -276,11 +335,17 @@ pub fn build(config: &IngestConfig, parts: Parts) -> Stack {
         // count is given back if a later stage refuses the request.
         .option_layer(config.has(Stage::Quota).then(|| Quota::layer(parts.quota)))
         // Turns decoded logs into records, or refuses the whole batch.
-        .layer(Validate::layer(parts.validate))
+        .layer(Validate::layer(parts.validate.clone()))
+        // Fields out of messages, within validate's limits.
+        .option_layer(config.has(Stage::Parse).then(|| Parse::layer(parts.rules.parse.clone(), parts.validate)))
+        // Before anything keeps, fingerprints or queues a log, and after parse (what parse lifts is redacted).
+        .option_layer(config.has(Stage::Redact).then(|| Redact::layer(parts.rules.redact.clone())))
         // Ids and times, once the batch is known to be good.
         .layer(Enrich::layer())
         // Needs the normalized record.
         .option_layer(config.has(Stage::Fingerprint).then(Fingerprint::layer))
+        // Needs the fingerprint (to sample logs without a trace); after it, only what is kept is queued.
+        .option_layer(config.has(Stage::Sample).then(|| Sample::layer(parts.rules.sample.clone())))
         // Innermost: the durable enqueue, after which the answer is 202.
         .service(QueueService::new(parts.queue));
     BoxCloneSyncService::new(stack)

@@ -27,10 +27,14 @@ pub enum Outcome {
     Unavailable,
     /// The client went away before its request reached the stack (its body was being read).
     Cancelled,
+    /// Acknowledged, and removed by a drop rule of the sample stage.
+    DroppedByRule,
+    /// Acknowledged, and not kept by a sample rule.
+    SampledOut,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Accepted,
         Outcome::RateLimited,
         Outcome::QuotaExceeded,
@@ -39,6 +43,8 @@ impl Outcome {
         Outcome::Unauthorized,
         Outcome::Unavailable,
         Outcome::Cancelled,
+        Outcome::DroppedByRule,
+        Outcome::SampledOut,
     ];
 
     pub fn of(result: &Result<Accepted, IngestError>) -> Outcome {
@@ -76,6 +82,8 @@ impl Outcome {
             Outcome::Unauthorized => "unauthorized",
             Outcome::Unavailable => "unavailable",
             Outcome::Cancelled => "cancelled",
+            Outcome::DroppedByRule => "dropped_by_rule",
+            Outcome::SampledOut => "sampled_out",
         }
     }
 
@@ -85,7 +93,7 @@ impl Outcome {
 }
 
 /// Counters by front, then outcome.
-type ByFront = [[AtomicU64; 8]; Protocol::ALL.len()];
+type ByFront = [[AtomicU64; Outcome::ALL.len()]; Protocol::ALL.len()];
 
 pub struct Outcomes {
     logs: ByFront,
@@ -142,6 +150,8 @@ impl Outcomes {
             Outcome::QuotaExceeded => usage.rejected_quota += logs,
             Outcome::Backpressure => usage.rejected_backpressure += logs,
             Outcome::Invalid => usage.rejected_invalid += logs,
+            Outcome::DroppedByRule => usage.dropped_by_rule += logs,
+            Outcome::SampledOut => usage.sampled_out += logs,
             Outcome::Unauthorized | Outcome::Unavailable | Outcome::Cancelled => {}
         }
     }

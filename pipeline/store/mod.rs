@@ -48,6 +48,8 @@ pub struct Project {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub settings: ProjectSettings,
+    /// The project's own rules for the parse, redact and sample stages.
+    pub stages: Option<std::sync::Arc<ledger_stages::rules::StageRules>>,
 }
 
 /// An API key as stored: never the key itself.
@@ -71,6 +73,10 @@ pub struct Usage {
     pub rejected_quota: u64,
     pub rejected_backpressure: u64,
     pub rejected_invalid: u64,
+    /// Acknowledged and removed by a drop rule.
+    pub dropped_by_rule: u64,
+    /// Acknowledged and not kept by a sample rule.
+    pub sampled_out: u64,
     /// Bytes of the accepted requests' decoded bodies.
     pub bytes: u64,
 }
@@ -82,6 +88,8 @@ impl Usage {
         self.rejected_quota += other.rejected_quota;
         self.rejected_backpressure += other.rejected_backpressure;
         self.rejected_invalid += other.rejected_invalid;
+        self.dropped_by_rule += other.dropped_by_rule;
+        self.sampled_out += other.sampled_out;
         self.bytes += other.bytes;
     }
 }

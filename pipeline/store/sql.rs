@@ -1,11 +1,13 @@
 //! The account store on PostgreSQL or SQLite: one implementation, whose SQL both dialects understand
 //! (`$n` parameters, no server-side clock, portable types), so the two backends cannot drift apart.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ledger_stages::auth::{KeyDigest, KeyStore, StoreUnavailable};
+use ledger_stages::rules::StageRules;
 use ledger_stages::{ProjectContext, ProjectSettings, Scope};
 use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;
@@ -59,7 +61,7 @@ impl From<UserRow> for User {
 }
 
 const PROJECT_COLUMNS: &str = "id, owner_id, name, created_at, rate_limit_per_minute, rate_limit_per_hour, \
-                               daily_quota, retention_days, max_queue_depth";
+                               daily_quota, retention_days, max_queue_depth, stages";
 
 #[derive(sqlx::FromRow)]
 struct ProjectRow {
@@ -72,6 +74,8 @@ struct ProjectRow {
     daily_quota: i64,
     retention_days: i64,
     max_queue_depth: i64,
+    /// The project's own stage rules as JSON, or NULL.
+    stages: Option<String>,
 }
 
 /// Settings are validated on the way in, so a stored value always fits; saturate rather than panic if a
@@ -98,12 +102,31 @@ impl ProjectRow {
             max_queue_depth: to_u64(self.max_queue_depth),
         }
     }
+
+    /// The project's stage rules; `None` when it has none. They were checked when saved; a row that does
+    /// not read (edited by hand) counts as none, with a warning.
+    fn stages(&self) -> Option<Arc<StageRules>> {
+        let text = self.stages.as_deref()?;
+        match serde_json::from_str::<StageRules>(text) {
+            Ok(rules) if rules.is_empty() => None,
+            Ok(rules) => Some(Arc::new(rules)),
+            Err(error) => {
+                tracing::warn!(project_id = %self.id, %error, "a project's stage rules do not read; ignored");
+                None
+            }
+        }
+    }
+}
+
+/// A project's stage rules as stored: NULL when it has none.
+fn stages_json(rules: &Option<Arc<StageRules>>) -> Option<String> {
+    rules.as_ref().filter(|r| !r.is_empty()).and_then(|r| serde_json::to_string(&**r).ok())
 }
 
 impl From<ProjectRow> for Project {
     fn from(r: ProjectRow) -> Project {
-        let settings = r.settings();
-        Project { id: r.id, owner_id: r.owner_id, name: r.name, created_at: r.created_at, settings }
+        let (settings, stages) = (r.settings(), r.stages());
+        Project { id: r.id, owner_id: r.owner_id, name: r.name, created_at: r.created_at, settings, stages }
     }
 }
 
@@ -162,8 +185,8 @@ fn digests(rows: Vec<(Vec<u8>,)>) -> Vec<KeyDigest> {
 impl KeyStore for SqlStore {
     async fn project_for_key(&self, digest: &KeyDigest) -> Result<Option<ProjectContext>, StoreUnavailable> {
         let sql = "SELECT k.id AS key_id, k.key_hash, k.scopes, p.id, p.owner_id, p.name, p.created_at, \
-                   p.rate_limit_per_minute, p.rate_limit_per_hour, p.daily_quota, p.retention_days, p.max_queue_depth \
-                   FROM api_keys k JOIN projects p ON p.id = k.project_id \
+                   p.rate_limit_per_minute, p.rate_limit_per_hour, p.daily_quota, p.retention_days, p.max_queue_depth, \
+                   p.stages FROM api_keys k JOIN projects p ON p.id = k.project_id \
                    WHERE k.key_hash = $1 AND k.revoked_at IS NULL";
         let row: Option<KeyProjectRow> = on_db!(&self.db, pool => {
             sqlx::query_as(sql).bind(&digest.as_bytes()[..]).fetch_optional(pool).await
@@ -190,6 +213,7 @@ impl KeyStore for SqlStore {
             key_id: row.key_id,
             scopes: parse_scopes(&row.scopes),
             settings: row.project.settings(),
+            stages: row.project.stages(),
         }))
     }
 }
@@ -218,13 +242,14 @@ impl AccountStore for SqlStore {
     }
 
     async fn create_project(&self, p: &Project) -> Result<(), StoreError> {
-        let sql = format!("INSERT INTO projects ({PROJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+        let sql = format!("INSERT INTO projects ({PROJECT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
         let s = &p.settings;
         on_db!(&self.db, pool => {
             sqlx::query(&sql)
                 .bind(p.id).bind(p.owner_id).bind(&p.name).bind(p.created_at)
                 .bind(i64::from(s.rate_limit_per_minute)).bind(i64::from(s.rate_limit_per_hour))
                 .bind(to_i64(s.daily_quota)).bind(i64::from(s.retention_days)).bind(to_i64(s.max_queue_depth))
+                .bind(stages_json(&p.stages))
                 .execute(pool).await.map(|r| r.rows_affected())
         })?;
         Ok(())
@@ -246,7 +271,8 @@ impl AccountStore for SqlStore {
     async fn update_project(&self, owner: Uuid, p: &Project) -> Result<Option<Project>, StoreError> {
         let sql = format!(
             "UPDATE projects SET name = $3, rate_limit_per_minute = $4, rate_limit_per_hour = $5, daily_quota = $6, \
-             retention_days = $7, max_queue_depth = $8 WHERE id = $1 AND owner_id = $2 RETURNING {PROJECT_COLUMNS}"
+             retention_days = $7, max_queue_depth = $8, stages = $9 WHERE id = $1 AND owner_id = $2 \
+             RETURNING {PROJECT_COLUMNS}"
         );
         let s = &p.settings;
         let row: Option<ProjectRow> = on_db!(&self.db, pool => {
@@ -254,6 +280,7 @@ impl AccountStore for SqlStore {
                 .bind(p.id).bind(owner).bind(&p.name)
                 .bind(i64::from(s.rate_limit_per_minute)).bind(i64::from(s.rate_limit_per_hour))
                 .bind(to_i64(s.daily_quota)).bind(i64::from(s.retention_days)).bind(to_i64(s.max_queue_depth))
+                .bind(stages_json(&p.stages))
                 .fetch_optional(pool).await
         })?;
         Ok(row.map(Project::from))
@@ -326,13 +353,16 @@ impl AccountStore for SqlStore {
 
     async fn add_usage(&self, rows: &[(Uuid, chrono::NaiveDate, Usage)]) -> Result<(), StoreError> {
         let sql = "INSERT INTO usage_daily (project_id, day, accepted, rejected_rate_limited, rejected_quota, \
-                   rejected_backpressure, rejected_invalid, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                   rejected_backpressure, rejected_invalid, dropped_by_rule, sampled_out, bytes) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                    ON CONFLICT (project_id, day) DO UPDATE SET \
                    accepted = usage_daily.accepted + excluded.accepted, \
                    rejected_rate_limited = usage_daily.rejected_rate_limited + excluded.rejected_rate_limited, \
                    rejected_quota = usage_daily.rejected_quota + excluded.rejected_quota, \
                    rejected_backpressure = usage_daily.rejected_backpressure + excluded.rejected_backpressure, \
                    rejected_invalid = usage_daily.rejected_invalid + excluded.rejected_invalid, \
+                   dropped_by_rule = usage_daily.dropped_by_rule + excluded.dropped_by_rule, \
+                   sampled_out = usage_daily.sampled_out + excluded.sampled_out, \
                    bytes = usage_daily.bytes + excluded.bytes";
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
@@ -340,7 +370,8 @@ impl AccountStore for SqlStore {
                 sqlx::query(sql)
                     .bind(project).bind(day)
                     .bind(to_i64(u.accepted)).bind(to_i64(u.rejected_rate_limited)).bind(to_i64(u.rejected_quota))
-                    .bind(to_i64(u.rejected_backpressure)).bind(to_i64(u.rejected_invalid)).bind(to_i64(u.bytes))
+                    .bind(to_i64(u.rejected_backpressure)).bind(to_i64(u.rejected_invalid))
+                    .bind(to_i64(u.dropped_by_rule)).bind(to_i64(u.sampled_out)).bind(to_i64(u.bytes))
                     .execute(&mut *tx).await?;
             }
             tx.commit().await
@@ -354,19 +385,22 @@ impl AccountStore for SqlStore {
         from: chrono::NaiveDate,
         to: chrono::NaiveDate,
     ) -> Result<Vec<(chrono::NaiveDate, Usage)>, StoreError> {
-        let sql = "SELECT day, accepted, rejected_rate_limited, rejected_quota, rejected_backpressure, rejected_invalid, bytes \
-                   FROM usage_daily WHERE project_id = $1 AND day >= $2 AND day <= $3 ORDER BY day";
-        let rows: Vec<(chrono::NaiveDate, i64, i64, i64, i64, i64, i64)> =
+        let sql = "SELECT day, accepted, rejected_rate_limited, rejected_quota, rejected_backpressure, rejected_invalid, \
+                   dropped_by_rule, sampled_out, bytes FROM usage_daily WHERE project_id = $1 AND day >= $2 AND day <= $3 ORDER BY day";
+        type Row = (chrono::NaiveDate, i64, i64, i64, i64, i64, i64, i64, i64);
+        let rows: Vec<Row> =
             on_db!(&self.db, pool => sqlx::query_as(sql).bind(project_id).bind(from).bind(to).fetch_all(pool).await)?;
         Ok(rows
             .into_iter()
-            .map(|(day, a, rl, q, bp, inv, bytes)| {
+            .map(|(day, a, rl, q, bp, inv, dropped, sampled, bytes)| {
                 let usage = Usage {
                     accepted: to_u64(a),
                     rejected_rate_limited: to_u64(rl),
                     rejected_quota: to_u64(q),
                     rejected_backpressure: to_u64(bp),
                     rejected_invalid: to_u64(inv),
+                    dropped_by_rule: to_u64(dropped),
+                    sampled_out: to_u64(sampled),
                     bytes: to_u64(bytes),
                 };
                 (day, usage)

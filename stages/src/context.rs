@@ -107,6 +107,9 @@ pub struct ProjectContext {
     pub key_id: Uuid,
     pub scopes: Vec<Scope>,
     pub settings: ProjectSettings,
+    /// The project's own rules for the parse, redact and sample stages, if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<std::sync::Arc<crate::rules::StageRules>>,
 }
 
 impl ProjectContext {

@@ -66,6 +66,21 @@ pub struct Report {
     /// Set by validate for a [partial](Ingest::partial) request: the logs it left out, and why (indexes
     /// into the request's logs).
     pub rejected: OnceLock<Vec<Problem>>,
+    /// Set by sample: the logs it removed by rule (acknowledged, never stored).
+    pub removed: OnceLock<Removed>,
+}
+
+/// Logs the sample stage removed from a request, by outcome.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    pub dropped: u64,
+    pub sampled_out: u64,
+}
+
+impl Removed {
+    pub fn total(&self) -> u64 {
+        self.dropped + self.sampled_out
+    }
 }
 
 /// One ingestion request.
@@ -85,6 +100,9 @@ pub struct Ingest {
     /// The logs as decoded; the validate stage turns them into `records`.
     pub logs: Vec<Value>,
     pub records: Vec<LogRecord>,
+    /// Set by a stage that removed logs (sample): every id to acknowledge, in request order, where
+    /// `records` holds only the logs to store.
+    pub acknowledged: Option<Vec<Uuid>>,
     pub report: Arc<Report>,
     /// The front answers per log (Elasticsearch's per-item results, OTLP's partial success, syslog): the
     /// validate stage leaves out the logs it refuses (listing them in [`Report::rejected`]) instead of
@@ -104,6 +122,7 @@ impl Ingest {
             project: None,
             logs,
             records: Vec::new(),
+            acknowledged: None,
             report: Arc::default(),
             partial: false,
         }

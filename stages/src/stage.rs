@@ -99,8 +99,10 @@ where
             let report = request.report.clone();
             let result = inner.call(request).await;
             if result.is_ok() {
-                // Accepted, but perhaps without the logs a partial request had refused.
-                summary.logs = report.rejected.get().map_or(0, Vec::len);
+                // Accepted, but perhaps without the logs a partial request had refused, or those a rule
+                // removed (which count against nothing).
+                let removed = report.removed.get().map_or(0, |r| r.total() as usize);
+                summary.logs = report.rejected.get().map_or(0, Vec::len) + removed;
             }
             if summary.logs > 0 {
                 stage.refused_later(&summary).await;

@@ -162,6 +162,8 @@ pub struct Daemon {
     /// The backend; `None` only while `restart` moves it to the next daemon.
     fresh: Option<Fresh>,
     extra: Vec<(String, String)>,
+    /// The config file it was started with.
+    config: String,
     output: Arc<Mutex<Vec<String>>>,
     client: reqwest::Client,
 }
@@ -203,13 +205,18 @@ impl Daemon {
 
     /// Starts a daemon on `fresh` with extra environment overrides.
     pub async fn start_with(fresh: Fresh, extra: &[(&str, &str)]) -> Daemon {
+        Self::start_with_config(fresh, &config_path(), extra).await
+    }
+
+    /// Starts a daemon on `fresh` with the config file `config` (and extra environment overrides).
+    pub async fn start_with_config(fresh: Fresh, config: &str, extra: &[(&str, &str)]) -> Daemon {
         let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        Self::launch(fresh, extra).await
+        Self::launch(fresh, extra, config.to_owned()).await
     }
 
     /// Another instance on the same shared backend and settings.
     pub async fn sibling(&self) -> Daemon {
-        Self::launch(self.fresh().sibling(), self.extra.clone()).await
+        Self::launch(self.fresh().sibling(), self.extra.clone(), self.config.clone()).await
     }
 
     /// Kills this daemon (SIGKILL) and starts another on the same backend and settings.
@@ -227,12 +234,13 @@ impl Daemon {
     async fn relaunch(mut self, extra: Vec<(String, String)>) -> Daemon {
         self.kill();
         let fresh = self.fresh.take().unwrap();
-        Self::launch(fresh, extra).await
+        let config = std::mem::take(&mut self.config);
+        Self::launch(fresh, extra, config).await
     }
 
-    async fn launch(fresh: Fresh, extra: Vec<(String, String)>) -> Daemon {
+    async fn launch(fresh: Fresh, extra: Vec<(String, String)>, config: String) -> Daemon {
         let mut command = Command::new(ledger_binary());
-        command.arg("--config").arg(config_path()).arg("serve");
+        command.arg("--config").arg(&config).arg("serve");
         command.env_remove("RUST_LOG");
         for (k, v) in fresh.env() {
             command.env(k, v);
@@ -274,7 +282,7 @@ impl Daemon {
         let grpc = format!("http://{}", ready["grpc_addr"].as_str().unwrap_or_default());
         let syslog = ready["syslog_addr"].as_str().unwrap_or_default().to_owned();
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Daemon { child, base, grpc, syslog, fresh: Some(fresh), extra, output, client }
+        Daemon { child, base, grpc, syslog, fresh: Some(fresh), extra, config, output, client }
     }
 
     /// Talks to a daemon serving TLS with a certificate for `localhost` signed by `ca_pem`: every helper
@@ -314,7 +322,7 @@ impl Daemon {
     /// Runs `ledger <args>` against this daemon's backend and configuration: (exit success, stdout, stderr).
     pub fn ledger(&self, args: &[&str]) -> (bool, String, String) {
         let mut command = Command::new(ledger_binary());
-        command.arg("--config").arg(config_path()).args(args).env_remove("RUST_LOG");
+        command.arg("--config").arg(&self.config).args(args).env_remove("RUST_LOG");
         for (k, v) in self.fresh().env().into_iter().chain(self.extra.iter().cloned()) {
             command.env(k, v);
         }

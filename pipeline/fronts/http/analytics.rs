@@ -124,7 +124,7 @@ pub async fn top_errors(
 #[utoipa::path(get, path = "/v1/usage", tag = "metrics", security(("api_key" = []), ("session" = [])),
     params(("from" = Option<String>, Query, description = "YYYY-MM-DD, default 29 days before `to`"),
         ("to" = Option<String>, Query, description = "YYYY-MM-DD, default today (UTC)"), ("project_id" = Option<String>, Query)),
-    responses((status = 200, body = Value, description = "{\"days\": [{day, accepted, rejected_rate_limited, rejected_quota, rejected_backpressure, rejected_invalid, bytes}]}"),
+    responses((status = 200, body = Value, description = "{\"days\": [{day, accepted, rejected_rate_limited, rejected_quota, rejected_backpressure, rejected_invalid, dropped_by_rule, sampled_out, bytes}]}"),
         (status = 400, body = ErrorBody)))]
 pub async fn usage(
     State(state): State<AppState>,
@@ -150,6 +150,8 @@ pub async fn usage(
                 "rejected_quota": u.rejected_quota,
                 "rejected_backpressure": u.rejected_backpressure,
                 "rejected_invalid": u.rejected_invalid,
+                "dropped_by_rule": u.dropped_by_rule,
+                "sampled_out": u.sampled_out,
                 "bytes": u.bytes,
             })
         })

@@ -83,6 +83,15 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let counts = state.accounts.validator().counts();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let (all, misses, shared) = (load(&counts.validations), load(&counts.local_misses), load(&counts.shared_hits));
+    let redactions = ledger_stages::redact::counts();
+    if !redactions.is_empty() {
+        let _ = writeln!(out, "# HELP ledger_redactions_total Values the redact stage scrubbed, by rule name.");
+        let _ = writeln!(out, "# TYPE ledger_redactions_total counter");
+        for (rule, count) in redactions {
+            let rule = rule.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let _ = writeln!(out, "ledger_redactions_total{{rule=\"{rule}\"}} {count}");
+        }
+    }
     let _ = writeln!(out, "# HELP {KEY_VALIDATIONS} API key validations by where they were answered.");
     let _ = writeln!(out, "# TYPE {KEY_VALIDATIONS} counter");
     let _ = writeln!(out, "{KEY_VALIDATIONS}{{answered_by=\"local_cache\"}} {}", all.saturating_sub(misses));

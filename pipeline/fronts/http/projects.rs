@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use ledger_stages::rules::StageRules;
 use ledger_stages::{ProjectSettings, SettingsPatch};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,6 +21,8 @@ pub struct CreateProject {
     name: Option<String>,
     /// Any subset of the settings.
     settings: Option<SettingsPatch>,
+    /// The project's own rules for the parse, redact and sample stages.
+    stages: Option<StageRules>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -28,6 +31,8 @@ pub struct UpdateProject {
     name: Option<String>,
     /// Any subset of the settings.
     settings: Option<SettingsPatch>,
+    /// The project's own stage rules, replacing its current ones whole (`{}` clears them).
+    stages: Option<StageRules>,
 }
 
 fn checked_name(name: Option<String>, required: bool, problems: &mut Vec<FieldProblem>) -> Option<String> {
@@ -45,8 +50,10 @@ fn checked_name(name: Option<String>, required: bool, problems: &mut Vec<FieldPr
 }
 
 fn checked(
+    state: &AppState,
     name: Option<String>,
     settings: Option<SettingsPatch>,
+    stages: Option<&StageRules>,
     name_required: bool,
 ) -> Result<(Option<String>, SettingsPatch), ApiError> {
     let mut problems = Vec::new();
@@ -54,6 +61,13 @@ fn checked(
     let patch = settings.unwrap_or_default();
     for (setting, reason) in patch.problems() {
         problems.push(FieldProblem::new(format!("settings.{setting}"), reason));
+    }
+    if let Some(stages) = stages {
+        // Checked by compiling them as the stages will, with the daemon's hash key.
+        let key = state.ingestion.rules.hash_key();
+        for problem in stages.problems(key.as_deref()) {
+            problems.push(FieldProblem::new(problem.field, problem.reason));
+        }
     }
     if problems.is_empty() { Ok((name, patch)) } else { Err(ApiError::Validation(problems)) }
 }
@@ -65,6 +79,8 @@ pub struct ProjectBody {
     #[schema(format = DateTime)]
     created_at: String,
     settings: ProjectSettings,
+    /// The project's own stage rules (empty lists when it has none).
+    stages: StageRules,
 }
 
 impl From<&Project> for ProjectBody {
@@ -74,6 +90,7 @@ impl From<&Project> for ProjectBody {
             name: p.name.clone(),
             created_at: timestamp(&p.created_at),
             settings: p.settings.clone(),
+            stages: p.stages.as_deref().cloned().unwrap_or_default(),
         }
     }
 }
@@ -90,9 +107,9 @@ pub async fn create(
     SessionAuth(session): SessionAuth,
     JsonBody(body): JsonBody<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectBody>), ApiError> {
-    let (name, patch) = checked(body.name, body.settings, true)?;
+    let (name, patch) = checked(&state, body.name, body.settings, body.stages.as_ref(), true)?;
     let name = name.ok_or_else(|| ApiError::validation("name", "is required"))?;
-    let project = state.accounts.create_project(session.user_id, name, patch).await?;
+    let project = state.accounts.create_project(session.user_id, name, patch, body.stages).await?;
     Ok((StatusCode::CREATED, Json(ProjectBody::from(&project))))
 }
 
@@ -127,8 +144,8 @@ pub async fn update(
     JsonBody(body): JsonBody<UpdateProject>,
 ) -> Result<Json<ProjectBody>, ApiError> {
     let id = path_id(&id)?;
-    let (name, patch) = checked(body.name, body.settings, false)?;
-    let project = state.accounts.update_project(session.user_id, id, name, patch).await?;
+    let (name, patch) = checked(&state, body.name, body.settings, body.stages.as_ref(), false)?;
+    let project = state.accounts.update_project(session.user_id, id, name, patch, body.stages).await?;
     Ok(Json(ProjectBody::from(&project)))
 }
 

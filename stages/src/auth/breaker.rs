@@ -188,6 +188,7 @@ mod tests {
                     key_id: Uuid::nil(),
                     scopes: vec![Scope::Ingest],
                     settings: ProjectSettings::default(),
+                    stages: None,
                 }))
             }
         }

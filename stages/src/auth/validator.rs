@@ -229,6 +229,7 @@ mod tests {
             key_id: Uuid::now_v7(),
             scopes: vec![Scope::Ingest],
             settings: ProjectSettings::default(),
+            stages: None,
         }
     }
 

@@ -81,10 +81,15 @@ impl Service<Ingest> for QueueService {
         Box::pin(async move {
             let project = request.project()?.clone();
             let records = std::mem::take(&mut request.records);
-            if records.is_empty() {
-                return Err(IngestError::unavailable("the ingestion stack (no validate stage ran)"));
-            }
-            let ids = records.iter().map(|r| r.id).collect();
+            let ids = match request.acknowledged.take() {
+                // A stage removed logs by rule: all are acknowledged; none may be left to store.
+                Some(ids) if records.is_empty() => return Ok(Accepted { ids }),
+                Some(ids) => ids,
+                None if records.is_empty() => {
+                    return Err(IngestError::unavailable("the ingestion stack (no validate stage ran)"));
+                }
+                None => records.iter().map(|r| r.id).collect(),
+            };
             let span = tracing::debug_span!("stage", otel.name = "queue", name = "queue", logs = records.len());
             let enqueued =
                 tracing::Instrument::instrument(queue.enqueue(&project, records, request.traceparent.take()), span);

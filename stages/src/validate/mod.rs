@@ -196,7 +196,7 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 
 /// Whether a JSON value holds a NUL character in any string or key. PostgreSQL's text and jsonb cannot
 /// store one, so such a log is refused here, on both backends alike, instead of failing its write later.
-fn has_nul(value: &Value) -> bool {
+pub(crate) fn has_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
         Value::Array(items) => items.iter().any(has_nul),
@@ -208,7 +208,7 @@ fn has_nul(value: &Value) -> bool {
 const NUL: &str = "must not contain NUL (\\u0000) characters";
 
 /// Nesting depth of a JSON value: scalars 0, an object or array one more than its deepest member.
-fn depth(value: &Value) -> usize {
+pub(crate) fn depth(value: &Value) -> usize {
     match value {
         Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
         Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
@@ -217,7 +217,7 @@ fn depth(value: &Value) -> usize {
 }
 
 /// Bytes of a value as compact JSON, without building the string.
-fn json_len(value: &Value) -> usize {
+pub(crate) fn json_len(value: &Value) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
