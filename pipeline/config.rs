@@ -839,6 +839,31 @@ mod tests {
         assert!(err.to_string().contains("order"), "{err}");
         let err = stages(r#"["auth", "auth", "validate", "enrich", "queue"]"#).expect_err("twice");
         assert!(err.to_string().contains("once"), "{err}");
+        // The rule stages: parse before redact (what it lifts is redacted), redact before fingerprint,
+        // sample after it.
+        assert!(stages(r#"["auth", "validate", "parse", "redact", "enrich", "fingerprint", "sample", "queue"]"#).is_ok());
+        for wrong in [
+            r#"["auth", "validate", "redact", "parse", "enrich", "queue"]"#,
+            r#"["auth", "validate", "enrich", "fingerprint", "redact", "queue"]"#,
+            r#"["auth", "validate", "enrich", "sample", "fingerprint", "queue"]"#,
+        ] {
+            assert!(stages(wrong).expect_err(wrong).to_string().contains("order"));
+        }
+    }
+
+    #[test]
+    fn stage_rules_are_checked_at_load() {
+        let load = |toml: &str| from_toml(toml);
+        let err = load("[stages.redact]\nrules = [{ pattern = \"(\" }]").expect_err("bad regex");
+        assert!(err.to_string().contains("stages.redact.rules[0].pattern"), "{err}");
+        let err = load("[stages.redact]\nrules = [{ detector = \"email\", action = \"hash\" }]").expect_err("no key");
+        assert!(err.to_string().contains("hash_key"), "{err}");
+        let err = load("[stages.redact]\nhash_key = \"short\"").expect_err("short key");
+        assert!(err.to_string().contains("at least 16 bytes"), "{err}");
+        let err = load("[ingest]\nstages = [\"auth\", \"validate\", \"enrich\", \"queue\"]\n[stages.sample]\nrules = [{ action = \"drop\" }]")
+            .expect_err("stage left out");
+        assert!(err.to_string().contains("`sample` is not in ingest.stages"), "{err}");
+        assert!(load("[stages.sample]\nrules = [{ services = [\"api\"], action = \"sample\", one_in = 10 }]").is_ok());
     }
 
     #[test]
