@@ -841,7 +841,9 @@ mod tests {
         assert!(err.to_string().contains("once"), "{err}");
         // The rule stages: parse before redact (what it lifts is redacted), redact before fingerprint,
         // sample after it.
-        assert!(stages(r#"["auth", "validate", "parse", "redact", "enrich", "fingerprint", "sample", "queue"]"#).is_ok());
+        assert!(
+            stages(r#"["auth", "validate", "parse", "redact", "enrich", "fingerprint", "sample", "queue"]"#).is_ok()
+        );
         for wrong in [
             r#"["auth", "validate", "redact", "parse", "enrich", "queue"]"#,
             r#"["auth", "validate", "enrich", "fingerprint", "redact", "queue"]"#,

@@ -532,6 +532,39 @@ mod tests {
         assert!(serde_json::from_value::<RedactRule>(json!({"detector": "passport"})).is_err());
     }
 
+    #[tokio::test]
+    async fn the_stage_applies_the_configs_rules_then_the_projects() {
+        use std::sync::Arc;
+
+        use tower::{Layer, ServiceExt};
+        use tower_test::mock;
+
+        use crate::request::Protocol;
+        use crate::rules::StageRules;
+        let global = redactor(json!([{"detector": "email"}]), None);
+        let stage = Redact::layer(Arc::new(Compiled::new(global)));
+        let (inner, mut handle) = mock::pair::<Ingest, crate::Accepted>();
+        let service = stage.layer(inner.map_err(|_: tower::BoxError| IngestError::unavailable("the mock")));
+        let mut request = Ingest::new("r".into(), Protocol::Http, None, vec![]);
+        let own = StageRules {
+            redact: serde_json::from_value(json!([{"pattern": "ORD-[0-9]+", "action": "remove"}])).expect("rule"),
+            ..StageRules::default()
+        };
+        request.project = Some(crate::ProjectContext {
+            project_id: Uuid::now_v7(),
+            key_id: Uuid::nil(),
+            scopes: vec![],
+            settings: crate::ProjectSettings::default(),
+            stages: Some(Arc::new(own)),
+        });
+        request.records = vec![record("a@b.io ordered ORD-7", json!({}))];
+        let call = tokio::spawn(service.oneshot(request));
+        let (seen, reply) = handle.next_request().await.expect("passed on");
+        reply.send_response(crate::Accepted { ids: vec![] });
+        call.await.expect("joined").expect("ok");
+        assert_eq!(seen.records[0].message, "***@*** ordered ", "both rule sets applied before the next stage");
+    }
+
     #[test]
     fn each_redaction_is_counted_by_rule_name() {
         let r = redactor(json!([{"pattern": "secret-\\d", "name": "counted_secret"}]), None);
