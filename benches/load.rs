@@ -268,9 +268,12 @@ struct Daemon {
     dir: tempfile::TempDir,
 }
 
+/// The repository's config.toml, which every daemon of the bench starts with unless said otherwise.
+const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+
 impl Daemon {
     fn start(kind: BackendKind, extra: &[(&str, &str)], env: &[String]) -> Daemon {
-        Self::start_with_config(kind, concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"), extra, env)
+        Self::start_with_config(kind, CONFIG, extra, env)
     }
 
     fn start_with_config(kind: BackendKind, config: &str, extra: &[(&str, &str)], env: &[String]) -> Daemon {
@@ -1370,23 +1373,30 @@ impl Bench {
         self.latency_figures("embedded", &outcome, out, false);
     }
 
+    /// Batched HTTP on a new shared daemon started with `config` and `env`, for at least `at_least`: the logs
+    /// it stored per second, from the first request until the last acknowledged log is stored; and the
+    /// daemon, still running, for more figures.
+    async fn stored_rate(&self, what: &str, config: &str, env: &[(&str, &str)], at_least: Duration) -> (f64, Daemon) {
+        let daemon = Daemon::start_with_config(BackendKind::Shared, config, env, &self.args.daemon_env);
+        let key = tenant(&reqwest::Client::new(), &daemon.base).await;
+        let target = http_target(&daemon.base, &key, self.args.batch, self.args.concurrency);
+        let logs_url = daemon.logs_url().unwrap();
+        let already = Self::count(&logs_url).await;
+        let started = Instant::now();
+        let mut load = self.load(self.args.batch, None, None);
+        load.duration = load.duration.max(at_least);
+        let outcome = run_load(what, target, load).await;
+        let done = Self::stored(&logs_url, already + outcome.acked_logs).await;
+        (outcome.acked_logs as f64 / done.duration_since(started).as_secs_f64(), daemon)
+    }
+
     /// Batched HTTP, stored end to end, on a daemon with the search index off and on another with it on.
     async fn search(&mut self, out: &mut Vec<Figure>) {
-        let (batch, concurrency) = (self.args.batch, self.args.concurrency);
         let mut stored = [0.0; 2];
         for (i, index) in ["false", "true"].into_iter().enumerate() {
             let env = [("LEDGER__SEARCH__INDEX", index)];
-            let daemon = Daemon::start(BackendKind::Shared, &env, &self.args.daemon_env);
-            let key = tenant(&reqwest::Client::new(), &daemon.base).await;
-            let target = http_target(&daemon.base, &key, batch, concurrency);
-            let logs_url = daemon.logs_url().unwrap();
-            let already = Self::count(&logs_url).await;
-            let started = Instant::now();
-            let mut load = self.load(batch, None, None);
-            load.duration = load.duration.max(Duration::from_secs(150));
-            let outcome = run_load("search", target, load).await;
-            let done = Self::stored(&logs_url, already + outcome.acked_logs).await;
-            stored[i] = outcome.acked_logs as f64 / done.duration_since(started).as_secs_f64();
+            let (rate, daemon) = self.stored_rate("search", CONFIG, &env, Duration::from_secs(150)).await;
+            stored[i] = rate;
             if index == "true" {
                 let text = reqwest::get(format!("{}/metrics", daemon.base)).await.unwrap().text().await.unwrap();
                 let metric = |name: &str| {
@@ -1427,24 +1437,12 @@ rules = [
 "#;
         let dir = tempfile::tempdir().unwrap();
         let with_rules = dir.path().join("config.toml");
-        let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let base = std::fs::read_to_string(CONFIG).unwrap();
         std::fs::write(&with_rules, format!("{base}\n{RULES}")).unwrap();
-        let configs =
-            [concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml").to_owned(), with_rules.display().to_string()];
-        let (batch, concurrency) = (self.args.batch, self.args.concurrency);
         let mut stored = [0.0; 2];
-        for (i, config) in configs.iter().enumerate() {
-            let daemon = Daemon::start_with_config(BackendKind::Shared, config, &[], &self.args.daemon_env);
-            let key = tenant(&reqwest::Client::new(), &daemon.base).await;
-            let target = http_target(&daemon.base, &key, batch, concurrency);
-            let logs_url = daemon.logs_url().unwrap();
-            let already = Self::count(&logs_url).await;
-            let started = Instant::now();
-            let mut load = self.load(batch, None, None);
-            load.duration = load.duration.max(Duration::from_secs(60));
-            let outcome = run_load("stages", target, load).await;
-            let done = Self::stored(&logs_url, already + outcome.acked_logs).await;
-            stored[i] = outcome.acked_logs as f64 / done.duration_since(started).as_secs_f64();
+        for (i, config) in [CONFIG.to_owned(), with_rules.display().to_string()].iter().enumerate() {
+            let (rate, daemon) = self.stored_rate("stages", config, &[], Duration::from_secs(60)).await;
+            stored[i] = rate;
             daemon.stop().await;
         }
         out.push(

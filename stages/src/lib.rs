@@ -25,6 +25,8 @@ pub mod request;
 pub mod rules;
 pub mod sample;
 pub mod stage;
+#[cfg(test)]
+mod testing;
 pub mod validate;
 
 pub use context::{ProjectContext, ProjectSettings, Scope, SettingsPatch};

@@ -170,31 +170,11 @@ impl Stage for Fingerprint {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
-    use serde_json::json;
-    use uuid::Uuid;
-
     use super::*;
     use crate::log::Level;
 
     fn log(message: &str) -> LogRecord {
-        LogRecord {
-            id: Uuid::nil(),
-            project_id: Uuid::nil(),
-            timestamp: Utc::now(),
-            received_at: Utc::now(),
-            level: Level::Error,
-            message: message.into(),
-            service: None,
-            environment: None,
-            host: None,
-            trace_id: None,
-            span_id: None,
-            attributes: json!({}),
-            exception: None,
-            fingerprint: 0,
-            fingerprint_override: None,
-        }
+        LogRecord { level: Level::Error, ..crate::testing::log(message) }
     }
 
     fn fp(message: &str) -> u64 {

@@ -321,30 +321,13 @@ impl Stage for Parse {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use uuid::Uuid;
 
     use super::*;
-    use crate::request::Protocol;
     use crate::rules::StageRules;
+    use crate::testing;
 
     fn record(message: &str, service: Option<&str>) -> LogRecord {
-        LogRecord {
-            id: Uuid::nil(),
-            project_id: Uuid::nil(),
-            timestamp: Utc::now(),
-            received_at: Utc::now(),
-            level: Level::Info,
-            message: message.into(),
-            service: service.map(Into::into),
-            environment: None,
-            host: None,
-            trace_id: None,
-            span_id: None,
-            attributes: json!({"kept": "client"}),
-            exception: None,
-            fingerprint: 0,
-            fingerprint_override: None,
-        }
+        LogRecord { service: service.map(Into::into), attributes: json!({"kept": "client"}), ..testing::log(message) }
     }
 
     fn parser(rules: Value) -> Parser {
@@ -436,30 +419,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_stage_tries_the_projects_rules_before_the_configs() {
-        use tower::{Layer, ServiceExt};
-        use tower_test::mock;
         let global = parser(json!([{"format": "logfmt"}]));
         let stage = Parse::layer(Arc::new(Compiled::new(global)), ValidateConfig::default());
-        let (inner, mut handle) = mock::pair::<Ingest, crate::Accepted>();
-        let service = stage.layer(inner.map_err(|_: tower::BoxError| IngestError::unavailable("the mock")));
-        let mut request = Ingest::new("r".into(), Protocol::Http, None, vec![]);
         let own = StageRules {
             parse: serde_json::from_value(json!([{"format": "regex", "pattern": "^order (?P<order>\\d+)"}]))
                 .expect("rule"),
             ..StageRules::default()
         };
-        request.project = Some(crate::ProjectContext {
-            project_id: Uuid::now_v7(),
-            key_id: Uuid::nil(),
-            scopes: vec![],
-            settings: crate::ProjectSettings::default(),
-            stages: Some(Arc::new(own)),
-        });
-        request.records = vec![record("order 7 paid", None), record("a=1 b=2", None)];
-        let call = tokio::spawn(service.oneshot(request));
-        let (seen, reply) = handle.next_request().await.expect("passed on");
-        reply.send_response(crate::Accepted { ids: vec![] });
-        call.await.expect("joined").expect("ok");
+        let records = vec![record("order 7 paid", None), record("a=1 b=2", None)];
+        let seen = testing::passed_on(stage, testing::project(Some(own)), records).await;
         assert_eq!(seen.records[0].attributes["order"], "7", "the project's rule");
         assert_eq!(seen.records[1].attributes["b"], "2", "the config's rule");
     }

@@ -415,31 +415,15 @@ impl Stage for Redact {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
     use serde_json::json;
-    use uuid::Uuid;
 
     use super::*;
-    use crate::log::{Exception, Level};
+    use crate::log::Exception;
+    use crate::rules::StageRules;
+    use crate::testing;
 
     fn record(message: &str, attributes: Value) -> LogRecord {
-        LogRecord {
-            id: Uuid::nil(),
-            project_id: Uuid::nil(),
-            timestamp: Utc::now(),
-            received_at: Utc::now(),
-            level: Level::Info,
-            message: message.into(),
-            service: None,
-            environment: None,
-            host: None,
-            trace_id: None,
-            span_id: None,
-            attributes,
-            exception: None,
-            fingerprint: 0,
-            fingerprint_override: None,
-        }
+        LogRecord { attributes, ..testing::log(message) }
     }
 
     fn redactor(rules: Value, key: Option<&[u8]>) -> Redactor {
@@ -534,34 +518,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_stage_applies_the_configs_rules_then_the_projects() {
-        use std::sync::Arc;
-
-        use tower::{Layer, ServiceExt};
-        use tower_test::mock;
-
-        use crate::request::Protocol;
-        use crate::rules::StageRules;
         let global = redactor(json!([{"detector": "email"}]), None);
         let stage = Redact::layer(Arc::new(Compiled::new(global)));
-        let (inner, mut handle) = mock::pair::<Ingest, crate::Accepted>();
-        let service = stage.layer(inner.map_err(|_: tower::BoxError| IngestError::unavailable("the mock")));
-        let mut request = Ingest::new("r".into(), Protocol::Http, None, vec![]);
         let own = StageRules {
             redact: serde_json::from_value(json!([{"pattern": "ORD-[0-9]+", "action": "remove"}])).expect("rule"),
             ..StageRules::default()
         };
-        request.project = Some(crate::ProjectContext {
-            project_id: Uuid::now_v7(),
-            key_id: Uuid::nil(),
-            scopes: vec![],
-            settings: crate::ProjectSettings::default(),
-            stages: Some(Arc::new(own)),
-        });
-        request.records = vec![record("a@b.io ordered ORD-7", json!({}))];
-        let call = tokio::spawn(service.oneshot(request));
-        let (seen, reply) = handle.next_request().await.expect("passed on");
-        reply.send_response(crate::Accepted { ids: vec![] });
-        call.await.expect("joined").expect("ok");
+        let seen =
+            testing::passed_on(stage, testing::project(Some(own)), vec![record("a@b.io ordered ORD-7", json!({}))])
+                .await;
         assert_eq!(seen.records[0].message, "***@*** ordered ", "both rule sets applied before the next stage");
     }
 

@@ -221,32 +221,20 @@ impl Stage for Sample {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
     use serde_json::json;
-    use tower::{Layer, ServiceExt};
-    use tower_test::mock;
     use uuid::Uuid;
 
     use super::*;
-    use crate::request::Protocol;
+    use crate::testing;
 
     fn record(level: Level, service: &str, trace: Option<String>, fingerprint: u64) -> LogRecord {
         LogRecord {
             id: Uuid::now_v7(),
-            project_id: Uuid::nil(),
-            timestamp: Utc::now(),
-            received_at: Utc::now(),
             level,
-            message: "GET /health 200".into(),
             service: Some(service.into()),
-            environment: None,
-            host: None,
             trace_id: trace,
-            span_id: None,
-            attributes: json!({}),
-            exception: None,
             fingerprint,
-            fingerprint_override: None,
+            ..testing::log("GET /health 200")
         }
     }
 
@@ -312,26 +300,12 @@ mod tests {
     async fn removed_logs_are_acknowledged_counted_and_not_passed_on() {
         let global = sampler(json!([{"levels": ["DEBUG"], "action": "drop"}]));
         let stage = Sample::layer(Arc::new(Compiled::new(global)));
-        let (inner, mut handle) = mock::pair::<Ingest, crate::Accepted>();
-        let service = stage.layer(inner.map_err(|_: tower::BoxError| IngestError::unavailable("the mock")));
-        let mut request = Ingest::new("r".into(), Protocol::Http, None, vec![]);
-        request.project = Some(crate::ProjectContext {
-            project_id: Uuid::now_v7(),
-            key_id: Uuid::nil(),
-            scopes: vec![],
-            settings: crate::ProjectSettings::default(),
-            stages: None,
-        });
-        request.records = vec![record(Level::Debug, "a", None, 1), record(Level::Info, "a", None, 2)];
-        let ids: Vec<Uuid> = request.records.iter().map(|r| r.id).collect();
-        let report = request.report.clone();
-        let call = tokio::spawn(service.oneshot(request));
-        let (seen, reply) = handle.next_request().await.expect("passed on");
+        let records = vec![record(Level::Debug, "a", None, 1), record(Level::Info, "a", None, 2)];
+        let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
+        let seen = testing::passed_on(stage, testing::project(None), records).await;
         assert_eq!(seen.records.len(), 1);
         assert_eq!(seen.records[0].level, Level::Info);
-        assert_eq!(seen.acknowledged.as_deref(), Some(ids.as_slice()));
-        reply.send_response(crate::Accepted { ids: ids.clone() });
-        call.await.expect("joined").expect("ok");
-        assert_eq!(report.removed.get(), Some(&Removed { dropped: 1, sampled_out: 0 }));
+        assert_eq!(seen.acknowledged.as_deref(), Some(ids.as_slice()), "every id, in request order");
+        assert_eq!(seen.report.removed.get(), Some(&Removed { dropped: 1, sampled_out: 0 }));
     }
 }
