@@ -173,7 +173,12 @@ impl Ingestion {
             async move {
                 let result = stack.oneshot(request).await;
                 let rejected = counted.rejected.get().map_or(0, Vec::len) as u64;
-                let removed = counted.removed.get().copied().unwrap_or_default();
+                // Removed logs end as such only when the request was accepted: a refused one is retried.
+                let removed = if result.is_ok() {
+                    counted.removed.get().copied().unwrap_or_default()
+                } else {
+                    Default::default()
+                };
                 let kept = logs - rejected - removed.total();
                 outcomes.record(front, project, day, outcome::Outcome::of(&result), kept, bytes);
                 for (outcome, n) in [

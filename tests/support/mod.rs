@@ -281,7 +281,13 @@ impl Daemon {
         let base = format!("http://{}", ready["http_addr"].as_str().unwrap());
         let grpc = format!("http://{}", ready["grpc_addr"].as_str().unwrap_or_default());
         let syslog = ready["syslog_addr"].as_str().unwrap_or_default().to_owned();
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        // Idle connections are dropped before the daemon's own 10 s keep-alive limit closes them: a test that
+        // blocked its runtime (a CLI run) must not then send on a connection the daemon has closed.
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
         Daemon { child, base, grpc, syslog, fresh: Some(fresh), extra, config, output, client }
     }
 
@@ -294,6 +300,7 @@ impl Daemon {
         self.grpc = format!("https://localhost:{grpc}");
         self.client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(5))
             .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).unwrap())
             .resolve("localhost", http)
             .build()
