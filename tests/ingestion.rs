@@ -350,15 +350,20 @@ async fn grpc_ingest_and_stream(d: Daemon) {
     d.stored(&key, &totals.ids[2]).await;
 }
 
-/// With no worker draining the queue, a project whose queue holds `max_queue_depth` logs is refused.
+/// With no worker draining the queue, a project whose queue holds `max_queue_depth` logs is refused: each of
+/// the 2 shards takes the project's share (2 logs, a batch may cross it), then refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_when_the_queue_is_full() {
-    let d = Daemon::start_with(Fresh::new(Kind::Shared), &[("LEDGER__ROLES__WORKERS", "false")]).await;
+    let d = Daemon::start_with(
+        Fresh::new(Kind::Shared),
+        &[("LEDGER__ROLES__WORKERS", "false"), ("LEDGER__QUEUE__SHARDS", "2")],
+    )
+    .await;
     let (token, project, key) = d.tenant("ada@example.com").await;
     d.patch(&format!("/v1/projects/{project}"), Some(&token), json!({"settings": {"max_queue_depth": 3}})).await;
     let two = json!({"logs": [{"message": "a"}, {"message": "b"}]});
     assert_eq!(d.ingest(&key, two.clone()).await.status, 202);
-    assert_eq!(d.ingest(&key, two.clone()).await.status, 202, "2 < 3 pending: accepted whole");
+    assert_eq!(d.ingest(&key, two.clone()).await.status, 202, "the other shard: 0 < 2 pending, accepted whole");
     let full = d.ingest(&key, two.clone()).await;
     full.assert_error(503, "queue_full");
     assert!(full.header("retry-after").is_some());
@@ -366,7 +371,7 @@ async fn backpressure_when_the_queue_is_full() {
     assert_eq!(health.body["checks"]["queue"]["depth"], 4, "{health:?}");
 
     // A worker drains the queue: the logs arrive and the project may send again.
-    let d = d.restart_with(&[]).await;
+    let d = d.restart_with(&[("LEDGER__QUEUE__SHARDS", "2")]).await;
     let drained = eventually(Duration::from_secs(20), "the queue drains", || async {
         (d.all_logs(&key, 100).await.len() == 4).then_some(())
     });

@@ -89,7 +89,7 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
     // The next owner starts from the committed offset.
     let stop = CancellationToken::new();
     let workers = Workers {
-        client: redis.client(),
+        redis: redis.clone(),
         keys: keys.clone(),
         shards: 1,
         writer: Arc::new(logs.clone()),
@@ -118,7 +118,7 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
     let left: i64 = redis::cmd("XLEN").arg(keys.stream(0)).query_async(&mut conn).await.unwrap();
     assert_eq!(left, 0, "released entries leave the stream");
     let pending: Option<i64> =
-        redis::cmd("GET").arg(keys.pending(project.project_id)).query_async(&mut conn).await.unwrap();
+        redis::cmd("GET").arg(keys.pending(0, project.project_id)).query_async(&mut conn).await.unwrap();
     assert_eq!(pending.unwrap_or(0), 0);
 
     // And with its logs written, the project may fill its queue again.

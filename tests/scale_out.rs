@@ -46,7 +46,7 @@ async fn two_instances_share_limits_revocations_and_shards() {
             let mut owners = Vec::new();
             for shard in 0..4 {
                 let owner: Option<String> =
-                    redis::cmd("GET").arg(format!("{prefix}lease:{shard}")).query_async(&mut conn).await.unwrap();
+                    redis::cmd("GET").arg(format!("{prefix}lease:{{{shard}}}")).query_async(&mut conn).await.unwrap();
                 owners.push(owner?);
             }
             Some(owners)

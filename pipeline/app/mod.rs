@@ -173,9 +173,9 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
             let limits = Arc::new(RedisLimits::new(redis.clone()));
             let analytics: Arc<dyn AnalyticsCache> = Arc::new(RedisAnalytics::new(redis.clone()));
             let tail: Arc<dyn TailFeed> = Arc::new(RedisTail::new(redis.clone(), config.tail.keep_logs));
-            let queue = RedisQueue::new(redis.clone(), config.queue.shards);
+            let queue = RedisQueue::new(redis.clone(), config.queue.shards).replicated(config.redis.min_replicas_acked);
             let workers = config.roles.workers.then(|| Workers {
-                client: redis.client(),
+                redis: redis.clone(),
                 keys: Keys { prefix: redis.prefix().to_owned() },
                 shards: config.queue.shards,
                 writer: Arc::new(store.clone()),

@@ -1,8 +1,15 @@
-//! The shared queue: Redis stream shards `{prefix}logs:{shard}`.
+//! The shared queue: Redis stream shards `{prefix}logs:{N}`.
 //!
-//! One script checks the project's pending count against `max_queue_depth`, XADDs the batch and counts
-//! it, atomically and in one round trip. The 202 follows the XADD: the batch is as durable as Redis is
-//! configured to be (AOF with `appendfsync always` for zero loss; see the README).
+//! One script checks the project's pending count on the shard against its share of `max_queue_depth`,
+//! XADDs the batch and counts it, atomically and in one round trip. The 202 follows the XADD: the batch is
+//! as durable as Redis is configured to be (AOF with `appendfsync always` for zero loss; see the README),
+//! and with `redis.min_replicas_acked` = n it also waits (`WAIT`) until n replicas have it, so a failover
+//! to one of them loses no acknowledged log.
+//!
+//! Every key the shard's scripts touch carries the shard's hash tag `{N}`: the stream, the shard's pending
+//! count and the project's pending count on that shard are in one hash slot, so the same scripts run on a
+//! Redis Cluster. A project's pending logs are the sum over the shards; it is refused when every shard
+//! holds its share (`max_queue_depth / shards`, rounded up), each shard taking at most one batch past it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,8 +30,9 @@ pub struct Entry {
     pub records: Vec<LogRecord>,
 }
 
-/// KEYS: stream, project's pending counter, total pending counter. ARGV: logs, max depth, project, payload.
-/// A project that already holds `max` pending logs is refused; otherwise the batch goes in whole.
+/// KEYS: stream, the project's pending counter on the shard, the shard's pending counter. ARGV: logs, the
+/// project's share of its max depth on this shard, project, payload. A project that already holds its share
+/// on the shard is refused here; otherwise the batch goes in whole.
 const ENQUEUE: &str = r"
 local pending = tonumber(redis.call('GET', KEYS[2]) or '0')
 if pending >= tonumber(ARGV[2]) then return false end
@@ -34,8 +42,8 @@ redis.call('INCRBY', KEYS[3], ARGV[1])
 return id
 ";
 
-/// KEYS: stream, project's pending counter (or the total again when the project is unknown), total
-/// pending counter. ARGV: logs, project, payload. Puts an entry back without the depth check: it was
+/// KEYS: stream, the project's pending counter on the shard (or the shard's again when the project is
+/// unknown), the shard's pending counter. ARGV: logs, project, payload. Puts an entry back without the depth check: it was
 /// acknowledged once already.
 const REQUEUE: &str = r"
 local id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[2], 'n', ARGV[1], 'd', ARGV[3])
@@ -44,7 +52,7 @@ redis.call('INCRBY', KEYS[3], ARGV[1])
 return id
 ";
 
-/// Key names, from one place.
+/// Key names, from one place. Each carries its shard's hash tag `{N}`.
 #[derive(Clone, Debug)]
 pub struct Keys {
     pub prefix: String,
@@ -52,19 +60,26 @@ pub struct Keys {
 
 impl Keys {
     pub fn stream(&self, shard: u32) -> String {
-        format!("{}logs:{shard}", self.prefix)
+        format!("{}logs:{{{shard}}}", self.prefix)
     }
 
-    pub fn pending(&self, project: Uuid) -> String {
-        format!("{}pending:{project}", self.prefix)
+    /// The project's logs on the shard that are not written yet.
+    pub fn pending(&self, shard: u32, project: Uuid) -> String {
+        format!("{}{project}", self.pending_prefix(shard))
     }
 
-    pub fn pending_total(&self) -> String {
-        format!("{}pending", self.prefix)
+    /// What [`Keys::pending`] starts with: the release script appends each entry's project to it.
+    pub fn pending_prefix(&self, shard: u32) -> String {
+        format!("{}pending:{{{shard}}}:", self.prefix)
+    }
+
+    /// All the shard's logs that are not written yet.
+    pub fn pending_shard(&self, shard: u32) -> String {
+        format!("{}pending:{{{shard}}}", self.prefix)
     }
 
     pub fn lease(&self, shard: u32) -> String {
-        format!("{}lease:{shard}", self.prefix)
+        format!("{}lease:{{{shard}}}", self.prefix)
     }
 }
 
@@ -76,6 +91,8 @@ pub struct RedisQueue {
     shards: u32,
     next_shard: Arc<AtomicU32>,
     script: Arc<redis::Script>,
+    /// Replicas that must hold a batch before its 202 (`redis.min_replicas_acked`).
+    min_replicas: u32,
 }
 
 impl RedisQueue {
@@ -86,7 +103,19 @@ impl RedisQueue {
             shards: shards.max(1),
             next_shard: Arc::new(AtomicU32::new(0)),
             script: Arc::new(redis::Script::new(ENQUEUE)),
+            min_replicas: 0,
         }
+    }
+
+    /// Waits for `replicas` replicas to hold each batch before acknowledging it.
+    pub fn replicated(mut self, replicas: u32) -> RedisQueue {
+        self.min_replicas = replicas;
+        self
+    }
+
+    /// A project's share of its max depth on one shard.
+    fn share(&self, max_depth: u64) -> u64 {
+        max_depth.div_ceil(u64::from(self.shards)).max(1)
     }
 }
 
@@ -95,11 +124,12 @@ impl RedisQueue {
     pub async fn requeue(&self, shard: u32, project: Option<Uuid>, logs: u64, payload: &[u8]) -> Result<(), String> {
         let script = redis::Script::new(REQUEUE);
         let mut invocation = script.prepare_invoke();
-        let pending = project.map_or_else(|| self.keys.pending_total(), |p| self.keys.pending(p));
+        let shard = shard % self.shards;
+        let pending = project.map_or_else(|| self.keys.pending_shard(shard), |p| self.keys.pending(shard, p));
         invocation
-            .key(self.keys.stream(shard % self.shards))
+            .key(self.keys.stream(shard))
             .key(pending)
-            .key(self.keys.pending_total())
+            .key(self.keys.pending_shard(shard))
             .arg(logs)
             .arg(project.map(|p| p.to_string()).unwrap_or_default())
             .arg(payload);
@@ -122,45 +152,54 @@ impl LogQueue for RedisQueue {
     ) -> Result<(), QueueError> {
         let n = records.len();
         let payload = rmp_serde::to_vec_named(&Entry { traceparent, records }).map_err(unavailable)?;
-        // Round robin: a busy project spreads over every shard, and so over every worker.
-        let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards;
-        let mut invocation = self.script.prepare_invoke();
-        invocation
-            .key(self.keys.stream(shard))
-            .key(self.keys.pending(project.project_id))
-            .key(self.keys.pending_total())
-            .arg(n)
-            .arg(project.settings.max_queue_depth)
-            .arg(project.project_id.to_string())
-            .arg(payload);
-        let id: Option<String> = self.redis.invoke(&invocation).await.map_err(unavailable)?;
-        match id {
-            Some(_) => Ok(()),
-            None => Err(QueueError::Full { retry_after: Duration::from_secs(1) }),
+        let share = self.share(project.settings.max_queue_depth);
+        // Round robin: a busy project spreads over every shard, and so over every worker. A shard that holds
+        // the project's share refuses; the next one is tried, and the batch is refused when all have.
+        let first = self.next_shard.fetch_add(1, Ordering::Relaxed);
+        for attempt in 0..self.shards {
+            let shard = first.wrapping_add(attempt) % self.shards;
+            let stream = self.keys.stream(shard);
+            let mut invocation = self.script.prepare_invoke();
+            invocation
+                .key(&stream)
+                .key(self.keys.pending(shard, project.project_id))
+                .key(self.keys.pending_shard(shard))
+                .arg(n)
+                .arg(share)
+                .arg(project.project_id.to_string())
+                .arg(&payload);
+            let id: Option<String> = self.redis.invoke(&invocation).await.map_err(unavailable)?;
+            if id.is_some() {
+                if self.min_replicas > 0 {
+                    self.redis.wait_replicas(&stream, self.min_replicas).await.map_err(unavailable)?;
+                }
+                return Ok(());
+            }
         }
+        Err(QueueError::Full { retry_after: Duration::from_secs(1) })
     }
 
     async fn shards(&self) -> Result<Vec<ShardBacklog>, QueueError> {
         // Released entries are deleted, so a stream holds only what is not yet written.
-        let mut pipe = redis::pipe();
-        for shard in 0..self.shards {
-            let stream = self.keys.stream(shard);
-            pipe.cmd("XLEN").arg(&stream).cmd("XRANGE").arg(&stream).arg("-").arg("+").arg("COUNT").arg(1);
-        }
-        let replies: Vec<redis::Value> = self.redis.run_pipe(&pipe).await.map_err(unavailable)?;
-        let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-        let mut replies = replies.into_iter();
-        let backlog = (0..self.shards)
+        let pipes: Vec<redis::Pipeline> = (0..self.shards)
             .map(|shard| {
-                let entries = match replies.next() {
-                    Some(redis::Value::Int(n)) => u64::try_from(n).unwrap_or(0),
-                    _ => 0,
-                };
-                let oldest: Option<redis::streams::StreamRangeReply> =
-                    replies.next().and_then(|v| redis::FromRedisValue::from_redis_value(v).ok());
+                let stream = self.keys.stream(shard);
+                let mut pipe = redis::pipe();
+                pipe.cmd("XLEN").arg(&stream).cmd("XRANGE").arg(&stream).arg("-").arg("+").arg("COUNT").arg(1);
+                pipe
+            })
+            .collect();
+        let replies: Vec<(u64, redis::streams::StreamRangeReply)> =
+            self.redis.run_pipes(&pipes).await.map_err(unavailable)?;
+        let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let backlog = (0..self.shards)
+            .zip(replies)
+            .map(|(shard, (entries, oldest))| {
                 // An entry id is `<milliseconds>-<sequence>`: when it was added.
                 let added_ms = oldest
-                    .and_then(|r| r.ids.into_iter().next())
+                    .ids
+                    .into_iter()
+                    .next()
                     .and_then(|e| e.id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()));
                 let lag = added_ms.map_or(Duration::ZERO, |ms| Duration::from_millis(now_ms.saturating_sub(ms)));
                 ShardBacklog { shard, entries, lag }
@@ -170,8 +209,14 @@ impl LogQueue for RedisQueue {
     }
 
     async fn depth(&self) -> Result<u64, QueueError> {
-        let depth: Option<i64> =
-            self.redis.run(redis::cmd("GET").arg(self.keys.pending_total())).await.map_err(unavailable)?;
-        Ok(u64::try_from(depth.unwrap_or(0)).unwrap_or(0))
+        let pipes: Vec<redis::Pipeline> = (0..self.shards)
+            .map(|shard| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("GET").arg(self.keys.pending_shard(shard));
+                pipe
+            })
+            .collect();
+        let depths: Vec<(Option<i64>,)> = self.redis.run_pipes(&pipes).await.map_err(unavailable)?;
+        Ok(depths.into_iter().map(|(d,)| u64::try_from(d.unwrap_or(0)).unwrap_or(0)).sum())
     }
 }

@@ -15,7 +15,6 @@
 use std::time::{Duration, Instant};
 
 use ledger_stages::LogRecord;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -27,9 +26,11 @@ use crate::store::dead_letter::{Poison, Reason};
 use crate::store::logs::postgres::encode_copy_rows;
 use crate::store::logs::search::late_blocks;
 use crate::store::logs::{Late, LogWriter, OffsetMove, Rows, WriteBatch, WriteError};
+use crate::store::redis::{Conn, RedisCache};
 
-/// KEYS: stream. ARGV: last committed id, key prefix. Drops every entry up to that id and takes its
-/// logs off the pending counts; returns how many entries it dropped.
+/// KEYS: stream, the shard's pending counter. ARGV: last committed id, what the shard's per-project pending
+/// counters' names start with (the same hash slot). Drops every entry up to that id and takes its logs off
+/// the pending counts; returns how many entries it dropped.
 const RELEASE: &str = r"
 local entries = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
 local total = 0
@@ -40,13 +41,21 @@ for _, entry in ipairs(entries) do
     if fields[i] == 'p' then project = fields[i + 1] elseif fields[i] == 'n' then n = tonumber(fields[i + 1]) end
   end
   if project and n then
-    redis.call('DECRBY', ARGV[2] .. 'pending:' .. project, n)
+    redis.call('DECRBY', ARGV[2] .. project, n)
     total = total + n
   end
   redis.call('XDEL', KEYS[1], entry[1])
 end
-if total > 0 then redis.call('DECRBY', ARGV[2] .. 'pending', total) end
+if total > 0 then redis.call('DECRBY', KEYS[2], total) end
 return #entries
+";
+
+/// KEYS: lease. ARGV: owner, milliseconds. Takes the lease if nobody, or this owner, holds it.
+const TAKE: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 ";
 
 /// KEYS: lease. ARGV: owner, milliseconds. Extends the lease if this owner holds it.
@@ -66,7 +75,7 @@ const START: &str = "0-0";
 
 #[derive(Clone)]
 pub struct Workers {
-    pub client: redis::Client,
+    pub redis: RedisCache,
     pub keys: Keys,
     pub shards: u32,
     /// The log store's write port: each batch, its dead letters and the shard's offset in one transaction.
@@ -185,14 +194,6 @@ impl Workers {
         while loops.join_next().await.is_some() {}
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
-        // A connection of its own: XREAD blocks it, and must not block anyone else's commands.
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)));
-        self.client.get_multiplexed_async_connection_with_config(&config).await
-    }
-
     async fn shard_loop(self, shard: u32, shutdown: CancellationToken) {
         // Transient failures (Redis or PostgreSQL away) back off: 1 s, 2 s, 4 s … up to 30 s.
         let mut failures: u32 = 0;
@@ -221,18 +222,14 @@ impl Workers {
 
     /// Takes the shard's lease and drains it while held; `false` when another instance holds it.
     async fn own(&self, shard: u32, shutdown: &CancellationToken) -> Result<bool, WorkError> {
-        let mut conn = self.connect().await?;
+        // A connection of its own: XREAD blocks it, and must not block anyone else's commands.
+        let mut conn = self.redis.dedicated().await?;
         let lease_key = self.keys.lease(shard);
         let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(15_000);
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(&lease_key)
-            .arg(&self.owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(lease_ms)
-            .query_async(&mut conn)
-            .await?;
-        if taken.is_none() {
+        // Its own lease too: after a Redis failover, or a failure of this loop, it goes on at once.
+        let taken: i64 =
+            redis::Script::new(TAKE).key(&lease_key).arg(&self.owner).arg(lease_ms).invoke_async(&mut conn).await?;
+        if taken != 1 {
             return Ok(false);
         }
         tracing::info!(shard, "queue shard taken");
@@ -243,13 +240,10 @@ impl Workers {
         result.map(|()| true)
     }
 
-    async fn drain(
-        &self,
-        shard: u32,
-        conn: &mut MultiplexedConnection,
-        shutdown: &CancellationToken,
-    ) -> Result<(), WorkError> {
+    async fn drain(&self, shard: u32, conn: &mut Conn, shutdown: &CancellationToken) -> Result<(), WorkError> {
         let stream = self.keys.stream(shard);
+        let pending = self.keys.pending_shard(shard);
+        let pending_prefix = self.keys.pending_prefix(shard);
         let lease_key = self.keys.lease(shard);
         let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(15_000);
         let release = redis::Script::new(RELEASE);
@@ -258,7 +252,8 @@ impl Workers {
 
         let mut last: String = self.writer.offset(shard_id).await?.unwrap_or_else(|| START.to_owned());
         if last != START {
-            let dropped: i64 = release.key(&stream).arg(&last).arg(&self.keys.prefix).invoke_async(conn).await?;
+            let dropped: i64 =
+                release.key(&stream).key(&pending).arg(&last).arg(&pending_prefix).invoke_async(conn).await?;
             if dropped > 0 {
                 tracing::info!(shard, dropped, "released entries committed before a restart");
             }
@@ -309,7 +304,8 @@ impl Workers {
             // Not cancellable from here: a batch read is a batch written.
             let (stats, tailing) = self.commit(shard_id, &last, &newest, prepared).instrument(copy).await?;
             drop(batch);
-            let _: i64 = release.key(&stream).arg(&newest).arg(&self.keys.prefix).invoke_async(conn).await?;
+            let _: i64 =
+                release.key(&stream).key(&pending).arg(&newest).arg(&pending_prefix).invoke_async(conn).await?;
             if !tailing.is_empty()
                 && let Err(error) = self.tail.publish(tailing, &published).await
             {

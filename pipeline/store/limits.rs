@@ -74,8 +74,9 @@ impl RateLimiter for RedisLimits {
         for window in windows {
             let period = period_ms(window);
             let index = now / period;
-            invocation.key(self.cache.key("rl", format!("{project}:{period}:{index}")));
-            invocation.key(self.cache.key("rl", format!("{project}:{period}:{}", index.saturating_sub(1))));
+            // One hash tag per project: the script's keys share a slot on a cluster.
+            invocation.key(self.cache.key("rl", format!("{{{project}}}:{period}:{index}")));
+            invocation.key(self.cache.key("rl", format!("{{{project}}}:{period}:{}", index.saturating_sub(1))));
         }
         invocation.arg(now);
         for window in windows {

@@ -227,6 +227,11 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 #[async_trait]
 pub trait HealthCheck: Send + Sync + 'static {
     async fn check(&self) -> Result<(), StoreError>;
+
+    /// The check, and how far behind the dependency is (a replica's replay), when that applies.
+    async fn lag_seconds(&self) -> Result<Option<f64>, StoreError> {
+        self.check().await.map(|()| None)
+    }
 }
 
 /// The backend an instance runs on, assembled once at start-up.

@@ -4,6 +4,12 @@
 //! Every key starts with `redis.key_prefix`, so deployments and tests can share one Redis. Every command
 //! has a deadline: a slow Redis turns into 503s, not into requests that hang; and once Redis has failed to
 //! answer, commands fail fast for a second at a time ([`FailFast`]).
+//!
+//! `redis.url` may name one Redis or a Redis Cluster (one or more of its nodes, comma-separated); which one
+//! it is, the first node that answers says (`INFO cluster`). On a cluster every script and transaction
+//! touches keys of one hash slot only: keys that are used together share a hash tag (`{3}` for a queue
+//! shard, `{<project id>}` for a project's counters), and pipelines that span slots are sent per slot
+//! ([`RedisCache::run_pipes`]). The same keys and code serve a single Redis.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -12,16 +18,90 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use ledger_stages::auth::{CachedKey, KeyDigest, KeyValidator, SharedKeyCache, StoreUnavailable};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Counters, HealthCheck, SessionStore, StoreError};
 
+/// What `redis.url` names.
+#[derive(Clone)]
+enum Target {
+    Single(redis::Client),
+    /// A cluster, and the nodes named in `redis.url` (pub/sub subscribers start from them).
+    Cluster {
+        client: Box<ClusterClient>,
+        seeds: Vec<String>,
+    },
+}
+
+/// A connection to a single Redis or to a cluster: one type for the code above it.
+#[derive(Clone)]
+pub enum Conn {
+    /// Reconnects by itself: the cache's shared connection.
+    Managed(ConnectionManager),
+    /// A connection of its own (a worker's, whose XREAD blocks it).
+    Plain(MultiplexedConnection),
+    /// Routes each command to its slot's node, follows MOVED and failovers.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Managed(c) => c.req_packed_command(cmd),
+            Conn::Plain(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Plain(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Managed(c) => c.get_db(),
+            Conn::Plain(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// `WAIT replicas timeout` on the connection that wrote `key`: how many replicas have every write made
+    /// through it so far (on a cluster, the primary of `key`'s slot is asked).
+    pub async fn wait_replicas(&mut self, key: &str, replicas: u32, timeout: Duration) -> redis::RedisResult<u32> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1));
+        let acked: i64 = match self {
+            Conn::Cluster(c) => {
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+                let value = c.route_command(wait, RoutingInfo::SingleNode(route)).await?;
+                redis::FromRedisValue::from_redis_value(value)?
+            }
+            other => wait.query_async(other).await?,
+        };
+        Ok(u32::try_from(acked).unwrap_or(0))
+    }
+}
+
 #[derive(Clone)]
 pub struct RedisCache {
-    client: redis::Client,
-    conn: ConnectionManager,
+    target: Target,
+    conn: Conn,
     prefix: String,
     timeout: Duration,
     fail_fast: Arc<FailFast>,
@@ -94,16 +174,58 @@ impl From<StoreError> for StoreUnavailable {
 }
 
 impl RedisCache {
-    /// Connects and checks the connection with a PING.
+    /// Connects to the Redis or Redis Cluster that `url` names and checks the connection with a PING.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<RedisCache, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Internal(format!("redis.url: {e}")))?;
-        let conn = tokio::time::timeout(timeout, client.get_connection_manager())
-            .await
-            .map_err(|_| unavailable(format!("no answer from {url} within {timeout:?}")))?
-            .map_err(unavailable)?;
-        let cache = RedisCache { client, conn, prefix: prefix.to_owned(), timeout, fail_fast: Arc::default() };
+        let seeds: Vec<String> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        let late = || unavailable(format!("no answer within {timeout:?}"));
+        let cluster = tokio::time::timeout(timeout, cluster_enabled(&seeds)).await.map_err(|_| late())??;
+        let (target, conn) = if cluster {
+            let client = ClusterClient::builder(seeds.clone())
+                .connection_timeout(timeout)
+                .response_timeout(timeout.max(Duration::from_secs(10)))
+                .build()
+                .map_err(|e| StoreError::Internal(format!("redis.url: {e}")))?;
+            let conn = tokio::time::timeout(timeout, client.get_async_connection())
+                .await
+                .map_err(|_| late())?
+                .map_err(unavailable)?;
+            (Target::Cluster { client: Box::new(client), seeds }, Conn::Cluster(conn))
+        } else {
+            let [seed] = &seeds[..] else {
+                return Err(StoreError::Internal(
+                    "redis.url: several URLs name the nodes of a Redis Cluster, but this Redis is not one".into(),
+                ));
+            };
+            let client =
+                redis::Client::open(seed.as_str()).map_err(|e| StoreError::Internal(format!("redis.url: {e}")))?;
+            let conn = tokio::time::timeout(timeout, client.get_connection_manager())
+                .await
+                .map_err(|_| late())?
+                .map_err(unavailable)?;
+            (Target::Single(client), Conn::Managed(conn))
+        };
+        let cache = RedisCache { target, conn, prefix: prefix.to_owned(), timeout, fail_fast: Arc::default() };
         cache.check().await?;
         Ok(cache)
+    }
+
+    /// Whether `redis.url` names a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster { .. })
+    }
+
+    /// A connection of its own, for commands that block it (a worker's XREAD): a multiplexed connection to
+    /// a single Redis, or a cluster connection of its own.
+    pub async fn dedicated(&self) -> redis::RedisResult<Conn> {
+        match &self.target {
+            Target::Single(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(10)));
+                Ok(Conn::Plain(client.get_multiplexed_async_connection_with_config(&config).await?))
+            }
+            Target::Cluster { client, .. } => Ok(Conn::Cluster(client.get_async_connection().await?)),
+        }
     }
 
     pub fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
@@ -157,12 +279,31 @@ impl RedisCache {
         }
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Conn {
         self.conn.clone()
     }
 
-    pub fn client(&self) -> redis::Client {
-        self.client.clone()
+    /// Waits until `replicas` replicas hold every write made so far on the connection that wrote `key` (on a
+    /// cluster, its slot's primary), for at most half this cache's deadline; an error when fewer do.
+    pub async fn wait_replicas(&self, key: &str, replicas: u32) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let acked = self.guarded(conn.wait_replicas(key, replicas, self.timeout / 2)).await?;
+        if acked < replicas {
+            return Err(unavailable(format!(
+                "{acked} of the {replicas} replicas asked for (redis.min_replicas_acked) confirmed the write in time"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs pipelines that each touch one hash slot, at once, with this cache's deadline: what a pipeline
+    /// spanning slots becomes on a cluster (on a single Redis they share the connection's pipelining).
+    pub async fn run_pipes<T: redis::FromRedisValue>(&self, pipes: &[redis::Pipeline]) -> Result<Vec<T>, StoreError> {
+        let calls = pipes.iter().map(|pipe| {
+            let mut conn = self.conn.clone();
+            async move { pipe.query_async::<T>(&mut conn).await }
+        });
+        self.guarded(async { futures::future::join_all(calls).await.into_iter().collect() }).await
     }
 
     /// Whether commands fail fast now, Redis having failed to answer.
@@ -191,9 +332,51 @@ impl RedisCache {
     /// Subscribes to other instances' revocations. Awaited before the instance says it is ready, so no
     /// revocation made after that can be missed.
     pub async fn subscribe_key_revocations(&self) -> Result<redis::aio::PubSub, StoreError> {
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+        let mut pubsub = self.pubsub().await?;
         pubsub.subscribe(self.forget_channel()).await.map_err(unavailable)?;
         Ok(pubsub)
+    }
+
+    /// A pub/sub connection. On a cluster, a message published on any node reaches the subscribers of every
+    /// node, so one node is enough: the first of the cluster's nodes (as it knows them now, then those named
+    /// in `redis.url`) that answers.
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, StoreError> {
+        let seeds = match &self.target {
+            Target::Single(client) => return client.get_async_pubsub().await.map_err(unavailable),
+            Target::Cluster { seeds, .. } => seeds,
+        };
+        let mut candidates = self.cluster_nodes().await.unwrap_or_default();
+        candidates.extend(seeds.iter().cloned());
+        let mut last = None;
+        for url in candidates {
+            let connect = async { redis::Client::open(url.as_str())?.get_async_pubsub().await };
+            match tokio::time::timeout(self.timeout, connect).await {
+                Ok(Ok(pubsub)) => return Ok(pubsub),
+                Ok(Err(e)) => last = Some(e.to_string()),
+                Err(_) => last = Some(format!("{} did not answer", crate::store::setup::redact(&url))),
+            }
+        }
+        Err(unavailable(last.unwrap_or_else(|| "no cluster node to subscribe on".into())))
+    }
+
+    /// The URLs of the cluster's nodes that are not marked as failing, from `CLUSTER NODES`, with the
+    /// scheme and credentials of the first URL in `redis.url`.
+    async fn cluster_nodes(&self) -> Result<Vec<String>, StoreError> {
+        let Target::Cluster { seeds, .. } = &self.target else { return Ok(Vec::new()) };
+        let listing: String = self.query(&redis::cmd("CLUSTER").arg("NODES").to_owned()).await?;
+        let base = seeds.first().map(String::as_str).unwrap_or("redis://");
+        let (scheme, rest) = base.split_once("://").unwrap_or(("redis", base));
+        let userinfo = rest.rsplit_once('@').map(|(u, _)| format!("{u}@")).unwrap_or_default();
+        Ok(listing
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(' ');
+                let address = fields.nth(1)?.split('@').next()?.split(',').next()?;
+                let flags = fields.next()?;
+                (!flags.contains("fail") && !address.starts_with(':'))
+                    .then(|| format!("{scheme}://{userinfo}{address}"))
+            })
+            .collect())
     }
 
     /// Drops other instances' revoked keys from `validator`'s in-process tier until `shutdown`, starting
@@ -232,6 +415,24 @@ impl RedisCache {
             };
         }
     }
+}
+
+/// Whether the first of `seeds` that answers runs in cluster mode.
+async fn cluster_enabled(seeds: &[String]) -> Result<bool, StoreError> {
+    let mut last = StoreError::Internal("redis.url names no Redis".into());
+    for seed in seeds {
+        let client = redis::Client::open(seed.as_str()).map_err(|e| StoreError::Internal(format!("redis.url: {e}")))?;
+        let answer: redis::RedisResult<String> = async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("INFO").arg("cluster").query_async(&mut conn).await
+        }
+        .await;
+        match answer {
+            Ok(info) => return Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1")),
+            Err(e) => last = unavailable(e),
+        }
+    }
+    Err(last)
 }
 
 #[async_trait]
@@ -374,12 +575,18 @@ impl SharedKeyCache for RedisCache {
             return Ok(());
         }
         let payload: Vec<u8> = digests.iter().flat_map(|d| d.as_bytes().iter().copied()).collect();
-        let mut pipe = redis::pipe();
-        for digest in digests {
-            pipe.cmd("DEL").arg(self.key("apikey", digest.to_hex())).ignore();
-        }
-        pipe.cmd("PUBLISH").arg(self.forget_channel()).arg(payload).ignore();
-        Ok(self.query_pipe::<()>(&pipe).await?)
+        // Each key in its own slot; deleted before the broadcast, so an instance that forgets a key then
+        // finds nothing in the shared tier either.
+        let deletes: Vec<redis::Pipeline> = digests
+            .iter()
+            .map(|digest| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("DEL").arg(self.key("apikey", digest.to_hex())).ignore();
+                pipe
+            })
+            .collect();
+        self.run_pipes::<()>(&deletes).await?;
+        Ok(self.query::<()>(redis::cmd("PUBLISH").arg(self.forget_channel()).arg(payload)).await?)
     }
 }
 

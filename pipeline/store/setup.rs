@@ -43,6 +43,10 @@ pub struct SetupError(pub String);
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`: URLs go into error messages.
 pub fn redact(url: &str) -> String {
+    if url.contains(',') {
+        // Several URLs: a Redis Cluster's nodes.
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
     match userinfo.split_once(':') {
@@ -100,8 +104,18 @@ async fn open_shared(config: &Config) -> Result<Backend, SetupError> {
     let redis = RedisCache::connect(&config.redis.url, &config.redis.key_prefix, redis_timeout)
         .await
         .map_err(|e| SetupError(format!("cannot use Redis at {}: {e}", redact(&config.redis.url))))?;
+    tracing::info!(mode = if redis.is_cluster() { "cluster" } else { "single" }, "connected to Redis");
+    let mut logs = PgLogStore::new(logs);
+    if !pg.logs_read_url.is_empty() {
+        logs = logs.with_replica(replica_pool(&pg.logs_read_url, pg.max_connections, timeout).await?);
+    }
     let store = Arc::new(SqlStore::new(Db::Postgres(auth)));
     let cache = Arc::new(redis.clone());
+    let mut checks =
+        vec![("database", store.clone() as Arc<dyn HealthCheck>), ("cache", cache.clone() as Arc<dyn HealthCheck>)];
+    if let Some(replica) = logs.replica_check() {
+        checks.push(("replica", Arc::new(replica)));
+    }
     Ok(Backend {
         kind: BackendKind::Shared,
         accounts: store.clone(),
@@ -111,8 +125,8 @@ async fn open_shared(config: &Config) -> Result<Backend, SetupError> {
         idempotency: cache.clone(),
         shared_keys: Some(cache.clone()),
         redis: Some(redis),
-        logs: LogDb::Postgres(PgLogStore::new(logs)),
-        checks: vec![("database", store as Arc<dyn HealthCheck>), ("cache", cache as Arc<dyn HealthCheck>)],
+        logs: LogDb::Postgres(logs),
+        checks,
     })
 }
 
@@ -181,6 +195,39 @@ pub async fn postgres_pool(url: &str, max_connections: u32, timeout: Duration) -
         .map_err(reach)
 }
 
+/// Connects to a read replica of the logs database: never creates or migrates it, and waits (up to
+/// `timeout`) for the database to appear, as a replica replays the primary's creation a moment later.
+async fn replica_pool(url: &str, max_connections: u32, timeout: Duration) -> Result<PgPool, SetupError> {
+    let shown = redact(url);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout(timeout, sqlx::Postgres::database_exists(url)).await {
+            Ok(Ok(true)) => break,
+            Ok(Ok(false)) if tokio::time::Instant::now() < deadline => {}
+            Ok(Ok(false)) => {
+                return Err(SetupError(format!(
+                    "postgres.logs_read_url {shown}: the database does not exist there (is it a replica of logs_url?)"
+                )));
+            }
+            Ok(Err(e)) => return Err(SetupError(format!("cannot reach the read replica at {shown}: {e}"))),
+            Err(_) => {
+                return Err(SetupError(format!(
+                    "cannot reach the read replica at {shown}: no answer within {timeout:?}"
+                )));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(|e| SetupError(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(timeout)
+        .connect_with(options)
+        .await
+        .map_err(|e| SetupError(format!("cannot reach the read replica at {shown}: {e}")))
+}
+
 async fn migrate<'a, A>(mut migrator: Migrator, pool: A, what: &str) -> Result<(), SetupError>
 where
     A: sqlx::Acquire<'a>,
@@ -202,5 +249,6 @@ mod tests {
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("redis://:pw@h:6379"), "redis://:***@h:6379");
         assert_eq!(redact("not a url"), "not a url");
+        assert_eq!(redact("redis://:a@h:1,redis://:b@i:2"), "redis://:***@h:1,redis://:***@i:2");
     }
 }

@@ -9,7 +9,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod proxy;
+pub mod replica;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -40,6 +42,8 @@ pub struct Fresh {
     pub kind: Kind,
     pub id: String,
     pub dir: tempfile::TempDir,
+    /// The Redis (or Redis Cluster) it uses: `redis.url`.
+    pub redis: String,
     /// Whether dropping this cleans the databases and keys up (a sibling's does not).
     owner: bool,
 }
@@ -73,12 +77,26 @@ impl Fresh {
             require("Redis", &redis_url(), 6379);
         }
         let id = format!("t{}", uuid::Uuid::new_v4().simple());
-        Fresh { kind, id, dir: tempfile::tempdir().unwrap(), owner: true }
+        Fresh { kind, id, dir: tempfile::tempdir().unwrap(), redis: redis_url(), owner: true }
+    }
+
+    /// A fresh shared backend on another Redis (a test's own Redis Cluster: `redis.url`), whose keys go
+    /// away with it.
+    pub fn on_redis(url: &str) -> Fresh {
+        let mut fresh = Fresh::new(Kind::Shared);
+        fresh.redis = url.to_owned();
+        fresh
     }
 
     /// The same shared backend, for a second instance; dropping it cleans nothing up.
     pub fn sibling(&self) -> Fresh {
-        Fresh { kind: self.kind, id: self.id.clone(), dir: tempfile::tempdir().unwrap(), owner: false }
+        Fresh {
+            kind: self.kind,
+            id: self.id.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            redis: self.redis.clone(),
+            owner: false,
+        }
     }
 
     pub fn auth_db(&self) -> String {
@@ -109,7 +127,7 @@ impl Fresh {
                 ("LEDGER__POSTGRES__AUTH_URL".into(), format!("{pg}/{}", self.auth_db())),
                 ("LEDGER__POSTGRES__LOGS_URL".into(), format!("{pg}/{}", self.logs_db())),
                 ("LEDGER__POSTGRES__MAX_CONNECTIONS".into(), "4".into()),
-                ("LEDGER__REDIS__URL".into(), redis_url()),
+                ("LEDGER__REDIS__URL".into(), self.redis.clone()),
                 ("LEDGER__REDIS__KEY_PREFIX".into(), self.prefix()),
                 // A killed daemon's shards are taken over when its lease lapses: keep that short in tests.
                 ("LEDGER__QUEUE__LEASE_SECS".into(), "2".into()),
@@ -125,6 +143,8 @@ impl Drop for Fresh {
             return;
         }
         let (dbs, prefix) = (vec![self.auth_db(), self.logs_db()], self.prefix());
+        // Another Redis (a test's own cluster) goes away with its test.
+        let own_redis = self.redis == redis_url();
         // Drop may run inside a test's runtime, which cannot block on another: use a thread of our own.
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -137,7 +157,8 @@ impl Drop for Fresh {
                             sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut conn).await;
                     }
                 }
-                if let Ok(client) = redis::Client::open(redis_url())
+                if own_redis
+                    && let Ok(client) = redis::Client::open(redis_url())
                     && let Ok(mut conn) = client.get_multiplexed_async_connection().await
                 {
                     let keys: Vec<String> =
@@ -536,6 +557,80 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// Four clients ingest; the daemon is SIGKILLed among them and started again on the same storage: every log
+/// that got a 202 is stored, once (tests/faults.rs, and on a Redis Cluster in tests/cluster.rs).
+pub async fn sigkill_while_four_clients_ingest(d: Daemon) {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (token, project, key) = d.tenant("ada@example.com").await;
+    let unlimited =
+        json!({"settings": {"rate_limit_per_minute": 4_000_000_000_u64, "rate_limit_per_hour": 4_000_000_000_u64}});
+    assert_eq!(d.patch(&format!("/v1/projects/{project}"), Some(&token), unlimited).await.status, 200);
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client in 0..4 {
+        let (url, key, acknowledged, stop) = (d.url("/v1/logs"), key.clone(), acknowledged.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+            let mut batch = 0;
+            while !stop.load(Ordering::SeqCst) {
+                batch += 1;
+                let logs: Vec<_> =
+                    (0..10).map(|i| json!({"message": format!("client {client} batch {batch} log {i}")})).collect();
+                let sent = http.post(&url).header("x-api-key", &key).json(&json!({ "logs": logs })).send().await;
+                match sent {
+                    Ok(response) if response.status() == 202 => {
+                        let body: serde_json::Value = response.json().await.unwrap();
+                        let ids = body["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned());
+                        acknowledged.lock().unwrap().extend(ids);
+                    }
+                    // Refused or cut off: not acknowledged, so no promise was made. Back off a little.
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    eventually(Duration::from_secs(60), "400 logs acknowledged", || async {
+        (acknowledged.lock().unwrap().len() >= 400).then_some(())
+    })
+    .await;
+
+    // SIGKILL in the middle of the clients' stream, then a new daemon on the same storage.
+    let d = d.restart().await;
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let acknowledged: Vec<String> = acknowledged.lock().unwrap().clone();
+    let expected: HashSet<&str> = acknowledged.iter().map(String::as_str).collect();
+
+    let stored = eventually(Duration::from_secs(60), "every acknowledged log is stored", || async {
+        let logs = d.all_logs(&key, 1000).await;
+        let ids: Vec<String> = logs.iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+        let present: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        expected.is_subset(&present).then_some(ids)
+    })
+    .await;
+    let mut copies: HashMap<&str, usize> = HashMap::new();
+    for id in &stored {
+        *copies.entry(id.as_str()).or_default() += 1;
+    }
+    let duplicated = copies.values().filter(|n| **n > 1).count();
+    let lost = expected.iter().filter(|id| !copies.contains_key(**id)).count();
+    println!(
+        "{:?}: acknowledged {} / lost {lost} / duplicated {duplicated} / stored {} (stored but unacknowledged: {})",
+        d.kind(),
+        acknowledged.len(),
+        stored.len(),
+        copies.len() - expected.len()
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(duplicated, 0);
+    assert_eq!(acknowledged.len(), expected.len(), "no id was acknowledged twice");
 }
 
 /// Polls `check` until it returns `Some`, or panics after `within`: for conditions that become true

@@ -36,6 +36,9 @@ pub struct Check {
     latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The read replica's replay lag, in seconds (`replica` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag_seconds: Option<f64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -67,15 +70,15 @@ pub struct QueueCheck {
 pub async fn deep(State(state): State<AppState>) -> (StatusCode, Json<DeepHealth>) {
     let runs = state.backend.checks.iter().map(|(name, check)| async move {
         let started = Instant::now();
-        let result = tokio::time::timeout(CHECK_TIMEOUT, check.check()).await;
+        let result = tokio::time::timeout(CHECK_TIMEOUT, check.lag_seconds()).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let error = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!("no answer within {CHECK_TIMEOUT:?}")),
+        let (lag_seconds, error) = match result {
+            Ok(Ok(lag)) => (lag, None),
+            Ok(Err(e)) => (None, Some(e.to_string())),
+            Err(_) => (None, Some(format!("no answer within {CHECK_TIMEOUT:?}"))),
         };
         let status = if error.is_none() { "ok" } else { "down" };
-        (*name, Check { status, latency_ms, error })
+        (*name, Check { status, latency_ms, error, lag_seconds })
     });
     let dependencies: BTreeMap<_, _> = futures::future::join_all(runs).await.into_iter().collect();
     let depth = tokio::time::timeout(CHECK_TIMEOUT, state.queue.depth()).await.ok().and_then(Result::ok);

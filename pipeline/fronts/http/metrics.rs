@@ -27,6 +27,7 @@ pub const KEY_VALIDATIONS: &str = "ledger_key_validations_total";
 pub const BREAKER_STATE: &str = "ledger_account_store_breaker_state";
 /// 1 while Redis commands fail fast (Redis did not answer), else 0 (shared backend).
 pub const REDIS_FAILING_FAST: &str = "ledger_redis_failing_fast";
+pub const REPLICA_LAG: &str = "ledger_postgres_replica_lag_seconds";
 /// Database pool connections by pool and state.
 pub const POOL_CONNECTIONS: &str = "ledger_pool_connections";
 
@@ -118,6 +119,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             writeln!(out, "# HELP {REDIS_FAILING_FAST} 1 while Redis commands fail fast because Redis did not answer.");
         let _ = writeln!(out, "# TYPE {REDIS_FAILING_FAST} gauge");
         let _ = writeln!(out, "{REDIS_FAILING_FAST} {}", u8::from(redis.failing_fast()));
+    }
+    if let crate::store::LogDb::Postgres(logs) = &state.backend.logs {
+        let lag = tokio::time::timeout(std::time::Duration::from_secs(1), logs.replica_lag()).await;
+        if let Ok(Ok(Some(lag))) = lag {
+            let _ = writeln!(out, "# HELP {REPLICA_LAG} How far the logs' read replica's replay is behind.");
+            let _ = writeln!(out, "# TYPE {REPLICA_LAG} gauge");
+            let _ = writeln!(out, "{REPLICA_LAG} {lag}");
+        }
     }
     out.push_str(&crate::observe::metrics().encode());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)

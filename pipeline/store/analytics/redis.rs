@@ -1,10 +1,11 @@
 //! The shared backend's metrics cache, in Redis hashes:
-//! - `{prefix}vol:{project}:{granularity}:{bucket}`: level index → count;
-//! - `{prefix}err:{project}:{granularity}:{bucket}`: fingerprint → count of ERROR and CRITICAL logs;
-//! - `{prefix}errfirst|errlast|errlevel|errinfo:{project}`: fingerprint → first seen, last seen (µs),
+//! - `{prefix}vol:{{project}}:{granularity}:{bucket}`: level index → count;
+//! - `{prefix}err:{{project}}:{granularity}:{bucket}`: fingerprint → count of ERROR and CRITICAL logs;
+//! - `{prefix}errfirst|errlast|errlevel|errinfo:{{project}}`: fingerprint → first seen, last seen (µs),
 //!   highest level, and JSON of service, sample message and exception type.
 //!
-//! Live additions are one pipeline per batch; reads one pipeline per query.
+//! A project's keys share its hash tag, so on a Redis Cluster they are in one slot. Live additions are one
+//! pipeline per project in a batch, sent together; reads one pipeline per query.
 
 use std::collections::HashMap;
 
@@ -50,15 +51,15 @@ impl RedisAnalytics {
     }
 
     fn volume_key(&self, project: Uuid, g: Granularity, bucket: i64) -> String {
-        self.cache.key("vol", format!("{project}:{}:{bucket}", g.name()))
+        self.cache.key("vol", format!("{{{project}}}:{}:{bucket}", g.name()))
     }
 
     fn errors_key(&self, project: Uuid, g: Granularity, bucket: i64) -> String {
-        self.cache.key("err", format!("{project}:{}:{bucket}", g.name()))
+        self.cache.key("err", format!("{{{project}}}:{}:{bucket}", g.name()))
     }
 
     fn info_keys(&self, project: Uuid) -> [String; 4] {
-        ["errfirst", "errlast", "errlevel", "errinfo"].map(|kind| self.cache.key(kind, project))
+        ["errfirst", "errlast", "errlevel", "errinfo"].map(|kind| self.cache.key(kind, format!("{{{project}}}")))
     }
 
     fn details(info: &ErrorInfo) -> String {
@@ -70,10 +71,12 @@ impl RedisAnalytics {
         serde_json::to_string(&details).unwrap_or_default()
     }
 
-    /// Adds to `pipe` the merge of every fingerprint's info, each key kept as long as the daily buckets.
-    fn push_merges(&self, pipe: &mut redis::Pipeline, stats: &Stats) {
+    /// Adds to each project's pipeline the merge of its fingerprints' info, each key kept as long as the
+    /// daily buckets.
+    fn push_merges(&self, pipes: &mut Pipes, stats: &Stats) {
         for ((project, fingerprint), info) in &stats.info {
             let keys = self.info_keys(*project);
+            let pipe = pipes.of(*project);
             pipe.cmd("EVAL").arg(MERGE).arg(4).arg(&keys[..]);
             pipe.arg(hex(*fingerprint))
                 .arg(info.first_seen)
@@ -92,6 +95,34 @@ impl RedisAnalytics {
     }
 }
 
+/// One pipeline per project: a project's keys are in one hash slot, several projects' are not.
+#[derive(Default)]
+struct Pipes {
+    atomic: bool,
+    by_project: HashMap<Uuid, redis::Pipeline>,
+}
+
+impl Pipes {
+    fn atomic() -> Pipes {
+        Pipes { atomic: true, by_project: HashMap::new() }
+    }
+
+    fn of(&mut self, project: Uuid) -> &mut redis::Pipeline {
+        let atomic = self.atomic;
+        self.by_project.entry(project).or_insert_with(|| {
+            let mut pipe = redis::pipe();
+            if atomic {
+                pipe.atomic();
+            }
+            pipe
+        })
+    }
+
+    fn into_vec(self) -> Vec<redis::Pipeline> {
+        self.by_project.into_values().collect()
+    }
+}
+
 fn hex(fingerprint: u64) -> String {
     format!("{fingerprint:016x}")
 }
@@ -99,9 +130,10 @@ fn hex(fingerprint: u64) -> String {
 #[async_trait]
 impl AnalyticsCache for RedisAnalytics {
     async fn add(&self, stats: &Stats) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
+        let mut pipes = Pipes::default();
         for ((project, g, bucket), counts) in &stats.volume {
             let key = self.volume_key(*project, *g, *bucket);
+            let pipe = pipes.of(*project);
             for (level, count) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
                 pipe.cmd("HINCRBY").arg(&key).arg(level).arg(*count).ignore();
             }
@@ -109,18 +141,20 @@ impl AnalyticsCache for RedisAnalytics {
         }
         for ((project, g, bucket, fingerprint), count) in &stats.errors {
             let key = self.errors_key(*project, *g, *bucket);
+            let pipe = pipes.of(*project);
             pipe.cmd("HINCRBY").arg(&key).arg(hex(*fingerprint)).arg(*count).ignore();
             pipe.cmd("EXPIRE").arg(&key).arg(g.keep_secs()).ignore();
         }
-        self.push_merges(&mut pipe, stats);
-        self.cache.run_pipe::<()>(&pipe).await
+        self.push_merges(&mut pipes, stats);
+        self.cache.run_pipes::<()>(&pipes.into_vec()).await.map(drop)
     }
 
     async fn replace(&self, stats: &Stats) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        // Each project's buckets are replaced at once (one transaction in its slot).
+        let mut pipes = Pipes::atomic();
         for ((project, g, bucket), counts) in &stats.volume {
             let key = self.volume_key(*project, *g, *bucket);
+            let pipe = pipes.of(*project);
             pipe.cmd("DEL").arg(&key).ignore();
             for (level, count) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
                 pipe.cmd("HSET").arg(&key).arg(level).arg(*count).ignore();
@@ -130,6 +164,7 @@ impl AnalyticsCache for RedisAnalytics {
         let mut cleared = std::collections::HashSet::new();
         for ((project, g, bucket, fingerprint), count) in &stats.errors {
             let key = self.errors_key(*project, *g, *bucket);
+            let pipe = pipes.of(*project);
             if cleared.insert(key.clone()) {
                 pipe.cmd("DEL").arg(&key).ignore();
             }
@@ -137,8 +172,8 @@ impl AnalyticsCache for RedisAnalytics {
             pipe.cmd("EXPIRE").arg(&key).arg(g.keep_secs()).ignore();
         }
         // A rebuild sees only its window: widen what is known rather than replace it.
-        self.push_merges(&mut pipe, stats);
-        self.cache.run_pipe::<()>(&pipe).await
+        self.push_merges(&mut pipes, stats);
+        self.cache.run_pipes::<()>(&pipes.into_vec()).await.map(drop)
     }
 
     async fn volume(

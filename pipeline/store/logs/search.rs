@@ -279,6 +279,8 @@ pub struct Progress {
 #[derive(Clone, Debug)]
 pub struct SearchIndex {
     db: Db,
+    /// Where query plans read the index: a read replica, or `db`.
+    reader: Db,
     /// The span of the last step, in blocks: where the next run starts (a catch-up does not ramp up again
     /// from one block each run).
     span: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -382,7 +384,13 @@ fn add_log(pending: &mut Pending, project: Uuid, micros: i64, message: &str) {
 
 impl SearchIndex {
     pub fn new(db: Db) -> SearchIndex {
-        SearchIndex { db, span: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1)) }
+        SearchIndex { reader: db.clone(), db, span: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1)) }
+    }
+
+    /// Plans queries on `reader` (a read replica); the index is still built on the primary.
+    pub fn with_reader(mut self, reader: Db) -> SearchIndex {
+        self.reader = reader;
+        self
     }
 
     /// Everything before this (Unix microseconds) is indexed; `None` before the index's first run.
@@ -393,18 +401,37 @@ impl SearchIndex {
     }
 
     /// The candidate ranges of `q` along `path` (see [`SearchIndex::candidates`]); `None`: scan.
-    pub async fn plan(&self, q: &super::LogQuery, path: super::SearchPath) -> Result<Ranges, StoreError> {
+    /// Read from the replica, if any, when `on_replica`.
+    pub async fn plan(
+        &self,
+        q: &super::LogQuery,
+        path: super::SearchPath,
+        on_replica: bool,
+    ) -> Result<Ranges, StoreError> {
         if path == super::SearchPath::Scan || q.terms.is_empty() {
             return Ok(None);
         }
         let (from, to) = (q.from.timestamp_micros(), q.to.timestamp_micros());
-        self.candidates(q.project_id, from, to, &q.terms).await
+        let db = if on_replica { &self.reader } else { &self.db };
+        self.candidates_on(db, q.project_id, from, to, &q.terms).await
+    }
+
+    /// [`SearchIndex::candidates_on`] the primary.
+    pub async fn candidates(&self, project: Uuid, from: i64, to: i64, terms: &[String]) -> Result<Ranges, StoreError> {
+        self.candidates_on(&self.db, project, from, to, terms).await
     }
 
     /// The candidate ranges of a query over `project`'s `[from, to]` (microseconds, `to` inclusive) for
     /// `terms`: the blocks before the watermark holding every gram, the late blocks, and everything
     /// from the watermark on. Read in one snapshot, so a concurrent indexing run is seen whole or not at all.
-    pub async fn candidates(&self, project: Uuid, from: i64, to: i64, terms: &[String]) -> Result<Ranges, StoreError> {
+    async fn candidates_on(
+        &self,
+        db: &Db,
+        project: Uuid,
+        from: i64,
+        to: i64,
+        terms: &[String],
+    ) -> Result<Ranges, StoreError> {
         let wanted = query_grams(terms);
         if wanted.is_empty() || to < from {
             return Ok(None);
@@ -413,9 +440,9 @@ impl SearchIndex {
         let (first_block, last_block) = (block_of(from), block_of(to));
         let (first_week, last_week) =
             ((first_block.div_euclid(BLOCKS_PER_WEEK)) as i32, (last_block.div_euclid(BLOCKS_PER_WEEK)) as i32);
-        let (through, rows, late): (Option<i64>, Vec<GramRow>, Vec<i64>) = on_db!(&self.db, pool => {
+        let (through, rows, late): (Option<i64>, Vec<GramRow>, Vec<i64>) = on_db!(db, pool => {
             let mut tx = pool.begin().await?;
-            if matches!(self.db, Db::Postgres(_)) {
+            if matches!(db, Db::Postgres(_)) {
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
             }
             let through: Option<i64> = sqlx::query_scalar("SELECT indexed_through FROM search_state WHERE id = 1")

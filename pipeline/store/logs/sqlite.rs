@@ -141,7 +141,7 @@ pub async fn insert_records(conn: &mut SqliteConnection, records: &[LogRecord]) 
 #[async_trait]
 impl LogStore for SqliteLogStore {
     async fn query_by(&self, q: &LogQuery, path: SearchPath) -> Result<Vec<LogRecord>, StoreError> {
-        let candidates = self.search.plan(q, path).await?;
+        let candidates = self.search.plan(q, path, false).await?;
         super::paged(q, candidates, |page, ranges| {
             let pool = self.pool.clone();
             async move {

@@ -84,17 +84,20 @@ impl TailFeed for RedisTail {
         if groups.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        // One pipeline per project's stream: each in its own hash slot on a cluster.
+        let mut pipes = Vec::with_capacity(groups.len());
         for (project, group) in groups {
             let ids: Vec<u8> = group.iter().flat_map(|r| r.id.into_bytes()).collect();
             let data = rmp_serde::to_vec(&group).map_err(|e| StoreError::Internal(e.to_string()))?;
             let key = self.stream(project);
             let entries = self.keep.div_ceil(group.len().max(1)).max(1);
+            let mut pipe = redis::pipe();
             pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(entries).arg("*");
             pipe.arg("i").arg(ids).arg("d").arg(data).ignore();
             pipe.cmd("EXPIRE").arg(&key).arg(KEEP_SECS).ignore();
+            pipes.push(pipe);
         }
-        self.cache.run_pipe::<()>(&pipe).await
+        self.cache.run_pipes::<()>(&pipes).await.map(drop)
     }
 
     async fn end(&self, project: Uuid) -> Result<Option<String>, StoreError> {

@@ -1,0 +1,167 @@
+//! A local Redis Cluster for tests and benches: three primaries with a replica each, `redis-server
+//! --cluster-enabled yes` on free loopback ports, joined by `redis-cli --cluster create`. Killed (and its
+//! files removed) when dropped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+struct Node {
+    port: u16,
+    child: Option<Child>,
+}
+
+/// A port that is free, and whose cluster bus port (+10,000) is free too.
+fn free_port() -> u16 {
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// `redis-cli -p <port> <args>`'s output.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "the Redis Cluster: not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl RedisCluster {
+    /// Starts six nodes and makes them a cluster of three primaries with a replica each; returns once every
+    /// node says the cluster is ok and every primary has its replica attached.
+    pub fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let port = free_port();
+            let node_dir = dir.path().join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"])
+                .args(["--appendonly", "no", "--save", "", "--protected-mode", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server runs (Debian: apt-get install redis-server)");
+            nodes.push(Node { port, child: Some(child) });
+        }
+        for node in &nodes {
+            until(Duration::from_secs(10), "every node answers", || cli(node.port, &["PING"]).trim() == "PONG");
+        }
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&created.stdout));
+        let cluster = RedisCluster { nodes, _dir: dir };
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// Waits until every live node says the cluster is ok and each primary has a replica attached.
+    pub fn wait_healthy(&self) {
+        for port in self.live_ports() {
+            until(Duration::from_secs(30), "cluster_state:ok on every node", || {
+                cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            });
+        }
+        until(Duration::from_secs(30), "every primary has its replica attached", || {
+            let primaries = self.primaries();
+            primaries.len() == 3
+                && primaries.iter().all(|p| {
+                    let info = cli(*p, &["INFO", "replication"]);
+                    info.contains("connected_slaves:1") && info.contains("state=online")
+                })
+        });
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.port).collect()
+    }
+
+    /// Every node, comma-separated: what `redis.url` takes.
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The ports of the primaries, as a live node sees them.
+    pub fn primaries(&self) -> Vec<u16> {
+        let Some(port) = self.live_ports().first().copied() else { return Vec::new() };
+        cli(port, &["CLUSTER", "NODES"])
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail"))
+            .filter_map(|l| l.split(' ').nth(1)?.split('@').next()?.rsplit(':').next()?.parse().ok())
+            .collect()
+    }
+
+    /// The port of the primary that holds `key`'s slot.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        let port = self.live_ports()[0];
+        let slot: u16 = cli(port, &["CLUSTER", "KEYSLOT", key]).trim().parse().unwrap();
+        for line in cli(port, &["CLUSTER", "NODES"]).lines().filter(|l| l.contains("master") && !l.contains("fail")) {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let holds = fields[8..].iter().any(|range| {
+                let mut ends = range.split('-').filter_map(|n| n.parse::<u16>().ok());
+                match (ends.next(), ends.next()) {
+                    (Some(from), Some(to)) => (from..=to).contains(&slot),
+                    (Some(only), None) => only == slot,
+                    _ => false,
+                }
+            });
+            if holds {
+                return fields[1].split('@').next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("no primary holds slot {slot}");
+    }
+
+    /// SIGKILLs the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        let node = self.nodes.iter_mut().find(|n| n.port == port).expect("a node of this cluster");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every key starting with `prefix`, on every live primary.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let pattern = format!("{prefix}*");
+        self.primaries()
+            .into_iter()
+            .flat_map(|p| cli(p, &["KEYS", &pattern]).lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
