@@ -30,6 +30,10 @@
 //!   working: 10 redaction rules (the detectors find the payload's IPv4 addresses), parse rules (JSON and
 //!   logfmt, which the payload's messages are not) and drop rules that match no log, so both store the
 //!   same logs: stored logs/s with the rules against without (not part of `all`).
+//! - `cluster`: `batched` for at least 60 s on the single Redis, then on a local Redis Cluster (three
+//!   primaries with a replica each, started by the bench), then on the cluster with `redis.min_replicas_acked
+//!   = 1`: stored logs/s on the cluster against the single Redis, and with replica acknowledgement against
+//!   without (not part of `all`).
 //!
 //! Latency is from when a request was due (with `--rate`) or sent (without) to its 202. Freshness is from a
 //! 202 to the log being readable by id (`GET /v1/logs/{id}`), sampled every 50 ms in the latency and
@@ -61,6 +65,10 @@ use uuid::Uuid;
 
 #[path = "payload.rs"]
 mod payload;
+
+#[path = "../tests/support/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "ledger-bench", about = "Load generator for Ledger: every figure beside its ceiling.")]
@@ -119,6 +127,8 @@ enum Scenario {
     Search,
     /// `batched` without stage rules, then with parse, redact and drop rules.
     Stages,
+    /// `batched` on the single Redis, then on a local Redis Cluster, then on it with `min_replicas_acked = 1`.
+    Cluster,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -1452,6 +1462,32 @@ rules = [
         );
     }
 
+    /// Batched HTTP, stored end to end, on the single Redis, on a Redis Cluster, and on the cluster with
+    /// replica acknowledgement (see the module's doc).
+    async fn cluster(&mut self, out: &mut Vec<Figure>) {
+        let cluster = cluster::RedisCluster::start();
+        let url = cluster.url();
+        let runs: [&[(&str, &str)]; 3] = [
+            &[],
+            &[("LEDGER__REDIS__URL", &url)],
+            &[("LEDGER__REDIS__URL", &url), ("LEDGER__REDIS__MIN_REPLICAS_ACKED", "1")],
+        ];
+        let mut stored = [0.0; 3];
+        for (i, env) in runs.into_iter().enumerate() {
+            let (rate, daemon) = self.stored_rate("cluster", CONFIG, env, Duration::from_secs(60)).await;
+            stored[i] = rate;
+            daemon.stop().await;
+        }
+        out.push(
+            Figure::new("cluster", "stored logs/s on a Redis Cluster (3 primaries)", stored[1], "logs/s")
+                .against("the same on one Redis", stored[0]),
+        );
+        out.push(
+            Figure::new("cluster", "stored logs/s with min_replicas_acked = 1", stored[2], "logs/s")
+                .against("the cluster without it", stored[1]),
+        );
+    }
+
     async fn run(&mut self) -> Vec<Figure> {
         let s = self.args.scenario;
         let every = s == Scenario::All;
@@ -1499,6 +1535,9 @@ rules = [
         }
         if s == Scenario::Stages {
             self.stages(&mut out).await;
+        }
+        if s == Scenario::Cluster {
+            self.cluster(&mut out).await;
         }
         out
     }

@@ -220,3 +220,25 @@ impl LogQueue for RedisQueue {
         Ok(depths.into_iter().map(|(d,)| u64::try_from(d.unwrap_or(0)).unwrap_or(0)).sum())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::cluster_routing::Slot;
+
+    #[test]
+    fn a_shards_keys_share_one_hash_slot_and_shards_spread() {
+        for prefix in ["ledger:", "t1:"] {
+            let keys = Keys { prefix: prefix.into() };
+            let project = Uuid::now_v7();
+            for shard in 0..8 {
+                let slot = Slot::for_key(keys.stream(shard));
+                assert_eq!(Slot::for_key(keys.pending(shard, project)), slot);
+                assert_eq!(Slot::for_key(keys.pending_shard(shard)), slot);
+                assert_eq!(Slot::for_key(format!("{}{project}", keys.pending_prefix(shard))), slot);
+            }
+            let slots: std::collections::HashSet<Slot> = (0..4).map(|s| Slot::for_key(keys.stream(s))).collect();
+            assert_eq!(slots.len(), 4, "each shard in its own slot, so shards spread over a cluster's primaries");
+        }
+    }
+}

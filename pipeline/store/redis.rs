@@ -364,19 +364,7 @@ impl RedisCache {
     async fn cluster_nodes(&self) -> Result<Vec<String>, StoreError> {
         let Target::Cluster { seeds, .. } = &self.target else { return Ok(Vec::new()) };
         let listing: String = self.query(&redis::cmd("CLUSTER").arg("NODES").to_owned()).await?;
-        let base = seeds.first().map(String::as_str).unwrap_or("redis://");
-        let (scheme, rest) = base.split_once("://").unwrap_or(("redis", base));
-        let userinfo = rest.rsplit_once('@').map(|(u, _)| format!("{u}@")).unwrap_or_default();
-        Ok(listing
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split(' ');
-                let address = fields.nth(1)?.split('@').next()?.split(',').next()?;
-                let flags = fields.next()?;
-                (!flags.contains("fail") && !address.starts_with(':'))
-                    .then(|| format!("{scheme}://{userinfo}{address}"))
-            })
-            .collect())
+        Ok(node_urls(&listing, seeds.first().map(String::as_str).unwrap_or("redis://")))
     }
 
     /// Drops other instances' revoked keys from `validator`'s in-process tier until `shutdown`, starting
@@ -415,6 +403,23 @@ impl RedisCache {
             };
         }
     }
+}
+
+/// The URLs of the nodes in a `CLUSTER NODES` listing that are not marked as failing, with the scheme and
+/// credentials of `base`.
+fn node_urls(listing: &str, base: &str) -> Vec<String> {
+    let (scheme, rest) = base.split_once("://").unwrap_or(("redis", base));
+    let userinfo = rest.rsplit_once('@').map(|(u, _)| format!("{u}@")).unwrap_or_default();
+    listing
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            // `<id> <ip:port@cport[,hostname]> <flags> ...`
+            let address = fields.nth(1)?.split(['@', ',']).next()?;
+            let flags = fields.next()?;
+            (!flags.contains("fail") && !address.starts_with(':')).then(|| format!("{scheme}://{userinfo}{address}"))
+        })
+        .collect()
 }
 
 /// Whether the first of `seeds` that answers runs in cluster mode.
@@ -607,5 +612,18 @@ mod tests {
         assert!(!f.admit(Duration::from_secs(2)), "held off during the trial");
         f.answered();
         assert!(f.admit(Duration::from_secs(2)) && f.admit(Duration::from_secs(2)), "Redis answers again");
+    }
+
+    #[test]
+    fn cluster_nodes_become_urls_with_the_configured_credentials() {
+        let listing = "07c3 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460\n\
+                       67ed 127.0.0.1:30002@40002,node-2 master - 0 0 2 connected 5461-10922\n\
+                       292f 127.0.0.1:30003@40003 master,fail - 0 0 3 connected\n\
+                       e7d1 :0@0 slave,noaddr - 0 0 0 disconnected\n";
+        assert_eq!(
+            node_urls(listing, "rediss://user:pw@10.0.0.1:7000"),
+            ["rediss://user:pw@127.0.0.1:30001", "rediss://user:pw@127.0.0.1:30002"]
+        );
+        assert_eq!(node_urls(listing, "redis://h:1"), ["redis://127.0.0.1:30001", "redis://127.0.0.1:30002"]);
     }
 }
