@@ -212,4 +212,19 @@ async fn a_primary_killed_mid_ingest_loses_no_acknowledged_log() {
     assert_eq!(lost, 0);
     assert_eq!(duplicated, 0);
     assert_eq!(acknowledged.len(), expected.len(), "no id was acknowledged twice");
+    // Every primary had its replica at start-up, so the daemon did not warn that it was short of them.
+    assert!(!d.output().contains("fewer replicas attached"), "{}", d.output());
+}
+
+/// Asking for more replicas than the primaries have: the daemon says so at start-up, and no batch gets a 202
+/// (503 instead), since none can be confirmed by two replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_replicas_asked_than_attached_means_no_202() {
+    let cluster = RedisCluster::start();
+    let d = Daemon::start_with(Fresh::on_redis(&cluster.url()), &[("LEDGER__REDIS__MIN_REPLICAS_ACKED", "2")]).await;
+    assert!(d.output().contains("fewer replicas attached than redis.min_replicas_acked"), "{}", d.output());
+    let (_, _, key) = d.tenant("ada@example.com").await;
+    let refused = d.ingest(&key, json!({"message": "not replicated twice"})).await;
+    refused.assert_error(503, "unavailable");
+    assert!(refused.header("retry-after").is_some(), "{refused:?}");
 }

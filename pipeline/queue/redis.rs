@@ -43,8 +43,8 @@ return id
 ";
 
 /// KEYS: stream, the project's pending counter on the shard (or the shard's again when the project is
-/// unknown), the shard's pending counter. ARGV: logs, project, payload. Puts an entry back without the depth check: it was
-/// acknowledged once already.
+/// unknown), the shard's pending counter. ARGV: logs, project, payload. Puts an entry back without the
+/// depth check: it was acknowledged once already.
 const REQUEUE: &str = r"
 local id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[2], 'n', ARGV[1], 'd', ARGV[3])
 if KEYS[2] ~= KEYS[3] then redis.call('INCRBY', KEYS[2], ARGV[1]) end

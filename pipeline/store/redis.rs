@@ -367,6 +367,23 @@ impl RedisCache {
         Ok(node_urls(&listing, seeds.first().map(String::as_str).unwrap_or("redis://")))
     }
 
+    /// The fewest replicas attached to a primary: what `redis.min_replicas_acked` can count on now.
+    pub async fn fewest_replicas(&self) -> Result<u32, StoreError> {
+        match &self.target {
+            Target::Single(_) => {
+                let info: String = self.query(redis::cmd("INFO").arg("replication")).await?;
+                Ok(info
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("connected_slaves:").and_then(|n| n.parse().ok()))
+                    .unwrap_or(0))
+            }
+            Target::Cluster { .. } => {
+                let listing: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+                Ok(fewest_replicas(&listing))
+            }
+        }
+    }
+
     /// Drops other instances' revoked keys from `validator`'s in-process tier until `shutdown`, starting
     /// from `pubsub`. Resubscribes after a broken connection; while disconnected, the in-process tier's short
     /// lifetime bounds how long a revoked key could still pass on this instance.
@@ -420,6 +437,22 @@ fn node_urls(listing: &str, base: &str) -> Vec<String> {
             (!flags.contains("fail") && !address.starts_with(':')).then(|| format!("{scheme}://{userinfo}{address}"))
         })
         .collect()
+}
+
+/// The fewest healthy replicas of a healthy primary in a `CLUSTER NODES` listing.
+fn fewest_replicas(listing: &str) -> u32 {
+    let nodes: Vec<Vec<&str>> =
+        listing.lines().map(|l| l.split(' ').collect()).filter(|f: &Vec<&str>| f.len() > 3).collect();
+    let healthy = |f: &[&str]| !f[2].contains("fail");
+    nodes
+        .iter()
+        .filter(|f| f[2].contains("master") && healthy(f))
+        .map(|primary| {
+            let replicas = nodes.iter().filter(|f| f[2].contains("slave") && healthy(f) && f[3] == primary[0]).count();
+            u32::try_from(replicas).unwrap_or(u32::MAX)
+        })
+        .min()
+        .unwrap_or(0)
 }
 
 /// Whether the first of `seeds` that answers runs in cluster mode.
@@ -612,6 +645,17 @@ mod tests {
         assert!(!f.admit(Duration::from_secs(2)), "held off during the trial");
         f.answered();
         assert!(f.admit(Duration::from_secs(2)) && f.admit(Duration::from_secs(2)), "Redis answers again");
+    }
+
+    #[test]
+    fn the_fewest_replicas_of_a_primary_are_counted() {
+        let listing = "a 127.0.0.1:1@2 myself,master - 0 0 1 connected 0-5460\n\
+                       b 127.0.0.1:3@4 master - 0 0 2 connected 5461-16383\n\
+                       c 127.0.0.1:5@6 slave a 0 0 1 connected\n\
+                       d 127.0.0.1:7@8 slave b 0 0 2 connected\n\
+                       e 127.0.0.1:9@10 slave,fail b 0 0 2 connected\n";
+        assert_eq!(fewest_replicas(listing), 1);
+        assert_eq!(fewest_replicas(&listing.replace("slave a", "slave,fail a")), 0);
     }
 
     #[test]

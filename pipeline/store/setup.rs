@@ -105,6 +105,19 @@ async fn open_shared(config: &Config) -> Result<Backend, SetupError> {
         .await
         .map_err(|e| SetupError(format!("cannot use Redis at {}: {e}", redact(&config.redis.url))))?;
     tracing::info!(mode = if redis.is_cluster() { "cluster" } else { "single" }, "connected to Redis");
+    let wanted = config.redis.min_replicas_acked;
+    if wanted > 0 {
+        match redis.fewest_replicas().await {
+            Ok(attached) if attached < wanted => tracing::warn!(
+                attached,
+                min_replicas_acked = wanted,
+                "a Redis primary has fewer replicas attached than redis.min_replicas_acked: ingestion to it answers \
+                 503 until they are"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not count the Redis replicas"),
+        }
+    }
     let mut logs = PgLogStore::new(logs);
     if !pg.logs_read_url.is_empty() {
         logs = logs.with_replica(replica_pool(&pg.logs_read_url, pg.max_connections, timeout).await?);

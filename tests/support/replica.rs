@@ -14,10 +14,24 @@ pub struct PgReplicaPair {
     dir: tempfile::TempDir,
 }
 
-/// The directory of PostgreSQL's server programs (`pg_config --bindir`).
+/// The directory of PostgreSQL's server programs: `pg_config --bindir`, else Debian's newest
+/// `/usr/lib/postgresql/<version>/bin`.
 fn bindir() -> PathBuf {
-    let out = Command::new("pg_config").arg("--bindir").output().expect("pg_config runs (Debian: postgresql)");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("postgres").exists() {
+            return dir;
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's server programs (Debian: apt-get install postgresql)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("postgres").exists())
+        .collect();
+    versions.sort_by_key(|bin| bin.parent().and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok()).unwrap_or(0));
+    versions.pop().expect("a /usr/lib/postgresql/<version>/bin with postgres in it")
 }
 
 /// uid and gid to run the servers as: `postgres` when we are root (PostgreSQL refuses root), else ourselves.
