@@ -7,9 +7,7 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
@@ -24,19 +22,10 @@ async fn two_instances_on_a_cluster_share_limits_quota_revocations_tail_and_shar
         Daemon::start_with(Fresh::on_redis(&cluster.url()), &[("LEDGER__STAGES__AUTH__LOCAL_CACHE_SECS", "600")]).await;
     let b = a.sibling().await;
     assert!(a.output().contains("cluster"), "the daemon says it runs on a cluster:\n{}", a.output());
-    let (token, project, key) = a.tenant("ada@example.com").await;
-    assert_eq!(b.get("/v1/me", Some(&token)).await.status, 200, "a session made on one instance works on the other");
-
-    // Rate limits count across instances: 6 per minute, 3 through each, then both refuse.
-    a.patch(&format!("/v1/projects/{project}"), Some(&token), json!({"settings": {"rate_limit_per_minute": 6}})).await;
-    for d in [&a, &b, &a, &b, &a, &b] {
-        assert_eq!(d.ingest(&key, json!({"message": "counted"})).await.status, 202);
-    }
-    a.ingest(&key, json!({"message": "over"})).await.assert_error(429, "rate_limited");
-    b.ingest(&key, json!({"message": "over"})).await.assert_error(429, "rate_limited");
+    let (token, project, key) = support::limits_and_revocations_are_shared(&a, &b).await;
 
     // The daily quota counts across instances too: 6 logs so far, 10 allowed.
-    let settings = json!({"settings": {"rate_limit_per_minute": 100000, "daily_quota": 10}});
+    let settings = json!({"settings": {"daily_quota": 10}});
     assert_eq!(a.patch(&format!("/v1/projects/{project}"), Some(&token), settings).await.status, 200);
     let three = json!({"logs": [{"message": "q"}, {"message": "q"}, {"message": "q"}]});
     assert_eq!(a.ingest(&key, three.clone()).await.status, 202, "9 of 10");
@@ -45,15 +34,6 @@ async fn two_instances_on_a_cluster_share_limits_quota_revocations_tail_and_shar
     a.ingest(&key, json!({"message": "the eleventh"})).await.assert_error(429, "quota_exceeded");
     let settings = json!({"settings": {"daily_quota": 10_000_000}});
     assert_eq!(a.patch(&format!("/v1/projects/{project}"), Some(&token), settings).await.status, 200);
-
-    // A revocation through one instance is seen by the other, which had the key in its own cache.
-    let (key_id, other) = a.key(&token, &project, &["query"]).await;
-    assert_eq!(b.get("/v1/logs", Some(&other)).await.status, 200);
-    assert_eq!(a.delete(&format!("/v1/projects/{project}/keys/{key_id}"), Some(&token)).await.status, 204);
-    eventually(Duration::from_secs(5), "the other instance refuses the revoked key", || async {
-        (b.get("/v1/logs", Some(&other)).await.status == 401).then_some(())
-    })
-    .await;
 
     // A subscriber on one instance sees logs sent through the other.
     let mut tail =
@@ -139,79 +119,18 @@ async fn sigkill_on_a_cluster_loses_and_duplicates_nothing() {
 async fn a_primary_killed_mid_ingest_loses_no_acknowledged_log() {
     let mut cluster = RedisCluster::start();
     let d = Daemon::start_with(Fresh::on_redis(&cluster.url()), &[("LEDGER__REDIS__MIN_REPLICAS_ACKED", "1")]).await;
-    let (token, project, key) = d.tenant("ada@example.com").await;
-    let unlimited =
-        json!({"settings": {"rate_limit_per_minute": 4_000_000_000_u64, "rate_limit_per_hour": 4_000_000_000_u64}});
-    assert_eq!(d.patch(&format!("/v1/projects/{project}"), Some(&token), unlimited).await.status, 200);
-
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let refused = Arc::new(Mutex::new(HashMap::<u16, usize>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for client in 0..4 {
-        let (url, key) = (d.url("/v1/logs"), key.clone());
-        let (acknowledged, refused, stop) = (acknowledged.clone(), refused.clone(), stop.clone());
-        clients.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-            let mut batch = 0;
-            while !stop.load(Ordering::SeqCst) {
-                batch += 1;
-                let logs: Vec<_> =
-                    (0..10).map(|i| json!({"message": format!("client {client} batch {batch} log {i}")})).collect();
-                match http.post(&url).header("x-api-key", &key).json(&json!({ "logs": logs })).send().await {
-                    Ok(response) if response.status() == 202 => {
-                        let body: serde_json::Value = response.json().await.unwrap();
-                        let ids = body["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned());
-                        acknowledged.lock().unwrap().extend(ids);
-                    }
-                    other => {
-                        let status = other.map(|r| r.status().as_u16()).unwrap_or(0);
-                        *refused.lock().unwrap().entry(status).or_default() += 1;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }));
-    }
-    let count = || acknowledged.lock().unwrap().len();
-    eventually(Duration::from_secs(60), "300 logs acknowledged", || async { (count() >= 300).then_some(()) }).await;
+    let (_, _, key) = support::unlimited_tenant(&d).await;
+    let clients = support::Clients::start(&d, &key, 4);
+    clients.until_acknowledged(300).await;
 
     // Shard 0's primary dies; its replica is promoted by the cluster.
     let victim = cluster.primary_of(&format!("{}logs:{{0}}", d.fresh().prefix()));
-    let before = count();
+    let before = clients.acknowledged();
     cluster.kill(victim);
-    eventually(Duration::from_secs(60), "300 more logs acknowledged after the failover", || async {
-        (count() >= before + 300).then_some(())
-    })
-    .await;
-    stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.await.unwrap();
-    }
-    let acknowledged: Vec<String> = acknowledged.lock().unwrap().clone();
-    let expected: HashSet<&str> = acknowledged.iter().map(String::as_str).collect();
-    let stored = eventually(Duration::from_secs(90), "every acknowledged log is stored", || async {
-        let logs = d.all_logs(&key, 1000).await;
-        let ids: Vec<String> = logs.iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
-        let present: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        expected.is_subset(&present).then_some(ids)
-    })
-    .await;
-    let mut copies: HashMap<&str, usize> = HashMap::new();
-    for id in &stored {
-        *copies.entry(id.as_str()).or_default() += 1;
-    }
-    let duplicated = copies.values().filter(|n| **n > 1).count();
-    let lost = expected.iter().filter(|id| !copies.contains_key(**id)).count();
-    println!(
-        "primary {victim} killed: acknowledged {} ({before} before the kill) / lost {lost} / duplicated {duplicated} / \
-         refused {:?}",
-        acknowledged.len(),
-        refused.lock().unwrap()
-    );
-    assert_eq!(lost, 0);
-    assert_eq!(duplicated, 0);
-    assert_eq!(acknowledged.len(), expected.len(), "no id was acknowledged twice");
+    clients.until_acknowledged(before + 300).await;
+    let (acknowledged, refused) = clients.stop().await;
+    let summary = support::assert_stored_once(&d, &key, &acknowledged, Duration::from_secs(90)).await;
+    println!("primary {victim} killed after {before} acknowledged: {summary}; refused by status: {refused:?}");
     // Every primary had its replica at start-up, so the daemon did not warn that it was short of them.
     assert!(!d.output().contains("fewer replicas attached"), "{}", d.output());
 }

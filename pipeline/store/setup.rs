@@ -198,14 +198,13 @@ pub async fn postgres_pool(url: &str, max_connections: u32, timeout: Duration) -
             Err(e) => return Err(SetupError(format!("cannot create the database {shown}: {e}"))),
         }
     }
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)
-        .map_err(|e| SetupError(format!("invalid PostgreSQL URL {shown}: {e}")))?;
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(timeout)
-        .connect_with(options)
-        .await
-        .map_err(reach)
+    connect(url, max_connections, timeout).await.map_err(reach)
+}
+
+/// A pool of `url`'s database, once it exists.
+async fn connect(url: &str, max_connections: u32, timeout: Duration) -> Result<PgPool, sqlx::Error> {
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(timeout).connect_with(options).await
 }
 
 /// Connects to a read replica of the logs database: never creates or migrates it, and waits (up to
@@ -231,12 +230,7 @@ async fn replica_pool(url: &str, max_connections: u32, timeout: Duration) -> Res
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)
-        .map_err(|e| SetupError(format!("invalid PostgreSQL URL {shown}: {e}")))?;
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(timeout)
-        .connect_with(options)
+    connect(url, max_connections, timeout)
         .await
         .map_err(|e| SetupError(format!("cannot reach the read replica at {shown}: {e}")))
 }

@@ -559,57 +559,82 @@ macro_rules! on_both_backends {
     };
 }
 
-/// Four clients ingest; the daemon is SIGKILLed among them and started again on the same storage: every log
-/// that got a 202 is stored, once (tests/faults.rs, and on a Redis Cluster in tests/cluster.rs).
-pub async fn sigkill_while_four_clients_ingest(d: Daemon) {
-    use std::collections::{HashMap, HashSet};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let (token, project, key) = d.tenant("ada@example.com").await;
-    let unlimited =
-        json!({"settings": {"rate_limit_per_minute": 4_000_000_000_u64, "rate_limit_per_hour": 4_000_000_000_u64}});
-    assert_eq!(d.patch(&format!("/v1/projects/{project}"), Some(&token), unlimited).await.status, 200);
+/// Clients sending batches of 10 logs to a daemon until stopped, keeping the ids of every 202 and counting
+/// the other answers by status (0: no answer).
+pub struct Clients {
+    acknowledged: Arc<Mutex<Vec<String>>>,
+    refused: Arc<Mutex<std::collections::BTreeMap<u16, usize>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
 
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for client in 0..4 {
-        let (url, key, acknowledged, stop) = (d.url("/v1/logs"), key.clone(), acknowledged.clone(), stop.clone());
-        clients.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-            let mut batch = 0;
-            while !stop.load(Ordering::SeqCst) {
-                batch += 1;
-                let logs: Vec<_> =
-                    (0..10).map(|i| json!({"message": format!("client {client} batch {batch} log {i}")})).collect();
-                let sent = http.post(&url).header("x-api-key", &key).json(&json!({ "logs": logs })).send().await;
-                match sent {
-                    Ok(response) if response.status() == 202 => {
-                        let body: serde_json::Value = response.json().await.unwrap();
-                        let ids = body["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned());
-                        acknowledged.lock().unwrap().extend(ids);
+impl Clients {
+    pub fn start(d: &Daemon, key: &str, clients: usize) -> Clients {
+        use std::sync::atomic::Ordering;
+        let mut started =
+            Clients { acknowledged: Arc::default(), refused: Arc::default(), stop: Arc::default(), tasks: Vec::new() };
+        for client in 0..clients {
+            let (url, key) = (d.url("/v1/logs"), key.to_owned());
+            let (acknowledged, refused, stop) =
+                (started.acknowledged.clone(), started.refused.clone(), started.stop.clone());
+            started.tasks.push(tokio::spawn(async move {
+                let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                let mut batch = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    batch += 1;
+                    let logs: Vec<_> =
+                        (0..10).map(|i| json!({"message": format!("client {client} batch {batch} log {i}")})).collect();
+                    match http.post(&url).header("x-api-key", &key).json(&json!({ "logs": logs })).send().await {
+                        Ok(response) if response.status() == 202 => {
+                            let body: Value = response.json().await.unwrap();
+                            let ids = body["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned());
+                            acknowledged.lock().unwrap().extend(ids);
+                        }
+                        // Refused or cut off: not acknowledged, so no promise was made. Back off a little.
+                        other => {
+                            let status = other.map(|r| r.status().as_u16()).unwrap_or(0);
+                            *refused.lock().unwrap().entry(status).or_default() += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
                     }
-                    // Refused or cut off: not acknowledged, so no promise was made. Back off a little.
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
-            }
-        }));
+            }));
+        }
+        started
     }
-    eventually(Duration::from_secs(60), "400 logs acknowledged", || async {
-        (acknowledged.lock().unwrap().len() >= 400).then_some(())
-    })
-    .await;
 
-    // SIGKILL in the middle of the clients' stream, then a new daemon on the same storage.
-    let d = d.restart().await;
-    stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.await.unwrap();
+    /// Logs acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
     }
-    let acknowledged: Vec<String> = acknowledged.lock().unwrap().clone();
+
+    /// Waits until `n` logs are acknowledged in all (at most a minute).
+    pub async fn until_acknowledged(&self, n: usize) {
+        eventually(Duration::from_secs(60), &format!("{n} logs acknowledged"), || async {
+            (self.acknowledged() >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// Stops the clients: the ids acknowledged, and the other answers by status.
+    pub async fn stop(self) -> (Vec<String>, std::collections::BTreeMap<u16, usize>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        let acknowledged = self.acknowledged.lock().unwrap().clone();
+        let refused = self.refused.lock().unwrap().clone();
+        (acknowledged, refused)
+    }
+}
+
+/// Asserts that every acknowledged id is stored, once, in `key`'s project, and that no id was acknowledged
+/// twice; says what it counted.
+pub async fn assert_stored_once(d: &Daemon, key: &str, acknowledged: &[String], within: Duration) -> String {
+    use std::collections::{HashMap, HashSet};
     let expected: HashSet<&str> = acknowledged.iter().map(String::as_str).collect();
-
-    let stored = eventually(Duration::from_secs(60), "every acknowledged log is stored", || async {
-        let logs = d.all_logs(&key, 1000).await;
+    let stored = eventually(within, "every acknowledged log is stored", || async {
+        let logs = d.all_logs(key, 1000).await;
         let ids: Vec<String> = logs.iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
         let present: HashSet<&str> = ids.iter().map(String::as_str).collect();
         expected.is_subset(&present).then_some(ids)
@@ -621,16 +646,65 @@ pub async fn sigkill_while_four_clients_ingest(d: Daemon) {
     }
     let duplicated = copies.values().filter(|n| **n > 1).count();
     let lost = expected.iter().filter(|id| !copies.contains_key(**id)).count();
-    println!(
-        "{:?}: acknowledged {} / lost {lost} / duplicated {duplicated} / stored {} (stored but unacknowledged: {})",
-        d.kind(),
+    assert_eq!(lost, 0, "acknowledged logs lost");
+    assert_eq!(duplicated, 0, "logs stored twice");
+    assert_eq!(acknowledged.len(), expected.len(), "no id was acknowledged twice");
+    format!(
+        "acknowledged {} / lost {lost} / duplicated {duplicated} / stored {} (stored but unacknowledged: {})",
         acknowledged.len(),
         stored.len(),
         copies.len() - expected.len()
-    );
-    assert_eq!(lost, 0);
-    assert_eq!(duplicated, 0);
-    assert_eq!(acknowledged.len(), expected.len(), "no id was acknowledged twice");
+    )
+}
+
+/// A tenant whose project has no rate limit to speak of: (session token, project id, ingest key).
+pub async fn unlimited_tenant(d: &Daemon) -> (String, String, String) {
+    let (token, project, key) = d.tenant("ada@example.com").await;
+    let unlimited =
+        json!({"settings": {"rate_limit_per_minute": 4_000_000_000_u64, "rate_limit_per_hour": 4_000_000_000_u64}});
+    assert_eq!(d.patch(&format!("/v1/projects/{project}"), Some(&token), unlimited).await.status, 200);
+    (token, project, key)
+}
+
+/// Four clients ingest; the daemon is SIGKILLed among them and started again on the same storage: every log
+/// that got a 202 is stored, once (tests/faults.rs, and on a Redis Cluster in tests/cluster.rs).
+pub async fn sigkill_while_four_clients_ingest(d: Daemon) {
+    let (_, _, key) = unlimited_tenant(&d).await;
+    let clients = Clients::start(&d, &key, 4);
+    clients.until_acknowledged(400).await;
+    // SIGKILL in the middle of the clients' stream, then a new daemon on the same storage.
+    let d = d.restart().await;
+    let (acknowledged, _) = clients.stop().await;
+    let summary = assert_stored_once(&d, &key, &acknowledged, Duration::from_secs(60)).await;
+    println!("{:?}: {summary}", d.kind());
+}
+
+/// Two instances on one shared backend (`b` with a long in-process key cache): a session made on one works
+/// on the other, rate limits count across them, and a key revoked through `a` is refused by `b`, which had
+/// it cached. The tenant, with its rate limit back up: (session token, project id, ingest key).
+pub async fn limits_and_revocations_are_shared(a: &Daemon, b: &Daemon) -> (String, String, String) {
+    let (token, project, key) = a.tenant("ada@example.com").await;
+    assert_eq!(b.get("/v1/me", Some(&token)).await.status, 200, "a session made on one instance works on the other");
+
+    // Rate limits count across instances: 6 per minute, 3 through each, then both refuse.
+    a.patch(&format!("/v1/projects/{project}"), Some(&token), json!({"settings": {"rate_limit_per_minute": 6}})).await;
+    for d in [a, b, a, b, a, b] {
+        assert_eq!(d.ingest(&key, json!({"message": "counted"})).await.status, 202);
+    }
+    a.ingest(&key, json!({"message": "over"})).await.assert_error(429, "rate_limited");
+    b.ingest(&key, json!({"message": "over"})).await.assert_error(429, "rate_limited");
+    let unlimited = json!({"settings": {"rate_limit_per_minute": 100000}});
+    assert_eq!(a.patch(&format!("/v1/projects/{project}"), Some(&token), unlimited).await.status, 200);
+
+    // A revocation through one instance is seen by the other, which had the key in its own cache.
+    let (key_id, other) = a.key(&token, &project, &["query"]).await;
+    assert_eq!(b.get("/v1/logs", Some(&other)).await.status, 200);
+    assert_eq!(a.delete(&format!("/v1/projects/{project}/keys/{key_id}"), Some(&token)).await.status, 204);
+    eventually(Duration::from_secs(5), "the other instance refuses the revoked key", || async {
+        (b.get("/v1/logs", Some(&other)).await.status == 401).then_some(())
+    })
+    .await;
+    (token, project, key)
 }
 
 /// Polls `check` until it returns `Some`, or panics after `within`: for conditions that become true
