@@ -55,21 +55,7 @@ async fn two_instances_on_a_cluster_share_limits_quota_revocations_tail_and_shar
     drop(tail);
 
     // Logs sent through both instances are each stored once, by the shards' owners.
-    let mut acknowledged = HashSet::new();
-    for (i, d) in [&a, &b].into_iter().cycle().take(20).enumerate() {
-        let logs: Vec<_> = (0..10).map(|j| json!({"message": format!("batch {i} log {j}")})).collect();
-        let r = d.ingest(&key, json!({ "logs": logs })).await;
-        assert_eq!(r.status, 202, "{r:?}");
-        acknowledged.extend(r.body["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()));
-    }
-    let stored = eventually(Duration::from_secs(30), "every log is stored", || async {
-        let logs = b.all_logs(&key, 1000).await;
-        let ids: HashSet<String> = logs.iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
-        acknowledged.is_subset(&ids).then_some(logs)
-    })
-    .await;
-    let ids: Vec<&str> = stored.iter().map(|l| l["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), ids.iter().collect::<HashSet<_>>().len(), "a log was stored twice");
+    support::sent_through_both_stored_once(&a, &b, &key).await;
     // The queue's keys spread over the cluster's primaries (one hash tag per shard).
     let prefix = a.fresh().prefix();
     let owners: HashSet<u16> = (0..4).map(|shard| cluster.primary_of(&format!("{prefix}logs:{{{shard}}}"))).collect();

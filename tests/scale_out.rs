@@ -38,21 +38,7 @@ async fn two_instances_share_limits_revocations_and_shards() {
     assert!(owners.iter().collect::<HashSet<_>>().len() <= 2, "{owners:?}");
 
     // Logs sent through both instances are each stored once.
-    let mut acknowledged = HashSet::new();
-    for (i, d) in [&a, &b].into_iter().cycle().take(20).enumerate() {
-        let logs: Vec<_> = (0..10).map(|j| json!({"message": format!("batch {i} log {j}")})).collect();
-        let r = d.ingest(&key, json!({ "logs": logs })).await;
-        assert_eq!(r.status, 202, "{r:?}");
-        acknowledged.extend(r.body["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()));
-    }
-    let stored = eventually(Duration::from_secs(20), "every log is stored", || async {
-        let logs = b.all_logs(&key, 1000).await;
-        (logs.len() >= acknowledged.len() + 6).then_some(logs)
-    })
-    .await;
-    let ids: Vec<&str> = stored.iter().map(|l| l["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), ids.iter().collect::<HashSet<_>>().len(), "a log was stored twice");
-    assert!(acknowledged.iter().all(|id| ids.contains(&id.as_str())));
+    support::sent_through_both_stored_once(&a, &b, &key).await;
 
     // One instance dies; the other takes its shards over once their leases lapse, and nothing is lost.
     let mut a = a;

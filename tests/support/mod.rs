@@ -666,6 +666,18 @@ pub async fn unlimited_tenant(d: &Daemon) -> (String, String, String) {
     (token, project, key)
 }
 
+/// Batches sent through `a` and `b` in turn are each stored once (read through `b`).
+pub async fn sent_through_both_stored_once(a: &Daemon, b: &Daemon, key: &str) {
+    let mut acknowledged = Vec::new();
+    for (i, d) in [a, b].into_iter().cycle().take(20).enumerate() {
+        let logs: Vec<_> = (0..10).map(|j| json!({"message": format!("batch {i} log {j}")})).collect();
+        let r = d.ingest(key, json!({ "logs": logs })).await;
+        assert_eq!(r.status, 202, "{r:?}");
+        acknowledged.extend(r.body["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()));
+    }
+    assert_stored_once(b, key, &acknowledged, Duration::from_secs(30)).await;
+}
+
 /// Four clients ingest; the daemon is SIGKILLed among them and started again on the same storage: every log
 /// that got a 202 is stored, once (tests/faults.rs, and on a Redis Cluster in tests/cluster.rs).
 pub async fn sigkill_while_four_clients_ingest(d: Daemon) {
