@@ -1,5 +1,6 @@
 //! The per-log work of ingestion, per log (`Throughput::Elements`): decode (JSON, MessagePack), validate,
-//! enrich, fingerprint, encode for COPY, and all of the request path together; then the rule stages
+//! enrich, fingerprint, encode for COPY, the queue entry's encoding and decoding (with its bytes per log,
+//! against the same with field names), and all of the request path together; then the rule stages
 //! (redact, parse, sample) with 0, 10 and 50 rules, ending with the per-log cost of 10 redaction rules
 //! against its 2 µs target.
 //!
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ledger::ingest::decode::{self, Format};
+use ledger::queue::redis::Entry;
 use ledger::store::logs::postgres::encode_copy_rows;
 use ledger_stages::enrich::Enrich;
 use ledger_stages::fingerprint::fingerprint;
@@ -70,6 +72,19 @@ fn per_log(c: &mut Criterion) {
             out.len()
         })
     });
+    let entry = Entry { traceparent: None, records: valid.clone() };
+    let encoded = entry.encode().unwrap_or_default();
+    group.bench_function("queue_entry_encode", |b| b.iter(|| black_box(&entry).encode().map(|e| e.len())));
+    group.bench_function("queue_entry_decode", |b| {
+        b.iter(|| Entry::decode(black_box(&encoded)).map(|e| e.records.len()))
+    });
+    let named = rmp_serde::to_vec_named(&entry).unwrap_or_default().len();
+    println!(
+        "queue entry: {:.0} bytes per log ({:.2} × the {:.0} bytes with field names)",
+        encoded.len() as f64 / BATCH as f64,
+        encoded.len() as f64 / named as f64,
+        named as f64 / BATCH as f64
+    );
     group.bench_function("decode_validate_enrich_fingerprint", |b| {
         b.iter(|| {
             let logs = decode::logs(black_box(&json), Format::Json, 1000).unwrap_or_default();

@@ -76,7 +76,7 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
     assert_eq!(entries.ids.len(), 3);
     let mut tx = logs.pool().begin().await.unwrap();
     for entry in &entries.ids[..2] {
-        let decoded: Entry = rmp_serde::from_slice(&entry.get::<Vec<u8>>("d").unwrap()).unwrap();
+        let decoded = Entry::decode(&entry.get::<Vec<u8>>("d").unwrap()).unwrap();
         copy_records(&mut tx, &decoded.records).await.unwrap();
     }
     sqlx::query("INSERT INTO queue_offsets (shard, last_id) VALUES (0, $1)")

@@ -23,11 +23,23 @@ use uuid::Uuid;
 
 use crate::store::redis::RedisCache;
 
-/// What one stream entry carries (field `d`, MessagePack with field names, so versions can add fields).
+/// What one stream entry carries (field `d`): MessagePack, each record an array of its fields in order (no
+/// field names: a third fewer bytes per log through Redis than with them, see `benches/per_log.rs`). Entries
+/// written with field names (by earlier versions) decode too; a new field goes at the end, with a default.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Entry {
     pub traceparent: Option<String>,
     pub records: Vec<LogRecord>,
+}
+
+impl Entry {
+    pub fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        rmp_serde::to_vec(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Entry, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(bytes)
+    }
 }
 
 /// KEYS: stream, the project's pending counter on the shard, the shard's pending counter. ARGV: logs, the
@@ -151,7 +163,7 @@ impl LogQueue for RedisQueue {
         traceparent: Option<String>,
     ) -> Result<(), QueueError> {
         let n = records.len();
-        let payload = rmp_serde::to_vec_named(&Entry { traceparent, records }).map_err(unavailable)?;
+        let payload = Entry { traceparent, records }.encode().map_err(unavailable)?;
         let share = self.share(project.settings.max_queue_depth);
         // Round robin: a busy project spreads over every shard, and so over every worker. A shard that holds
         // the project's share refuses; the next one is tried, and the batch is refused when all have.
@@ -239,6 +251,36 @@ mod tests {
             }
             let slots: std::collections::HashSet<Slot> = (0..4).map(|s| Slot::for_key(keys.stream(s))).collect();
             assert_eq!(slots.len(), 4, "each shard in its own slot, so shards spread over a cluster's primaries");
+        }
+    }
+
+    #[test]
+    fn entries_are_compact_and_those_with_field_names_still_decode() {
+        let now = chrono::Utc::now();
+        let record = LogRecord {
+            id: Uuid::now_v7(),
+            project_id: Uuid::now_v7(),
+            timestamp: now,
+            received_at: now,
+            level: ledger_stages::Level::Info,
+            message: "GET /api/v1/orders/10001 200 in 12ms".into(),
+            service: Some("api".into()),
+            environment: Some("production".into()),
+            host: Some("web-1".into()),
+            trace_id: None,
+            span_id: None,
+            attributes: serde_json::json!({"method": "GET", "status": 200}),
+            exception: None,
+            fingerprint: 42,
+            fingerprint_override: None,
+        };
+        let entry = Entry { traceparent: None, records: vec![record.clone(); 3] };
+        let compact = entry.encode().expect("encodes");
+        let named = rmp_serde::to_vec_named(&entry).expect("encodes");
+        assert!(compact.len() * 4 < named.len() * 3, "{} bytes vs {} with field names", compact.len(), named.len());
+        for bytes in [&compact, &named] {
+            let decoded = Entry::decode(bytes).expect("decodes");
+            assert_eq!(decoded.records, vec![record.clone(); 3]);
         }
     }
 }

@@ -154,7 +154,7 @@ fn prepare(shard: i32, entries: Vec<Read>, tailed: &std::collections::HashSet<Uu
     for read in entries {
         let project = read.project.as_deref().and_then(|p| Uuid::parse_str(p).ok());
         let decoded = match &read.payload {
-            Some(payload) => rmp_serde::from_slice::<Entry>(payload).map_err(|e| e.to_string()),
+            Some(payload) => Entry::decode(payload).map_err(|e| e.to_string()),
             None => Err("the entry has no payload".to_owned()),
         };
         match decoded {
