@@ -36,41 +36,16 @@ pub struct Entry {
     pub records: Vec<LogRecord>,
 }
 
-/// A record's fields in [`Entry`]'s order, as written.
-type WireRef<'a> = (
-    &'a Uuid,
-    &'a Uuid,
-    i64,
-    i64,
-    &'a Level,
-    &'a str,
-    &'a Option<String>,
-    &'a Option<String>,
-    &'a Option<String>,
-    &'a Option<String>,
-    &'a Option<String>,
-    &'a serde_json::Value,
-    &'a Option<Exception>,
-    u64,
-);
+/// A record's fields in [`Entry`]'s order: id, project, time, received (µs), level, message, service,
+/// environment, host, trace id, span id, attributes, exception, fingerprint.
+type Fields<Id, Lv, Text, Opt, Attrs, Exc> = (Id, Id, i64, i64, Lv, Text, Opt, Opt, Opt, Opt, Opt, Attrs, Exc, u64);
 
-/// The same, as read.
-type Wire = (
-    Uuid,
-    Uuid,
-    i64,
-    i64,
-    Level,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    serde_json::Value,
-    Option<Exception>,
-    u64,
-);
+/// As written.
+type WireRef<'a> =
+    Fields<&'a Uuid, &'a Level, &'a str, &'a Option<String>, &'a serde_json::Value, &'a Option<Exception>>;
+
+/// As read.
+type Wire = Fields<Uuid, Level, String, Option<String>, serde_json::Value, Option<Exception>>;
 
 fn micros(t: &DateTime<Utc>) -> i64 {
     t.timestamp_micros()
@@ -115,38 +90,23 @@ impl Entry {
             Err(error) => return rmp_serde::from_slice::<Entry>(bytes).map_err(|_| error),
         };
         let mut records = Vec::with_capacity(wire.len());
-        for (
-            id,
-            project_id,
-            ts,
-            received,
-            level,
-            message,
-            service,
-            environment,
-            host,
-            trace_id,
-            span_id,
-            attributes,
-            exception,
-            fingerprint,
-        ) in wire
-        {
+        // In [`Fields`]' order.
+        for w in wire {
             records.push(LogRecord {
-                id,
-                project_id,
-                timestamp: time(ts)?,
-                received_at: time(received)?,
-                level,
-                message,
-                service,
-                environment,
-                host,
-                trace_id,
-                span_id,
-                attributes,
-                exception,
-                fingerprint,
+                id: w.0,
+                project_id: w.1,
+                timestamp: time(w.2)?,
+                received_at: time(w.3)?,
+                level: w.4,
+                message: w.5,
+                service: w.6,
+                environment: w.7,
+                host: w.8,
+                trace_id: w.9,
+                span_id: w.10,
+                attributes: w.11,
+                exception: w.12,
+                fingerprint: w.13,
                 fingerprint_override: None,
             });
         }
