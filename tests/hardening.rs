@@ -489,7 +489,7 @@ async fn embedded_data_files_are_private_whatever_existed() {
 async fn xadd(d: &Daemon, shard: u32, project: &str, logs: usize, payload: &[u8]) {
     let client = redis::Client::open(support::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let stream = format!("{}logs:{shard}", d.fresh().prefix());
+    let stream = ledger::queue::redis::Keys { prefix: d.fresh().prefix() }.stream(shard);
     let _: String = redis::cmd("XADD")
         .arg(&stream)
         .arg("*")
@@ -538,7 +538,7 @@ async fn poisoned_queue_entries_are_dead_lettered_and_the_shard_keeps_draining()
         fingerprint_override: None,
     };
     let entry = ledger::queue::redis::Entry { traceparent: None, records: vec![record] };
-    let refused = rmp_serde::to_vec_named(&entry).unwrap();
+    let refused = entry.encode().unwrap();
     xadd(&d, 1, &project, 1, &refused).await;
     // Good logs on every shard after them.
     let mut ids = Vec::new();

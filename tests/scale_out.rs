@@ -27,8 +27,11 @@ async fn two_instances_share_limits_revocations_and_shards() {
         async move {
             let mut owners = Vec::new();
             for shard in 0..4 {
-                let owner: Option<String> =
-                    redis::cmd("GET").arg(format!("{prefix}lease:{{{shard}}}")).query_async(&mut conn).await.unwrap();
+                let owner: Option<String> = redis::cmd("GET")
+                    .arg(ledger::queue::redis::Keys { prefix: prefix.clone() }.lease(shard))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
                 owners.push(owner?);
             }
             Some(owners)
