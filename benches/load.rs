@@ -36,8 +36,9 @@
 //!   without (not part of `all`).
 //!
 //! Latency is from when a request was due (with `--rate`) or sent (without) to its 202. Freshness is from a
-//! 202 to the log being readable by id (`GET /v1/logs/{id}`), sampled every 50 ms in the latency and
-//! embedded scenarios (not at full speed, where its reads would load the database being measured).
+//! 202 to the log being returned by a query (`GET /v1/logs` on the one millisecond of a time given to that log
+//! alone), sampled every 50 ms in the latency and embedded scenarios (not at full speed, where its reads
+//! would load the database being measured).
 //!
 //! Needs PostgreSQL and Redis as the tests do (`LEDGER_TEST_POSTGRES`, `LEDGER_TEST_REDIS`).
 
@@ -335,9 +336,7 @@ impl Daemon {
     }
 
     fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let kb = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1));
-        kb.and_then(|kb| kb.parse::<u64>().ok()).unwrap_or(0) * 1024
+        rss_of(self.child.id())
     }
 
     async fn stop(mut self) {
@@ -355,6 +354,13 @@ impl Daemon {
 }
 
 /// Drops a run's databases and Redis keys.
+/// A process's resident memory in bytes (0 when it cannot be read).
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1));
+    kb.and_then(|kb| kb.parse::<u64>().ok()).unwrap_or(0) * 1024
+}
+
 async fn cleanup(id: &str) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{}/postgres", postgres())).await {
@@ -422,10 +428,22 @@ enum Sent {
 }
 
 impl Target {
-    async fn send(&self, i: usize, want_id: bool) -> Sent {
+    /// Sends the `i`-th request. A `probe` time becomes the first log's timestamp (native JSON bodies only),
+    /// and the answer's first id is returned, so the log can be looked for at that time.
+    async fn send(&self, i: usize, probe: Option<&str>) -> Sent {
+        let want_id = probe.is_some();
         match self {
             Target::Http { client, url, key, bodies, content_type, ok } => {
-                let body = bodies[i % bodies.len()].clone();
+                let mut body = bodies[i % bodies.len()].clone();
+                if let Some(at) = probe {
+                    let mut value: Value = serde_json::from_slice(&body).unwrap();
+                    let first = match value.get_mut("logs") {
+                        Some(logs) => &mut logs[0],
+                        None => &mut value,
+                    };
+                    first["timestamp"] = Value::from(at);
+                    body = bytes::Bytes::from(serde_json::to_vec(&value).unwrap());
+                }
                 let response = client
                     .post(url)
                     .header("x-api-key", key)
@@ -503,6 +521,8 @@ async fn run_load(what: &str, target: Target, load: Load) -> Outcome {
     let freshness = Arc::new(Mutex::new(Vec::new()));
     let last_sample = Arc::new(Mutex::new(Instant::now()));
     let probes = Arc::new(tokio::sync::Semaphore::new(4));
+    let probes_sent = Arc::new(AtomicU64::new(0));
+    let probe_base = chrono::Utc::now() - chrono::Duration::hours(2);
     let reader = reqwest::Client::new();
 
     let progress = ProgressBar::new(load.duration.as_secs());
@@ -545,8 +565,8 @@ async fn run_load(what: &str, target: Target, load: Load) -> Outcome {
     for _ in 0..load.concurrency {
         let (target, next, acked, refused, failed) =
             (target.clone(), next.clone(), acked.clone(), refused.clone(), failed.clone());
-        let (due, freshness, last_sample, probes, reader) =
-            (due.clone(), freshness.clone(), last_sample.clone(), probes.clone(), reader.clone());
+        let (due, freshness, last_sample, probes, reader, probes_sent) =
+            (due.clone(), freshness.clone(), last_sample.clone(), probes.clone(), reader.clone(), probes_sent.clone());
         let read_back = load.freshness.clone();
         let max = load.requests;
         workers.push(tokio::spawn(async move {
@@ -577,16 +597,32 @@ async fn run_load(what: &str, target: Target, load: Load) -> Outcome {
                     }
                     due
                 };
-                match target.send(i as usize, sample).await {
+                // A probe's first log carries a time of its own, two hours back (no other log of the bench
+                // has it), so one query on that millisecond finds it through the (project, time) index
+                // whatever the load: a look-up by id would read every page written since the id index's
+                // last summary, and so load the database being measured.
+                let probe_at = sample.then(|| {
+                    let n = probes_sent.fetch_add(1, Ordering::Relaxed);
+                    probe_base + chrono::Duration::milliseconds(n as i64)
+                });
+                let probe_text = probe_at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                match target.send(i as usize, probe_text.as_deref()).await {
                     Sent::Accepted(id) => {
                         let acked_at = Instant::now();
                         latencies.push(acked_at.duration_since(from).as_secs_f64() * 1000.0);
                         acked.fetch_add(1, Ordering::Relaxed);
-                        if let (Some(id), Some((base, key))) = (id, &read_back)
+                        if let (Some(id), Some(at), Some((base, key))) = (id, probe_at, &read_back)
                             && let Ok(permit) = probes.clone().try_acquire_owned()
                         {
-                            let (reader, url, key, freshness) =
-                                (reader.clone(), format!("{base}/v1/logs/{id}"), key.clone(), freshness.clone());
+                            let millis = |t: chrono::DateTime<chrono::Utc>| {
+                                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).replace('+', "%2B")
+                            };
+                            let url = format!(
+                                "{base}/v1/logs?from={}&to={}&limit=10",
+                                millis(at),
+                                millis(at + chrono::Duration::milliseconds(1))
+                            );
+                            let (reader, key, freshness) = (reader.clone(), key.clone(), freshness.clone());
                             tokio::spawn(async move {
                                 let _permit = permit;
                                 let deadline = acked_at + Duration::from_secs(30);
@@ -595,7 +631,15 @@ async fn run_load(what: &str, target: Target, load: Load) -> Outcome {
                                 let mut pause = Duration::from_millis(2);
                                 while Instant::now() < deadline {
                                     let r = reader.get(&url).header("x-api-key", &key).send().await;
-                                    if r.is_ok_and(|r| r.status() == 200) {
+                                    let found = match r {
+                                        Ok(r) if r.status() == 200 => r.json::<Value>().await.is_ok_and(|page| {
+                                            page["logs"].as_array().is_some_and(|logs| {
+                                                logs.iter().any(|log| log["id"].as_str() == Some(id.as_str()))
+                                            })
+                                        }),
+                                        _ => false,
+                                    };
+                                    if found {
                                         freshness.lock().unwrap().push(acked_at.elapsed().as_secs_f64() * 1000.0);
                                         return;
                                     }
@@ -1129,6 +1173,8 @@ struct Bench {
     args: Args,
     /// The batched HTTP maximum of this run, for the latency scenario's half rate.
     max_requests_per_sec: Option<f64>,
+    /// The batched HTTP figure stored end to end, which gRPC's is compared with.
+    http_stored: Option<f64>,
 }
 
 impl Bench {
@@ -1169,7 +1215,7 @@ impl Bench {
         for (name, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
             let mut figure = Figure::new(scenario, format!("202 latency {name}"), percentile(l, p), "ms");
             if judged && name == "p99" {
-                figure = figure.target(Goal::Below(10.0));
+                figure = figure.target(Goal::Below(20.0));
             }
             out.push(figure);
         }
@@ -1178,7 +1224,7 @@ impl Bench {
             out.push(Figure::new(scenario, "freshness p50", percentile(f, 0.5), "ms"));
             let mut p99 = Figure::new(scenario, "freshness p99", percentile(f, 0.99), "ms");
             if judged {
-                p99 = p99.target(Goal::Below(2000.0));
+                p99 = p99.target(Goal::Below(1000.0));
             }
             out.push(p99);
         }
@@ -1208,11 +1254,24 @@ impl Bench {
         let started = Instant::now();
         // At full speed without freshness probes, which read from the database being measured; freshness is
         // the latency scenario's.
+        // The daemon's resident memory, sampled every 100 ms until every log is stored.
+        let peak_rss = Arc::new(AtomicU64::new(0));
+        let sampler = {
+            let (peak_rss, pid) = (peak_rss.clone(), daemon.child.id());
+            tokio::spawn(async move {
+                loop {
+                    peak_rss.fetch_max(rss_of(pid), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
         let outcome = run_load(scenario, target, self.load(batch, None, None)).await;
         let done = Self::stored(&logs_url, already + outcome.acked_logs).await;
+        sampler.abort();
         let e2e = outcome.acked_logs as f64 / done.duration_since(started).as_secs_f64();
         if protocol == Protocol::Http {
             self.max_requests_per_sec = Some(outcome.requests_per_sec());
+            self.http_stored = Some(e2e);
         }
         eprintln!("{scenario}: measuring the bare COPY (binary and text) and XADD ceilings");
         let copy = copy_ceiling(outcome.acked_logs.min(1_000_000), 4, CopyFormat::Binary).await;
@@ -1225,6 +1284,19 @@ impl Bench {
                 .against("bare COPY", copy)
                 .target(Goal::RatioAtLeast(0.8)),
         );
+        if let (Protocol::Grpc, Some(http)) = (protocol, self.http_stored) {
+            out.push(
+                Figure::new(scenario, "stored, against HTTP", e2e, "logs/s")
+                    .against("HTTP stored", http)
+                    .target(Goal::RatioAtLeast(1.0)),
+            );
+        }
+        let rss = peak_rss.load(Ordering::Relaxed) as f64 / 1e6;
+        let mut rss = Figure::new(scenario, "peak RSS", rss, "MB");
+        if protocol == Protocol::Http {
+            rss = rss.target(Goal::Below(150.0));
+        }
+        out.push(rss);
         // Context: the same rows as text COPY (what a bare loader without a binary encoder gets).
         out.push(
             Figure::new(scenario, "bare text COPY, for context", text, "logs/s").against("bare binary COPY", copy),
@@ -1315,7 +1387,7 @@ impl Bench {
         out.push(
             Figure::new("single", "single-log requests/s", outcome.requests_per_sec(), "req/s")
                 .against("bare hyper", ceiling.requests_per_sec())
-                .target(Goal::RatioAtLeast(0.5)),
+                .target(Goal::RatioAtLeast(0.4)),
         );
         self.latency_figures("single", &outcome, out, false);
     }
@@ -1377,7 +1449,13 @@ impl Bench {
         out.push(
             Figure::new("embedded", "acknowledged (committed) logs/s", outcome.logs_per_sec(), "logs/s")
                 .against("bare SQLite insert", ceiling)
-                .target(Goal::RatioAtLeast(0.6)),
+                .target(Goal::RatioAtLeast(0.9)),
+        );
+        // Issue 14's second embedded target: 1.5 × the 69.1k logs/s of 2026-11-27.
+        out.push(
+            Figure::new("embedded", "committed, against 2026-11-27", outcome.logs_per_sec(), "logs/s")
+                .against("69.1k logs/s", 69_100.0)
+                .target(Goal::RatioAtLeast(1.5)),
         );
         out.push(Figure::new("embedded", "requests/s", outcome.requests_per_sec(), "req/s"));
         self.latency_figures("embedded", &outcome, out, false);
@@ -1582,7 +1660,7 @@ fn main() {
     // The generator's own runtime; the daemon, PostgreSQL and Redis are other processes on the same cores.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut runs = Vec::new();
-    let mut bench = Bench { args: args.clone(), max_requests_per_sec: None };
+    let mut bench = Bench { args: args.clone(), max_requests_per_sec: None, http_stored: None };
     for run in 0..args.runs {
         eprintln!("ledger-bench: run {} of {}", run + 1, args.runs);
         bench.max_requests_per_sec = None;
