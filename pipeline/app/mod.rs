@@ -318,7 +318,7 @@ async fn serve_fronts(
     let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
     let http_addr = http_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
     let grpc_addr = grpc_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
-    let state = AppState {
+    let state = AppState::new(http::FrontServices {
         accounts: core.accounts,
         backend: backend.clone(),
         ingestion: core.ingestion,
@@ -341,7 +341,7 @@ async fn serve_fronts(
             enabled: config.console.enabled,
             secure_cookie: !config.server.tls_cert_path.is_empty(),
         },
-    };
+    });
     // Shutdown drains first (new ingestion answered 503), then closes the listeners and finishes what is in
     // flight.
     let drain = Duration::from_millis(config.server.shutdown_drain_ms);

@@ -37,8 +37,27 @@ pub mod tail;
 /// Account and project bodies are small; ingestion has its own, configurable limit.
 pub const ACCOUNT_BODY_LIMIT: usize = 64 * 1024;
 
+/// What the handlers of every front use. Axum clones the state for each request: one shared allocation
+/// makes that one reference count instead of one per service (the profile of single-log requests had the
+/// clone and drop of the whole struct at ~6% of the daemon's time).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<FrontServices>);
+
+impl AppState {
+    pub fn new(services: FrontServices) -> AppState {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = FrontServices;
+
+    fn deref(&self) -> &FrontServices {
+        &self.0
+    }
+}
+
+pub struct FrontServices {
     pub accounts: Arc<Accounts>,
     pub backend: Backend,
     pub ingestion: crate::ingest::Ingestion,
