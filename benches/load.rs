@@ -130,6 +130,8 @@ enum Scenario {
     Stages,
     /// `batched` on the single Redis, then on a local Redis Cluster, then on it with `min_replicas_acked = 1`.
     Cluster,
+    /// How the costs grow: batches of 1, 10, 100 and 1,000 logs; then 1, 100 and 10,000 projects sending.
+    Scaling,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,6 +400,49 @@ async fn tenant(client: &reqwest::Client, base: &str) -> String {
     key["key"].as_str().unwrap().to_owned()
 }
 
+/// `n` more projects without limits under one new account, 32 created at a time: a key of each.
+async fn tenants(client: &reqwest::Client, base: &str, n: usize) -> Vec<String> {
+    use futures::StreamExt;
+    let email = format!("bench-{}@example.com", Uuid::now_v7().simple());
+    let body = json!({"email": email, "password": "correct horse"});
+    let session: Value =
+        client.post(format!("{base}/v1/register")).json(&body).send().await.unwrap().json().await.unwrap();
+    let token = session["token"].as_str().unwrap().to_owned();
+    let settings = json!({"rate_limit_per_minute": 4_000_000_000_u64, "rate_limit_per_hour": 4_000_000_000_u64,
+                          "daily_quota": 1_000_000_000_000_u64, "max_queue_depth": 1_000_000_000_u64});
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (client, token, settings) = (client.clone(), token.clone(), settings.clone());
+            async move {
+                let project: Value = client
+                    .post(format!("{base}/v1/projects"))
+                    .bearer_auth(&token)
+                    .json(&json!({"name": format!("bench {i}"), "settings": settings}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let id = project["id"].as_str().unwrap_or_else(|| panic!("no project: {project}")).to_owned();
+                let key: Value = client
+                    .post(format!("{base}/v1/projects/{id}/keys"))
+                    .bearer_auth(&token)
+                    .json(&json!({"scopes": ["ingest"]}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                key["key"].as_str().unwrap().to_owned()
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // The load
 
@@ -407,7 +452,8 @@ enum Target {
     Http {
         client: reqwest::Client,
         url: String,
-        key: String,
+        /// Request i is sent with key i mod their number (one project per key).
+        keys: Arc<Vec<String>>,
         bodies: Arc<Vec<bytes::Bytes>>,
         content_type: &'static str,
         /// The status that acknowledges: 202 natively, 200 for OTLP and Elasticsearch, 204 for Loki.
@@ -433,7 +479,8 @@ impl Target {
     async fn send(&self, i: usize, probe: Option<&str>) -> Sent {
         let want_id = probe.is_some();
         match self {
-            Target::Http { client, url, key, bodies, content_type, ok } => {
+            Target::Http { client, url, keys, bodies, content_type, ok } => {
+                let key = &keys[i % keys.len()];
                 let mut body = bodies[i % bodies.len()].clone();
                 if let Some(at) = probe {
                     let mut value: Value = serde_json::from_slice(&body).unwrap();
@@ -694,7 +741,7 @@ fn http_target(base: &str, key: &str, batch: usize, concurrency: usize) -> Targe
     Target::Http {
         client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap(),
         url: format!("{base}/v1/logs"),
-        key: key.to_owned(),
+        keys: Arc::new(vec![key.to_owned()]),
         bodies: Arc::new(bodies),
         content_type: "application/json",
         ok: 202,
@@ -719,7 +766,7 @@ fn front_target(protocol: Protocol, base: &str, key: &str, batch: usize, concurr
     Target::Http {
         client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap(),
         url: format!("{base}{path}"),
-        key: key.to_owned(),
+        keys: Arc::new(vec![key.to_owned()]),
         bodies: Arc::new(bodies),
         content_type,
         ok,
@@ -1413,6 +1460,61 @@ impl Bench {
         self.latency_figures("latency", &outcome, out, true);
     }
 
+    /// `batched` end to end on one daemon with each batch size, then with the load spread over more projects
+    /// (one key each, request i sent with key i mod n): logs/s acknowledged and stored, and requests/s.
+    async fn scaling(&mut self, out: &mut Vec<Figure>) {
+        let daemon = Daemon::start(BackendKind::Shared, &[], &self.args.daemon_env);
+        let client = reqwest::Client::new();
+        let key = tenant(&client, &daemon.base).await;
+        let logs_url = daemon.logs_url().unwrap();
+        let stored_at = |what: String, target: Target, batch: usize| {
+            let load = self.load(batch, None, None);
+            let logs_url = logs_url.clone();
+            async move {
+                let already = Self::count(&logs_url).await;
+                let started = Instant::now();
+                let outcome = run_load(&what, target, load).await;
+                let done = Self::stored(&logs_url, already + outcome.acked_logs).await;
+                (outcome.acked_logs as f64 / done.duration_since(started).as_secs_f64(), outcome)
+            }
+        };
+        let mut base = None;
+        for batch in [1, 10, 100, 1000] {
+            let target = http_target(&daemon.base, &key, batch, self.args.concurrency);
+            let (stored, outcome) = stored_at(format!("batch {batch}"), target, batch).await;
+            let scenario = "scaling";
+            out.push(Figure::new(
+                scenario,
+                format!("batches of {batch}: requests/s"),
+                outcome.requests_per_sec(),
+                "req/s",
+            ));
+            let figure = Figure::new(scenario, format!("batches of {batch}: stored logs/s"), stored, "logs/s");
+            out.push(match base {
+                Some(b) => figure.against("batches of 1", b),
+                None => figure,
+            });
+            base = base.or(Some(stored));
+        }
+        let mut one = None;
+        for projects in [1, 100, 10_000] {
+            eprintln!("scaling: creating {projects} projects");
+            let keys = if projects == 1 { vec![key.clone()] } else { tenants(&client, &daemon.base, projects).await };
+            let mut target = http_target(&daemon.base, &key, self.args.batch, self.args.concurrency);
+            if let Target::Http { keys: k, .. } = &mut target {
+                *k = Arc::new(keys);
+            }
+            let (stored, _) = stored_at(format!("{projects} proj"), target, self.args.batch).await;
+            let figure = Figure::new("scaling", format!("{projects} projects: stored logs/s"), stored, "logs/s");
+            out.push(match one {
+                Some(b) => figure.against("1 project", b),
+                None => figure,
+            });
+            one = one.or(Some(stored));
+        }
+        daemon.stop().await;
+    }
+
     /// Resident memory with 100,000 logs queued: a daemon without workers, so they stay queued.
     async fn rss(&self, out: &mut Vec<Figure>) {
         let daemon = Daemon::start(BackendKind::Shared, &[("LEDGER__ROLES__WORKERS", "false")], &self.args.daemon_env);
@@ -1637,6 +1739,9 @@ rules = [
         }
         if s == Scenario::Cluster {
             self.cluster(&mut out).await;
+        }
+        if s == Scenario::Scaling {
+            self.scaling(&mut out).await;
         }
         out
     }
