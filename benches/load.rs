@@ -34,6 +34,8 @@
 //!   primaries with a replica each, started by the bench), then on the cluster with `redis.min_replicas_acked
 //!   = 1`: stored logs/s on the cluster against the single Redis, and with replica acknowledgement against
 //!   without (not part of `all`).
+//! - `scaling`: how the costs grow: `batched` end to end with batches of 1, 10, 100 and 1,000 logs; then
+//!   batches of `--batch` spread over 1, 100 and 10,000 projects, one key each (not part of `all`).
 //!
 //! Latency is from when a request was due (with `--rate`) or sent (without) to its 202. Freshness is from a
 //! 202 to the log being returned by a query (`GET /v1/logs` on the one millisecond of a time given to that log
@@ -1500,6 +1502,7 @@ impl Bench {
         for projects in [1, 100, 10_000] {
             eprintln!("scaling: creating {projects} projects");
             let keys = if projects == 1 { vec![key.clone()] } else { tenants(&client, &daemon.base, projects).await };
+            eprintln!("scaling: sending to {projects} projects");
             let mut target = http_target(&daemon.base, &key, self.args.batch, self.args.concurrency);
             if let Target::Http { keys: k, .. } = &mut target {
                 *k = Arc::new(keys);

@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use ledger_stages::LogRecord;
+use redis::FromRedisValue;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -107,6 +108,31 @@ enum WorkError {
 /// A field of a stream entry, taken out of it.
 fn field<T: redis::FromRedisValue>(map: &mut std::collections::HashMap<String, redis::Value>, name: &str) -> Option<T> {
     map.remove(name).and_then(|v| T::from_redis_value(v).ok())
+}
+
+/// The logs an entry says it holds (1 when it does not say: it is dead-lettered as one).
+fn logs_in(map: &std::collections::HashMap<String, redis::Value>) -> usize {
+    map.get("n")
+        .and_then(|v| i64::from_redis_value(v.clone()).ok())
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// How many of the entries, holding `sizes` logs each, one write takes: as many as keep it within `max_logs`
+/// logs, and at least one.
+fn within(sizes: &[usize], max_logs: usize) -> usize {
+    let mut logs = 0;
+    let fit = sizes.iter().take_while(|n| {
+        logs += **n;
+        logs <= max_logs
+    });
+    fit.count().max(1).min(sizes.len())
+}
+
+/// Entries to read next: `max_logs` logs' worth at the logs per entry just read, 1 to `max_logs`.
+fn next_count(max_logs: usize, entries: usize, logs: usize) -> usize {
+    (max_logs.saturating_mul(entries) / logs.max(1)).clamp(1, max_logs.max(1))
 }
 
 /// One entry as read from its stream.
@@ -259,8 +285,10 @@ impl Workers {
             }
         }
         let mut renewed = Instant::now();
-        // Entries per read: each holds up to 1,000 logs; aim at max_write_logs of small batches.
-        let count = (self.max_write_logs / 10).max(1);
+        // Entries per read, from the logs per entry of the last read: a write holds max_write_logs logs at
+        // most, whether entries hold one log or a thousand (and so does memory: a backlog of batched entries
+        // read a thousand at a time held ~100,000 decoded logs per shard).
+        let mut count = (self.max_write_logs / 100).max(1);
         while !shutdown.is_cancelled() {
             if renewed.elapsed() >= self.lease / 3 {
                 let held: i64 = renew.key(&lease_key).arg(&self.owner).arg(lease_ms).invoke_async(conn).await?;
@@ -277,7 +305,15 @@ impl Workers {
                 _ = shutdown.cancelled() => return Ok(()),
                 reply = read => reply?,
             };
-            let Some(entries) = reply.and_then(|r| r.keys.into_iter().next()).map(|k| k.ids) else { continue };
+            let Some(mut entries) = reply.and_then(|r| r.keys.into_iter().next()).map(|k| k.ids) else { continue };
+            let caught_up = entries.len() < count;
+            let sizes: Vec<usize> = entries.iter().map(|e| logs_in(&e.map)).collect();
+            // The entries past the write's limit are read again next time.
+            let taken = within(&sizes, self.max_write_logs);
+            entries.truncate(taken);
+            if taken > 0 {
+                count = next_count(self.max_write_logs, taken, sizes[..taken].iter().sum());
+            }
             let Some(newest) = entries.last().map(|e| e.id.clone()) else { continue };
             let read = entries.len();
             // The payloads move to the blocking thread as they are, uncopied.
@@ -319,7 +355,7 @@ impl Workers {
             tracing::debug!(shard, entries = read, logs, "queue batch written");
             crate::observe::metrics().written("shared", logs);
             last = newest;
-            if read < count {
+            if caught_up {
                 // Caught up: let the next batch gather instead of writing a trickle one entry at a time.
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -430,5 +466,37 @@ fn counted(poison: &[Poison]) {
     for p in poison {
         tracing::error!(entry = %p.entry_id, reason = p.reason.as_str(), detail = %p.detail, logs = p.logs, "queue entry dead-lettered");
         crate::observe::metrics().dead_lettered(p.reason.as_str(), u64::try_from(p.logs).unwrap_or(0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_takes_entries_up_to_its_logs_and_at_least_one() {
+        assert_eq!(within(&[100; 1000], 10_000), 100, "batched entries: 100 of them make 10,000 logs");
+        assert_eq!(within(&[1; 50], 10_000), 50, "all of them when they fit");
+        assert_eq!(within(&[1000, 1000], 500), 1, "one entry even when it alone is over");
+        assert_eq!(within(&[3, 3, 3, 3], 10), 3);
+        assert_eq!(within(&[], 10), 0);
+    }
+
+    #[test]
+    fn reads_ask_for_a_writes_worth_of_entries() {
+        assert_eq!(next_count(10_000, 100, 10_000), 100, "100 logs per entry");
+        assert_eq!(next_count(10_000, 50, 50), 10_000, "single logs: at most max_write_logs entries");
+        assert_eq!(next_count(10_000, 1, 1000), 10);
+        assert_eq!(next_count(10_000, 0, 0), 1, "nothing read: at least one");
+    }
+
+    #[test]
+    fn an_entry_without_a_count_is_one_log() {
+        let mut map = std::collections::HashMap::new();
+        assert_eq!(logs_in(&map), 1);
+        map.insert("n".to_owned(), redis::Value::BulkString(b"250".to_vec()));
+        assert_eq!(logs_in(&map), 250);
+        map.insert("n".to_owned(), redis::Value::BulkString(b"-4".to_vec()));
+        assert_eq!(logs_in(&map), 1);
     }
 }
