@@ -300,7 +300,8 @@ mod tests {
             assert!(allowed(limits.acquire(project, &windows(5, 100)).await.expect("acquire")), "request {i}");
         }
         let refused = limits.acquire(project, &windows(5, 100)).await.expect("acquire");
-        assert!(!refused.allowed && refused.retry_after >= Duration::from_secs(1), "{refused:?}");
+        // Until the minute's end, which may be under a second away (the stage rounds it up to one).
+        assert!(!refused.allowed && !refused.retry_after.is_zero(), "{refused:?}");
         // A lease of 100 under generous limits, then the limits drop below what was counted.
         let other = Uuid::now_v7();
         assert!(allowed(limits.acquire(other, &windows(100_000, 1_000_000)).await.expect("acquire")));
