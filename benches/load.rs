@@ -383,60 +383,39 @@ async fn cleanup(id: &str) {
     }
 }
 
-/// A project without limits, and a key that may ingest and read.
-async fn tenant(client: &reqwest::Client, base: &str) -> String {
-    let post = |path: &str, token: Option<&str>, body: Value| {
-        let mut request = client.post(format!("{base}{path}")).json(&body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
-    };
-    let session = post("/v1/register", None, json!({"email": "bench@example.com", "password": "correct horse"})).await;
-    let token = session["token"].as_str().unwrap().to_owned();
-    let settings = json!({"rate_limit_per_minute": 4_000_000_000_u64, "rate_limit_per_hour": 4_000_000_000_u64,
-                          "daily_quota": 1_000_000_000_000_u64, "max_queue_depth": 1_000_000_000_u64});
-    let project = post("/v1/projects", Some(&token), json!({"name": "bench", "settings": settings})).await;
-    let project = project["id"].as_str().unwrap().to_owned();
-    let key = post(&format!("/v1/projects/{project}/keys"), Some(&token), json!({"scopes": ["ingest", "query"]})).await;
-    key["key"].as_str().unwrap().to_owned()
+/// The JSON answer to `body` POSTed to `path`, with a session token when given.
+async fn post_json(client: &reqwest::Client, base: &str, path: &str, token: Option<&str>, body: Value) -> Value {
+    let mut request = client.post(format!("{base}{path}")).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
 }
 
-/// `n` more projects without limits under one new account, 32 created at a time: a key of each.
+/// A project without limits, and a key that may ingest and read.
+async fn tenant(client: &reqwest::Client, base: &str) -> String {
+    tenants(client, base, 1).await.remove(0)
+}
+
+/// `n` projects without limits under one new account, 32 created at a time: a key of each that may ingest and
+/// read.
 async fn tenants(client: &reqwest::Client, base: &str, n: usize) -> Vec<String> {
     use futures::StreamExt;
     let email = format!("bench-{}@example.com", Uuid::now_v7().simple());
-    let body = json!({"email": email, "password": "correct horse"});
-    let session: Value =
-        client.post(format!("{base}/v1/register")).json(&body).send().await.unwrap().json().await.unwrap();
+    let session = post_json(client, base, "/v1/register", None, json!({"email": email, "password": "correct horse"}));
+    let session = session.await;
     let token = session["token"].as_str().unwrap().to_owned();
     let settings = json!({"rate_limit_per_minute": 4_000_000_000_u64, "rate_limit_per_hour": 4_000_000_000_u64,
                           "daily_quota": 1_000_000_000_000_u64, "max_queue_depth": 1_000_000_000_u64});
     futures::stream::iter(0..n)
         .map(|i| {
-            let (client, token, settings) = (client.clone(), token.clone(), settings.clone());
+            let (token, settings) = (token.clone(), settings.clone());
             async move {
-                let project: Value = client
-                    .post(format!("{base}/v1/projects"))
-                    .bearer_auth(&token)
-                    .json(&json!({"name": format!("bench {i}"), "settings": settings}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let id = project["id"].as_str().unwrap_or_else(|| panic!("no project: {project}")).to_owned();
-                let key: Value = client
-                    .post(format!("{base}/v1/projects/{id}/keys"))
-                    .bearer_auth(&token)
-                    .json(&json!({"scopes": ["ingest"]}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let body = json!({"name": format!("bench {i}"), "settings": settings});
+                let project = post_json(client, base, "/v1/projects", Some(&token), body).await;
+                let id = project["id"].as_str().unwrap_or_else(|| panic!("no project: {project}"));
+                let path = format!("/v1/projects/{id}/keys");
+                let key = post_json(client, base, &path, Some(&token), json!({"scopes": ["ingest", "query"]})).await;
                 key["key"].as_str().unwrap().to_owned()
             }
         })
