@@ -1,18 +1,17 @@
 //! The shared backend's rate limiter and quota counter: Redis scripts, one atomic round trip each, that
 //! apply the same rules as the in-process ones in `ledger-stages` (see `rate_limit::window_decision`).
 //!
-//! Each instance takes a few requests' (or logs') worth at a time and spends them locally, so most requests
-//! make no round trip for their limits (a single-log request made three, with the enqueue; see the README's
-//! benchmarks):
-//! - rate limit: a lease of up to [`RATE_LEASE_MAX`] requests (a hundredth of the tightest window's limit,
-//!   at least 1), counted in Redis when taken and spent within [`RATE_LEASE_MS`]; what is not spent by then
-//!   is dropped. So a project is never let through more than its limits, and may be refused up to one
-//!   lease per instance early (under 1% of its limit).
-//! - daily quota: an allowance of up to [`QUOTA_LEASE_MAX`] logs beyond the request's (a thousandth of the
-//!   quota; none below a quota of 1,000, so small quotas count exactly), added to the day's count when
-//!   taken. Logs given back by refused requests return to the allowance. A project is never let through
-//!   more than its quota, and may be refused up to one allowance per instance early (0.1% of its quota,
-//!   more after restarts, which drop what an instance held).
+//! The rate limit is taken a few requests at a time and spent locally, so most requests make no round trip
+//! for it (a single-log request made three before its 202, with the quota and the enqueue; see the
+//! README's benchmarks): a lease of up to [`RATE_LEASE_MAX`] requests (a hundredth of the tightest window's
+//! limit, at least 1), counted in Redis when taken and spent within [`RATE_LEASE_MS`]; what is not spent by
+//! then is dropped, and a lease taken under other limits (the settings changed) is not spent. So a project
+//! is never let through more than its limits, and may be refused up to one lease per instance early (under
+//! 1% of its limit; after its limits are lowered, until the lease's minute has passed).
+//!
+//! The quota is counted exactly, one round trip per request: an allowance held by an instance would stay
+//! counted when the quota is lowered, and refuse the project until every instance had handed it back (the
+//! cluster test's lowered quota caught it).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -60,26 +59,20 @@ table.insert(counts, 1, granted)
 return counts
 ";
 
-/// KEYS: the day's counter. ARGV: logs, limit, logs wanted beyond them. Refuses (0) when the logs do not
-/// fit; else adds them and as many of the extra as fit, and returns how many it added.
+/// KEYS: the day's counter. ARGV: logs, limit. Adds them if the sum stays within the limit.
 const QUOTA: &str = r"
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local n = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-if used + n > limit then return 0 end
-local granted = math.min(n + tonumber(ARGV[3]), limit - used)
-redis.call('INCRBY', KEYS[1], granted)
+if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return 0 end
+redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], 172800)
-return granted
+return 1
 ";
 
 /// Requests a rate-limit lease holds at most.
 pub const RATE_LEASE_MAX: u64 = 100;
 /// Milliseconds a rate-limit lease may be spent in.
 pub const RATE_LEASE_MS: u64 = 1000;
-/// Logs a quota allowance holds at most beyond the request that took it.
-pub const QUOTA_LEASE_MAX: u64 = 10_000;
-/// Projects with a lease or an allowance remembered at most; past it, spent and expired ones are dropped.
+/// Projects with a lease remembered at most; past it, spent and expired ones are dropped.
 const LEASES_KEPT: usize = 100_000;
 
 /// Requests of `project` counted in Redis but not yet spent by this instance.
@@ -98,8 +91,6 @@ pub struct RedisLimits {
     quota: redis::Script,
     // Std mutexes: held for a map operation, never across an await.
     rate_leases: Mutex<HashMap<Uuid, RateLease>>,
-    /// Logs of (project, day) added to the day's count in Redis and not yet spent by this instance.
-    allowances: Mutex<HashMap<(Uuid, NaiveDate), u64>>,
 }
 
 impl RedisLimits {
@@ -109,7 +100,6 @@ impl RedisLimits {
             rate_limit: redis::Script::new(RATE_LIMIT),
             quota: redis::Script::new(QUOTA),
             rate_leases: Mutex::default(),
-            allowances: Mutex::default(),
         }
     }
 
@@ -142,20 +132,11 @@ impl RedisLimits {
             }
         }
     }
-
-    fn allowances(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, NaiveDate), u64>> {
-        self.allowances.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 /// Requests one lease asks for: a hundredth of the tightest limit, 1 to [`RATE_LEASE_MAX`].
 fn rate_lease_size(windows: &[Window]) -> u64 {
     windows.iter().map(|w| w.limit / 100).min().unwrap_or(0).clamp(1, RATE_LEASE_MAX)
-}
-
-/// Logs an allowance asks for beyond the request: a thousandth of the quota, at most [`QUOTA_LEASE_MAX`].
-fn quota_lease_size(limit: u64) -> u64 {
-    (limit / 1000).min(QUOTA_LEASE_MAX)
 }
 
 fn period_ms(window: &Window) -> u64 {
@@ -207,38 +188,16 @@ impl RateLimiter for RedisLimits {
 #[async_trait]
 impl QuotaCounter for RedisLimits {
     async fn try_add(&self, project: Uuid, day: NaiveDate, n: u64, limit: u64) -> Result<bool, StoreUnavailable> {
-        if let Some(held) = self.allowances().get_mut(&(project, day))
-            && *held >= n
-        {
-            *held -= n;
-            return Ok(true);
-        }
         let mut invocation = self.quota.prepare_invoke();
-        invocation
-            .key(self.cache.key("quota", format!("{project}:{day}")))
-            .arg(n)
-            .arg(limit)
-            .arg(quota_lease_size(limit));
-        let granted: u64 = self.cache.invoke(&invocation).await?;
-        if granted == 0 {
-            return Ok(false);
-        }
-        let extra = granted.saturating_sub(n);
-        if extra > 0 {
-            let mut allowances = self.allowances();
-            if allowances.len() >= LEASES_KEPT {
-                // Past days' allowances no longer count; of today's, the empty ones go.
-                allowances.retain(|(_, d), held| *d >= day && *held > 0);
-            }
-            *allowances.entry((project, day)).or_insert(0) += extra;
-        }
-        Ok(true)
+        invocation.key(self.cache.key("quota", format!("{project}:{day}"))).arg(n).arg(limit);
+        let fits: i64 = self.cache.invoke(&invocation).await?;
+        Ok(fits == 1)
     }
 
     async fn give_back(&self, project: Uuid, day: NaiveDate, n: u64) -> Result<(), StoreUnavailable> {
-        // Counted in Redis already: this instance spends them on its next requests.
-        *self.allowances().entry((project, day)).or_insert(0) += n;
-        Ok(())
+        let mut cmd = redis::cmd("DECRBY");
+        cmd.arg(self.cache.key("quota", format!("{project}:{day}"))).arg(n);
+        Ok(self.cache.run::<()>(&cmd).await?)
     }
 }
 
@@ -328,33 +287,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn quota_allowances_stay_within_the_quota_across_instances() {
+    async fn quotas_count_every_log_across_instances() {
         let prefix = format!("t{}:", Uuid::now_v7().simple());
         let (a, b) = (limits(&prefix).await, limits(&prefix).await);
         let (project, day) = (Uuid::now_v7(), NaiveDate::from_ymd_opt(2026, 12, 1).expect("date"));
-        // A quota of 20,000: allowances of 20 logs beyond the request.
-        assert!(a.try_add(project, day, 10, 20_000).await.expect("try_add"));
-        assert_eq!(quota_count(&a, project, day).await, 30, "10 logs and an allowance of 20");
-        assert!(a.try_add(project, day, 20, 20_000).await.expect("try_add"));
-        assert_eq!(quota_count(&a, project, day).await, 30, "spent from the allowance");
-        a.give_back(project, day, 5).await.expect("give back");
-        assert!(a.try_add(project, day, 5, 20_000).await.expect("try_add"));
-        assert_eq!(quota_count(&a, project, day).await, 30, "what was given back is spent again");
-        let mut accepted = 30 - 5;
-        for i in 0..3000 {
-            let l = if i % 2 == 0 { &a } else { &b };
-            if l.try_add(project, day, 10, 20_000).await.expect("try_add") {
-                accepted += 10;
-            }
-        }
-        assert!(quota_count(&a, project, day).await <= 20_000);
-        // Each instance may hold an allowance of up to 20 it did not spend.
-        assert!((20_000 - 2 * 20..=20_000).contains(&accepted), "{accepted} accepted of a quota of 20,000");
-        // Small quotas have no allowance: every log counted, as before.
-        let small = Uuid::now_v7();
-        for _ in 0..5 {
-            assert!(b.try_add(small, day, 1, 5).await.expect("try_add"));
-        }
-        assert!(!a.try_add(small, day, 1, 5).await.expect("try_add"));
+        assert!(a.try_add(project, day, 10, 25).await.expect("try_add"));
+        assert!(b.try_add(project, day, 10, 25).await.expect("try_add"));
+        assert!(!a.try_add(project, day, 10, 25).await.expect("try_add"), "30 would be over 25");
+        b.give_back(project, day, 10).await.expect("give back");
+        assert_eq!(quota_count(&a, project, day).await, 10);
+        assert!(a.try_add(project, day, 15, 25).await.expect("try_add"), "exactly the quota");
+        assert!(!b.try_add(project, day, 1, 25).await.expect("try_add"));
     }
 }
