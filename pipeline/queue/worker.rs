@@ -15,7 +15,6 @@
 use std::time::{Duration, Instant};
 
 use ledger_stages::LogRecord;
-use redis::FromRedisValue;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -110,15 +109,6 @@ fn field<T: redis::FromRedisValue>(map: &mut std::collections::HashMap<String, r
     map.remove(name).and_then(|v| T::from_redis_value(v).ok())
 }
 
-/// The logs an entry says it holds (1 when it does not say: it is dead-lettered as one).
-fn logs_in(map: &std::collections::HashMap<String, redis::Value>) -> usize {
-    map.get("n")
-        .and_then(|v| i64::from_redis_value(v.clone()).ok())
-        .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(1)
-        .max(1)
-}
-
 /// How many of the entries, holding `sizes` logs each, one write takes: as many as keep it within `max_logs`
 /// logs, and at least one.
 fn within(sizes: &[usize], max_logs: usize) -> usize {
@@ -141,6 +131,13 @@ struct Read {
     project: Option<String>,
     logs: Option<i64>,
     payload: Option<Vec<u8>>,
+}
+
+impl Read {
+    /// The logs the entry says it holds (1 when it does not say: it is dead-lettered as one).
+    fn size(&self) -> usize {
+        self.logs.and_then(|n| usize::try_from(n).ok()).unwrap_or(1).max(1)
+    }
 }
 
 /// A good entry's place in the batch's COPY rows, kept so a refused batch can be written entry by entry.
@@ -305,19 +302,10 @@ impl Workers {
                 _ = shutdown.cancelled() => return Ok(()),
                 reply = read => reply?,
             };
-            let Some(mut entries) = reply.and_then(|r| r.keys.into_iter().next()).map(|k| k.ids) else { continue };
+            let Some(entries) = reply.and_then(|r| r.keys.into_iter().next()).map(|k| k.ids) else { continue };
             let caught_up = entries.len() < count;
-            let sizes: Vec<usize> = entries.iter().map(|e| logs_in(&e.map)).collect();
-            // The entries past the write's limit are read again next time.
-            let taken = within(&sizes, self.max_write_logs);
-            entries.truncate(taken);
-            if taken > 0 {
-                count = next_count(self.max_write_logs, taken, sizes[..taken].iter().sum());
-            }
-            let Some(newest) = entries.last().map(|e| e.id.clone()) else { continue };
-            let read = entries.len();
             // The payloads move to the blocking thread as they are, uncopied.
-            let reads = entries
+            let mut reads: Vec<Read> = entries
                 .into_iter()
                 .map(|mut e| Read {
                     project: field(&mut e.map, "p"),
@@ -326,6 +314,15 @@ impl Workers {
                     id: e.id,
                 })
                 .collect();
+            let sizes: Vec<usize> = reads.iter().map(Read::size).collect();
+            // The entries past the write's limit are read again next time.
+            let taken = within(&sizes, self.max_write_logs);
+            reads.truncate(taken);
+            if taken > 0 {
+                count = next_count(self.max_write_logs, taken, sizes[..taken].iter().sum());
+            }
+            let Some(newest) = reads.last().map(|r| r.id.clone()) else { continue };
+            let read = reads.len();
             // Asked after the read: a log accepted after a subscriber said it tails its project is in an entry
             // read after that, so it is published.
             let tailed = self.tail.tailed().await;
@@ -492,11 +489,9 @@ mod tests {
 
     #[test]
     fn an_entry_without_a_count_is_one_log() {
-        let mut map = std::collections::HashMap::new();
-        assert_eq!(logs_in(&map), 1);
-        map.insert("n".to_owned(), redis::Value::BulkString(b"250".to_vec()));
-        assert_eq!(logs_in(&map), 250);
-        map.insert("n".to_owned(), redis::Value::BulkString(b"-4".to_vec()));
-        assert_eq!(logs_in(&map), 1);
+        let read = |logs| Read { id: "1-0".into(), project: None, logs, payload: None };
+        assert_eq!(read(None).size(), 1);
+        assert_eq!(read(Some(250)).size(), 250);
+        assert_eq!(read(Some(-4)).size(), 1);
     }
 }

@@ -104,10 +104,13 @@ impl RedisLimits {
     }
 
     /// Spends one request of the project's lease, when it holds one for these limits.
-    fn spend_rate_lease(&self, project: Uuid, limits: &[u64], now: u64) -> Option<Decision> {
+    fn spend_rate_lease(&self, project: Uuid, windows: &[Window], now: u64) -> Option<Decision> {
         let mut leases = self.rate_leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let lease = leases.get_mut(&project)?;
-        if lease.tokens == 0 || now >= lease.until_ms || lease.limits != limits {
+        if lease.tokens == 0
+            || now >= lease.until_ms
+            || !lease.limits.iter().copied().eq(windows.iter().map(|w| w.limit))
+        {
             return None;
         }
         lease.tokens -= 1;
@@ -147,8 +150,7 @@ fn period_ms(window: &Window) -> u64 {
 impl RateLimiter for RedisLimits {
     async fn acquire(&self, project: Uuid, windows: &[Window]) -> Result<Decision, StoreUnavailable> {
         let now = now_ms();
-        let limits: Vec<u64> = windows.iter().map(|w| w.limit).collect();
-        if let Some(decision) = self.spend_rate_lease(project, &limits, now) {
+        if let Some(decision) = self.spend_rate_lease(project, windows, now) {
             return Ok(decision);
         }
         let wanted = rate_lease_size(windows);
@@ -177,6 +179,7 @@ impl RateLimiter for RedisLimits {
         if granted > 1 {
             // This request is one of them; the others are already counted as if they came now.
             decision.status.remaining = decision.status.remaining.saturating_sub(granted - 1);
+            let limits = windows.iter().map(|w| w.limit).collect();
             let lease =
                 RateLease { limits, tokens: granted - 1, until_ms: now + RATE_LEASE_MS, status: decision.status };
             self.keep_rate_lease(project, lease, now);
