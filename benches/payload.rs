@@ -9,7 +9,7 @@ use ledger_stages::enrich::Enrich;
 use ledger_stages::fingerprint::fingerprint;
 use ledger_stages::stage::Stage;
 use ledger_stages::validate::{Validate, ValidateConfig};
-use ledger_stages::{Ingest, LogRecord, Protocol};
+use ledger_stages::{Ingest, LogRecord, Protocol, RawLog};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -53,7 +53,8 @@ pub fn records(logs: Vec<Value>, received_at: DateTime<Utc>) -> Vec<LogRecord> {
     let mut out = Vec::with_capacity(logs.len());
     for batch in logs.chunks(1000) {
         let mut request = Ingest::new(String::new(), Protocol::Http, None, Vec::new());
-        request.records = match validate.check(batch.to_vec(), Uuid::now_v7(), received_at) {
+        let raw = batch.iter().cloned().map(RawLog::from).collect();
+        request.records = match validate.check(raw, Uuid::now_v7(), received_at) {
             Ok(records) => records,
             Err(e) => panic!("the bench payload is invalid: {e:?}"),
         };

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use ledger_stages::{Ingest, Protocol};
+use ledger_stages::{Ingest, Protocol, RawLog};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -386,6 +386,7 @@ async fn run(State(state): State<AppState>, path_index: Option<String>, headers:
             continue;
         }
         let admitted = ingestion.resume(Protocol::Elasticsearch, project.clone());
+        let logs = logs.into_iter().map(RawLog::from).collect();
         let mut request = Ingest::new(request_id::current().unwrap_or_default(), Protocol::Elasticsearch, None, logs);
         request.partial = true;
         request.body_bytes = (size / batches) as u64;

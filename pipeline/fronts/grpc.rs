@@ -7,7 +7,8 @@ use std::future::Future;
 use ledger_proto::v1 as pb;
 use ledger_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
 use ledger_proto::v1::query_service_server::{QueryService, QueryServiceServer};
-use ledger_stages::{Ingest, IngestError, Problem, Protocol, RateLimitStatus};
+use ledger_stages::raw::Field;
+use ledger_stages::{Ingest, IngestError, Problem, Protocol, RateLimitStatus, RawLog};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -77,41 +78,40 @@ fn proto_time(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc
     chrono::DateTime::from_timestamp(t.seconds, nanos)
 }
 
-/// A protobuf record as the log object REST would have decoded, so one validate stage judges both. A
-/// timestamp no RFC 3339 time can express is a problem of that field, never the time of receipt.
-fn record_to_json(index: usize, r: pb::LogRecord) -> Result<Value, Problem> {
-    let mut log = Map::new();
-    log.insert("message".into(), Value::String(r.message));
+/// A protobuf record as the log REST would have decoded, so one validate stage judges both. A timestamp no
+/// RFC 3339 time can express is a problem of that field, never the time of receipt.
+fn record_to_raw(index: usize, r: pb::LogRecord) -> Result<RawLog, Problem> {
+    let mut log = RawLog::default().with(Field::Message, r.message);
     if !r.level.is_empty() {
-        log.insert("level".into(), Value::String(r.level));
+        log.set(Field::Level, Value::String(r.level));
     }
     if let Some(t) = r.timestamp {
         let Some(time) = proto_time(&t) else {
             let reason = "is out of range (seconds and nanos must make a time between years 0 and 9999)".into();
             return Err(Problem { index: Some(index), field: "timestamp".into(), reason });
         };
-        log.insert("timestamp".into(), Value::String(time.to_rfc3339()));
+        log.set(Field::Timestamp, Value::String(time.to_rfc3339()));
     }
     let optional = [
-        ("service", r.service),
-        ("environment", r.environment),
-        ("host", r.host),
-        ("trace_id", r.trace_id),
-        ("span_id", r.span_id),
-        ("fingerprint", r.fingerprint),
+        (Field::Service, r.service),
+        (Field::Environment, r.environment),
+        (Field::Host, r.host),
+        (Field::TraceId, r.trace_id),
+        (Field::SpanId, r.span_id),
+        (Field::Fingerprint, r.fingerprint),
     ];
-    for (name, value) in optional {
+    for (field, value) in optional {
         if let Some(value) = value {
-            log.insert(name.into(), Value::String(value));
+            log.set(field, Value::String(value));
         }
     }
     if let Some(attributes) = r.attributes {
-        log.insert("attributes".into(), struct_to_json(attributes));
+        log.set(Field::Attributes, struct_to_json(attributes));
     }
     if let Some(e) = r.exception {
-        log.insert("exception".into(), json!({"type": e.r#type, "value": e.value, "stacktrace": e.stacktrace}));
+        log.set(Field::Exception, json!({"type": e.r#type, "value": e.value, "stacktrace": e.stacktrace}));
     }
-    Ok(Value::Object(log))
+    Ok(log)
 }
 
 fn add_rate_limit(metadata: &mut MetadataMap, status: Option<&RateLimitStatus>) {
@@ -152,8 +152,8 @@ impl Ingester {
                 return Err(status(&ApiError::from(e)));
             }
         };
-        let decoded: Result<Vec<Value>, Problem> =
-            logs.into_iter().enumerate().map(|(index, log)| record_to_json(index, log)).collect();
+        let decoded: Result<Vec<RawLog>, Problem> =
+            logs.into_iter().enumerate().map(|(index, log)| record_to_raw(index, log)).collect();
         let logs = match decoded {
             Ok(logs) => logs,
             Err(problem) => {

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use ledger_stages::{Ingest, Protocol};
+use ledger_stages::{Ingest, Protocol, RawLog};
 use prost::Message;
 use serde::Deserialize;
 use serde_json::Value;
@@ -255,6 +255,7 @@ pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body)
         admitted.refuse(Outcome::Accepted);
         return StatusCode::NO_CONTENT.into_response();
     }
+    let logs = logs.into_iter().map(RawLog::from).collect();
     let mut request = Ingest::new(request_id::current().unwrap_or_default(), Protocol::Loki, None, logs);
     request.partial = true;
     request.body_bytes = size as u64;

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ledger_stages::{Ingest, Problem, Protocol};
+use ledger_stages::{Ingest, Problem, Protocol, RawLog};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -178,7 +178,7 @@ async fn export(
         admitted.refuse(Outcome::Accepted);
         return Ok(ExportLogsServiceResponse { partial_success: None });
     }
-    let mut ingest = Ingest::new(request_id, Protocol::Otlp, None, logs);
+    let mut ingest = Ingest::new(request_id, Protocol::Otlp, None, logs.into_iter().map(RawLog::from).collect());
     ingest.partial = true;
     ingest.body_bytes = size as u64;
     let (result, report) = ingestion.run(admitted, ingest).await;

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger_stages::{Ingest, IngestError, Protocol};
+use ledger_stages::{Ingest, IngestError, Protocol, RawLog};
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -274,13 +274,13 @@ const MAX_RETRIES: u32 = 30;
 /// pass, counts and logs the others.
 async fn store(ingestion: &Ingestion, config: &SyslogConfig, frames: Vec<Frame>) {
     // Per key: the logs, and the bytes they came in as (the request's size for the in-flight budget).
-    let mut by_key: HashMap<Option<String>, (Vec<Value>, usize)> = HashMap::new();
+    let mut by_key: HashMap<Option<String>, (Vec<RawLog>, usize)> = HashMap::new();
     for frame in frames {
         let size = frame.bytes.len();
         let (key, log) = log(frame);
         let key = key.or_else(|| (!config.api_key.is_empty()).then(|| config.api_key.clone()));
         let entry = by_key.entry(key).or_default();
-        entry.0.push(log);
+        entry.0.push(RawLog::from(log));
         entry.1 += size;
     }
     for (key, (logs, size)) in by_key {
@@ -312,7 +312,7 @@ async fn store(ingestion: &Ingestion, config: &SyslogConfig, frames: Vec<Frame>)
 async fn try_store(
     ingestion: &Ingestion,
     key: Option<&str>,
-    logs: &[Value],
+    logs: &[RawLog],
     size: usize,
 ) -> Result<(), (IngestError, bool)> {
     let admitted = ingestion.admit(Protocol::Syslog, key).await.map_err(|e| (e, false))?;

@@ -5,8 +5,9 @@
 use std::cell::Cell;
 use std::io::Read;
 
+use ledger_stages::RawLog;
+use ledger_stages::raw::{Key, KeySeed};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
 
 use crate::error::{ApiError, FieldProblem};
 
@@ -75,8 +76,9 @@ pub fn decompress(body: &[u8], encoding: Encoding, limit: usize) -> Result<Vec<u
 
 /// What a body held, before the logs themselves are judged by the validate stage.
 enum Shape {
-    Logs(Vec<Value>),
-    One(Map<String, Value>),
+    Logs(Vec<RawLog>),
+    /// The body is one log (boxed: a log's slots are large beside the other shapes).
+    One(Box<RawLog>),
     /// `logs` beside other keys: the first other key.
     Mixed(String),
     /// `logs` that is not an array.
@@ -107,21 +109,28 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
-        let mut one = Map::new();
+        // The body is one log, unless it has `logs`.
+        let mut one = RawLog::default();
         let mut logs = None;
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "logs" {
-                logs = Some(map.next_value_seed(LogsSeed { max_logs: self.max_logs, too_many: self.too_many })?);
-            } else {
-                let value = map.next_value::<Value>()?;
-                one.insert(key, value);
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match key {
+                Key::Logs => {
+                    logs = Some(map.next_value_seed(LogsSeed { max_logs: self.max_logs, too_many: self.too_many })?);
+                }
+                Key::Field(field) => one.set(field, map.next_value()?),
+                Key::Other(name) => {
+                    map.next_value::<IgnoredAny>()?;
+                    one.add_unknown(name);
+                }
             }
         }
+        let Some(logs) = logs else { return Ok(Shape::One(Box::new(one))) };
+        if let Some(first) = one.first_key() {
+            return Ok(Shape::Mixed(first.to_owned()));
+        }
         Ok(match logs {
-            None => Shape::One(one),
-            Some(_) if !one.is_empty() => Shape::Mixed(one.keys().next().cloned().unwrap_or_default()),
-            Some(Some(logs)) => Shape::Logs(logs),
-            Some(None) => Shape::LogsNotArray,
+            Some(logs) => Shape::Logs(logs),
+            None => Shape::LogsNotArray,
         })
     }
 
@@ -166,7 +175,7 @@ struct LogsSeed<'a> {
 }
 
 impl<'de> DeserializeSeed<'de> for LogsSeed<'_> {
-    type Value = Option<Vec<Value>>;
+    type Value = Option<Vec<RawLog>>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
@@ -174,7 +183,7 @@ impl<'de> DeserializeSeed<'de> for LogsSeed<'_> {
 }
 
 impl<'de> Visitor<'de> for LogsSeed<'_> {
-    type Value = Option<Vec<Value>>;
+    type Value = Option<Vec<RawLog>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an array of log objects")
@@ -183,7 +192,7 @@ impl<'de> Visitor<'de> for LogsSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         // A length prefix (MessagePack) is the client's claim: never reserve more than a batch may hold.
         let mut logs = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_logs));
-        while let Some(log) = seq.next_element::<Value>()? {
+        while let Some(log) = seq.next_element::<RawLog>()? {
             if logs.len() == self.max_logs {
                 self.too_many.set(true);
                 return Err(de::Error::custom("too many logs"));
@@ -229,7 +238,7 @@ impl<'de> Visitor<'de> for LogsSeed<'_> {
 
 /// Parses a decoded body into its logs: at most `max_logs` (more is 413 `batch_too_large`, found without
 /// decoding the rest), and nothing after the body (trailing bytes are 400, in either format).
-pub fn logs(body: &[u8], format: Format, max_logs: usize) -> Result<Vec<Value>, ApiError> {
+pub fn logs(body: &[u8], format: Format, max_logs: usize) -> Result<Vec<RawLog>, ApiError> {
     let too_many = Cell::new(false);
     let seed = BodySeed { max_logs, too_many: &too_many };
     let shape = match format {
@@ -258,7 +267,7 @@ pub fn logs(body: &[u8], format: Format, max_logs: usize) -> Result<Vec<Value>, 
         Err(None) => Err(ApiError::BatchTooLarge { max: max_logs }),
         Err(Some(message)) => Err(ApiError::BadRequest(message)),
         Ok(Shape::Logs(logs)) => Ok(logs),
-        Ok(Shape::One(log)) => Ok(vec![Value::Object(log)]),
+        Ok(Shape::One(log)) => Ok(vec![*log]),
         Ok(Shape::Mixed(other)) => Err(ApiError::validation(other, "unknown field beside `logs`")),
         Ok(Shape::LogsNotArray) => Err(ApiError::validation("logs", "must be an array of log objects")),
         Ok(Shape::NotObject) => {
@@ -415,6 +424,7 @@ impl<'de> Visitor<'de> for ArraySeed<'_, '_> {
 mod tests {
     use std::io::Write;
 
+    use ledger_stages::raw::Field;
     use serde_json::json;
 
     use super::*;
@@ -453,7 +463,8 @@ mod tests {
         assert!(matches!(logs(b"{not json", Format::Json), Err(ApiError::BadRequest(_))));
         assert!(matches!(logs(br#"{"message": "a"} {}"#, Format::Json), Err(ApiError::BadRequest(_))));
         let packed = rmp_serde::to_vec_named(&json!({"logs": [{"message": "a", "level": "error"}]})).expect("pack");
-        assert_eq!(logs(&packed, Format::MessagePack).expect("msgpack")[0]["level"], "error");
+        let level = logs(&packed, Format::MessagePack).expect("msgpack")[0].get(Field::Level).cloned();
+        assert_eq!(level, Some(json!("error")));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod parse;
 pub mod queue;
 pub mod quota;
 pub mod rate_limit;
+pub mod raw;
 pub mod redact;
 pub mod request;
 pub mod rules;
@@ -31,4 +32,5 @@ pub mod validate;
 
 pub use context::{ProjectContext, ProjectSettings, Scope, SettingsPatch};
 pub use log::{Level, LogRecord};
+pub use raw::RawLog;
 pub use request::{Accepted, Ingest, IngestError, Problem, Protocol, RateLimitStatus, Removed, Report};

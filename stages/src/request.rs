@@ -4,10 +4,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::log::LogRecord;
+use crate::raw::RawLog;
 use crate::{ProjectContext, Scope};
 
 /// Which front a request came through.
@@ -98,7 +98,7 @@ pub struct Ingest {
     /// Set by auth.
     pub project: Option<ProjectContext>,
     /// The logs as decoded; the validate stage turns them into `records`.
-    pub logs: Vec<Value>,
+    pub logs: Vec<RawLog>,
     pub records: Vec<LogRecord>,
     /// Set by a stage that removed logs (sample): every id to acknowledge, in request order, where
     /// `records` holds only the logs to store.
@@ -111,7 +111,7 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(request_id: String, protocol: Protocol, credential: Option<String>, logs: Vec<Value>) -> Ingest {
+    pub fn new(request_id: String, protocol: Protocol, credential: Option<String>, logs: Vec<RawLog>) -> Ingest {
         Ingest {
             request_id,
             protocol,

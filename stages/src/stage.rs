@@ -145,7 +145,7 @@ mod tests {
     }
 
     fn request() -> Ingest {
-        Ingest::new("r".into(), Protocol::Http, None, vec![serde_json::json!({"message": "m"})])
+        Ingest::new("r".into(), Protocol::Http, None, vec![serde_json::json!({"message": "m"}).into()])
     }
 
     /// The mock's errors are boxed; the stack's are `IngestError`.

@@ -45,7 +45,10 @@ mod tests {
         let mut request = Ingest::new("r".into(), Protocol::Http, None, vec![]);
         request.records = Validate::new(ValidateConfig::default())
             .check(
-                vec![json!({"message": "a", "timestamp": "2026-11-27T08:00:00.123456789Z"}), json!({"message": "b"})],
+                vec![
+                    json!({"message": "a", "timestamp": "2026-11-27T08:00:00.123456789Z"}).into(),
+                    json!({"message": "b"}).into(),
+                ],
                 Uuid::nil(),
                 request.received_at,
             )

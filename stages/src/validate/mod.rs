@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::log::{Exception, Level, LogRecord};
+use crate::raw::{Field, RawLog};
 use crate::request::{Ingest, IngestError, Problem};
 use crate::stage::{Stage, StageLayer};
 
@@ -64,7 +65,7 @@ impl Validate {
     /// Validates a batch for `project` received at `received_at`.
     pub fn check(
         &self,
-        logs: Vec<Value>,
+        logs: Vec<RawLog>,
         project: Uuid,
         received_at: DateTime<Utc>,
     ) -> Result<Vec<LogRecord>, IngestError> {
@@ -90,7 +91,7 @@ impl Validate {
     /// its first). All refused is the batch's error, as [`Validate::check`] gives it.
     pub fn check_each(
         &self,
-        logs: Vec<Value>,
+        logs: Vec<RawLog>,
         project: Uuid,
         received_at: DateTime<Utc>,
     ) -> Result<(Vec<LogRecord>, Vec<Problem>), IngestError> {
@@ -239,6 +240,10 @@ impl Checker<'_> {
         self.problems.push(Problem { index: Some(self.index), field: echoed(field), reason: reason.into() });
     }
 
+    fn unknown(&mut self, key: &str) {
+        self.problem(key, "unknown field; put custom data in `attributes`");
+    }
+
     /// An optional string of at most `max` bytes; `null` is absent.
     fn optional_string(&mut self, field: &str, value: Value, max: usize) -> Option<String> {
         match value {
@@ -360,11 +365,11 @@ impl Checker<'_> {
         Some(Exception { kind, value: text, stacktrace })
     }
 
-    fn log(&mut self, log: Value, project_id: Uuid, received_at: DateTime<Utc>) -> Option<LogRecord> {
-        let Value::Object(map) = log else {
+    fn log(&mut self, log: RawLog, project_id: Uuid, received_at: DateTime<Utc>) -> Option<LogRecord> {
+        if !log.is_object() {
             self.problem("log", "must be an object");
             return None;
-        };
+        }
         let before = self.problems.total;
         let mut record = LogRecord {
             id: Uuid::nil(),
@@ -386,9 +391,15 @@ impl Checker<'_> {
         let mut message = None;
         let mut message_seen = false;
         let max_field = self.config.max_field_bytes;
-        for (key, value) in map {
-            match key.as_str() {
-                "message" => {
+        let (fields, unknown) = log.into_parts();
+        // Problems in the order of the keys' names, unknown keys among the fields.
+        let mut unknown = unknown.into_iter().peekable();
+        for (field, value) in fields {
+            while let Some(key) = unknown.next_if(|key| key.as_str() < field.name()) {
+                self.unknown(&key);
+            }
+            match field {
+                Field::Message => {
                     message_seen = true;
                     match value {
                         Value::String(s) if s.is_empty() => self.problem("message", "must not be empty"),
@@ -401,7 +412,7 @@ impl Checker<'_> {
                         _ => self.problem("message", "must be a string"),
                     }
                 }
-                "level" => match value {
+                Field::Level => match value {
                     Value::Null => {}
                     Value::String(s) => match Level::parse(&s) {
                         Some(level) => record.level = level,
@@ -409,19 +420,19 @@ impl Checker<'_> {
                     },
                     _ => self.problem("level", "must be a string"),
                 },
-                "timestamp" => {
+                Field::Timestamp => {
                     if let Some(t) = self.timestamp(value, received_at) {
                         record.timestamp = t;
                     }
                 }
-                "service" => record.service = self.optional_string("service", value, max_field),
-                "environment" => record.environment = self.optional_string("environment", value, max_field),
-                "host" => record.host = self.optional_string("host", value, max_field),
-                "trace_id" => record.trace_id = self.hex_id("trace_id", value, 32),
-                "span_id" => record.span_id = self.hex_id("span_id", value, 16),
-                "attributes" => record.attributes = self.attributes(value),
-                "exception" => record.exception = self.exception(value),
-                "fingerprint" => match self.optional_string("fingerprint", value, 128) {
+                Field::Service => record.service = self.optional_string("service", value, max_field),
+                Field::Environment => record.environment = self.optional_string("environment", value, max_field),
+                Field::Host => record.host = self.optional_string("host", value, max_field),
+                Field::TraceId => record.trace_id = self.hex_id("trace_id", value, 32),
+                Field::SpanId => record.span_id = self.hex_id("span_id", value, 16),
+                Field::Attributes => record.attributes = self.attributes(value),
+                Field::Exception => record.exception = self.exception(value),
+                Field::Fingerprint => match self.optional_string("fingerprint", value, 128) {
                     Some(f) if f.is_empty() => self.problem("fingerprint", "must not be empty"),
                     Some(f) => {
                         // Taken here, so the client's key holds whether or not the fingerprint stage runs.
@@ -430,8 +441,10 @@ impl Checker<'_> {
                     }
                     None => {}
                 },
-                other => self.problem(other, "unknown field; put custom data in `attributes`"),
             }
+        }
+        for key in unknown {
+            self.unknown(&key);
         }
         match message {
             Some(m) => record.message = m,
@@ -449,20 +462,24 @@ mod tests {
 
     use super::*;
 
+    fn raw(logs: Vec<Value>) -> Vec<RawLog> {
+        logs.into_iter().map(RawLog::from).collect()
+    }
+
     fn check(logs: Vec<Value>) -> Result<Vec<LogRecord>, IngestError> {
-        Validate::new(ValidateConfig::default()).check(logs, Uuid::nil(), Utc::now())
+        Validate::new(ValidateConfig::default()).check(raw(logs), Uuid::nil(), Utc::now())
     }
 
     #[test]
     fn each_log_on_its_own_keeps_the_good_ones() {
         let validate = Validate::new(ValidateConfig::default());
         let logs = vec![json!({"message": "a"}), json!({"message": ""}), json!({"message": "c", "level": "nope"})];
-        let (records, rejected) = validate.check_each(logs, Uuid::nil(), Utc::now()).expect("one is good");
+        let (records, rejected) = validate.check_each(raw(logs), Uuid::nil(), Utc::now()).expect("one is good");
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].message, "a");
         let refused: Vec<_> = rejected.iter().map(|p| (p.index, p.field.as_str())).collect();
         assert_eq!(refused, [(Some(1), "message"), (Some(2), "level")]);
-        let all_bad = validate.check_each(vec![json!({"message": ""})], Uuid::nil(), Utc::now());
+        let all_bad = validate.check_each(raw(vec![json!({"message": ""})]), Uuid::nil(), Utc::now());
         assert!(matches!(all_bad, Err(IngestError::Invalid(p)) if p[0].field == "message"));
     }
 
@@ -495,7 +512,7 @@ mod tests {
         let received = Utc::now();
         let records = Validate::new(ValidateConfig::default())
             .check(
-                vec![json!({"message": "a"}), json!({"message": "b", "timestamp": 1_700_000_000.25})],
+                raw(vec![json!({"message": "a"}), json!({"message": "b", "timestamp": 1_700_000_000.25})]),
                 Uuid::nil(),
                 received,
             )
@@ -536,6 +553,13 @@ mod tests {
         let mut expected_sorted = expected;
         expected_sorted.sort();
         assert_eq!(found_sorted, expected_sorted, "{found:?}");
+    }
+
+    #[test]
+    fn a_logs_problems_come_in_the_order_of_its_keys_names() {
+        let log = json!({"zz": 1, "timestamp": "yesterday", "b": 2, "message": 3, "host": 4, "colour": "red"});
+        let fields: Vec<String> = problems(vec![log]).into_iter().map(|(_, f)| f).collect();
+        assert_eq!(fields, ["b", "colour", "host", "message", "timestamp", "zz"]);
     }
 
     #[test]
