@@ -79,11 +79,12 @@ impl Field {
 }
 
 /// One log as sent: its fields' values (`null` kept, as sent), and the keys that are not fields.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct RawLog {
     /// By [`Field`], in its order.
     values: [Option<Value>; Field::ALL.len()],
-    /// Keys that are not fields, sorted, each once.
+    /// Keys that are not fields, as they came (sorted and made unique when taken apart: a client's many
+    /// keys cost a sort, not an insertion each into a sorted list).
     unknown: Vec<String>,
     /// The log was not an object at all.
     not_object: bool,
@@ -122,31 +123,27 @@ impl RawLog {
         self.values[field as usize].as_ref()
     }
 
-    /// Keys that are not fields, in order, each once.
-    pub fn unknown(&self) -> &[String] {
-        &self.unknown
-    }
-
     /// The first key of the log in the order of names, if it has any.
     pub fn first_key(&self) -> Option<&str> {
         let field = Field::ALL.into_iter().find(|f| self.get(*f).is_some()).map(Field::name);
-        match (field, self.unknown.first()) {
+        match (field, self.unknown.iter().min()) {
             (Some(f), Some(u)) => Some(if u.as_str() < f { u.as_str() } else { f }),
             (f, u) => f.or(u.map(String::as_str)),
         }
     }
 
-    /// Each field that was sent with its value, in order, and the unknown keys.
+    /// Each field that was sent with its value, in order, and the unknown keys, in order, each once.
     pub fn into_parts(self) -> (impl Iterator<Item = (Field, Value)>, Vec<String>) {
+        let mut unknown = self.unknown;
+        unknown.sort_unstable();
+        unknown.dedup();
         let fields = Field::ALL.into_iter().zip(self.values).filter_map(|(f, v)| v.map(|v| (f, v)));
-        (fields, self.unknown)
+        (fields, unknown)
     }
 
     /// Remembers a key that is no field.
     pub fn add_unknown(&mut self, key: String) {
-        if let Err(at) = self.unknown.binary_search(&key) {
-            self.unknown.insert(at, key);
-        }
+        self.unknown.push(key);
     }
 }
 
@@ -272,21 +269,31 @@ mod tests {
 
     use super::*;
 
+    type Parts = (Vec<(Field, Value)>, Vec<String>);
+
+    fn parts(log: RawLog) -> Parts {
+        let (fields, unknown) = log.into_parts();
+        (fields.collect(), unknown)
+    }
+
     #[test]
     fn decoding_and_converting_agree() {
         let text = r#"{"zeta": 1, "message": "m", "level": null, "attributes": {"a": [1]}, "logs": [], "b": 2,
-            "message": "again"}"#;
+            "message": "again", "b": 3}"#;
         let decoded: RawLog = serde_json::from_str(text).expect("valid");
         let converted = RawLog::from(serde_json::from_str::<Value>(text).expect("valid"));
-        assert_eq!(decoded, converted);
+        assert_eq!(decoded.first_key(), Some("attributes"));
         assert_eq!(decoded.get(Field::Message), Some(&json!("again")), "the last of a repeated key");
         assert_eq!(decoded.get(Field::Level), Some(&Value::Null), "null is kept as sent");
         assert_eq!(decoded.get(Field::Host), None);
-        assert_eq!(decoded.unknown(), ["b", "logs", "zeta"]);
-        assert_eq!(decoded.first_key(), Some("attributes"));
+        let (fields, unknown) = parts(decoded);
+        assert_eq!(unknown, ["b", "logs", "zeta"], "in order, each once");
+        let names: Vec<&str> = fields.iter().map(|(f, _)| f.name()).collect();
+        assert_eq!(names, ["attributes", "level", "message"]);
+        assert_eq!((fields, unknown), parts(converted));
         let packed = rmp_serde::to_vec_named(&json!({"message": "m", "x": {"y": 1}})).expect("pack");
         let unpacked: RawLog = rmp_serde::from_slice(&packed).expect("valid");
-        assert_eq!(unpacked, RawLog::default().with(Field::Message, "m").tap_unknown("x"));
+        assert_eq!(parts(unpacked), (vec![(Field::Message, json!("m"))], vec!["x".to_owned()]));
     }
 
     #[test]
@@ -313,15 +320,13 @@ mod tests {
 
     #[test]
     fn the_first_key_is_the_first_name_in_order() {
+        let with_unknown = |key: &str| {
+            let mut log = RawLog::default().with(Field::Host, "h");
+            log.insert(key, Value::Null);
+            log
+        };
         assert_eq!(RawLog::default().first_key(), None);
-        assert_eq!(RawLog::default().with(Field::Host, "h").tap_unknown("abc").first_key(), Some("abc"));
-        assert_eq!(RawLog::default().with(Field::Host, "h").tap_unknown("x").first_key(), Some("host"));
-    }
-
-    impl RawLog {
-        fn tap_unknown(mut self, key: &str) -> RawLog {
-            self.insert(key, Value::Null);
-            self
-        }
+        assert_eq!(with_unknown("abc").first_key(), Some("abc"));
+        assert_eq!(with_unknown("x").first_key(), Some("host"));
     }
 }
