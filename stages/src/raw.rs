@@ -105,14 +105,6 @@ impl RawLog {
         self.values[field as usize] = Some(value);
     }
 
-    /// The same, by key: a key that is no field is remembered by name.
-    pub fn insert(&mut self, key: &str, value: Value) {
-        match Field::parse(key) {
-            Some(field) => self.set(field, value),
-            None => self.add_unknown(key.to_owned()),
-        }
-    }
-
     /// With a field set.
     pub fn with(mut self, field: Field, value: impl Into<Value>) -> RawLog {
         self.set(field, value.into());
@@ -322,7 +314,7 @@ mod tests {
     fn the_first_key_is_the_first_name_in_order() {
         let with_unknown = |key: &str| {
             let mut log = RawLog::default().with(Field::Host, "h");
-            log.insert(key, Value::Null);
+            log.add_unknown(key.to_owned());
             log
         };
         assert_eq!(RawLog::default().first_key(), None);
