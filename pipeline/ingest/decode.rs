@@ -117,11 +117,7 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
                 Key::Logs => {
                     logs = Some(map.next_value_seed(LogsSeed { max_logs: self.max_logs, too_many: self.too_many })?);
                 }
-                Key::Field(field) => one.set(field, map.next_value()?),
-                Key::Other(name) => {
-                    map.next_value::<IgnoredAny>()?;
-                    one.add_unknown(name);
-                }
+                key => one.read_value(key, &mut map)?,
             }
         }
         let Some(logs) = logs else { return Ok(Shape::One(Box::new(one))) };

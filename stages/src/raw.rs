@@ -133,8 +133,24 @@ impl RawLog {
         (fields, unknown)
     }
 
-    /// Remembers a key that is no field.
-    pub fn add_unknown(&mut self, key: String) {
+    /// Reads the value of `key` from `map` into the log: a field's value, or only the name of another key
+    /// (its value is checked as well-formed and dropped). `logs` is another key here.
+    pub fn read_value<'de, A: MapAccess<'de>>(&mut self, key: Key, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            Key::Field(field) => self.set(field, map.next_value()?),
+            Key::Logs => {
+                map.next_value::<IgnoredAny>()?;
+                self.add_unknown("logs".to_owned());
+            }
+            Key::Other(name) => {
+                map.next_value::<IgnoredAny>()?;
+                self.add_unknown(name);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_unknown(&mut self, key: String) {
         self.unknown.push(key);
     }
 }
@@ -206,17 +222,7 @@ impl<'de> Visitor<'de> for RawLogVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawLog, A::Error> {
         let mut log = RawLog::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            match key {
-                Key::Field(field) => log.set(field, map.next_value()?),
-                Key::Logs => {
-                    map.next_value::<IgnoredAny>()?;
-                    log.add_unknown("logs".to_owned());
-                }
-                Key::Other(name) => {
-                    map.next_value::<IgnoredAny>()?;
-                    log.add_unknown(name);
-                }
-            }
+            log.read_value(key, &mut map)?;
         }
         Ok(log)
     }
