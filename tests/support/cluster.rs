@@ -79,20 +79,57 @@ impl RedisCluster {
     }
 
     /// Waits until every live node says the cluster is ok and each primary has a replica attached.
+    ///
+    /// `redis-cli --cluster create` sends `CLUSTER REPLICATE` to a replica once the cluster has joined; on a
+    /// loaded machine the replica may not know its primary's id yet, and redis-cli then only prints the error,
+    /// which leaves a primary without a replica and the would-be replica a primary without slots. Such a node is
+    /// told again to replicate a primary that has none until every primary has its replica.
     pub fn wait_healthy(&self) {
         for port in self.live_ports() {
             until(Duration::from_secs(30), "cluster_state:ok on every node", || {
                 cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
             });
         }
-        until(Duration::from_secs(30), "every primary has its replica attached", || {
+        let attached = || {
+            self.repair_replicas();
             let primaries = self.primaries();
             primaries.len() == 3
                 && primaries.iter().all(|p| {
                     let info = cli(*p, &["INFO", "replication"]);
                     info.contains("connected_slaves:1") && info.contains("state=online")
                 })
-        });
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !attached() {
+            if Instant::now() > deadline {
+                let nodes = self.live_ports().first().map(|p| cli(*p, &["CLUSTER", "NODES"])).unwrap_or_default();
+                panic!(
+                    "the Redis Cluster: not within 60s: every primary has its replica attached; CLUSTER NODES:\n{nodes}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Tells a node that is a primary without slots to replicate a primary with slots and no replica, if there
+    /// are both (see `wait_healthy`). Errors are left to the next try.
+    fn repair_replicas(&self) {
+        let Some(port) = self.live_ports().first().copied() else { return };
+        let listing = cli(port, &["CLUSTER", "NODES"]);
+        // id, address, flags, primary's id, ping, pong, epoch, link, slots…
+        let nodes: Vec<Vec<&str>> =
+            listing.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).filter(|f| f.len() >= 8).collect();
+        let is_primary = |f: &Vec<&str>| f[2].contains("master") && !f[2].contains("fail");
+        let replicated = |id: &str| nodes.iter().any(|f| f[2].contains("slave") && f[3] == id);
+        let orphaned = nodes.iter().filter(|f| is_primary(f) && f.len() > 8 && !replicated(f[0]));
+        let idle = nodes.iter().filter(|f| is_primary(f) && f.len() == 8);
+        for (primary, node) in orphaned.zip(idle) {
+            if let Some(node_port) =
+                node[1].split('@').next().and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok())
+            {
+                cli(node_port, &["CLUSTER", "REPLICATE", primary[0]]);
+            }
+        }
     }
 
     fn live_ports(&self) -> Vec<u16> {
