@@ -24,7 +24,7 @@ use super::redis::{Entry, Keys};
 use crate::store::analytics::{AnalyticsCache, Stats};
 use crate::store::dead_letter::{Poison, Reason};
 use crate::store::logs::postgres::encode_copy_rows;
-use crate::store::logs::search::late_blocks;
+use crate::store::logs::search::LateBlocks;
 use crate::store::logs::{Late, LogWriter, OffsetMove, Rows, WriteBatch, WriteError};
 use crate::store::redis::{Conn, RedisCache};
 
@@ -167,9 +167,12 @@ struct Prepared {
 
 /// Decodes the entries' payloads and encodes their logs as COPY rows: CPU work, run on a blocking thread so
 /// that requests on the runtime's threads are not held up behind a batch. An entry that cannot be decoded
-/// becomes a dead letter, never a silent gap.
+/// becomes a dead letter, never a silent gap. An entry's logs are counted, marked and encoded as it is
+/// decoded, and then dropped (but for tailed projects'): a batch's logs are never all held decoded at once.
 fn prepare(shard: i32, entries: Vec<Read>, tailed: &std::collections::HashSet<Uuid>) -> Prepared {
-    let mut records: Vec<LogRecord> = Vec::new();
+    // Lateness is decided before any log is looked at: a write's budget counts from here.
+    let (decided, mut late) = (std::time::Instant::now(), LateBlocks::new(chrono::Utc::now()));
+    let (mut stats, mut tailing, mut logs) = (Stats::default(), Vec::new(), 0);
     let mut rows = Vec::new();
     let mut spans = Vec::with_capacity(entries.len());
     let mut poison = Vec::new();
@@ -182,12 +185,17 @@ fn prepare(shard: i32, entries: Vec<Read>, tailed: &std::collections::HashSet<Uu
         };
         match decoded {
             Ok(entry) => {
-                let start = records.len();
-                records.extend(entry.records);
-                encode_copy_rows(&records[start..], &mut rows);
+                encode_copy_rows(&entry.records, &mut rows);
+                for record in &entry.records {
+                    stats.add(record);
+                    late.add(record);
+                }
+                let count = entry.records.len();
+                logs += count;
+                tailing.extend(entry.records.into_iter().filter(|r| tailed.contains(&r.project_id)));
                 traceparents.push(entry.traceparent);
                 let payload = read.payload.unwrap_or_default();
-                spans.push(Span { id: read.id, end: rows.len(), logs: records.len() - start, project, payload });
+                spans.push(Span { id: read.id, end: rows.len(), logs: count, project, payload });
             }
             Err(detail) => poison.push(Poison {
                 shard,
@@ -200,11 +208,7 @@ fn prepare(shard: i32, entries: Vec<Read>, tailed: &std::collections::HashSet<Uu
             }),
         }
     }
-    let (logs, stats) = (records.len(), Stats::of(&records));
-    let decided = std::time::Instant::now();
-    let late = late_blocks(&records, chrono::Utc::now());
-    records.retain(|r| tailed.contains(&r.project_id));
-    Prepared { rows, logs, spans, poison, traceparents, stats, tailing: records, late, decided }
+    Prepared { rows, logs, spans, poison, traceparents, stats, tailing, late: late.into_marks(), decided }
 }
 
 impl Workers {
@@ -485,6 +489,78 @@ mod tests {
         assert_eq!(next_count(10_000, 50, 50), 10_000, "single logs: at most max_write_logs entries");
         assert_eq!(next_count(10_000, 1, 1000), 10);
         assert_eq!(next_count(10_000, 0, 0), 1, "nothing read: at least one");
+    }
+
+    fn log(project: Uuid, level: ledger_stages::Level, seconds_ago: i64) -> LogRecord {
+        let at = chrono::Utc::now() - chrono::Duration::seconds(seconds_ago);
+        LogRecord {
+            id: Uuid::now_v7(),
+            project_id: project,
+            timestamp: at,
+            received_at: at,
+            level,
+            message: format!("{seconds_ago} seconds ago"),
+            service: None,
+            environment: None,
+            host: None,
+            trace_id: None,
+            span_id: None,
+            attributes: serde_json::json!({"n": seconds_ago}),
+            exception: None,
+            fingerprint: 7,
+            fingerprint_override: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_prepared_entry_by_entry_is_what_its_logs_make_together() {
+        use ledger_stages::Level::{Error, Info};
+        let (tailed, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let batches = [
+            vec![log(tailed, Info, 0), log(other, Error, 3600)],
+            vec![log(other, Info, 0)],
+            vec![log(tailed, Error, 120), log(other, Error, 7200)],
+        ];
+        let mut reads: Vec<Read> = batches
+            .iter()
+            .enumerate()
+            .map(|(i, records)| Read {
+                id: format!("{i}-0"),
+                project: None,
+                logs: Some(records.len() as i64),
+                payload: Some(Entry { traceparent: None, records: records.clone() }.encode().expect("encodes")),
+            })
+            .collect();
+        reads.insert(
+            1,
+            Read { id: "0-1".into(), project: None, logs: Some(3), payload: Some(b"not an entry".to_vec()) },
+        );
+        // What the logs make when held all at once, as the queue gives them back (times in microseconds).
+        let all: Vec<LogRecord> =
+            reads.iter().filter_map(|r| Entry::decode(r.payload.as_deref()?).ok()).flat_map(|e| e.records).collect();
+        assert_eq!(all.len(), 5);
+
+        let prepared = prepare(0, reads, &std::collections::HashSet::from([tailed]));
+        let mut rows = Vec::new();
+        encode_copy_rows(&all, &mut rows);
+        assert_eq!(prepared.rows, rows);
+        assert_eq!(prepared.logs, 5);
+        assert_eq!(prepared.stats, Stats::of(&all));
+        assert_eq!(prepared.late, crate::store::logs::search::late_blocks(&all, chrono::Utc::now()));
+        assert_eq!(prepared.late.len(), 3, "the logs an hour, two hours and two minutes old are late");
+        let tailing: Vec<Uuid> = prepared.tailing.iter().map(|r| r.id).collect();
+        assert_eq!(tailing, [all[0].id, all[3].id], "the tailed project's logs, in order");
+        let spans: Vec<(&str, usize, usize)> = prepared.spans.iter().map(|s| (s.id.as_str(), s.logs, s.end)).collect();
+        let first_end = {
+            let mut first = Vec::new();
+            encode_copy_rows(&all[..2], &mut first);
+            first.len()
+        };
+        assert_eq!(spans[0], ("0-0", 2, first_end));
+        assert_eq!(spans.iter().map(|s| s.0).collect::<Vec<_>>(), ["0-0", "1-0", "2-0"]);
+        assert_eq!(spans[2].2, rows.len());
+        assert_eq!(prepared.poison.len(), 1);
+        assert_eq!(prepared.poison[0].entry_id, "0-1");
     }
 
     #[test]

@@ -112,27 +112,32 @@ impl Stats {
     pub fn of<'a>(records: impl IntoIterator<Item = &'a LogRecord>) -> Stats {
         let mut stats = Stats::default();
         for r in records {
-            for g in Granularity::ALL {
-                stats.volume.entry((r.project_id, g, g.bucket(&r.timestamp))).or_default()[level_index(r.level)] += 1;
-            }
-            if r.level < Level::Error {
-                continue;
-            }
-            for g in [Granularity::Hour, Granularity::Day] {
-                *stats.errors.entry((r.project_id, g, g.bucket(&r.timestamp), r.fingerprint)).or_default() += 1;
-            }
-            let micros = r.timestamp.timestamp_micros();
-            let info = ErrorInfo {
-                first_seen: micros,
-                last_seen: micros,
-                level: r.level.number(),
-                service: r.service.clone(),
-                sample_message: r.message.chars().take(1024).collect(),
-                exception_type: r.exception.as_ref().map(|e| e.kind.clone()),
-            };
-            stats.info.entry((r.project_id, r.fingerprint)).and_modify(|i| i.merge(&info)).or_insert(info);
+            stats.add(r);
         }
         stats
+    }
+
+    /// Counts one more log.
+    pub fn add(&mut self, r: &LogRecord) {
+        for g in Granularity::ALL {
+            self.volume.entry((r.project_id, g, g.bucket(&r.timestamp))).or_default()[level_index(r.level)] += 1;
+        }
+        if r.level < Level::Error {
+            return;
+        }
+        for g in [Granularity::Hour, Granularity::Day] {
+            *self.errors.entry((r.project_id, g, g.bucket(&r.timestamp), r.fingerprint)).or_default() += 1;
+        }
+        let micros = r.timestamp.timestamp_micros();
+        let info = ErrorInfo {
+            first_seen: micros,
+            last_seen: micros,
+            level: r.level.number(),
+            service: r.service.clone(),
+            sample_message: r.message.chars().take(1024).collect(),
+            exception_type: r.exception.as_ref().map(|e| e.kind.clone()),
+        };
+        self.info.entry((r.project_id, r.fingerprint)).and_modify(|i| i.merge(&info)).or_insert(info);
     }
 }
 

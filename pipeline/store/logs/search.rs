@@ -218,22 +218,43 @@ pub fn late_blocks<'a>(
     records: impl IntoIterator<Item = &'a ledger_stages::LogRecord>,
     now: DateTime<Utc>,
 ) -> Vec<LateMark> {
-    let cutoff = (now - LATE).timestamp_micros();
-    let mut marks: HashMap<(Uuid, i64), (Uuid, Uuid)> = HashMap::new();
+    let mut blocks = LateBlocks::new(now);
     for record in records {
+        blocks.add(record);
+    }
+    blocks.into_marks()
+}
+
+/// [`late_blocks`] gathered a log at a time, for a writer that does not hold its batch's logs at once.
+pub struct LateBlocks {
+    cutoff: i64,
+    marks: HashMap<(Uuid, i64), (Uuid, Uuid)>,
+}
+
+impl LateBlocks {
+    pub fn new(now: DateTime<Utc>) -> LateBlocks {
+        LateBlocks { cutoff: (now - LATE).timestamp_micros(), marks: HashMap::new() }
+    }
+
+    pub fn add(&mut self, record: &ledger_stages::LogRecord) {
         let ts = record.timestamp.timestamp_micros();
-        if ts < cutoff {
-            let ids = marks.entry((record.project_id, block_of(ts))).or_insert((record.id, record.id));
+        if ts < self.cutoff {
+            let ids = self.marks.entry((record.project_id, block_of(ts))).or_insert((record.id, record.id));
             ids.0 = ids.0.min(record.id);
             ids.1 = ids.1.max(record.id);
         }
     }
-    let mut marks: Vec<LateMark> = marks
-        .into_iter()
-        .map(|((project, block), (first_id, last_id))| LateMark { project, block, first_id, last_id })
-        .collect();
-    marks.sort_unstable();
-    marks
+
+    /// The marks, sorted.
+    pub fn into_marks(self) -> Vec<LateMark> {
+        let mut marks: Vec<LateMark> = self
+            .marks
+            .into_iter()
+            .map(|((project, block), (first_id, last_id))| LateMark { project, block, first_id, last_id })
+            .collect();
+        marks.sort_unstable();
+        marks
+    }
 }
 
 /// The time ranges of a query that can hold a match: `[start, end)` in Unix microseconds, newest first.
