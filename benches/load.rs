@@ -365,6 +365,16 @@ fn rss_of(pid: u32) -> u64 {
     kb.and_then(|kb| kb.parse::<u64>().ok()).unwrap_or(0) * 1024
 }
 
+/// A process's CPU time so far, user and system, in seconds (0 when it cannot be read).
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name's closing parenthesis start at the 3rd; utime and stime are the
+    // 14th and 15th, in clock ticks (USER_HZ, 100 on Linux).
+    let fields = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = fields.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
 async fn cleanup(id: &str) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{}/postgres", postgres())).await {
@@ -1293,8 +1303,10 @@ impl Bench {
                 }
             })
         };
+        let cpu_before = cpu_of(daemon.child.id());
         let outcome = run_load(scenario, target, self.load(batch, None, None)).await;
         let done = Self::stored(&logs_url, already + outcome.acked_logs).await;
+        let cpu = cpu_of(daemon.child.id()) - cpu_before;
         sampler.abort();
         let e2e = outcome.acked_logs as f64 / done.duration_since(started).as_secs_f64();
         if protocol == Protocol::Http {
@@ -1319,6 +1331,9 @@ impl Bench {
                     .target(Goal::RatioAtLeast(1.0)),
             );
         }
+        // The daemon's own cost, steadier than the rates on a machine it shares with PostgreSQL and the load.
+        let per_log = cpu * 1e6 / outcome.acked_logs.max(1) as f64;
+        out.push(Figure::new(scenario, "daemon CPU per stored log", per_log, "µs"));
         let rss = peak_rss.load(Ordering::Relaxed) as f64 / 1e6;
         let mut rss = Figure::new(scenario, "peak RSS", rss, "MB");
         if protocol == Protocol::Http {
