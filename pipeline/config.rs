@@ -413,7 +413,7 @@ pub struct QueueConfig {
     /// after it lapses. Default 15.
     pub lease_secs: u64,
     /// Logs per write (one COPY, or one SQLite transaction) at most. Default 5000: writes of 10,000 stored no
-    /// faster and held twice the memory. (Was `max_batch_logs`,
+    /// faster and held more memory. (Was `max_batch_logs`,
     /// which read as if it bounded requests; the old name is accepted, with a warning, for one release.)
     #[serde(alias = "max_batch_logs")]
     pub max_write_logs: usize,
