@@ -32,6 +32,11 @@ pub fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The port of a node's address as `CLUSTER NODES` gives it (`ip:port@bus-port`).
+fn port_of(address: &str) -> Option<u16> {
+    address.split('@').next()?.rsplit(':').next()?.parse().ok()
+}
+
 fn until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
@@ -124,9 +129,7 @@ impl RedisCluster {
         let orphaned = nodes.iter().filter(|f| is_primary(f) && f.len() > 8 && !replicated(f[0]));
         let idle = nodes.iter().filter(|f| is_primary(f) && f.len() == 8);
         for (primary, node) in orphaned.zip(idle) {
-            if let Some(node_port) =
-                node[1].split('@').next().and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok())
-            {
+            if let Some(node_port) = port_of(node[1]) {
                 cli(node_port, &["CLUSTER", "REPLICATE", primary[0]]);
             }
         }
@@ -147,7 +150,7 @@ impl RedisCluster {
         cli(port, &["CLUSTER", "NODES"])
             .lines()
             .filter(|l| l.contains("master") && !l.contains("fail"))
-            .filter_map(|l| l.split(' ').nth(1)?.split('@').next()?.rsplit(':').next()?.parse().ok())
+            .filter_map(|l| port_of(l.split(' ').nth(1)?))
             .collect()
     }
 
@@ -166,7 +169,7 @@ impl RedisCluster {
                 }
             });
             if holds {
-                return fields[1].split('@').next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+                return port_of(fields[1]).expect("a node's address has a port");
             }
         }
         panic!("no primary holds slot {slot}");
