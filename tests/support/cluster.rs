@@ -32,9 +32,39 @@ pub fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The port of a node's address as `CLUSTER NODES` gives it (`ip:port@bus-port`).
-fn port_of(address: &str) -> Option<u16> {
-    address.split('@').next()?.rsplit(':').next()?.parse().ok()
+/// A node as `CLUSTER NODES` lists it.
+struct Listed {
+    id: String,
+    port: Option<u16>,
+    flags: String,
+    /// The id of the primary it replicates (`-` for a primary).
+    primary_id: String,
+    /// Slot ranges (`0-5460`) or single slots.
+    slots: Vec<String>,
+}
+
+impl Listed {
+    /// A primary not flagged as failing (or possibly failing).
+    fn is_primary(&self) -> bool {
+        self.flags.contains("master") && !self.flags.contains("fail")
+    }
+}
+
+/// `CLUSTER NODES` as the node on `port` sees it: id, address (`ip:port@bus-port`), flags, primary's id,
+/// ping, pong, epoch, link, slots….
+fn listing(port: u16) -> Vec<Listed> {
+    let nodes = cli(port, &["CLUSTER", "NODES"]);
+    let listed = |line: &str| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.len() >= 8).then(|| Listed {
+            id: fields[0].to_owned(),
+            port: fields[1].split('@').next().and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok()),
+            flags: fields[2].to_owned(),
+            primary_id: fields[3].to_owned(),
+            slots: fields[8..].iter().map(|s| (*s).to_owned()).collect(),
+        })
+    };
+    nodes.lines().filter_map(listed).collect()
 }
 
 fn until(within: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<(), String> {
@@ -124,7 +154,8 @@ impl RedisCluster {
         for node in &self.nodes {
             let log = std::fs::read_to_string(self.dir.path().join(node.port.to_string()).join("redis.log"));
             let log = log.unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(8)..];
             out += &format!(
                 "\nnode {}: CLUSTER NODES\n{}its log's end:\n{}\n",
                 node.port,
@@ -144,6 +175,8 @@ impl RedisCluster {
     fn wait_healthy(&self) -> Result<(), String> {
         for port in self.live_ports() {
             until(Duration::from_secs(30), "cluster_state:ok on every node", || {
+                // A node left out of the cluster knows no slots: it is only ok once it has been met again.
+                self.repair_replicas();
                 cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
             })?;
         }
@@ -163,21 +196,16 @@ impl RedisCluster {
     /// Errors are left to the next try.
     fn repair_replicas(&self) {
         let Some(port) = self.live_ports().first().copied() else { return };
-        let listing = cli(port, &["CLUSTER", "NODES"]);
-        // id, address, flags, primary's id, ping, pong, epoch, link, slots…
-        let nodes: Vec<Vec<&str>> =
-            listing.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).filter(|f| f.len() >= 8).collect();
-        let known: Vec<u16> = nodes.iter().filter_map(|f| port_of(f[1])).collect();
-        for stranger in self.live_ports().into_iter().filter(|p| !known.contains(p)) {
+        let nodes = listing(port);
+        for stranger in self.live_ports().into_iter().filter(|p| !nodes.iter().any(|n| n.port == Some(*p))) {
             cli(stranger, &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()]);
         }
-        let is_primary = |f: &Vec<&str>| f[2].contains("master") && !f[2].contains("fail");
-        let replicated = |id: &str| nodes.iter().any(|f| f[2].contains("slave") && f[3] == id);
-        let orphaned = nodes.iter().filter(|f| is_primary(f) && f.len() > 8 && !replicated(f[0]));
-        let idle = nodes.iter().filter(|f| is_primary(f) && f.len() == 8);
+        let replicated = |id: &str| nodes.iter().any(|n| n.flags.contains("slave") && n.primary_id == id);
+        let orphaned = nodes.iter().filter(|n| n.is_primary() && !n.slots.is_empty() && !replicated(&n.id));
+        let idle = nodes.iter().filter(|n| n.is_primary() && n.slots.is_empty());
         for (primary, node) in orphaned.zip(idle) {
-            if let Some(node_port) = port_of(node[1]) {
-                cli(node_port, &["CLUSTER", "REPLICATE", primary[0]]);
+            if let Some(node_port) = node.port {
+                cli(node_port, &["CLUSTER", "REPLICATE", &primary.id]);
             }
         }
     }
@@ -194,20 +222,15 @@ impl RedisCluster {
     /// The ports of the primaries, as a live node sees them.
     pub fn primaries(&self) -> Vec<u16> {
         let Some(port) = self.live_ports().first().copied() else { return Vec::new() };
-        cli(port, &["CLUSTER", "NODES"])
-            .lines()
-            .filter(|l| l.contains("master") && !l.contains("fail"))
-            .filter_map(|l| port_of(l.split(' ').nth(1)?))
-            .collect()
+        listing(port).into_iter().filter(Listed::is_primary).filter_map(|n| n.port).collect()
     }
 
     /// The port of the primary that holds `key`'s slot.
     pub fn primary_of(&self, key: &str) -> u16 {
         let port = self.live_ports()[0];
         let slot: u16 = cli(port, &["CLUSTER", "KEYSLOT", key]).trim().parse().unwrap();
-        for line in cli(port, &["CLUSTER", "NODES"]).lines().filter(|l| l.contains("master") && !l.contains("fail")) {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let holds = fields[8..].iter().any(|range| {
+        for node in listing(port).into_iter().filter(Listed::is_primary) {
+            let holds = node.slots.iter().any(|range| {
                 let mut ends = range.split('-').filter_map(|n| n.parse::<u16>().ok());
                 match (ends.next(), ends.next()) {
                     (Some(from), Some(to)) => (from..=to).contains(&slot),
@@ -216,7 +239,7 @@ impl RedisCluster {
                 }
             });
             if holds {
-                return port_of(fields[1]).expect("a node's address has a port");
+                return node.port.expect("a node's address has a port");
             }
         }
         panic!("no primary holds slot {slot}");
