@@ -63,9 +63,15 @@ pub struct ServerConfig {
     pub tls_key_path: String,
     /// Connections open at once per listener at most; past it, new ones wait in the kernel's backlog.
     pub max_connections: usize,
-    /// Seconds for a request head (and a TLS handshake, and an HTTP/2 connection's preface) to arrive; an
-    /// idle keep-alive connection is closed after it too.
+    /// Connections open at once per listener from one client address (an IPv6 /64 counts as one) at most;
+    /// past it, a new one from that address is closed at once. At most `max_connections`.
+    pub max_connections_per_address: usize,
+    /// Seconds for a TLS handshake, then for a connection's first bytes, then for a request head to arrive;
+    /// an idle keep-alive connection is closed after it too.
     pub header_read_timeout_secs: u64,
+    /// Seconds an HTTP/2 connection (REST or gRPC) may stay open with no request in flight before it is
+    /// closed (a GOAWAY; clients reconnect when they next need to).
+    pub idle_timeout_secs: u64,
     /// Seconds for a whole request body to arrive once its handler reads it; slower is 408.
     pub body_read_timeout_secs: u64,
     /// Bytes of ingestion bodies read, decoded or in the stack at once on this instance; a request that
@@ -86,7 +92,9 @@ impl Default for ServerConfig {
             tls_cert_path: String::new(),
             tls_key_path: String::new(),
             max_connections: 1024,
+            max_connections_per_address: 128,
             header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
             body_read_timeout_secs: 30,
             max_inflight_body_bytes: 256 * 1024 * 1024,
             operator_token: String::new(),
@@ -106,7 +114,9 @@ impl std::fmt::Debug for ServerConfig {
             .field("tls_cert_path", &self.tls_cert_path)
             .field("tls_key_path", &self.tls_key_path)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_address", &self.max_connections_per_address)
             .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
             .field("body_read_timeout_secs", &self.body_read_timeout_secs)
             .field("max_inflight_body_bytes", &self.max_inflight_body_bytes)
             .field("operator_token", &if self.operator_token.is_empty() { "(empty)" } else { "(set)" })
@@ -125,6 +135,16 @@ impl ServerConfig {
 
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_secs(self.body_read_timeout_secs)
+    }
+
+    /// The REST and gRPC listeners' limits.
+    pub fn listen_limits(&self) -> crate::fronts::listen::Limits {
+        crate::fronts::listen::Limits {
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            handshake_timeout: self.header_read_timeout(),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+        }
     }
 }
 
@@ -560,6 +580,9 @@ pub struct SyslogConfig {
     pub api_key: String,
     /// Connections open at once at most; past it, new ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 /64) at most; past it, a new one from
+    /// that address is closed at once.
+    pub max_connections_per_address: usize,
     /// Bytes of one message (a line, or an octet-counted frame) at most; a longer one is cut there,
     /// stored with `attributes["syslog.truncated"] = true`.
     pub max_message_bytes: usize,
@@ -578,10 +601,11 @@ impl Default for SyslogConfig {
             tls: false,
             api_key: String::new(),
             max_connections: 256,
+            max_connections_per_address: 16,
             max_message_bytes: 64 * 1024,
             batch_logs: 500,
             linger_ms: 200,
-            idle_timeout_secs: 600,
+            idle_timeout_secs: 120,
         }
     }
 }
@@ -594,6 +618,7 @@ impl std::fmt::Debug for SyslogConfig {
             .field("tls", &self.tls)
             .field("api_key", &if self.api_key.is_empty() { "(empty)" } else { "(set)" })
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_address", &self.max_connections_per_address)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("batch_logs", &self.batch_logs)
             .field("linger_ms", &self.linger_ms)
@@ -742,12 +767,15 @@ impl Config {
         }
         let server = &self.server;
         if server.max_connections == 0
+            || server.max_connections_per_address == 0
+            || server.idle_timeout_secs == 0
             || server.header_read_timeout_secs == 0
             || server.body_read_timeout_secs == 0
             || server.max_inflight_body_bytes < server.max_body_bytes
         {
             return fail(
-                "server.max_connections, header_read_timeout_secs and body_read_timeout_secs must be at least 1, \
+                "server.max_connections, max_connections_per_address, header_read_timeout_secs, idle_timeout_secs \
+                 and body_read_timeout_secs must be at least 1, \
                  and server.max_inflight_body_bytes at least server.max_body_bytes"
                     .into(),
             );
@@ -769,10 +797,15 @@ impl Config {
         if self.syslog.tls && self.server.tls_cert_path.is_empty() {
             return fail("syslog.tls needs server.tls_cert_path and server.tls_key_path".into());
         }
-        if self.syslog.max_message_bytes < 480 || self.syslog.batch_logs == 0 || self.syslog.max_connections == 0 {
+        if self.syslog.max_message_bytes < 480
+            || self.syslog.batch_logs == 0
+            || self.syslog.max_connections == 0
+            || self.syslog.max_connections_per_address == 0
+            || self.syslog.idle_timeout_secs == 0
+        {
             return fail(
-                "syslog.max_message_bytes must be at least 480 (RFC 5424's minimum), syslog.batch_logs and \
-                 syslog.max_connections at least 1"
+                "syslog.max_message_bytes must be at least 480 (RFC 5424's minimum), syslog.batch_logs, \
+                 max_connections, max_connections_per_address and idle_timeout_secs at least 1"
                     .into(),
             );
         }

@@ -22,6 +22,28 @@ pub const ALERT_NOTIFICATIONS: &str = "ledger_alert_notifications_total";
 pub const ALERT_DELIVERIES: &str = "ledger_alert_delivery_attempts_total";
 pub const SEARCH_INDEX_LAG: &str = "ledger_search_index_lag_seconds";
 pub const SEARCH_INDEXED_LOGS: &str = "ledger_search_indexed_logs_total";
+pub const CONNECTIONS_CLOSED: &str = "ledger_connections_closed_total";
+
+/// Why a listener closed a connection before it was served.
+#[derive(Clone, Copy, Debug)]
+pub enum ConnectionClosed {
+    /// Its address already had its share of the listener's connections.
+    PerAddressCap,
+    /// Nothing (or no TLS handshake) arrived within the handshake timeout.
+    Silent,
+    /// A syslog connection whose first message carried a key that is not valid.
+    BadKey,
+}
+
+impl ConnectionClosed {
+    fn label(self) -> &'static str {
+        match self {
+            ConnectionClosed::PerAddressCap => "per_address_cap",
+            ConnectionClosed::Silent => "silent",
+            ConnectionClosed::BadKey => "bad_key",
+        }
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -56,6 +78,8 @@ pub struct Metrics {
     pub search_index_lag: prometheus::Gauge,
     /// Logs read into the search index (a late log's whole minute is read again).
     pub search_indexed_logs: prometheus::IntCounter,
+    /// Connections a listener closed before serving them, by reason ([`ConnectionClosed`]).
+    pub connections_closed: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -108,6 +132,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let search_indexed_logs = prometheus::IntCounter::new(SEARCH_INDEXED_LOGS, "Logs read into the search index.")?;
     registry.register(Box::new(search_index_lag.clone()))?;
     registry.register(Box::new(search_indexed_logs.clone()))?;
+    let connections_closed = IntCounterVec::new(
+        Opts::new(CONNECTIONS_CLOSED, "Connections closed by a listener before being served, by reason."),
+        &["reason"],
+    )?;
+    registry.register(Box::new(connections_closed.clone()))?;
     // CPU seconds, resident memory, open file descriptors, start time.
     registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
     Ok(Metrics {
@@ -127,6 +156,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         alert_deliveries,
         search_index_lag,
         search_indexed_logs,
+        connections_closed,
     })
 }
 
@@ -159,6 +189,11 @@ impl Metrics {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.job_last_run.with_label_values(&[job]).set(now.as_secs_f64());
         self.job_duration.with_label_values(&[job]).set(took.as_secs_f64());
+    }
+
+    /// Records a connection a listener closed before serving it.
+    pub fn connection_closed(&self, reason: ConnectionClosed) {
+        self.connections_closed.with_label_values(&[reason.label()]).inc();
     }
 
     /// The registry's metrics in the Prometheus text format.

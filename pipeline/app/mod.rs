@@ -345,26 +345,36 @@ async fn serve_fronts(
     // Shutdown drains first (new ingestion answered 503), then closes the listeners and finishes what is in
     // flight.
     let drain = Duration::from_millis(config.server.shutdown_drain_ms);
-    let drained = |stop: CancellationToken| async move {
-        stop.cancelled().await;
-        tokio::time::sleep(drain).await;
-    };
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let (shutdown, stop) = (shutdown.clone(), stop.clone());
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain).await;
+            stop.cancel();
+        }
+    });
     let tls = crate::app::tls::load(&config.server)?;
     let tls_on = tls.is_some();
     let (rest_tls, grpc_tls) = tls.map(|t| (t.rest, t.grpc)).unzip();
-    let limits = http::serve::Limits {
-        max_connections: config.server.max_connections,
-        header_read_timeout: config.server.header_read_timeout(),
-        body_read_timeout: config.server.body_read_timeout(),
-    };
+    let limits = config.server.listen_limits();
+    let first_bytes = crate::fronts::listen::HTTP_FIRST_BYTES;
     let syslog_addr = match config.syslog.tcp_addr.parse::<std::net::SocketAddr>() {
         Ok(addr) => {
             let listener = bind(addr, "syslog.tcp_addr").await?;
             let local = listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
             let tls = if config.syslog.tls { rest_tls.clone() } else { None };
-            let (ingestion, syslog, stop) = (state.ingestion.clone(), config.syslog.clone(), shutdown.clone());
+            let syslog_limits = crate::fronts::listen::Limits {
+                max_connections: config.syslog.max_connections,
+                max_connections_per_address: config.syslog.max_connections_per_address,
+                ..limits
+            };
+            // One byte: a syslog sender may send short messages far apart; the key check bounds the rest.
+            let listener = crate::fronts::listen::Listener::new(listener, syslog_limits, tls, 1);
+            let (ingestion, syslog) = (state.ingestion.clone(), config.syslog.clone());
+            let stop = shutdown.clone();
             tasks.spawn("syslog server", async move {
-                crate::fronts::syslog::serve(listener, ingestion, syslog, tls, stop).await;
+                crate::fronts::syslog::serve(listener, ingestion, syslog, stop).await;
                 Ok(())
             });
             local.to_string()
@@ -372,15 +382,15 @@ async fn serve_fronts(
         // Empty: off (`Config::check` refused anything else).
         Err(_) => String::new(),
     };
-    let (app, stop) = (http::router(state.clone()), drained(shutdown.clone()));
+    let app = http::router(state.clone());
+    let http_listener = crate::fronts::listen::Listener::new(http_listener, limits, rest_tls, first_bytes);
+    let (body_timeout, rest_stop) = (config.server.body_read_timeout(), stop.clone());
     tasks.spawn("REST server", async move {
-        let served = http::serve::serve(http_listener, app, rest_tls, limits, stop).await;
-        served.map_err(|e| ServeError(format!("HTTP server failed: {e}")))
+        http::serve::serve(http_listener, app, body_timeout, rest_stop).await;
+        Ok(())
     });
-    let stop = drained(shutdown.clone());
-    tasks.spawn("gRPC server", async move {
-        grpc::serve(grpc_listener, state, grpc_tls, limits, stop).await.map_err(ServeError)
-    });
+    let grpc_listener = crate::fronts::listen::Listener::new(grpc_listener, limits, grpc_tls, first_bytes);
+    tasks.spawn("gRPC server", async move { grpc::serve(grpc_listener, state, stop).await.map_err(ServeError) });
     tracing::info!(%http_addr, %grpc_addr, %syslog_addr, backend = %backend.kind, tls = tls_on, "ledger ready");
     Ok(())
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::app::ServeError;
 use crate::config::ServerConfig;
@@ -13,7 +12,8 @@ use crate::config::ServerConfig;
 /// Both listeners' TLS settings, made from the same certificate and key.
 pub struct Tls {
     pub rest: Arc<rustls::ServerConfig>,
-    pub grpc: ServerTlsConfig,
+    /// The same, offering HTTP/2 alone.
+    pub grpc: Arc<rustls::ServerConfig>,
 }
 
 /// `None` when TLS is off (both paths empty; `Config::check` refuses only one set).
@@ -42,7 +42,8 @@ pub fn load(config: &ServerConfig) -> Result<Option<Tls>, ServeError> {
         .with_single_cert(chain, private)
         .map_err(|e| unusable(&e))?;
     rest.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let rest = Arc::new(rest);
-    let grpc = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    let mut grpc = rest.clone();
+    grpc.alpn_protocols = vec![b"h2".to_vec()];
+    let (rest, grpc) = (Arc::new(rest), Arc::new(grpc));
     Ok(Some(Tls { rest, grpc }))
 }

@@ -354,12 +354,12 @@ async fn run(State(state): State<AppState>, path_index: Option<String>, headers:
     }
     let ingestion = &state.ingestion;
     let credential = shipper_credential(&headers, true);
-    let (admitted, _room) = match admit(ingestion, Protocol::Elasticsearch, credential.as_deref(), &headers).await {
+    let (admitted, mut room) = match admit(ingestion, Protocol::Elasticsearch, credential.as_deref()).await {
         Ok(admitted) => admitted,
         Err(e) => return failure(&e),
     };
     let max_items = ingestion.max_request_logs * MAX_BATCHES_PER_BULK;
-    let decoded = read_body(&headers, body, ingestion.max_body_bytes, move |bytes| {
+    let decoded = read_body(&headers, body, ingestion.max_body_bytes, &mut room, move |bytes| {
         parse(bytes, path_index.as_deref(), max_items)
     })
     .await;

@@ -2,7 +2,6 @@
 //! service, and (as the stages land) `ledger.v1.IngestService` and `QueryService` over the same stack as
 //! REST. Errors map from [`ApiError`] in one place, [`status`].
 
-use std::future::Future;
 
 use ledger_proto::v1 as pb;
 use ledger_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
@@ -10,7 +9,6 @@ use ledger_proto::v1::query_service_server::{QueryService, QueryServiceServer};
 use ledger_stages::raw::Field;
 use ledger_stages::{Ingest, IngestError, Problem, Protocol, RateLimitStatus, RawLog};
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
@@ -518,115 +516,11 @@ where
     }
 }
 
-/// A gRPC connection under the listener's limits: it holds one of `server.max_connections` slots while
-/// open, and must send its first bytes (the HTTP/2 preface) within the header read timeout.
-struct Limited {
-    stream: tokio::net::TcpStream,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-    /// Until the preface is in; then `None`.
-    preface_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    read: usize,
-}
-
-/// HTTP/2's connection preface, which every client sends first.
-const PREFACE_BYTES: usize = 24;
-
-impl tokio::io::AsyncRead for Limited {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::future::Future;
-        use std::task::Poll;
-        let before = buf.filled().len();
-        let this = &mut *self;
-        match std::pin::Pin::new(&mut this.stream).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                this.read += buf.filled().len() - before;
-                if this.read >= PREFACE_BYTES {
-                    this.preface_deadline = None;
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                let expired =
-                    this.preface_deadline.as_mut().is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                if expired {
-                    let error = std::io::Error::new(std::io::ErrorKind::TimedOut, "no HTTP/2 preface in time");
-                    Poll::Ready(Err(error))
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for Limited {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-impl tonic::transport::server::Connected for Limited {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-/// The listener's connections, at most `max_connections` open at once: past it, accepting waits.
-fn limited_incoming(
-    listener: TcpListener,
-    limits: crate::fronts::http::serve::Limits,
-) -> impl futures::Stream<Item = std::io::Result<Limited>> {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    futures::stream::unfold((listener, slots), move |(listener, slots)| async move {
-        let slot = slots.clone().acquire_owned().await.ok()?;
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let preface_deadline = Some(Box::pin(tokio::time::sleep(limits.header_read_timeout)));
-                    let limited = Limited { stream, _slot: slot, preface_deadline, read: 0 };
-                    return Some((Ok(limited), (listener, slots)));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot accept a gRPC connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    })
-}
-
-/// Serves gRPC on `listener` until `shutdown` completes.
+/// Serves gRPC on `listener` (HTTP/2 on the shared accept loop, [`crate::fronts::listen`]) until `shutdown`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: crate::fronts::listen::Listener,
     state: AppState,
-    tls: Option<tonic::transport::ServerTlsConfig>,
-    limits: crate::fronts::http::serve::Limits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), String> {
     let ingestion = state.ingestion.clone();
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -640,31 +534,25 @@ pub async fn serve(
     ledger_proto::codec::set_max_repeated(ingestion.max_request_logs);
     let (guarded, operator, otlp) = (ingestion.clone(), state.operator.clone(), ingestion.clone());
     let ingester = IngestServiceServer::new(Ingester { ingestion }).max_decoding_message_size(max);
-    let traced = tower::ServiceBuilder::new()
+    let routes = tonic::service::Routes::new(health)
+        .add_service(ingester)
+        .add_service(QueryServiceServer::new(Querier { state }))
+        .add_service(crate::fronts::otlp::Grpc::new(otlp))
+        .add_service(reflection)
+        .prepare();
+    let service = tower::ServiceBuilder::new()
         .map_request(with_request_id)
         .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(call_span))
         .layer(tower::layer::layer_fn(move |inner| Guard {
             inner,
             ingestion: guarded.clone(),
             operator: operator.clone(),
-        }));
-    let mut builder = tonic::transport::Server::builder()
-        // A connection that stops answering pings is closed; a live idle client answers them.
-        .http2_keepalive_interval(Some(limits.header_read_timeout))
-        .http2_keepalive_timeout(Some(limits.header_read_timeout));
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).map_err(|e| format!("gRPC TLS: {e}"))?;
-    }
-    builder
-        .layer(traced)
-        .add_service(health)
-        .add_service(ingester)
-        .add_service(QueryServiceServer::new(Querier { state }))
-        .add_service(crate::fronts::otlp::Grpc::new(otlp))
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(limited_incoming(listener, limits), shutdown)
-        .await
-        .map_err(|e| format!("gRPC server failed: {e}"))
+        }))
+        .service(routes);
+    let prepare = |request, _peer| request;
+    crate::fronts::listen::serve_http(listener, crate::fronts::listen::Versions::Http2, service, prepare, shutdown)
+        .await;
+    Ok(())
 }
 
 #[cfg(test)]

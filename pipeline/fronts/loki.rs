@@ -234,12 +234,12 @@ pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body)
     };
     let ingestion = &state.ingestion;
     let credential = shipper_credential(&headers, false);
-    let (admitted, _room) = match admit(ingestion, Protocol::Loki, credential.as_deref(), &headers).await {
+    let (admitted, mut room) = match admit(ingestion, Protocol::Loki, credential.as_deref()).await {
         Ok(admitted) => admitted,
         Err(e) => return failure(&e),
     };
     let (limit, max_logs) = (ingestion.max_body_bytes, ingestion.max_request_logs);
-    let decoded = read_body(&headers, body, limit, move |bytes| match encoding {
+    let decoded = read_body(&headers, body, limit, &mut room, move |bytes| match encoding {
         Encoding::Json => from_json(bytes, max_logs),
         Encoding::Protobuf => from_protobuf(bytes, limit, max_logs),
     })

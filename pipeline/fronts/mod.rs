@@ -6,6 +6,7 @@
 pub mod elastic;
 pub mod grpc;
 pub mod http;
+pub mod listen;
 pub mod loki;
 pub mod otlp;
 pub mod syslog;

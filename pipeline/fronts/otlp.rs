@@ -246,12 +246,12 @@ pub async fn http(State(state): State<AppState>, headers: HeaderMap, body: Body)
     };
     let ingestion = &state.ingestion;
     let credential = shipper_credential(&headers, false);
-    let (admitted, _room) = match admit(ingestion, Protocol::Otlp, credential.as_deref(), &headers).await {
+    let (admitted, mut room) = match admit(ingestion, Protocol::Otlp, credential.as_deref()).await {
         Ok(admitted) => admitted,
         Err(e) => return failure(encoding, &e),
     };
     let max_logs = ingestion.max_request_logs;
-    let decoded = read_body(&headers, body, ingestion.max_body_bytes, move |b| decode(b, encoding, max_logs)).await;
+    let decoded = read_body(&headers, body, ingestion.max_body_bytes, &mut room, move |b| decode(b, encoding, max_logs)).await;
     let (request, size) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {

@@ -20,7 +20,6 @@ use std::time::Duration;
 use ledger_stages::{Ingest, IngestError, Protocol, RawLog};
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SyslogConfig;
@@ -111,7 +110,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, frame: &mut Frame, m
 }
 
 /// A message as a log object, and the key it carries.
-pub fn log(frame: Frame) -> (Option<String>, Value) {
+pub fn log(frame: &Frame) -> (Option<String>, Value) {
     // Neither store keeps a NUL in text: it becomes U+FFFD like any byte that is not UTF-8.
     let text = String::from_utf8_lossy(&frame.bytes).replace('\0', "\u{fffd}");
     let mut b = LogBuilder::new();
@@ -176,54 +175,32 @@ pub fn log(frame: Frame) -> (Option<String>, Value) {
     (key, b.build())
 }
 
-/// Serves `[syslog] tcp_addr` until `shutdown`.
+/// Serves `[syslog] tcp_addr` on the shared accept loop ([`crate::fronts::listen`]: connection caps per
+/// listener and per address, a TLS handshake timeout) until `shutdown`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: crate::fronts::listen::Listener,
     ingestion: Ingestion,
     config: SyslogConfig,
-    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) {
     let config = Arc::new(config);
-    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    loop {
-        let slot = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => return },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot accept a syslog connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    listener
+        .run(shutdown, move |stream, closing| {
+            let (ingestion, config, peer) = (ingestion.clone(), config.clone(), stream.peer);
+            async move {
+                if let Err(error) = connection(stream, &ingestion, &config, closing).await {
+                    tracing::debug!(%error, %peer, "syslog connection ended");
                 }
-            },
-        };
-        let (ingestion, config, acceptor, shutdown) =
-            (ingestion.clone(), config.clone(), acceptor.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let result = match acceptor {
-                Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => connection(tls, &ingestion, &config, shutdown).await,
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-                },
-                None => connection(stream, &ingestion, &config, shutdown).await,
-            };
-            if let Err(error) = result {
-                tracing::debug!(%error, %peer, "syslog connection ended");
             }
-        });
-    }
+        })
+        .await;
 }
 
-/// One connection: frames read into batches (up to `batch_logs`, or what arrived within `linger_ms` of
-/// the first), each batch stored before the next is read.
+/// One connection: its first message's key is checked before anything more is read (a connection whose
+/// first message carries an unknown key, or none without `[syslog] api_key`, is closed: a stranger cannot
+/// make the daemon frame and parse batches). Then frames are read into batches (up to `batch_logs`, or
+/// what arrived within `linger_ms` of the first, or what the instance's body budget has room for), each
+/// batch stored before the next is read.
 async fn connection<S: AsyncRead + Unpin>(
     stream: S,
     ingestion: &Ingestion,
@@ -233,6 +210,7 @@ async fn connection<S: AsyncRead + Unpin>(
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let idle = Duration::from_secs(config.idle_timeout_secs);
     let linger = Duration::from_millis(config.linger_ms);
+    let mut checked = false;
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -242,6 +220,27 @@ async fn connection<S: AsyncRead + Unpin>(
             },
         };
         let Some(first) = first else { return Ok(()) };
+        if !checked {
+            let key = key_of(&first, config);
+            match ingestion.admit(Protocol::Syslog, key.as_deref()).await {
+                Err(e @ (IngestError::Unauthorized | IngestError::InsufficientScope(_))) => {
+                    let day = chrono::Utc::now().date_naive();
+                    let outcome = crate::ingest::outcome::Outcome::of(&Err(e.clone()));
+                    ingestion.outcomes.record_logs(Protocol::Syslog, None, day, outcome, 1, 0);
+                    crate::observe::metrics().connection_closed(crate::observe::ConnectionClosed::BadKey);
+                    tracing::warn!(error = %e, "syslog connection closed: its first message's key is not valid");
+                    return Ok(());
+                }
+                // A good key: this admission only vouched for the connection.
+                Ok(admitted) => drop(admitted.into_project()),
+                // Anything else passes (an unavailable store): the batch's own admission decides.
+                Err(_) => {}
+            }
+            checked = true;
+        }
+        let mut room = ingestion.room();
+        let mut held = first.bytes.len();
+        let _ = room.grow_to(held);
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + linger;
         let mut ended = false;
@@ -249,7 +248,14 @@ async fn connection<S: AsyncRead + Unpin>(
             // What is already buffered is taken at once; otherwise wait for more until the linger is over.
             match tokio::time::timeout_at(deadline, next_frame(&mut reader, config.max_message_bytes)).await {
                 Err(_) => break,
-                Ok(Ok(Some(frame))) => batch.push(frame),
+                Ok(Ok(Some(frame))) => {
+                    held += frame.bytes.len();
+                    batch.push(frame);
+                    // The batch so far is stored before more is read when the instance has no more room.
+                    if room.grow_to(held).is_err() {
+                        break;
+                    }
+                }
                 Ok(Ok(None)) => {
                     ended = true;
                     break;
@@ -261,10 +267,17 @@ async fn connection<S: AsyncRead + Unpin>(
             }
         }
         store(ingestion, config, batch).await;
+        drop(room);
         if ended {
             return Ok(());
         }
     }
+}
+
+/// The key a message is stored with: its own, or `[syslog] api_key`.
+fn key_of(frame: &Frame, config: &SyslogConfig) -> Option<String> {
+    let (key, _) = log(frame);
+    key.or_else(|| (!config.api_key.is_empty()).then(|| config.api_key.clone()))
 }
 
 /// Retries a batch gets after refusals that pass (rate limit, full queue, unavailable).
@@ -277,7 +290,7 @@ async fn store(ingestion: &Ingestion, config: &SyslogConfig, frames: Vec<Frame>)
     let mut by_key: HashMap<Option<String>, (Vec<RawLog>, usize)> = HashMap::new();
     for frame in frames {
         let size = frame.bytes.len();
-        let (key, log) = log(frame);
+        let (key, log) = log(&frame);
         let key = key.or_else(|| (!config.api_key.is_empty()).then(|| config.api_key.clone()));
         let entry = by_key.entry(key).or_default();
         entry.0.push(RawLog::from(log));
@@ -308,7 +321,8 @@ async fn store(ingestion: &Ingestion, config: &SyslogConfig, frames: Vec<Frame>)
     }
 }
 
-/// One attempt at storing a key's logs: the refusal, and whether the stack counted its logs.
+/// One attempt at storing a key's logs (their bytes are held in the connection's room): the refusal, and
+/// whether the stack counted its logs.
 async fn try_store(
     ingestion: &Ingestion,
     key: Option<&str>,
@@ -316,13 +330,6 @@ async fn try_store(
     size: usize,
 ) -> Result<(), (IngestError, bool)> {
     let admitted = ingestion.admit(Protocol::Syslog, key).await.map_err(|e| (e, false))?;
-    let _room = match ingestion.reserve(size) {
-        Ok(room) => room,
-        Err(e) => {
-            admitted.refuse(crate::ingest::outcome::Outcome::Unavailable);
-            return Err((e, false));
-        }
-    };
     // A copy: a refusal that passes sends the same logs again.
     let mut request = Ingest::new(String::new(), Protocol::Syslog, None, logs.to_vec());
     request.partial = true;
@@ -375,7 +382,7 @@ mod tests {
             bytes: br#"<11>1 2026-11-30T10:00:00.5Z web-1 billing 4242 PAY [ledger@41058 key="ledger_k"][meta env="prod"] card declined"#.to_vec(),
             truncated: false,
         };
-        let (key, parsed) = log(frame);
+        let (key, parsed) = log(&frame);
         let log = parsed;
         assert_eq!(key.as_deref(), Some("ledger_k"));
         assert_eq!(log["message"], "card declined");
@@ -392,13 +399,13 @@ mod tests {
     #[test]
     fn rfc3164_and_garbage() {
         let frame = Frame { bytes: b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed".to_vec(), truncated: false };
-        let (key, parsed) = log(frame);
+        let (key, parsed) = log(&frame);
         assert_eq!(key, None);
         assert_eq!(parsed["level"], "CRITICAL");
         assert_eq!(parsed["host"], "mymachine");
         assert_eq!(parsed["service"], "su");
         assert_eq!(parsed["message"], "'su root' failed");
-        let (_, garbage) = log(Frame { bytes: b"\x00\xffjust garbage".to_vec(), truncated: true });
+        let (_, garbage) = log(&Frame { bytes: b"\x00\xffjust garbage".to_vec(), truncated: true });
         assert!(garbage["attributes"]["syslog.parse_error"].is_string());
         assert_eq!(garbage["attributes"]["syslog.truncated"], true);
         assert!(!garbage["message"].as_str().expect("text").contains('\0'));

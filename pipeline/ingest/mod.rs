@@ -102,6 +102,51 @@ impl Drop for Admitted {
 /// Bodies are reserved in KiB, so the semaphore's count fits any sane budget.
 const RESERVE_UNIT: usize = 1024;
 
+/// A request's share of `server.max_inflight_body_bytes`: what its body holds now (read, decompressed or
+/// decoded), given back when dropped.
+pub struct Room {
+    inflight: Arc<tokio::sync::Semaphore>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Room {
+    /// Bytes held now (in whole KiB).
+    pub fn bytes(&self) -> usize {
+        self.permit.as_ref().map_or(0, |p| p.num_permits() * RESERVE_UNIT)
+    }
+
+    /// Holds at least `bytes`; 503 when the instance's budget has no room for the difference (what was
+    /// held stays held).
+    pub fn grow_to(&mut self, bytes: usize) -> Result<(), IngestError> {
+        let want = bytes.div_ceil(RESERVE_UNIT).max(1);
+        let have = self.permit.as_ref().map_or(0, |p| p.num_permits());
+        if want <= have {
+            return Ok(());
+        }
+        let more = u32::try_from(want - have).unwrap_or(u32::MAX);
+        let more = self
+            .inflight
+            .clone()
+            .try_acquire_many_owned(more)
+            .map_err(|_| IngestError::unavailable("room for request bodies on this instance"))?;
+        match &mut self.permit {
+            Some(permit) => permit.merge(more),
+            None => self.permit = Some(more),
+        }
+        Ok(())
+    }
+
+    /// Gives back all but `bytes`.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        let keep = bytes.div_ceil(RESERVE_UNIT).max(1);
+        if let Some(permit) = &mut self.permit
+            && permit.num_permits() > keep
+        {
+            drop(permit.split(permit.num_permits() - keep));
+        }
+    }
+}
+
 impl Ingestion {
     /// The project of a request through `front`, from its credential alone; refusals are counted. Nothing
     /// of the body has been read when this answers, so an unknown key costs a cache look-up and nothing more.
@@ -132,14 +177,18 @@ impl Ingestion {
         Admitted { project, front, received_at: chrono::Utc::now(), outcomes: self.outcomes.clone(), settled: false }
     }
 
-    /// Room for a body that may decode to `bytes`, among every body this instance holds; 503 when full.
-    pub fn reserve(&self, bytes: usize) -> Result<tokio::sync::OwnedSemaphorePermit, IngestError> {
-        let units = bytes.min(self.max_body_bytes).div_ceil(RESERVE_UNIT).max(1);
-        let units = u32::try_from(units).unwrap_or(u32::MAX);
-        self.inflight
-            .clone()
-            .try_acquire_many_owned(units)
-            .map_err(|_| IngestError::unavailable("room for request bodies on this instance"))
+    /// Room for `bytes` of a body among every body this instance holds; 503 when full. A body read as it
+    /// arrives takes an empty room and grows it ([`Room::grow_to`]), so a slow client holds only what it
+    /// has sent, not what it may send.
+    pub fn reserve(&self, bytes: usize) -> Result<Room, IngestError> {
+        let mut room = self.room();
+        room.grow_to(bytes.min(self.max_body_bytes))?;
+        Ok(room)
+    }
+
+    /// An empty room, to grow as a body arrives.
+    pub fn room(&self) -> Room {
+        Room { inflight: self.inflight.clone(), permit: None }
     }
 
     /// Runs one admitted request through the stack and counts its outcome (for a partial request, the logs

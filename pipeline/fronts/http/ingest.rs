@@ -14,7 +14,7 @@ use super::extract::credential;
 use super::{AppState, request_id};
 use crate::error::{ApiError, ErrorBody};
 use crate::ingest::outcome::Outcome;
-use crate::ingest::{Admitted, Ingestion, decode, idempotency_key_ok};
+use crate::ingest::{Admitted, Ingestion, Room, decode, idempotency_key_ok};
 
 /// Uncompressed bodies at least this large, and every compressed one, are decoded off the async workers.
 const DECODE_INLINE_MAX: usize = 256 * 1024;
@@ -35,17 +35,6 @@ pub fn media_type(headers: &HeaderMap) -> Option<String> {
     header_text(headers, header::CONTENT_TYPE).and_then(|v| v.split(';').next()).map(|m| m.trim().to_ascii_lowercase())
 }
 
-/// What the body may decode to at most: its length when sent uncompressed with one, else the limit.
-fn may_decode_to(headers: &HeaderMap, limit: usize) -> usize {
-    let compressed = header_text(headers, header::CONTENT_ENCODING)
-        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity") && !e.trim().is_empty());
-    let length = header_text(headers, header::CONTENT_LENGTH).and_then(|l| l.parse::<usize>().ok());
-    match length {
-        Some(length) if !compressed => length.min(limit),
-        _ => limit,
-    }
-}
-
 /// Why a body could not be read: too large, too slow, or cut off (the client went away: nobody reads this
 /// answer, but its outcome is `cancelled`).
 fn body_error(error: &axum::Error, limit: usize) -> ApiError {
@@ -60,42 +49,53 @@ fn body_error(error: &axum::Error, limit: usize) -> ApiError {
 }
 
 /// Reads a body within `limit` (before and after its Content-Encoding) and the body read timeout, and
-/// hands the decompressed bytes to `parse`: what every HTTP ingestion front does with its body.
+/// hands the decompressed bytes to `parse`: what every HTTP ingestion front does with its body. `room`
+/// grows with what has arrived (a slow client holds what it sent, not what it announced), then covers the
+/// decompression; it is left holding the decoded size, which the parsed request keeps about.
 pub async fn read_body<T: Send + 'static>(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    room: &mut Room,
     parse: impl FnOnce(&[u8]) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<(T, usize), ApiError> {
+    use http_body_util::BodyExt;
     let encoding = decode::encoding(header_text(headers, header::CONTENT_ENCODING))?;
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| body_error(&e, limit))?;
+    let mut body = body;
+    let mut raw = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| body_error(&e, limit))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if raw.len() + data.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
+        }
+        room.grow_to(raw.len() + data.len())?;
+        raw.extend_from_slice(&data);
+    }
     let inline = encoding == decode::Encoding::Identity && raw.len() < DECODE_INLINE_MAX;
+    if encoding != decode::Encoding::Identity {
+        // The compressed bytes and what they may inflate to, held together while decompressing.
+        room.grow_to(raw.len() + limit)?;
+    }
     let work = move || {
         let decoded = decode::decompress(&raw, encoding, limit)?;
         parse(&decoded).map(|parsed| (parsed, decoded.len()))
     };
     // Decided by the body as read, not by what Content-Length claims; a compressed body may inflate up to
     // the limit, so only a small uncompressed one is decoded on the async worker.
-    if inline { work() } else { tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)? }
+    let (parsed, size) =
+        if inline { work()? } else { tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)?? };
+    room.shrink_to(size);
+    Ok((parsed, size))
 }
 
 /// What every HTTP ingestion front does before reading its body: the credential (from the headers alone:
-/// an unknown key never makes the daemon read the body), then room for the body among every body this
-/// instance holds. The permit is held until the request has its answer.
-pub async fn admit(
-    ingestion: &Ingestion,
-    front: Protocol,
-    credential: Option<&str>,
-    headers: &HeaderMap,
-) -> Result<(Admitted, tokio::sync::OwnedSemaphorePermit), ApiError> {
+/// an unknown key never makes the daemon read the body), then an empty room for the body among every body
+/// this instance holds, which [`read_body`] grows as the body arrives. The room is held until the request
+/// has its answer.
+pub async fn admit(ingestion: &Ingestion, front: Protocol, credential: Option<&str>) -> Result<(Admitted, Room), ApiError> {
     let admitted = ingestion.admit(front, credential).await?;
-    match ingestion.reserve(may_decode_to(headers, ingestion.max_body_bytes)) {
-        Ok(room) => Ok((admitted, room)),
-        Err(e) => {
-            admitted.refuse(Outcome::Unavailable);
-            Err(e.into())
-        }
-    }
+    Ok((admitted, ingestion.room()))
 }
 
 fn with_rate_limit(mut response: Response, status: Option<&RateLimitStatus>) -> Response {
@@ -130,14 +130,16 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Bod
             return ApiError::BadRequest(reason.into()).into_response();
         }
     };
-    let (admitted, _room) = match admit(ingestion, Protocol::Http, credential(&headers), &headers).await {
+    let (admitted, mut room) = match admit(ingestion, Protocol::Http, credential(&headers)).await {
         Ok(admitted) => admitted,
         Err(e) => return e.into_response(),
     };
     let (limit, max_logs) = (ingestion.max_body_bytes, ingestion.max_request_logs);
     let format = decode::format(header_text(&headers, header::CONTENT_TYPE));
     let decoded = match format {
-        Ok(format) => read_body(&headers, body, limit, move |bytes| decode::logs(bytes, format, max_logs)).await,
+        Ok(format) => {
+            read_body(&headers, body, limit, &mut room, move |bytes| decode::logs(bytes, format, max_logs)).await
+        }
         Err(e) => Err(e),
     };
     let (logs, size) = match decoded {

@@ -1,19 +1,10 @@
-//! Serving the REST router: an accept loop over hyper, with the limits `axum::serve` does not offer.
-//!
-//! - At most `server.max_connections` connections are open at once; past it the loop stops accepting
-//!   (the kernel's backlog holds the rest) instead of spending memory on them.
-//! - A request head must arrive within `server.header_read_timeout_secs` of the connection being ready for
-//!   it, which also closes idle keep-alive connections and slowloris heads; a TLS handshake gets the same
-//!   time.
-//! - A request body has `server.body_read_timeout_secs` from its first poll to its end ([`deadline_body`]);
-//!   a slower one is answered 408.
-//! - On shutdown the loop stops accepting and every connection finishes its request in flight, then closes.
-//!
-//! Each request carries its peer address as [`axum::extract::ConnectInfo`], for per-IP limits.
+//! Serving the REST router on the shared accept loop ([`crate::fronts::listen`]: connection caps, handshake
+//! and idle timeouts), with what only REST adds: a request body has `server.body_read_timeout_secs` from
+//! its first poll to its end ([`deadline_body`]); a slower one is answered 408. Each request carries its
+//! peer address as [`axum::extract::ConnectInfo`], for per-IP limits.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,21 +12,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use http_body::Frame;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tower::ServiceExt;
-
-/// The listener's limits, from `[server]`.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub header_read_timeout: Duration,
-    pub body_read_timeout: Duration,
-}
 
 /// A request body that did not arrive within `server.body_read_timeout_secs`.
 #[derive(Debug, thiserror::Error)]
@@ -97,74 +73,17 @@ pub fn deadline_body(request: Request, timeout: Duration) -> Request {
     request.map(|inner| Body::new(DeadlineBody { inner, timeout, deadline: None }))
 }
 
-/// Serves `app` on `listener` (TLS when `tls` is given) until `shutdown` completes, then lets open
-/// connections finish their requests.
+/// Serves the REST router on `listener` (see [`crate::fronts::listen`] for its limits) until `shutdown`, then
+/// lets open connections finish their requests. Each request carries its peer address and a body deadline.
 pub async fn serve(
-    listener: TcpListener,
+    listener: crate::fronts::listen::Listener,
     app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    limits: Limits,
-    shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    tokio::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            _ = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let body_timeout = limits.body_read_timeout;
-        let service = app.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            deadline_body(request.map(Body::new), body_timeout)
-        });
-        let service = TowerToHyperService::new(service);
-        let (acceptor, watcher) = (acceptor.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(limits.header_read_timeout)
-                .keep_alive_timeout(limits.header_read_timeout);
-            let result = match acceptor {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
-                Some(acceptor) => {
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
-                    else {
-                        tracing::debug!(%peer, "TLS handshake failed or timed out");
-                        return;
-                    };
-                    watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
+    body_read_timeout: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let prepare = move |mut request: Request, peer: std::net::SocketAddr| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        deadline_body(request, body_read_timeout)
+    };
+    crate::fronts::listen::serve_http(listener, crate::fronts::listen::Versions::Any, app, prepare, shutdown).await;
 }
