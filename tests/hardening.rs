@@ -258,11 +258,13 @@ async fn the_body_budget_refuses_with_503(kind: Kind) {
     ];
     let d = Daemon::start_with(Fresh::new(kind), &extra).await;
     let (_, _, key) = d.tenant("ada@example.com").await;
-    // A request announcing a whole budget's worth of body, then holding it. If a probe took a slice of the
-    // budget first, the holder itself was refused: open another.
+    // A request sending all but the last byte of a whole budget's worth of body, then holding it (a body
+    // holds what has arrived of it). If a probe took a slice of the budget first, the holder itself was
+    // refused: open another.
     let head = format!(
         "POST /v1/logs HTTP/1.1\r\nHost: ledger\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\n\
-         Content-Length: 1048576\r\n\r\n{{"
+         Content-Length: 1048576\r\n\r\n{{{}",
+        " ".repeat(1_048_574)
     );
     let holder = std::sync::Mutex::new(None::<tokio::net::TcpStream>);
     let refused = eventually(Duration::from_secs(10), "the budget is taken", || async {

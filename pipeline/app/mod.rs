@@ -237,6 +237,7 @@ fn core(config: &Config, backend: &Backend, shutdown: &CancellationToken) -> Res
         outcomes: Arc::new(Outcomes::new(backend.accounts.clone())),
         max_body_bytes: config.server.max_body_bytes,
         max_request_logs: config.stages.validate.max_request_logs,
+        max_shared_bytes: config.stages.validate.max_attributes_bytes,
         draining: shutdown.clone(),
         validator,
         inflight: Arc::new(tokio::sync::Semaphore::new(inflight_units.min(tokio::sync::Semaphore::MAX_PERMITS))),

@@ -33,6 +33,10 @@ use crate::ingest::outcome::Outcome;
 /// The version the handshake reports: 8.x, which every current shipper and client speaks.
 const VERSION: &str = "8.17.0";
 
+/// Bytes of an index name (or a document id) at most, as in Elasticsearch: every item of a bulk and its
+/// answer carries the name, so a longer one would be copied thousands of times.
+const MAX_INDEX_BYTES: usize = 255;
+
 /// A bulk holds at most this many batches' worth of documents.
 const MAX_BATCHES_PER_BULK: usize = 50;
 
@@ -278,7 +282,24 @@ fn parse(body: &[u8], path_index: Option<&str>, max_items: usize) -> Result<Bulk
         let meta = meta.as_object().cloned().unwrap_or_default();
         let text = |key: &str| meta.get(key).and_then(Value::as_str).map(str::to_owned);
         let index = text("_index").or_else(|| path_index.map(str::to_owned));
-        let id = text("_id");
+        let id = text("_id").filter(|id| id.len() <= MAX_INDEX_BYTES);
+        if index.as_ref().is_some_and(|index| index.len() > MAX_INDEX_BYTES) {
+            let action = match name.as_str() {
+                "index" => "index",
+                "create" => "create",
+                "update" => "update",
+                "delete" => "delete",
+                other => return Err(malformed(&format!("unknown action [{other}]"))),
+            };
+            if action != "delete" {
+                // Its document (or update body) goes with it.
+                lines.next();
+            }
+            let reason = format!("index name is too long ({} > {MAX_INDEX_BYTES} bytes)", index.map_or(0, |i| i.len()));
+            let error = (StatusCode::BAD_REQUEST, "invalid_index_name_exception", reason);
+            items.push(Item { action, index: None, id, result: Some(Err(error)) });
+            continue;
+        }
         if items.len() == max_items {
             return Err(ApiError::BadRequest(format!("a bulk request holds at most {max_items} documents")));
         }
@@ -358,6 +379,11 @@ async fn run(State(state): State<AppState>, path_index: Option<String>, headers:
         Ok(admitted) => admitted,
         Err(e) => return failure(&e),
     };
+    if let Some(index) = path_index.as_deref().filter(|index| index.len() > MAX_INDEX_BYTES) {
+        admitted.refuse(Outcome::Invalid);
+        let reason = format!("index name is too long ({} > {MAX_INDEX_BYTES} bytes)", index.len());
+        return failure(&ApiError::BadRequest(reason));
+    }
     let max_items = ingestion.max_request_logs * MAX_BATCHES_PER_BULK;
     let decoded = read_body(&headers, body, ingestion.max_body_bytes, &mut room, move |bytes| {
         parse(bytes, path_index.as_deref(), max_items)
@@ -489,6 +515,11 @@ mod tests {
         assert_eq!(documents[1].1["attributes"]["es.index"], "path");
         assert!(matches!(parse(b"[1]\n{}\n", None, 100), Err(ApiError::BadRequest(_))), "a bad action line");
         assert!(matches!(parse(b"{\"index\":{}}\n", None, 100), Err(ApiError::BadRequest(_))), "no source");
+        let long = format!("{{\"index\":{{\"_index\":\"{}\"}}}}\n{{\"message\":\"m\"}}\n", "i".repeat(300));
+        let (items, documents) = parse(long.as_bytes(), None, 100).expect("parsed");
+        assert!(documents.is_empty(), "a document under a too long index name is not stored");
+        assert!(items[0].index.is_none(), "the name is not echoed");
+        assert!(matches!(&items[0].result, Some(Err((_, "invalid_index_name_exception", _)))));
         assert!(matches!(parse(b"{\"index\":{}}\n{}\n{\"index\":{}}\n{}\n", None, 1), Err(ApiError::BadRequest(_))));
     }
 }

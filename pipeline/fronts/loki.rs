@@ -136,7 +136,17 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::BadRequest(message.into())
 }
 
-fn from_json(body: &[u8], max_logs: usize) -> Result<Vec<Value>, ApiError> {
+/// A stream's labels, which every entry of the stream gets a copy of: at most `max` bytes of names and
+/// values together (Loki refuses long labels with a 400 too).
+fn shared(labels: Vec<(String, String)>, max: usize) -> Result<Vec<(String, String)>, ApiError> {
+    let size: usize = labels.iter().map(|(name, value)| name.len() + value.len()).sum();
+    if size > max {
+        return Err(bad(format!("a stream's labels take {size} bytes; at most {max} are accepted")));
+    }
+    Ok(labels)
+}
+
+fn from_json(body: &[u8], max_logs: usize, max_shared: usize) -> Result<Vec<Value>, ApiError> {
     let invalid = |e: serde_json::Error| bad(format!("the body is not a valid Loki push request: {e}"));
     let count = decode::count_json(body, &["streams", "values"], max_logs).map_err(invalid)?
         + decode::count_json(body, &["streams", "entries"], max_logs).map_err(invalid)?;
@@ -150,6 +160,7 @@ fn from_json(body: &[u8], max_logs: usize) -> Result<Vec<Value>, ApiError> {
             Some(text) => parse_labels(text).map_err(bad)?,
             None => stream.stream.into_iter().collect(),
         };
+        let labels = shared(labels, max_shared)?;
         for ValueJson(ns, line, metadata) in stream.values {
             let ns = match ns {
                 Nanos::Number(n) => n,
@@ -166,7 +177,7 @@ fn from_json(body: &[u8], max_logs: usize) -> Result<Vec<Value>, ApiError> {
     Ok(logs)
 }
 
-fn from_protobuf(body: &[u8], limit: usize, max_logs: usize) -> Result<Vec<Value>, ApiError> {
+fn from_protobuf(body: &[u8], limit: usize, max_logs: usize, max_shared: usize) -> Result<Vec<Value>, ApiError> {
     let size = snap::raw::decompress_len(body).map_err(|e| bad(format!("the body is not valid snappy: {e}")))?;
     if size > limit {
         return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
@@ -181,7 +192,7 @@ fn from_protobuf(body: &[u8], limit: usize, max_logs: usize) -> Result<Vec<Value
         .map_err(|e| bad(format!("the body is not a valid logproto.PushRequest: {e}")))?;
     let mut logs = Vec::new();
     for stream in push.streams {
-        let labels = parse_labels(&stream.labels).map_err(bad)?;
+        let labels = shared(parse_labels(&stream.labels).map_err(bad)?, max_shared)?;
         for entry in stream.entries {
             let time = entry.timestamp.and_then(|t| {
                 let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
@@ -238,10 +249,10 @@ pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body)
         Ok(admitted) => admitted,
         Err(e) => return failure(&e),
     };
-    let (limit, max_logs) = (ingestion.max_body_bytes, ingestion.max_request_logs);
+    let (limit, max_logs, max_shared) = (ingestion.max_body_bytes, ingestion.max_request_logs, ingestion.max_shared_bytes);
     let decoded = read_body(&headers, body, limit, &mut room, move |bytes| match encoding {
-        Encoding::Json => from_json(bytes, max_logs),
-        Encoding::Protobuf => from_protobuf(bytes, limit, max_logs),
+        Encoding::Json => from_json(bytes, max_logs, max_shared),
+        Encoding::Protobuf => from_protobuf(bytes, limit, max_logs, max_shared),
     })
     .await;
     let (logs, size) = match decoded {
@@ -300,15 +311,18 @@ mod tests {
              "values": [["1764000000000000000", "first"], ["1764000000000000001", "second", {"trace_id": "ab".repeat(16)}]]},
             {"labels": "{job=\"legacy\"}", "entries": [{"ts": "2025-11-24T16:00:00Z", "line": "old"}]},
         ]});
-        let logs = from_json(body.to_string().as_bytes(), 100).expect("valid");
+        let logs = from_json(body.to_string().as_bytes(), 100, 1024).expect("valid");
         assert_eq!(logs.len(), 3);
         assert_eq!(logs[0]["service"], "api");
         assert_eq!(logs[0]["level"], "ERROR");
         assert_eq!(logs[1]["trace_id"], "ab".repeat(16));
         assert_eq!(logs[2]["service"], "legacy");
         assert_eq!(logs[2]["message"], "old");
-        assert!(matches!(from_json(body.to_string().as_bytes(), 2), Err(ApiError::BatchTooLarge { max: 2 })));
-        assert!(matches!(from_json(br#"{"streams": [{"values": [["x", "l"]]}]}"#, 10), Err(ApiError::BadRequest(_))));
+        assert!(matches!(from_json(body.to_string().as_bytes(), 2, 1024), Err(ApiError::BatchTooLarge { max: 2 })));
+        let long = json!({"streams": [{"stream": {"job": "x".repeat(2000)}, "values": [["1", "l"]]}]});
+        let refused = from_json(long.to_string().as_bytes(), 10, 1024);
+        assert!(matches!(refused, Err(ApiError::BadRequest(m)) if m.contains("at most 1024")));
+        assert!(matches!(from_json(br#"{"streams": [{"values": [["x", "l"]]}]}"#, 10, 1024), Err(ApiError::BadRequest(_))));
     }
 
     #[test]
@@ -326,11 +340,11 @@ mod tests {
             }],
         };
         let body = snap::raw::Encoder::new().compress_vec(&push.encode_to_vec()).expect("snappy");
-        let logs = from_protobuf(&body, 1 << 20, 10).expect("valid");
+        let logs = from_protobuf(&body, 1 << 20, 10, 1024).expect("valid");
         assert_eq!(logs[0]["service"], "web");
         assert_eq!(logs[0]["environment"], "prod");
         assert_eq!(logs[0]["attributes"], json!({"user": "ada"}));
-        assert!(matches!(from_protobuf(b"not snappy at all", 1 << 20, 10), Err(ApiError::BadRequest(_))));
-        assert!(matches!(from_protobuf(&body, 10, 10), Err(ApiError::PayloadTooLarge { .. })));
+        assert!(matches!(from_protobuf(b"not snappy at all", 1 << 20, 10, 1024), Err(ApiError::BadRequest(_))));
+        assert!(matches!(from_protobuf(&body, 10, 10, 1024), Err(ApiError::PayloadTooLarge { .. })));
     }
 }

@@ -71,6 +71,19 @@ fn attributes(builder: &mut LogBuilder, attributes: Vec<KeyValue>) {
     }
 }
 
+/// The most bytes any of the request's records shares with others (its resource and scope, which each of
+/// them gets a copy of); `None` without records.
+fn largest_shared(request: &ExportLogsServiceRequest) -> Option<usize> {
+    request
+        .resource_logs
+        .iter()
+        .flat_map(|r| {
+            let resource = r.resource.as_ref().map_or(0, prost::Message::encoded_len);
+            r.scope_logs.iter().map(move |s| resource + s.scope.as_ref().map_or(0, prost::Message::encoded_len))
+        })
+        .max()
+}
+
 /// An export request's records as log objects, in order.
 pub fn logs(request: ExportLogsServiceRequest) -> Vec<Value> {
     let mut logs = Vec::new();
@@ -172,6 +185,12 @@ async fn export(
     request_id: String,
     size: usize,
 ) -> Result<ExportLogsServiceResponse, ApiError> {
+    if let Some(size) = largest_shared(&request).filter(|size| *size > ingestion.max_shared_bytes) {
+        let max = ingestion.max_shared_bytes;
+        admitted.refuse(Outcome::Invalid);
+        let reason = format!("a resource's and scope's attributes take {size} bytes; at most {max} are accepted");
+        return Err(ApiError::BadRequest(reason));
+    }
     let logs = logs(request);
     if logs.is_empty() {
         // Nothing to store is a success with nothing refused.

@@ -38,6 +38,10 @@ pub struct Ingestion {
     pub max_body_bytes: usize,
     /// Logs per request at most (`stages.validate.max_request_logs`): decoding stops one past it.
     pub max_request_logs: usize,
+    /// Bytes a protocol may share among its records at most (Loki's stream labels, OTLP's resource and
+    /// scope attributes, an Elasticsearch index name): each record gets a copy, so more is refused before
+    /// the copies are made. `stages.validate.max_attributes_bytes`: more would make every record invalid.
+    pub max_shared_bytes: usize,
     /// Cancelled on shutdown: from then on, requests are refused with 503 instead of accepted.
     pub draining: tokio_util::sync::CancellationToken,
     pub validator: KeyValidator,

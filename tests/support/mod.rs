@@ -559,6 +559,25 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Runs each named `async fn(Kind)` on each backend: `embedded::name` and `shared::name`.
+#[macro_export]
+macro_rules! on_both_kinds {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::support::Kind::Embedded).await }
+            )*
+        }
+        mod shared {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::support::Kind::Shared).await }
+            )*
+        }
+    };
+}
+
 /// Clients sending batches of 10 logs to a daemon until stopped, keeping the ids of every 202 and counting
 /// the other answers by status (0: no answer).
 pub struct Clients {

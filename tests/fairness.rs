@@ -1,0 +1,238 @@
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+//! Hardening, round two: no client, key or tenant can take the daemon from everyone else. Each test plays
+//! the attack at the size that took the daemon before, and asserts what another client sees meanwhile (an
+//! answer within a second) or what the daemon spent (RSS growth).
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Daemon, Fresh, Kind, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+on_both_kinds!(
+    silent_connections_from_one_address_leave_the_listeners_to_others,
+    an_idle_http2_connection_is_closed,
+    a_syslog_connection_with_a_bad_first_key_is_closed_before_its_batch,
+    compatibility_fronts_refuse_shared_data_before_copying_it,
+    slow_bodies_of_one_tenant_leave_the_budget_to_others,
+);
+
+/// Another client on this machine: requests from 127.0.0.2.
+fn elsewhere() -> reqwest::Client {
+    reqwest::Client::builder().local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))).build().unwrap()
+}
+
+/// `n` connections to `addr`, each sending `first` (maybe nothing) and then going quiet.
+async fn quiet_connections(addr: &str, n: usize, first: &[u8]) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await else {
+            continue;
+        };
+        let _ = stream.write_all(first).await;
+        held.push(stream);
+    }
+    held
+}
+
+/// Whether the daemon closed `stream` (EOF or reset) within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // An HTTP/2 GOAWAY or SETTINGS frame: read on until the close.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+async fn silent_connections_from_one_address_leave_the_listeners_to_others(kind: Kind) {
+    let extra = [("LEDGER__SERVER__HEADER_READ_TIMEOUT_SECS", "3"), ("LEDGER__SERVER__IDLE_TIMEOUT_SECS", "3")];
+    let d = Daemon::start_with(Fresh::new(kind), &extra).await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // More than the listener's 1,024 slots from one address, on both listeners: silent ones, and ones that
+    // send the HTTP/2 preface and nothing more.
+    let mut held = quiet_connections(&d.http_addr(), 900, b"").await;
+    held.extend(quiet_connections(&d.http_addr(), 130, preface).await);
+    held.extend(quiet_connections(&d.grpc_addr(), 900, b"").await);
+    held.extend(quiet_connections(&d.grpc_addr(), 130, preface).await);
+    println!("{} connections held open from 127.0.0.1", held.len());
+    // Another client is served at once, on both listeners.
+    let health = tokio::time::timeout(Duration::from_secs(1), elsewhere().get(d.url("/health")).send()).await;
+    assert_eq!(health.expect("REST answered within 1 s").unwrap().status(), 200);
+    let channel = tonic::transport::Endpoint::from_shared(d.grpc.clone())
+        .unwrap()
+        .local_address(Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))))
+        .connect_timeout(Duration::from_secs(1));
+    let grpc = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel.connect().await.unwrap());
+        client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner()
+    })
+    .await
+    .expect("gRPC answered within 1 s");
+    assert_eq!(grpc.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    // And what was held is closed by the daemon: past its address's share at once, the rest once the
+    // handshake timeout passes.
+    let mut open = 0;
+    for stream in &mut held {
+        if !closed_within(stream, Duration::from_secs(10)).await {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 0, "{open} of {} quiet connections were still open after 10 s", held.len());
+}
+
+async fn an_idle_http2_connection_is_closed(kind: Kind) {
+    let d = Daemon::start_with(Fresh::new(kind), &[("LEDGER__SERVER__IDLE_TIMEOUT_SECS", "2")]).await;
+    for addr in [d.http_addr(), d.grpc_addr()] {
+        // A real HTTP/2 client: it answers the daemon's pings, but sends no request after its first.
+        let stream = TcpStream::connect(&addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let connection = tokio::spawn(connection);
+        let request = axum::http::Request::get(format!("http://{addr}/health"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let _ = sender.send_request(request).await;
+        let ended = tokio::time::timeout(Duration::from_secs(15), connection).await;
+        assert!(ended.is_ok(), "the idle HTTP/2 connection to {addr} was still open after 15 s");
+    }
+}
+
+/// An RFC 5424 message of `size` bytes carrying `key`.
+fn syslog_frame(key: &str, size: usize) -> Vec<u8> {
+    let head = format!("<14>1 2026-12-07T10:00:00Z host app - - [ledger@41058 key=\"{key}\"] ");
+    let message = format!("{head}{}", "x".repeat(size.saturating_sub(head.len())));
+    format!("{} {message}", message.len()).into_bytes()
+}
+
+async fn a_syslog_connection_with_a_bad_first_key_is_closed_before_its_batch(kind: Kind) {
+    let d = Daemon::start_with(Fresh::new(kind), &[("LEDGER__SYSLOG__TCP_ADDR", "127.0.0.1:0")]).await;
+    let (_, _, key) = d.tenant("ada@example.com").await;
+    let bogus = ledger_stages::auth::ApiKey::generate().expose_secret().to_owned();
+    let before = d.rss_bytes();
+    // Strangers' connections (as many as one address may open), each with a whole batch's worth of large
+    // messages behind its first.
+    let frame = syslog_frame(&bogus, 60 * 1024);
+    let attacks = (0..16).map(|_| {
+        let (addr, frame) = (d.syslog.clone(), frame.clone());
+        async move {
+            let mut stream = TcpStream::connect(&addr).await.unwrap();
+            for _ in 0..500 {
+                if stream.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            closed_within(&mut stream, Duration::from_secs(5)).await
+        }
+    });
+    let closed = futures::future::join_all(attacks).await;
+    let grown = d.rss_bytes().saturating_sub(before);
+    println!("RSS growth after 16 keyless syslog connections of 30 MB each: {} MB", grown / 1_000_000);
+    assert!(closed.iter().all(|c| *c), "every connection with a bad key is closed");
+    assert!(grown < 100 * 1024 * 1024, "RSS grew by {grown} bytes");
+    // One client's idle connections fill its own share only: another address still gets in and stores.
+    let _idle = quiet_connections(&d.syslog, 300, b"").await;
+    let addr: SocketAddr = d.syslog.parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+    let mut other = tokio::time::timeout(Duration::from_secs(1), socket.connect(addr)).await.unwrap().unwrap();
+    let marker = "stored from another address";
+    let message = format!("<14>1 2026-12-07T10:00:00Z host app - - [ledger@41058 key=\"{key}\"] {marker}\n");
+    other.write_all(message.as_bytes()).await.unwrap();
+    eventually(Duration::from_secs(15), "the other client's message", || async {
+        let logs = d.all_logs(&key, 100).await;
+        logs.iter().any(|l| l["message"] == marker).then_some(())
+    })
+    .await;
+}
+
+async fn compatibility_fronts_refuse_shared_data_before_copying_it(kind: Kind) {
+    let d = Daemon::start(kind).await;
+    let (_, _, key) = d.tenant("ada@example.com").await;
+    let big = "x".repeat(2 * 1024 * 1024);
+    let before = d.rss_bytes();
+    // Loki: one stream with a 2 MiB label and 1,000 entries.
+    let values: Vec<Value> = (0..1000).map(|i| json!([format!("{}", 1_764_000_000_000_000_000_i64 + i), "l"])).collect();
+    let loki = json!({"streams": [{"stream": {"job": big}, "values": values}]});
+    let r = d.client().post(d.url("/loki/api/v1/push")).bearer_auth(&key).json(&loki).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("labels take"), "Loki's answer names the labels");
+    // OTLP/HTTP: one resource with a 2 MiB attribute and 1,000 records.
+    let records: Vec<Value> = (0..1000).map(|_| json!({"body": {"stringValue": "m"}})).collect();
+    let otlp = json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "k", "value": {"stringValue": big}}]},
+        "scopeLogs": [{"logRecords": records}],
+    }]});
+    let r = d.client().post(d.url("/otlp/v1/logs")).bearer_auth(&key).json(&otlp).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // Elasticsearch: a 16 KiB index name over 1,000 documents, in the path and in the action lines.
+    let index = "i".repeat(16 * 1024);
+    let bulk = "{\"index\":{}}\n{\"message\":\"m\"}\n".repeat(1000);
+    let r = d
+        .client()
+        .post(d.url(&format!("/{index}/_bulk")))
+        .header("authorization", format!("ApiKey {key}"))
+        .header("content-type", "application/x-ndjson")
+        .body(bulk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.bytes().await.unwrap().len() < 4096, "the answer does not echo the name");
+    let bulk = format!("{{\"index\":{{\"_index\":\"{}\"}}}}\n{{\"message\":\"m\"}}\n", "j".repeat(1024)).repeat(1000);
+    let r = d
+        .client()
+        .post(d.url("/_bulk"))
+        .header("authorization", format!("ApiKey {key}"))
+        .header("content-type", "application/x-ndjson")
+        .body(bulk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["errors"], true);
+    assert_eq!(answer["items"][0]["index"]["error"]["type"], "invalid_index_name_exception");
+    assert!(answer.to_string().len() < 1000 * 300, "no item echoes the long name");
+    let grown = d.rss_bytes().saturating_sub(before);
+    println!("RSS growth after the Loki, OTLP and Elasticsearch requests: {} MB", grown / 1_000_000);
+    assert!(grown < 200 * 1024 * 1024, "RSS grew by {grown} bytes");
+    assert_eq!(d.ingest(&key, json!({"message": "still here"})).await.status, 202);
+}
+
+async fn slow_bodies_of_one_tenant_leave_the_budget_to_others(kind: Kind) {
+    let d = Daemon::start_with(Fresh::new(kind), &[("LEDGER__SERVER__BODY_READ_TIMEOUT_SECS", "30")]).await;
+    let (_, _, attacker) = d.tenant("mallory@example.com").await;
+    let (_, _, victim) = d.tenant("ada@example.com").await;
+    // 26 requests announcing 10 MiB gzip bodies (more than the 256 MiB budget together), sending one byte.
+    let mut slow = Vec::new();
+    for _ in 0..26 {
+        let mut stream = TcpStream::connect(d.http_addr()).await.unwrap();
+        let head = format!(
+            "POST /v1/logs HTTP/1.1\r\nHost: ledger\r\nX-API-Key: {attacker}\r\nContent-Type: application/json\r\n\
+             Content-Encoding: gzip\r\nContent-Length: 10485760\r\n\r\n\x1f"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let r = tokio::time::timeout(Duration::from_secs(1), d.ingest(&victim, json!({"message": "m"})))
+            .await
+            .expect("answered within 1 s");
+        assert_eq!(r.status, 202, "another tenant's ingestion while slow bodies arrive: {r:?}");
+    }
+}
