@@ -20,6 +20,7 @@ on_both_kinds!(
     a_syslog_connection_with_a_bad_first_key_is_closed_before_its_batch,
     compatibility_fronts_refuse_shared_data_before_copying_it,
     slow_bodies_of_one_tenant_leave_the_budget_to_others,
+    grpc_queries_are_refused_before_their_message_is_read,
 );
 
 /// Another client on this machine: requests from 127.0.0.2.
@@ -165,7 +166,8 @@ async fn compatibility_fronts_refuse_shared_data_before_copying_it(kind: Kind) {
     let big = "x".repeat(2 * 1024 * 1024);
     let before = d.rss_bytes();
     // Loki: one stream with a 2 MiB label and 1,000 entries.
-    let values: Vec<Value> = (0..1000).map(|i| json!([format!("{}", 1_764_000_000_000_000_000_i64 + i), "l"])).collect();
+    let values: Vec<Value> =
+        (0..1000).map(|i| json!([format!("{}", 1_764_000_000_000_000_000_i64 + i), "l"])).collect();
     let loki = json!({"streams": [{"stream": {"job": big}, "values": values}]});
     let r = d.client().post(d.url("/loki/api/v1/push")).bearer_auth(&key).json(&loki).send().await.unwrap();
     assert_eq!(r.status(), 400);
@@ -234,5 +236,49 @@ async fn slow_bodies_of_one_tenant_leave_the_budget_to_others(kind: Kind) {
             .await
             .expect("answered within 1 s");
         assert_eq!(r.status, 202, "another tenant's ingestion while slow bodies arrive: {r:?}");
+    }
+}
+
+async fn grpc_queries_are_refused_before_their_message_is_read(kind: Kind) {
+    use prost::Message;
+    let d = Daemon::start(kind).await;
+    let (_, _, key) = d.tenant("ada@example.com").await;
+    // A 4 MiB QueryLogs request, framed for the wire, sent with an unknown key.
+    let message =
+        ledger_proto::v1::QueryLogsRequest { q: Some("x".repeat(4 * 1024 * 1024 - 64)), ..Default::default() };
+    let mut frame = vec![0];
+    frame.extend_from_slice(&u32::try_from(message.encoded_len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&message.encode_to_vec());
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let bogus = ledger_stages::auth::ApiKey::generate().expose_secret().to_owned();
+    let before = d.rss_bytes();
+    let calls = (0..100).map(|_| {
+        let request = client
+            .post(format!("{}/ledger.v1.QueryService/QueryLogs", d.grpc))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .bearer_auth(&bogus)
+            .body(frame.clone());
+        async move {
+            // 16 = UNAUTHENTICATED; the stream may also be reset while the client still sends.
+            if let Ok(response) = request.send().await {
+                let status = response.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_owned());
+                assert_eq!(status.as_deref(), Some("16"));
+            }
+        }
+    });
+    futures::future::join_all(calls).await;
+    let grown = d.rss_bytes().saturating_sub(before);
+    println!("RSS growth after 100 unauthenticated 4 MiB queries: {} MB", grown / 1_000_000);
+    assert!(grown < 50 * 1024 * 1024, "RSS grew by {grown} bytes");
+    // The right key still reads; every REST answer says its type is not to be sniffed.
+    let channel = tonic::transport::Channel::from_shared(d.grpc.clone()).unwrap().connect().await.unwrap();
+    let mut query = ledger_proto::v1::query_service_client::QueryServiceClient::new(channel);
+    let mut request = tonic::Request::new(ledger_proto::v1::QueryLogsRequest::default());
+    request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    assert!(query.query_logs(request).await.is_ok());
+    for path in ["/health", "/v1/logs", "/v1/nothing-here"] {
+        let r = d.client().get(d.url(path)).header("x-api-key", &key).send().await.unwrap();
+        assert_eq!(r.headers().get("x-content-type-options").unwrap(), "nosniff", "{path}");
     }
 }

@@ -2,7 +2,6 @@
 //! service, and (as the stages land) `ledger.v1.IngestService` and `QueryService` over the same stack as
 //! REST. Errors map from [`ApiError`] in one place, [`status`].
 
-
 use ledger_proto::v1 as pb;
 use ledger_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
 use ledger_proto::v1::query_service_server::{QueryService, QueryServiceServer};
@@ -297,10 +296,12 @@ fn range(from: Option<&prost_types::Timestamp>, to: Option<&prost_types::Timesta
     Range::new(time("from", from)?, time("to", to)?).map_err(|e| status(&e))
 }
 
-impl Querier {
-    async fn project(&self, metadata: MetadataMap) -> Result<uuid::Uuid, Status> {
-        read_access(&metadata.into_headers(), &self.state, None).await.map_err(|e| status(&e))
-    }
+/// The project a query call may read, as [`Guard`] found it from the call's metadata.
+#[derive(Clone, Copy)]
+struct ReadAccess(uuid::Uuid);
+
+fn read_project(extensions: &tonic::Extensions) -> Result<uuid::Uuid, Status> {
+    extensions.get::<ReadAccess>().map(|access| access.0).ok_or_else(|| Status::internal("no read access checked"))
 }
 
 /// The `level` list and `min_level` of a query or tail request, or INVALID_ARGUMENT naming the bad one.
@@ -320,8 +321,8 @@ impl QueryService for Querier {
     async fn tail(&self, request: Request<pb::TailRequest>) -> Result<Response<Self::TailStream>, Status> {
         use crate::query::tail::{Subscription, TailEvent};
         use futures::StreamExt;
-        let (metadata, _, q) = request.into_parts();
-        let project = self.project(metadata).await?;
+        let (_, extensions, q) = request.into_parts();
+        let project = read_project(&extensions)?;
         let (levels, min_level) = levels(&q.level, q.min_level.as_deref())?;
         let after = crate::fronts::http::tail::resume_point(None, q.after.as_deref()).map_err(|e| status(&e))?;
         let params = LogParams {
@@ -367,8 +368,8 @@ impl QueryService for Querier {
         &self,
         request: Request<pb::QueryLogsRequest>,
     ) -> Result<Response<pb::QueryLogsResponse>, Status> {
-        let (metadata, _, q) = request.into_parts();
-        let project = self.project(metadata).await?;
+        let (_, extensions, q) = request.into_parts();
+        let project = read_project(&extensions)?;
         let (levels, min_level) = levels(&q.level, q.min_level.as_deref())?;
         let params = LogParams {
             from: time("from", q.from.as_ref())?,
@@ -395,8 +396,8 @@ impl QueryService for Querier {
         &self,
         request: Request<pb::ErrorRateRequest>,
     ) -> Result<Response<pb::ErrorRateResponse>, Status> {
-        let (metadata, _, q) = request.into_parts();
-        let project = self.project(metadata).await?;
+        let (_, extensions, q) = request.into_parts();
+        let project = read_project(&extensions)?;
         let range = range(q.from.as_ref(), q.to.as_ref())?;
         let buckets =
             analytics::error_rate(self.state.analytics.as_ref(), project, range).await.map_err(|e| status(&e))?;
@@ -416,8 +417,8 @@ impl QueryService for Querier {
         &self,
         request: Request<pb::TopErrorsRequest>,
     ) -> Result<Response<pb::TopErrorsResponse>, Status> {
-        let (metadata, _, q) = request.into_parts();
-        let project = self.project(metadata).await?;
+        let (_, extensions, q) = request.into_parts();
+        let project = read_project(&extensions)?;
         let range = range(q.from.as_ref(), q.to.as_ref())?;
         let errors = analytics::top_errors(self.state.analytics.as_ref(), project, range, q.limit)
             .await
@@ -460,13 +461,12 @@ fn call_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
 }
 
 /// In front of every service, before tonic reads a message: ingestion calls (`ledger.v1.IngestService` and
-/// OTLP's `LogsService`) are authenticated from their metadata alone (an unknown key costs no decoding), and reflection asks for the operator token when one
-/// is set.
+/// OTLP's `LogsService`) and query calls (`ledger.v1.QueryService`) are authenticated from their metadata
+/// alone (an unknown key costs no decoding), and reflection asks for the operator token when one is set.
 #[derive(Clone)]
 struct Guard<S> {
     inner: S,
-    ingestion: Ingestion,
-    operator: crate::fronts::http::operator::OperatorToken,
+    state: AppState,
 }
 
 impl<S, B> tower::Service<axum::http::Request<B>> for Guard<S>
@@ -491,9 +491,21 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path();
-        if path.starts_with("/grpc.reflection.") && !self.operator.allows(request.headers()) {
+        if path.starts_with("/grpc.reflection.") && !self.state.operator.allows(request.headers()) {
             let refused = Status::unauthenticated("server reflection needs the operator token");
             return Box::pin(async move { Ok(refused.into_http()) });
+        }
+        if path.starts_with("/ledger.v1.QueryService/") {
+            let state = self.state.clone();
+            return Box::pin(async move {
+                match read_access(request.headers(), &state, None).await {
+                    Ok(project) => {
+                        request.extensions_mut().insert(ReadAccess(project));
+                        inner.call(request).await
+                    }
+                    Err(e) => Ok(status(&e).into_http()),
+                }
+            });
         }
         let front = if path.starts_with("/ledger.v1.IngestService/") {
             Protocol::Grpc
@@ -502,7 +514,7 @@ where
         } else {
             return Box::pin(inner.call(request));
         };
-        let ingestion = self.ingestion.clone();
+        let ingestion = self.state.ingestion.clone();
         Box::pin(async move {
             let credential = shipper_credential(request.headers(), false);
             match ingestion.admit(front, credential.as_deref()).await {
@@ -532,7 +544,7 @@ pub async fn serve(
         .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
     let max = ingestion.max_body_bytes;
     ledger_proto::codec::set_max_repeated(ingestion.max_request_logs);
-    let (guarded, operator, otlp) = (ingestion.clone(), state.operator.clone(), ingestion.clone());
+    let (guarded, otlp) = (state.clone(), ingestion.clone());
     let ingester = IngestServiceServer::new(Ingester { ingestion }).max_decoding_message_size(max);
     let routes = tonic::service::Routes::new(health)
         .add_service(ingester)
@@ -543,11 +555,7 @@ pub async fn serve(
     let service = tower::ServiceBuilder::new()
         .map_request(with_request_id)
         .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(call_span))
-        .layer(tower::layer::layer_fn(move |inner| Guard {
-            inner,
-            ingestion: guarded.clone(),
-            operator: operator.clone(),
-        }))
+        .layer(tower::layer::layer_fn(move |inner| Guard { inner, state: guarded.clone() }))
         .service(routes);
     let prepare = |request, _peer| request;
     crate::fronts::listen::serve_http(listener, crate::fronts::listen::Versions::Http2, service, prepare, shutdown)

@@ -197,13 +197,15 @@ impl Listener {
             tracker.spawn(async move {
                 let stream = match tls {
                     None => Stream::Plain(tcp),
-                    Some(acceptor) => match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
-                        _ => {
-                            tracing::debug!(%peer, "TLS handshake failed or timed out");
-                            return;
+                    Some(acceptor) => {
+                        match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+                            _ => {
+                                tracing::debug!(%peer, "TLS handshake failed or timed out");
+                                return;
+                            }
                         }
-                    },
+                    }
                 };
                 let stream = FirstBytes::new(stream, first_bytes, limits.handshake_timeout);
                 handle(Connection { stream, peer, _slot: slot }, shutdown).await;

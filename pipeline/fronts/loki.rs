@@ -249,7 +249,8 @@ pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body)
         Ok(admitted) => admitted,
         Err(e) => return failure(&e),
     };
-    let (limit, max_logs, max_shared) = (ingestion.max_body_bytes, ingestion.max_request_logs, ingestion.max_shared_bytes);
+    let (limit, max_logs, max_shared) =
+        (ingestion.max_body_bytes, ingestion.max_request_logs, ingestion.max_shared_bytes);
     let decoded = read_body(&headers, body, limit, &mut room, move |bytes| match encoding {
         Encoding::Json => from_json(bytes, max_logs, max_shared),
         Encoding::Protobuf => from_protobuf(bytes, limit, max_logs, max_shared),
@@ -322,7 +323,10 @@ mod tests {
         let long = json!({"streams": [{"stream": {"job": "x".repeat(2000)}, "values": [["1", "l"]]}]});
         let refused = from_json(long.to_string().as_bytes(), 10, 1024);
         assert!(matches!(refused, Err(ApiError::BadRequest(m)) if m.contains("at most 1024")));
-        assert!(matches!(from_json(br#"{"streams": [{"values": [["x", "l"]]}]}"#, 10, 1024), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            from_json(br#"{"streams": [{"values": [["x", "l"]]}]}"#, 10, 1024),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 
     #[test]

@@ -270,7 +270,8 @@ pub async fn http(State(state): State<AppState>, headers: HeaderMap, body: Body)
         Err(e) => return failure(encoding, &e),
     };
     let max_logs = ingestion.max_request_logs;
-    let decoded = read_body(&headers, body, ingestion.max_body_bytes, &mut room, move |b| decode(b, encoding, max_logs)).await;
+    let decoded =
+        read_body(&headers, body, ingestion.max_body_bytes, &mut room, move |b| decode(b, encoding, max_logs)).await;
     let (request, size) = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {

@@ -93,7 +93,11 @@ pub async fn read_body<T: Send + 'static>(
 /// an unknown key never makes the daemon read the body), then an empty room for the body among every body
 /// this instance holds, which [`read_body`] grows as the body arrives. The room is held until the request
 /// has its answer.
-pub async fn admit(ingestion: &Ingestion, front: Protocol, credential: Option<&str>) -> Result<(Admitted, Room), ApiError> {
+pub async fn admit(
+    ingestion: &Ingestion,
+    front: Protocol,
+    credential: Option<&str>,
+) -> Result<(Admitted, Room), ApiError> {
     let admitted = ingestion.admit(front, credential).await?;
     Ok((admitted, ingestion.room()))
 }

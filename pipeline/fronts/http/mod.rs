@@ -128,6 +128,11 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| -> Response {
             ApiError::internal("a handler panicked").into_response()
         }))
+        // Every answer is what its Content-Type says: browsers must not sniff a log's text into HTML.
+        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+            axum::http::header::X_CONTENT_TYPE_OPTIONS,
+            axum::http::HeaderValue::from_static("nosniff"),
+        ))
         // Outermost: every response, errors from the layers above included, gets the id.
         .layer(middleware::from_fn(request_id::middleware))
         .layer(middleware::from_fn_with_state(state.clone(), close_when_draining))
