@@ -301,7 +301,12 @@ impl Daemon {
             .env("LEDGER__SERVER__HTTP_ADDR", "127.0.0.1:0")
             .env("LEDGER__SERVER__GRPC_ADDR", "127.0.0.1:0")
             .env("LEDGER__AUTH__BCRYPT_COST", "4")
-            .env("LEDGER__BACKEND__DATA_DIR", dir.path());
+            .env("LEDGER__BACKEND__DATA_DIR", dir.path())
+            // The bench's tenants have no limits to speak of: the operator allows it.
+            .env("LEDGER__LIMITS__MAX_RATE_LIMIT_PER_MINUTE", "4294967295")
+            .env("LEDGER__LIMITS__MAX_RATE_LIMIT_PER_HOUR", "4294967295")
+            .env("LEDGER__LIMITS__MAX_DAILY_QUOTA", "9223372036854775807")
+            .env("LEDGER__LIMITS__MAX_QUEUE_DEPTH", "9223372036854775807");
         let mut id = None;
         if kind == BackendKind::Shared {
             let run = format!("bench{}", Uuid::new_v4().simple());

@@ -36,6 +36,7 @@ pub struct Config {
     pub tail: TailConfig,
     pub alerts: AlertsConfig,
     pub search: SearchConfig,
+    pub limits: LimitsConfig,
     /// Deprecated keys this configuration used, with what replaces them: logged at start.
     #[serde(skip)]
     pub deprecated: Vec<String>,
@@ -523,6 +524,53 @@ impl Default for SearchConfig {
     }
 }
 
+/// `[limits]`: the operator's ceilings on what project owners may set or create for themselves.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The most a project's `rate_limit_per_minute` may be set to.
+    pub max_rate_limit_per_minute: u32,
+    /// The most a project's `rate_limit_per_hour` may be set to.
+    pub max_rate_limit_per_hour: u32,
+    /// The most a project's `daily_quota` (logs per UTC day) may be set to.
+    pub max_daily_quota: u64,
+    /// The most a project's `retention_days` may be set to.
+    pub max_retention_days: u32,
+    /// The most a project's `max_queue_depth` may be set to.
+    pub max_queue_depth: u64,
+    /// Projects one account may own at most.
+    pub max_projects_per_account: usize,
+    /// Alert rules one project may have at most.
+    pub max_alert_rules_per_project: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_rate_limit_per_minute: 60_000,
+            max_rate_limit_per_hour: 3_600_000,
+            max_daily_quota: 1_000_000_000,
+            max_retention_days: 365,
+            max_queue_depth: 10_000_000,
+            max_projects_per_account: 100,
+            max_alert_rules_per_project: 100,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The ceilings as project settings, one per setting.
+    pub fn project_settings(&self) -> ProjectSettings {
+        ProjectSettings {
+            rate_limit_per_minute: self.max_rate_limit_per_minute,
+            rate_limit_per_hour: self.max_rate_limit_per_hour,
+            daily_quota: self.max_daily_quota,
+            retention_days: self.max_retention_days,
+            max_queue_depth: self.max_queue_depth,
+        }
+    }
+}
+
 /// `[tail]`: live tail (`GET /v1/logs/tail`, gRPC `QueryService.Tail`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -764,6 +812,20 @@ impl Config {
             || d.max_queue_depth == 0
         {
             return fail("every [defaults] setting must be at least 1".into());
+        }
+        let ceiling = self.limits.project_settings();
+        let defaults_patch = ledger_stages::SettingsPatch {
+            rate_limit_per_minute: Some(d.rate_limit_per_minute.into()),
+            rate_limit_per_hour: Some(d.rate_limit_per_hour.into()),
+            daily_quota: Some(d.daily_quota),
+            retention_days: Some(d.retention_days.into()),
+            max_queue_depth: Some(d.max_queue_depth),
+        };
+        if let Some((setting, reason)) = defaults_patch.problems_within(&ceiling).into_iter().next() {
+            return fail(format!("defaults.{setting} {reason} (its [limits] ceiling)"));
+        }
+        if self.limits.max_projects_per_account == 0 || self.limits.max_alert_rules_per_project == 0 {
+            return fail("limits.max_projects_per_account and max_alert_rules_per_project must be at least 1".into());
         }
         let server = &self.server;
         if server.max_connections == 0

@@ -21,6 +21,7 @@ on_both_kinds!(
     compatibility_fronts_refuse_shared_data_before_copying_it,
     slow_bodies_of_one_tenant_leave_the_budget_to_others,
     grpc_queries_are_refused_before_their_message_is_read,
+    owners_cannot_raise_their_limits_past_the_operators_ceilings,
 );
 
 /// Another client on this machine: requests from 127.0.0.2.
@@ -281,4 +282,48 @@ async fn grpc_queries_are_refused_before_their_message_is_read(kind: Kind) {
         let r = d.client().get(d.url(path)).header("x-api-key", &key).send().await.unwrap();
         assert_eq!(r.headers().get("x-content-type-options").unwrap(), "nosniff", "{path}");
     }
+}
+
+async fn owners_cannot_raise_their_limits_past_the_operators_ceilings(kind: Kind) {
+    // config.toml's ceilings, with fewer projects and rules to keep the test short.
+    let extra = [
+        ("LEDGER__LIMITS__MAX_RATE_LIMIT_PER_MINUTE", "60000"),
+        ("LEDGER__LIMITS__MAX_DAILY_QUOTA", "1000000000"),
+        ("LEDGER__LIMITS__MAX_QUEUE_DEPTH", "10000000"),
+        ("LEDGER__LIMITS__MAX_PROJECTS_PER_ACCOUNT", "3"),
+        ("LEDGER__LIMITS__MAX_ALERT_RULES_PER_PROJECT", "2"),
+        ("LEDGER__ALERTS__ALLOW_PRIVATE_TARGETS", "true"),
+    ];
+    let d = Daemon::start_with(Fresh::new(kind), &extra).await;
+    let (token, project, _) = d.tenant("ada@example.com").await;
+    let path = format!("/v1/projects/{project}");
+    for (setting, value) in [
+        ("rate_limit_per_minute", json!(4_294_967_295_u64)),
+        ("daily_quota", json!(i64::MAX)),
+        ("max_queue_depth", json!(i64::MAX)),
+    ] {
+        let r = d.patch(&path, Some(&token), json!({"settings": {setting: value}})).await;
+        r.assert_error(422, "validation_failed");
+        assert_eq!(r.body["error"]["details"][0]["field"], format!("settings.{setting}"), "{r:?}");
+        let created = d.post("/v1/projects", Some(&token), json!({"name": "n", "settings": {setting: value}})).await;
+        created.assert_error(422, "validation_failed");
+    }
+    let r = d.patch(&path, Some(&token), json!({"settings": {"rate_limit_per_minute": 60000}})).await;
+    assert_eq!(r.status, 200, "at the ceiling: {r:?}");
+    // Projects per account: the tenant's own, then two more, then no more.
+    for name in ["second", "third"] {
+        assert_eq!(d.post("/v1/projects", Some(&token), json!({"name": name})).await.status, 201);
+    }
+    d.post("/v1/projects", Some(&token), json!({"name": "fourth"})).await.assert_error(422, "validation_failed");
+    // Alert rules per project.
+    let rule = |name: &str| {
+        json!({"name": name, "kind": "new_error", "params": {},
+               "channel": {"type": "webhook", "url": "http://127.0.0.1:9/hook"}})
+    };
+    let rules = format!("/v1/projects/{project}/alerts");
+    for name in ["one", "two"] {
+        let r = d.post(&rules, Some(&token), rule(name)).await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    d.post(&rules, Some(&token), rule("three")).await.assert_error(422, "validation_failed");
 }

@@ -80,6 +80,8 @@ pub struct Accounts {
     validator: KeyValidator,
     config: AuthConfig,
     defaults: ProjectSettings,
+    /// The operator's ceilings (`[limits]`).
+    limits: crate::config::LimitsConfig,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -106,6 +108,7 @@ impl Accounts {
         config: AuthConfig,
         jwt_secret: &[u8],
         defaults: ProjectSettings,
+        limits: crate::config::LimitsConfig,
     ) -> Accounts {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
@@ -115,6 +118,7 @@ impl Accounts {
             backend,
             validator,
             defaults,
+            limits,
             encoding: EncodingKey::from_secret(jwt_secret),
             decoding: DecodingKey::from_secret(jwt_secret),
             validation,
@@ -262,6 +266,18 @@ impl Accounts {
 
     // ---- projects
 
+    /// The operator's ceilings (`[limits]`).
+    pub fn limits(&self) -> &crate::config::LimitsConfig {
+        &self.limits
+    }
+
+    /// Each setting of `patch` out of bounds: past its type's bound, or past the operator's ceiling.
+    pub fn settings_problems(&self, patch: &SettingsPatch) -> Vec<(&'static str, String)> {
+        let mut problems = patch.problems();
+        problems.extend(patch.problems_within(&self.limits.project_settings()));
+        problems
+    }
+
     /// A new project; `stages`: its own stage rules, checked by the caller.
     pub async fn create_project(
         &self,
@@ -270,6 +286,11 @@ impl Accounts {
         patch: SettingsPatch,
         stages: Option<StageRules>,
     ) -> Result<Project, ApiError> {
+        let max = self.limits.max_projects_per_account;
+        if self.backend.accounts.projects(owner).await?.len() >= max {
+            let reason = format!("an account owns at most {max} projects on this server");
+            return Err(ApiError::Validation(vec![crate::error::FieldProblem::new("name", reason)]));
+        }
         let project = Project {
             id: Uuid::now_v7(),
             owner_id: owner,

@@ -220,6 +220,7 @@ fn core(config: &Config, backend: &Backend, shutdown: &CancellationToken) -> Res
         config.auth.clone(),
         &secret,
         config.defaults.clone(),
+        config.limits.clone(),
     ));
     let plumbing = plumbing(config, backend)?;
     let rules = ingest::StageRuleSet::compile(&config.stages).map_err(ServeError)?;

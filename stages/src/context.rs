@@ -69,6 +69,22 @@ macro_rules! project_settings {
                 problems
             }
 
+            /// Each value above the operator's ceiling for it (`[limits]`): (setting, reason). A value past
+            /// its type's own bound is one of [`Self::problems`] instead.
+            pub fn problems_within(&self, ceiling: &ProjectSettings) -> Vec<(&'static str, String)> {
+                let mut problems = Vec::new();
+                $(
+                    let max = u64::try_from(ceiling.$name).unwrap_or(u64::MAX);
+                    if let Some(v) = self.$name
+                        && v > max
+                        && v <= $max
+                    {
+                        problems.push((stringify!($name), format!("must be at most {max} on this server")));
+                    }
+                )*
+                problems
+            }
+
             /// `settings` with the values of this patch that are within bounds (see [`Self::problems`]).
             pub fn apply(&self, mut settings: ProjectSettings) -> ProjectSettings {
                 $(

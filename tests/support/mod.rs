@@ -49,6 +49,15 @@ pub struct Fresh {
 }
 
 /// `host:port` of a `scheme://[user@]host[:port][/...]` URL.
+/// `[limits]` at the types' own bounds.
+pub const OPERATOR_CEILINGS: [(&str, &str); 5] = [
+    ("LEDGER__LIMITS__MAX_RATE_LIMIT_PER_MINUTE", "4294967295"),
+    ("LEDGER__LIMITS__MAX_RATE_LIMIT_PER_HOUR", "4294967295"),
+    ("LEDGER__LIMITS__MAX_DAILY_QUOTA", "9223372036854775807"),
+    ("LEDGER__LIMITS__MAX_RETENTION_DAYS", "3650"),
+    ("LEDGER__LIMITS__MAX_QUEUE_DEPTH", "9223372036854775807"),
+];
+
 pub fn address(url: &str, default_port: u16) -> String {
     let authority = url.split("://").nth(1).unwrap_or(url).rsplit('@').next().unwrap_or(url);
     let host_port = authority.split('/').next().unwrap_or(authority);
@@ -119,6 +128,8 @@ impl Fresh {
             ("LEDGER__BACKEND__DATA_DIR".into(), self.dir.path().display().to_string()),
             ("LEDGER__TELEMETRY__LOG_LEVEL".into(), "info".into()),
         ];
+        // The operator of a test daemon lets owners set any setting (tests of `[limits]` set their own).
+        env.extend(OPERATOR_CEILINGS.map(|(k, v)| (k.to_owned(), v.to_owned())));
         if self.kind == Kind::Shared {
             let pg = postgres_server();
             env.extend([

@@ -69,6 +69,11 @@ pub async fn create(
     JsonBody(input): JsonBody<RuleInput>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let project = owned(&state, &session, &id).await?;
+    let max = state.accounts.limits().max_alert_rules_per_project;
+    if state.backend.alerts.rules(project).await?.len() >= max {
+        let reason = format!("a project has at most {max} alert rules on this server");
+        return Err(ApiError::Validation(vec![crate::error::FieldProblem::new("name", reason)]));
+    }
     let checked = rules::check(input, None, state.alerts.allow_private_targets).await?;
     let webhook = checked.channel["type"] == "webhook";
     let now = chrono::Utc::now();

@@ -59,7 +59,7 @@ fn checked(
     let mut problems = Vec::new();
     let name = checked_name(name, name_required, &mut problems);
     let patch = settings.unwrap_or_default();
-    for (setting, reason) in patch.problems() {
+    for (setting, reason) in state.accounts.settings_problems(&patch) {
         problems.push(FieldProblem::new(format!("settings.{setting}"), reason));
     }
     if let Some(stages) = stages {
