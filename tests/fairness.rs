@@ -161,6 +161,12 @@ async fn a_syslog_connection_with_a_bad_first_key_is_closed_before_its_batch(kin
     .await;
 }
 
+/// An Elasticsearch bulk request to `path`, as a shipper sends it.
+async fn bulk_request(d: &Daemon, key: &str, path: &str, body: String) -> reqwest::Response {
+    let request = d.client().post(d.url(path)).header("authorization", format!("ApiKey {key}"));
+    request.header("content-type", "application/x-ndjson").body(body).send().await.unwrap()
+}
+
 async fn compatibility_fronts_refuse_shared_data_before_copying_it(kind: Kind) {
     let d = Daemon::start(kind).await;
     let (_, _, key) = d.tenant("ada@example.com").await;
@@ -184,27 +190,11 @@ async fn compatibility_fronts_refuse_shared_data_before_copying_it(kind: Kind) {
     // Elasticsearch: a 16 KiB index name over 1,000 documents, in the path and in the action lines.
     let index = "i".repeat(16 * 1024);
     let bulk = "{\"index\":{}}\n{\"message\":\"m\"}\n".repeat(1000);
-    let r = d
-        .client()
-        .post(d.url(&format!("/{index}/_bulk")))
-        .header("authorization", format!("ApiKey {key}"))
-        .header("content-type", "application/x-ndjson")
-        .body(bulk)
-        .send()
-        .await
-        .unwrap();
+    let r = bulk_request(&d, &key, &format!("/{index}/_bulk"), bulk).await;
     assert_eq!(r.status(), 400);
     assert!(r.bytes().await.unwrap().len() < 4096, "the answer does not echo the name");
     let bulk = format!("{{\"index\":{{\"_index\":\"{}\"}}}}\n{{\"message\":\"m\"}}\n", "j".repeat(1024)).repeat(1000);
-    let r = d
-        .client()
-        .post(d.url("/_bulk"))
-        .header("authorization", format!("ApiKey {key}"))
-        .header("content-type", "application/x-ndjson")
-        .body(bulk)
-        .send()
-        .await
-        .unwrap();
+    let r = bulk_request(&d, &key, "/_bulk", bulk).await;
     assert_eq!(r.status(), 200);
     let answer: Value = r.json().await.unwrap();
     assert_eq!(answer["errors"], true);
