@@ -137,16 +137,6 @@ impl ServerConfig {
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_secs(self.body_read_timeout_secs)
     }
-
-    /// The REST and gRPC listeners' limits.
-    pub fn listen_limits(&self) -> crate::fronts::listen::Limits {
-        crate::fronts::listen::Limits {
-            max_connections: self.max_connections,
-            max_connections_per_address: self.max_connections_per_address,
-            handshake_timeout: self.header_read_timeout(),
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

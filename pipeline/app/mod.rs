@@ -359,7 +359,13 @@ async fn serve_fronts(
     let tls = crate::app::tls::load(&config.server)?;
     let tls_on = tls.is_some();
     let (rest_tls, grpc_tls) = tls.map(|t| (t.rest, t.grpc)).unzip();
-    let limits = config.server.listen_limits();
+    let server = &config.server;
+    let limits = crate::fronts::listen::Limits {
+        max_connections: server.max_connections,
+        max_connections_per_address: server.max_connections_per_address,
+        handshake_timeout: server.header_read_timeout(),
+        idle_timeout: Duration::from_secs(server.idle_timeout_secs),
+    };
     let first_bytes = crate::fronts::listen::HTTP_FIRST_BYTES;
     let syslog_addr = match config.syslog.tcp_addr.parse::<std::net::SocketAddr>() {
         Ok(addr) => {
