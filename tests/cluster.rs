@@ -121,6 +121,80 @@ async fn a_primary_killed_mid_ingest_loses_no_acknowledged_log() {
     assert!(!d.output().contains("fewer replicas attached"), "{}", d.output());
 }
 
+/// With `min_replicas_acked = 1`, once a queue shard's primary is killed its promoted replica has no
+/// replica of its own: a batch written there is answered 503, but it is in the stream and will be stored.
+/// Clients that retry each batch with its `Idempotency-Key` until a 202 must find every batch stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_with_their_key_through_a_failover_store_each_batch_once() {
+    let mut cluster = RedisCluster::start();
+    let d = Daemon::start_with(Fresh::on_redis(&cluster.url()), &[("LEDGER__REDIS__MIN_REPLICAS_ACKED", "1")]).await;
+    let (_, _, key) = support::unlimited_tenant(&d).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let retried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (url, key) = (d.url("/v1/logs"), key.clone());
+            let (stop, acknowledged, retried) = (stop.clone(), acknowledged.clone(), retried.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                let mut batch = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    batch += 1;
+                    let logs: Vec<_> =
+                        (0..10).map(|i| json!({"message": format!("client {client} batch {batch} log {i}")})).collect();
+                    // The same batch with the same key until it is acknowledged, as the SDKs retry.
+                    for attempt in 0.. {
+                        assert!(attempt < 600, "batch {batch} of client {client} never acknowledged");
+                        let sent = http
+                            .post(&url)
+                            .header("x-api-key", &key)
+                            .header("idempotency-key", format!("client-{client}-batch-{batch}"))
+                            .json(&json!({ "logs": logs }))
+                            .send()
+                            .await;
+                        if let Ok(response) = sent
+                            && response.status() == 202
+                        {
+                            let body: serde_json::Value = response.json().await.unwrap();
+                            let ids = body["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned());
+                            acknowledged.lock().unwrap().extend(ids);
+                            break;
+                        }
+                        retried.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let count = || acknowledged.lock().unwrap().len();
+    eventually(Duration::from_secs(60), "300 logs acknowledged", || async { (count() >= 300).then_some(()) }).await;
+    let victim = cluster.primary_of(&format!("{}logs:{{0}}", d.fresh().prefix()));
+    cluster.kill(victim);
+    let before = count();
+    eventually(Duration::from_secs(120), "600 more logs acknowledged", || async {
+        (count() >= before + 600).then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let summary = support::assert_stored_once(&d, &key, &acknowledged, Duration::from_secs(90)).await;
+    // Retried batches got new ids each time they ran: a batch stored twice shows as a message stored twice.
+    let logs = d.all_logs(&key, 1000).await;
+    let mut messages = std::collections::HashMap::<&str, usize>::new();
+    for log in &logs {
+        *messages.entry(log["message"].as_str().unwrap()).or_default() += 1;
+    }
+    let doubled: Vec<_> = messages.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    let retries = retried.load(std::sync::atomic::Ordering::SeqCst);
+    println!("primary {victim} killed after {before} acknowledged: {summary}; {retries} retries");
+    assert!(doubled.is_empty(), "batches stored more than once: {doubled:?}");
+}
+
 /// Asking for more replicas than the primaries have: the daemon says so at start-up, and no batch gets a 202
 /// (503 instead), since none can be confirmed by two replicas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

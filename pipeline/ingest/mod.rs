@@ -261,8 +261,10 @@ impl Ingestion {
 impl Ingestion {
     /// [`Ingestion::run`] once per idempotency key and project: a repeat of the key within
     /// [`IDEMPOTENCY_KEEP`] gets the first answer again and stores nothing (the flag says it is a replay);
-    /// a repeat while the first runs waits for its answer. Only an acceptance is remembered: after a
-    /// refusal, a retry runs again. Without a key, this is `run`.
+    /// a repeat while the first runs waits for its answer. An acceptance is remembered, and so is a batch
+    /// refused after it reached the queue (not confirmed by enough replicas: its logs will be stored), so
+    /// a retry of it is answered with its ids; after any other refusal, a retry runs again. Without a key,
+    /// this is `run`.
     pub async fn run_once(
         &self,
         admitted: Admitted,
@@ -304,12 +306,15 @@ impl Ingestion {
         let (this, key) = (self.clone(), key.to_owned());
         let task = tokio::spawn(async move {
             let (result, report) = this.run(admitted, request).await;
-            let kept = match &result {
-                Ok(accepted) => {
-                    let answer = accepted.ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-                    this.idempotency.complete(project, &key, &answer, IDEMPOTENCY_KEEP).await
+            let answer = |ids: &[uuid::Uuid]| ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+            let kept = match (&result, report.unconfirmed.get()) {
+                (Ok(accepted), _) => {
+                    this.idempotency.complete(project, &key, &answer(&accepted.ids), IDEMPOTENCY_KEEP).await
                 }
-                Err(_) => this.idempotency.release(project, &key).await,
+                (Err(_), Some(queued)) => {
+                    this.idempotency.complete(project, &key, &answer(queued), IDEMPOTENCY_KEEP).await
+                }
+                (Err(_), None) => this.idempotency.release(project, &key).await,
             };
             if let Err(error) = kept {
                 tracing::warn!(%error, "cannot keep an idempotency key's answer; a retry may store its logs again");

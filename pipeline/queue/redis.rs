@@ -255,7 +255,10 @@ impl LogQueue for RedisQueue {
             let id: Option<String> = self.redis.invoke(&invocation).await.map_err(unavailable)?;
             if id.is_some() {
                 if self.min_replicas > 0 {
-                    self.redis.wait_replicas(&stream, self.min_replicas).await.map_err(unavailable)?;
+                    self.redis
+                        .wait_replicas(&stream, self.min_replicas)
+                        .await
+                        .map_err(|e| QueueError::Unconfirmed(e.to_string()))?;
                 }
                 return Ok(());
             }

@@ -68,6 +68,10 @@ pub struct Report {
     pub rejected: OnceLock<Vec<Problem>>,
     /// Set by sample: the logs it removed by rule (acknowledged, never stored).
     pub removed: OnceLock<Removed>,
+    /// Set by queue when the batch reached the queue but not the replicas it must (the request is refused
+    /// all the same): the ids it was queued under, so that a retry with the request's idempotency key is
+    /// answered with them instead of storing the batch again.
+    pub unconfirmed: OnceLock<Vec<Uuid>>,
 }
 
 /// Logs the sample stage removed from a request, by outcome.

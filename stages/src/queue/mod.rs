@@ -22,6 +22,10 @@ pub enum QueueError {
     Full { retry_after: Duration },
     #[error("the queue is unavailable: {0}")]
     Unavailable(String),
+    /// The batch is in the queue, but fewer replicas confirmed it than required: the request is refused
+    /// (no promise of durability was kept), yet its logs will be stored unless the queue loses them.
+    #[error("the batch is queued but not confirmed by enough replicas: {0}")]
+    Unconfirmed(String),
 }
 
 /// A durable queue of log batches.
@@ -98,6 +102,11 @@ impl Service<Ingest> for QueueService {
                 QueueError::Unavailable(cause) => {
                     tracing::warn!(%cause, "queue unavailable");
                     IngestError::unavailable("the queue")
+                }
+                QueueError::Unconfirmed(cause) => {
+                    tracing::warn!(%cause, "batch queued but not confirmed by the queue's replicas");
+                    let _ = request.report.unconfirmed.set(ids.clone());
+                    IngestError::unavailable("the queue's replicas")
                 }
             })?;
             Ok(Accepted { ids })
