@@ -520,7 +520,7 @@ async fn write_marked(b: &Backend, records: &[ledger_stages::LogRecord]) {
     let blocks = ledger::store::logs::search::late_blocks(records, Utc::now());
     let late = Late { blocks: &blocks, decided: std::time::Instant::now() };
     let groups = [records];
-    let batch = WriteBatch { rows: Rows::Records(&groups), dead_letters: &[], offset: None, late };
+    let batch = WriteBatch { rows: Rows::Records(&groups), dead_letters: &[], offset: None, late, answers: &[] };
     match &b.logs {
         ledger::store::LogDb::Sqlite(store) => store.write(batch).await.unwrap(),
         ledger::store::LogDb::Postgres(store) => store.write(batch).await.unwrap(),

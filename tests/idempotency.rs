@@ -124,3 +124,40 @@ async fn a_retry_on_another_instance_gets_the_first_answer() {
     eventually(Duration::from_secs(20), "two logs stored", || async { (count(&a, &key).await == 2).then_some(()) })
         .await;
 }
+
+/// Keys outlive the daemon: a retry after a graceful restart (SIGTERM, as a deploy does) or a crash (SIGKILL
+/// right after the 202) gets the first answer, and the batch is stored once.
+async fn keys_survive_a_restart_and_a_crash(kind: Kind) {
+    let mut d = Daemon::start(kind).await;
+    let (_, _, key) = d.tenant("idem-restart@example.com").await;
+    let body = json!({"logs": [{"message": "deployed"}, {"message": "across"}]});
+    let first = post(&d, &key, "deploy-0001", &body).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    assert!(d.terminate().success(), "a graceful stop");
+    let d = d.restart().await;
+    let retry = post(&d, &key, "deploy-0001", &body).await;
+    assert_eq!(retry.status(), 202);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true", "the key outlived the graceful restart");
+    assert_eq!(retry.json::<Value>().await.unwrap()["ids"], first["ids"]);
+    // SIGKILL at once after the 202: the answer was committed with the batch.
+    let crashed = post(&d, &key, "crash-0001", &json!({"message": "crashed"})).await;
+    assert_eq!(crashed.status(), 202);
+    let crashed: Value = crashed.json().await.unwrap();
+    let d = d.restart().await;
+    let retry = post(&d, &key, "crash-0001", &json!({"message": "crashed"})).await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true", "the key outlived the crash");
+    assert_eq!(retry.json::<Value>().await.unwrap()["ids"], crashed["ids"]);
+    eventually(Duration::from_secs(20), "three logs stored", || async { (count(&d, &key).await == 3).then_some(()) })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_keys_survive_a_restart_and_a_crash() {
+    keys_survive_a_restart_and_a_crash(Kind::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_keys_survive_a_restart_and_a_crash() {
+    keys_survive_a_restart_and_a_crash(Kind::Shared).await;
+}

@@ -64,7 +64,7 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
     };
     for batch in 0..3 {
         let records = (0..5).map(|i| record(project.project_id, &format!("batch {batch} log {i}"))).collect();
-        queue.enqueue(&project, records, None).await.unwrap();
+        queue.enqueue(&project, records, Default::default()).await.unwrap();
     }
     assert_eq!(queue.depth().await.unwrap(), 15);
 
@@ -127,9 +127,9 @@ async fn a_batch_committed_before_a_crash_is_released_not_rewritten() {
         stages: None,
         ..project.clone()
     };
-    queue.enqueue(&full, vec![record(project.project_id, "a"); 5], None).await.unwrap();
+    queue.enqueue(&full, vec![record(project.project_id, "a"); 5], Default::default()).await.unwrap();
     assert!(matches!(
-        queue.enqueue(&full, vec![record(project.project_id, "b")], None).await,
+        queue.enqueue(&full, vec![record(project.project_id, "b")], Default::default()).await,
         Err(QueueError::Full { .. })
     ));
 }

@@ -54,7 +54,7 @@ pub struct Ingestion {
 }
 
 /// How long a repeat of an idempotency key gets the first answer (API.md: 10 minutes).
-pub const IDEMPOTENCY_KEEP: std::time::Duration = std::time::Duration::from_secs(600);
+pub use crate::store::IDEMPOTENCY_KEEP;
 /// How long a claimed key waits for its request's answer at most: a request whose instance died frees its
 /// key then.
 const IDEMPOTENCY_PENDING: std::time::Duration = std::time::Duration::from_secs(30);
@@ -304,9 +304,11 @@ impl Ingestion {
         // The run and the keeping of its answer go on if the client goes away meanwhile: the key must not
         // stay claimed by a request that was stored.
         let (this, key) = (self.clone(), key.to_owned());
+        let mut request = request;
+        request.idempotency_key = Some(key.clone());
         let task = tokio::spawn(async move {
             let (result, report) = this.run(admitted, request).await;
-            let answer = |ids: &[uuid::Uuid]| ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+            let answer = ledger_stages::queue::idempotency_answer;
             let kept = match (&result, report.unconfirmed.get()) {
                 (Ok(accepted), _) => {
                     this.idempotency.complete(project, &key, &answer(&accepted.ids), IDEMPOTENCY_KEEP).await

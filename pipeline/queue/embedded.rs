@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ledger_stages::queue::{LogQueue, QueueError};
+use ledger_stages::queue::{BatchMeta, LogQueue, QueueError};
 use ledger_stages::{LogRecord, ProjectContext};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -19,12 +19,13 @@ use super::pending::Pending;
 use crate::store::analytics::{AnalyticsCache, Stats};
 use crate::store::logs::search::late_blocks;
 use crate::store::logs::sqlite::SqliteLogStore;
-use crate::store::logs::{Late, LogWriter, Rows, WriteBatch, WriteError};
+use crate::store::logs::{KeptAnswer, Late, LogWriter, Rows, WriteBatch, WriteError};
 use crate::store::tail::TailFeed;
 
 struct Job {
+    project: uuid::Uuid,
     records: Vec<LogRecord>,
-    traceparent: Option<String>,
+    meta: BatchMeta,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -69,7 +70,7 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let batch = crate::telemetry::batch_span("embedded", jobs.iter().map(|j| j.traceparent.as_deref()));
+        let batch = crate::telemetry::batch_span("embedded", jobs.iter().map(|j| j.meta.traceparent.as_deref()));
         batch.record("logs", logs);
         let insert = tracing::info_span!(parent: &batch, "insert", otel.name = "INSERT logs", logs);
         let result = write(&store, &jobs).instrument(insert).await.map_err(|e| e.to_string());
@@ -113,7 +114,16 @@ async fn write(store: &SqliteLogStore, jobs: &[Job]) -> Result<(), WriteError> {
     let decided = std::time::Instant::now();
     let late = late_blocks(groups.iter().flat_map(|g| g.iter()), chrono::Utc::now());
     let late = Late { blocks: &late, decided };
-    store.write(WriteBatch { rows: Rows::Records(&groups), dead_letters: &[], offset: None, late }).await
+    let expires_at = chrono::Utc::now() + crate::store::IDEMPOTENCY_KEEP;
+    let answers: Vec<KeptAnswer> = jobs
+        .iter()
+        .filter_map(|job| {
+            let (key, answer) = job.meta.idempotency.as_ref()?;
+            Some(KeptAnswer { project: job.project, key, answer, expires_at })
+        })
+        .collect();
+    let batch = WriteBatch { rows: Rows::Records(&groups), dead_letters: &[], offset: None, late, answers: &answers };
+    store.write(batch).await
 }
 
 #[async_trait]
@@ -122,7 +132,7 @@ impl LogQueue for EmbeddedQueue {
         &self,
         project: &ProjectContext,
         records: Vec<LogRecord>,
-        traceparent: Option<String>,
+        meta: BatchMeta,
     ) -> Result<(), QueueError> {
         let n = records.len() as u64;
         let full = QueueError::Full { retry_after: Duration::from_secs(1) };
@@ -138,7 +148,7 @@ impl LogQueue for EmbeddedQueue {
         }
         let _release = Release(&self.pending, project.project_id, n);
         let (done, answer) = oneshot::channel();
-        self.jobs.try_send(Job { records, traceparent, done }).map_err(|e| match e {
+        self.jobs.try_send(Job { project: project.project_id, records, meta, done }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => full,
             mpsc::error::TrySendError::Closed(_) => QueueError::Unavailable("the writer has stopped".into()),
         })?;

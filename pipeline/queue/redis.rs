@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ledger_stages::log::Exception;
-use ledger_stages::queue::{LogQueue, QueueError, ShardBacklog};
+use ledger_stages::queue::{BatchMeta, LogQueue, QueueError, ShardBacklog};
 use ledger_stages::{Level, LogRecord, ProjectContext};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -232,10 +232,11 @@ impl LogQueue for RedisQueue {
         &self,
         project: &ProjectContext,
         records: Vec<LogRecord>,
-        traceparent: Option<String>,
+        meta: BatchMeta,
     ) -> Result<(), QueueError> {
+        // The idempotency key's answer is kept in Redis by the idempotency store, for every instance.
         let n = records.len();
-        let payload = Entry { traceparent, records }.encode().map_err(unavailable)?;
+        let payload = Entry { traceparent: meta.traceparent, records }.encode().map_err(unavailable)?;
         let share = self.share(project.settings.max_queue_depth);
         // Round robin: a busy project spreads over every shard, and so over every worker. A shard that holds
         // the project's share refuses; the next one is tried, and the batch is refused when all have.

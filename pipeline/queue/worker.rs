@@ -410,6 +410,7 @@ impl Workers {
             dead_letters: poison,
             offset: Some(OffsetMove { shard, from, to }),
             late,
+            answers: &[],
         };
         match self.writer.write(batch).await {
             Ok(()) => Ok(()),

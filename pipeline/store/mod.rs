@@ -26,6 +26,7 @@ use crate::config::{BackendKind, Config};
 pub mod alerts;
 pub mod analytics;
 pub mod dead_letter;
+pub mod idempotency;
 pub mod limits;
 pub mod logs;
 pub mod memory;
@@ -210,8 +211,11 @@ pub enum Claim {
     Answered(String),
 }
 
-/// Idempotency keys per project: in-process (embedded) or in Redis (shared, so a retry may reach any
-/// instance).
+/// How long a repeat of an idempotency key gets the first answer (API.md: 10 minutes).
+pub const IDEMPOTENCY_KEEP: Duration = Duration::from_secs(600);
+
+/// Idempotency keys per project: in SQLite (embedded, answers kept across restarts) or in Redis (shared,
+/// so a retry may reach any instance).
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Claims `key` of `project` for `pending` at most (a request that dies holding it frees it then), or

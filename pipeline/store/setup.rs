@@ -75,13 +75,14 @@ async fn open_embedded(config: &Config) -> Result<Backend, SetupError> {
         private_file(&dir.join(file))?;
     }
     let store = Arc::new(SqlStore::new(Db::Sqlite(accounts)));
+    let idempotency = Arc::new(crate::store::idempotency::SqliteIdempotency::new(logs.clone()));
     Ok(Backend {
         kind: BackendKind::Embedded,
         accounts: store.clone(),
         alerts: store.clone(),
         sessions: store.clone(),
         counters: Arc::new(MemoryCounters::default()),
-        idempotency: Arc::new(crate::store::memory::MemoryIdempotency::default()),
+        idempotency,
         shared_keys: None,
         redis: None,
         logs: LogDb::Sqlite(SqliteLogStore::new(logs)),

@@ -97,6 +97,8 @@ pub struct Ingest {
     pub credential: Option<String>,
     /// W3C `traceparent`, carried into the queue so the write can link to the request.
     pub traceparent: Option<String>,
+    /// The request's `Idempotency-Key`, carried into the queue with its answer ([`crate::queue::BatchMeta`]).
+    pub idempotency_key: Option<String>,
     /// Size of the decoded body, for usage.
     pub body_bytes: u64,
     /// Set by auth.
@@ -122,6 +124,7 @@ impl Ingest {
             received_at: Utc::now(),
             credential,
             traceparent: None,
+            idempotency_key: None,
             body_bytes: 0,
             project: None,
             logs,

@@ -95,6 +95,18 @@ pub struct WriteBatch<'a> {
     /// decided: the write marks them, and is given up if it cannot commit within
     /// [`search::WRITE_BUDGET`] of that moment.
     pub late: Late<'a>,
+    /// Idempotency keys whose answers commit with these logs (embedded: a retry after any restart or crash
+    /// is answered from them). The shared backend keeps its keys in Redis and passes none.
+    pub answers: &'a [KeptAnswer<'a>],
+}
+
+/// An idempotency key's answer, kept until `expires_at`.
+#[derive(Clone, Copy, Debug)]
+pub struct KeptAnswer<'a> {
+    pub project: uuid::Uuid,
+    pub key: &'a str,
+    pub answer: &'a str,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// See [`WriteBatch::late`].

@@ -108,6 +108,10 @@ fn write_error(e: sqlx::Error) -> super::WriteError {
 #[async_trait]
 impl super::LogWriter for PgLogStore {
     async fn write(&self, batch: super::WriteBatch<'_>) -> Result<(), super::WriteError> {
+        if !batch.answers.is_empty() {
+            // The shared backend's idempotency keys live in Redis, where every instance sees them.
+            return Err(super::WriteError::Refused("PostgreSQL keeps no idempotency keys".into()));
+        }
         let mut tx = self.pool.begin().await.map_err(write_error)?;
         match batch.rows {
             super::Rows::Encoded { bytes, logs } => {

@@ -102,6 +102,9 @@ impl super::LogWriter for SqliteLogStore {
             });
             sql.build().execute(&mut *tx).await.map_err(unavailable)?;
         }
+        for answer in batch.answers {
+            keep_answer(&mut tx, answer).await.map_err(unavailable)?;
+        }
         if !batch.late.in_time() {
             // The search index may have moved past logs this batch did not mark: write them again later.
             return Err(super::WriteError::Unavailable("the write took too long to commit".into()));
@@ -112,6 +115,18 @@ impl super::LogWriter for SqliteLogStore {
     async fn offset(&self, _shard: i32) -> Result<Option<String>, super::WriteError> {
         Ok(None)
     }
+}
+
+/// Keeps an idempotency key's answer (a later answer for the same key replaces it).
+pub async fn keep_answer(conn: &mut SqliteConnection, answer: &super::KeptAnswer<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT OR REPLACE INTO idempotency_keys (project_id, key, answer, expires_at) VALUES (?, ?, ?, ?)")
+        .bind(answer.project)
+        .bind(answer.key)
+        .bind(answer.answer)
+        .bind(answer.expires_at.timestamp_micros())
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 pub async fn insert_records(conn: &mut SqliteConnection, records: &[LogRecord]) -> Result<(), sqlx::Error> {

@@ -28,15 +28,31 @@ pub enum QueueError {
     Unconfirmed(String),
 }
 
+/// What travels with a batch besides its logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchMeta {
+    /// W3C `traceparent` of the request, so the write can link to it.
+    pub traceparent: Option<String>,
+    /// The request's idempotency key and its answer ([`idempotency_answer`] of every id acknowledged): a
+    /// queue that commits the batch itself (embedded) keeps them in the same transaction, so a retry after
+    /// any restart or crash is answered from them.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// How an idempotency key keeps its answer: the ids acknowledged, comma-separated, in request order.
+pub fn idempotency_answer(ids: &[uuid::Uuid]) -> String {
+    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// A durable queue of log batches.
 #[async_trait]
 pub trait LogQueue: Send + Sync + 'static {
-    /// Makes the batch durable. `traceparent` travels with it so the write can link to the request.
+    /// Makes the batch durable, with what travels with it.
     async fn enqueue(
         &self,
         project: &ProjectContext,
         records: Vec<LogRecord>,
-        traceparent: Option<String>,
+        meta: BatchMeta,
     ) -> Result<(), QueueError>;
 
     /// Logs waiting to be written, all projects together.
@@ -95,8 +111,11 @@ impl Service<Ingest> for QueueService {
                 None => records.iter().map(|r| r.id).collect(),
             };
             let span = tracing::debug_span!("stage", otel.name = "queue", name = "queue", logs = records.len());
-            let enqueued =
-                tracing::Instrument::instrument(queue.enqueue(&project, records, request.traceparent.take()), span);
+            let meta = BatchMeta {
+                traceparent: request.traceparent.take(),
+                idempotency: request.idempotency_key.take().map(|key| (key, idempotency_answer(&ids))),
+            };
+            let enqueued = tracing::Instrument::instrument(queue.enqueue(&project, records, meta), span);
             enqueued.await.map_err(|e| match e {
                 QueueError::Full { retry_after } => IngestError::QueueFull { retry_after },
                 QueueError::Unavailable(cause) => {
