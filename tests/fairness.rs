@@ -22,11 +22,17 @@ on_both_kinds!(
     slow_bodies_of_one_tenant_leave_the_budget_to_others,
     grpc_queries_are_refused_before_their_message_is_read,
     owners_cannot_raise_their_limits_past_the_operators_ceilings,
+    strangers_guessing_from_many_addresses_do_not_lock_the_owner_out,
 );
 
 /// Another client on this machine: requests from 127.0.0.2.
 fn elsewhere() -> reqwest::Client {
-    reqwest::Client::builder().local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))).build().unwrap()
+    from_address(2)
+}
+
+/// A client sending from 127.0.0.`n`.
+fn from_address(n: u8) -> reqwest::Client {
+    reqwest::Client::builder().local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))).build().unwrap()
 }
 
 /// `n` connections to `addr`, each sending `first` (maybe nothing) and then going quiet.
@@ -316,4 +322,33 @@ async fn owners_cannot_raise_their_limits_past_the_operators_ceilings(kind: Kind
         assert_eq!(r.status, 201, "{r:?}");
     }
     d.post(&rules, Some(&token), rule("three")).await.assert_error(422, "validation_failed");
+}
+
+async fn strangers_guessing_from_many_addresses_do_not_lock_the_owner_out(kind: Kind) {
+    let d = Daemon::start(kind).await;
+    d.signup("owner@example.com").await;
+    let right = json!({"email": "owner@example.com", "password": "correct horse"});
+    let login = |client: &reqwest::Client, body: &Value| client.post(d.url("/v1/login")).json(body).send();
+    // The owner has signed in from 127.0.0.1 before.
+    assert_eq!(login(&from_address(1), &right).await.unwrap().status(), 200);
+    // 110 wrong passwords from 11 other addresses: past the per-e-mail ceiling of 100, after which the
+    // strangers' guesses are not even checked.
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for n in 2..13 {
+        let stranger = from_address(n);
+        for i in 0..10 {
+            let wrong = json!({"email": "owner@example.com", "password": format!("guess {n} {i}")});
+            *statuses.entry(login(&stranger, &wrong).await.unwrap().status().as_u16()).or_default() += 1;
+        }
+    }
+    assert_eq!(statuses.get(&401), Some(&100), "{statuses:?}");
+    assert_eq!(statuses.get(&429), Some(&10), "{statuses:?}");
+    // A twelfth stranger, even with the right password, is refused: the account is under attack.
+    let refused = login(&from_address(20), &right).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    // The owner, from the address it signed in from, is not locked out (REST and the console's sign-in).
+    let owner = from_address(1);
+    assert_eq!(login(&owner, &right).await.unwrap().status(), 200, "the owner's known address");
+    let console = owner.post(d.url("/console/session")).json(&right).send().await.unwrap();
+    assert!(console.status().is_success(), "the console's sign-in: {}", console.status());
 }

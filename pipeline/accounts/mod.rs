@@ -92,6 +92,9 @@ pub struct Accounts {
     bcrypt_slots: tokio::sync::Semaphore,
 }
 
+/// How long an address an account signed in from stays known to it (see [`Accounts::login`]).
+pub const KNOWN_ADDRESS_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Times are kept to the microsecond, as API.md prints them and as PostgreSQL stores them.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
@@ -174,11 +177,13 @@ impl Accounts {
         self.issue(user).await
     }
 
-    /// Logs in, counting the attempt before the password is checked:
+    /// Logs in, counting the attempt before the password is checked (`ip` is the client's address, an
+    /// IPv6 /64 taken as one):
     /// - per (e-mail, IP): atomically counted first, so a burst of guesses cannot all pass a check made
     ///   before any of them is counted; a success clears it;
-    /// - per e-mail from every IP: a looser ceiling on failures only, so a stranger's guesses do not lock
-    ///   the owner out from the owner's own address;
+    /// - per e-mail from every IP: a looser ceiling on failures only, which refuses *unknown* addresses:
+    ///   an address this account signed in from within [`KNOWN_ADDRESS_FOR`] is held by its own
+    ///   (e-mail, IP) limit alone, so strangers guessing from many addresses cannot lock the owner out;
     /// - per IP: every login and register.
     pub async fn login(&self, email: &str, password: &str, ip: IpAddr) -> Result<Issued, ApiError> {
         self.limit_ip(ip, |retry_after| ApiError::TooManyLoginAttempts { retry_after }).await?;
@@ -186,8 +191,11 @@ impl Accounts {
         // Keyed by a digest: e-mail addresses have no business in cache key names.
         let email_key = KeyDigest::of(email).to_hex();
         let per_email = format!("login-failures:{email_key}");
+        let known = format!("login-known:{email_key}:{ip}");
         let (failures, remaining) = self.backend.counters.peek(&per_email).await?;
-        if failures >= u64::from(self.config.login_max_failures_per_email) {
+        if failures >= u64::from(self.config.login_max_failures_per_email)
+            && self.backend.counters.peek(&known).await?.0 == 0
+        {
             return Err(ApiError::TooManyLoginAttempts { retry_after: remaining });
         }
         let per_source = format!("login-attempts:{email_key}:{ip}");
@@ -205,6 +213,7 @@ impl Accounts {
         match found {
             Some((user, _)) if verified => {
                 self.backend.counters.clear(&per_source).await?;
+                self.backend.counters.hit(&known, KNOWN_ADDRESS_FOR).await?;
                 self.issue(user).await
             }
             _ => {

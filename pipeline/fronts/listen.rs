@@ -46,8 +46,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
-/// The key a client's connections are counted under: its IPv4 address, or its IPv6 /64.
-fn address_key(ip: IpAddr) -> IpAddr {
+/// The address a client is counted under (connections, login limits): its IPv4 address, or its IPv6 /64
+/// (a client is handed a whole /64, so its addresses within it are one client).
+pub fn client_address(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -67,7 +68,7 @@ struct Addresses(Mutex<HashMap<IpAddr, usize>>);
 
 impl Addresses {
     fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
-        let key = address_key(ip);
+        let key = client_address(ip);
         let mut open = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = open.entry(key).or_default();
         if *count >= max {
@@ -522,10 +523,10 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST));
         let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST));
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST));
-        assert_eq!(address_key(a), address_key(b));
-        assert_ne!(address_key(a), address_key(c));
+        assert_eq!(client_address(a), client_address(b));
+        assert_ne!(client_address(a), client_address(c));
         let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
-        assert_eq!(address_key(mapped), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(client_address(mapped), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
     }
 
     #[test]

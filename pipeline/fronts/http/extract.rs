@@ -165,8 +165,8 @@ pub fn shipper_credential(headers: &HeaderMap, api_key_scheme: bool) -> Option<S
     }
 }
 
-/// The client's IP address, as the listener saw it (no proxy header is trusted). A router called without
-/// a listener (tests calling it directly) sees the unspecified address.
+/// The client's IP address, as the listener saw it (no proxy header is trusted), an IPv6 address as its
+/// /64. A router called without a listener (tests calling it directly) sees the unspecified address.
 pub struct ClientIp(pub std::net::IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
@@ -174,7 +174,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-        Ok(ClientIp(peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip())))
+        let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
+        Ok(ClientIp(crate::fronts::listen::client_address(ip)))
     }
 }
 
