@@ -23,6 +23,7 @@ on_both_kinds!(
     grpc_queries_are_refused_before_their_message_is_read,
     owners_cannot_raise_their_limits_past_the_operators_ceilings,
     strangers_guessing_from_many_addresses_do_not_lock_the_owner_out,
+    alert_targets_that_reach_private_addresses_are_refused,
 );
 
 /// Another client on this machine: requests from 127.0.0.2.
@@ -351,4 +352,25 @@ async fn strangers_guessing_from_many_addresses_do_not_lock_the_owner_out(kind: 
     assert_eq!(login(&owner, &right).await.unwrap().status(), 200, "the owner's known address");
     let console = owner.post(d.url("/console/session")).json(&right).send().await.unwrap();
     assert!(console.status().is_success(), "the console's sign-in: {}", console.status());
+}
+
+async fn alert_targets_that_reach_private_addresses_are_refused(kind: Kind) {
+    let d = Daemon::start(kind).await;
+    let (token, project, _) = d.tenant("ada@example.com").await;
+    let path = format!("/v1/projects/{project}/alerts");
+    for url in [
+        "http://localhost./hook",
+        "http://ip6-localhost/hook",
+        "http://hook.invalid/",
+        "http://[::127.0.0.1]/hook",
+        "http://[64:ff9b::7f00:1]/hook",
+        "http://[2002:7f00:1::]/hook",
+        "http://[::ffff:7f00:1]/hook",
+        "http://0.0.0.0:8000/hook",
+    ] {
+        let rule = json!({"name": "r", "kind": "new_error", "params": {}, "channel": {"type": "webhook", "url": url}});
+        let r = d.post(&path, Some(&token), rule).await;
+        r.assert_error(422, "validation_failed");
+        assert_eq!(r.body["error"]["details"][0]["field"], "channel.url", "{url}: {r:?}");
+    }
 }

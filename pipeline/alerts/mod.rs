@@ -29,6 +29,20 @@ pub struct Alerts {
     pub backoff: Vec<u64>,
 }
 
+/// The client deliveries are made with: no redirects followed, and unless private targets are allowed,
+/// names resolved by [`rules::PublicResolver`] (checked and connected to as checked).
+pub fn http_client(allow_private_targets: bool) -> reqwest::Client {
+    let mut http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        // A redirect could lead anywhere, private addresses included: none is followed.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("ledger-alerts/", env!("CARGO_PKG_VERSION")));
+    if !allow_private_targets {
+        http = http.dns_resolver(Arc::new(rules::PublicResolver));
+    }
+    http.build().unwrap_or_default()
+}
+
 impl Alerts {
     pub fn new(
         store: Arc<dyn AlertStore>,
@@ -37,12 +51,7 @@ impl Alerts {
         console_url: String,
         allow_private_targets: bool,
     ) -> Alerts {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("ledger-alerts/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        let http = http_client(allow_private_targets);
         Alerts {
             store,
             analytics,

@@ -166,9 +166,10 @@ impl Alerts {
             tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
             attempts += 1;
             let held = Utc::now() + chrono::Duration::seconds(HOLD_SECS);
-            // Checked again at each attempt: a name may resolve elsewhere now than when the rule was made.
-            if let Some(problem) = super::rules::check_url("url", &url, self.allow_private_targets).await {
-                tracing::warn!(rule = %rule.id, reason = %problem.reason, "alert not sent: its URL is refused");
+            // Names are checked by the client's resolver at each connection (they may resolve elsewhere now
+            // than when the rule was made); an address literal here.
+            if super::rules::refused_literal(&url, self.allow_private_targets) {
+                tracing::warn!(rule = %rule.id, "alert not sent: its URL is a private address");
                 let _ = self.store.attempted(rule.id, event_key, attempts, None, false, held).await;
                 break;
             }

@@ -126,30 +126,49 @@ pub fn min_level(params: &Value) -> Option<i16> {
     }
 }
 
-/// Whether an address is one a public service should not be made to call.
-fn private(ip: IpAddr) -> bool {
+/// Whether an address is one a public service should not be made to call: loopback, private, link-local,
+/// shared (CGNAT), reserved, and every IPv6 form that embeds an IPv4 address (mapped, compatible, NAT64,
+/// 6to4, Teredo), whatever the address it embeds.
+pub fn private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_multicast()
-                || (v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| private(IpAddr::V4(v4)))
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some()
+                // IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16),
+                // Teredo (2001::/32): each reaches an IPv4 address through the IPv6 form.
+                || s[..6].iter().all(|x| *x == 0)
+                || (s[0] == 0x64 && s[1] == 0xff9b)
+                || s[0] == 0x2002
+                || (s[0] == 0x2001 && s[1] == 0)
         }
     }
 }
 
-/// A channel URL's problem, if it has one: http(s), a host, and (unless allowed) not a private address.
+/// The message for a target refused as private.
+const PRIVATE: &str = "resolves to a loopback or private address (see alerts.allow_private_targets)";
+
+/// A channel URL's problem, if it has one: http(s), a host that resolves, and (unless allowed) not to a
+/// private address. Checked when a rule is saved; each delivery resolves again through
+/// [`PublicResolver`] and connects only to the addresses it checked.
 pub async fn check_url(field: &str, url: &str, allow_private: bool) -> Option<FieldProblem> {
     let Ok(parsed) = reqwest::Url::parse(url) else {
         return Some(FieldProblem::new(field, "is not a URL"));
@@ -162,15 +181,45 @@ pub async fn check_url(field: &str, url: &str, allow_private: bool) -> Option<Fi
         return None;
     }
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    // A host that does not resolve now cannot be called either; it is checked again before each delivery.
-    let addrs: Vec<IpAddr> = match tokio::net::lookup_host((host, port)).await {
-        Ok(addrs) => addrs.map(|a| a.ip()).collect(),
-        Err(_) => Vec::new(),
+    // An address literal is checked as it is (the client connects to it without resolving); a name is
+    // resolved.
+    let addrs: Vec<IpAddr> = match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => match tokio::net::lookup_host((host, port)).await {
+            Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+            Err(_) => Vec::new(),
+        },
     };
-    addrs.iter().any(|ip| private(*ip)).then(|| {
-        FieldProblem::new(field, "resolves to a loopback or private address (see alerts.allow_private_targets)")
-    })
+    if addrs.is_empty() {
+        return Some(FieldProblem::new(field, "has a host name that does not resolve"));
+    }
+    addrs.iter().any(|ip| private(*ip)).then(|| FieldProblem::new(field, PRIVATE))
+}
+
+/// Whether a delivery to `url` must not be made: a private address literal (a name is checked by the
+/// client's [`PublicResolver`] as it connects; a name that does not resolve now is a failed attempt, retried).
+pub fn refused_literal(url: &str, allow_private: bool) -> bool {
+    let host = reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned));
+    let literal = host.and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
+    !allow_private && literal.is_some_and(private)
+}
+
+/// The alert client's resolver: a name's addresses, refused whole when any of them is private, so the
+/// client connects to exactly the addresses checked (a name cannot resolve to a public address for the
+/// check and a private one for the connection).
+pub struct PublicResolver;
+
+impl reqwest::dns::Resolve for PublicResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if addrs.iter().any(|a| private(a.ip())) {
+                return Err(format!("{host} {PRIVATE}").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// Every problem with a channel; the channel as stored (PagerDuty's default URL filled in).
@@ -294,12 +343,42 @@ mod tests {
 
     #[tokio::test]
     async fn private_targets_are_refused_unless_allowed() {
-        for url in ["http://127.0.0.1:9/hook", "http://10.1.2.3/", "http://[::1]/", "http://169.254.169.254/latest"] {
+        for url in [
+            "http://127.0.0.1:9/hook",
+            "http://10.1.2.3/",
+            "http://[::1]/",
+            "http://169.254.169.254/latest",
+            "http://[::127.0.0.1]/",
+            "http://[64:ff9b::7f00:1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://0.0.0.0/",
+            "http://localhost./",
+            "http://ip6-localhost/",
+            "http://hook.invalid/",
+        ] {
             assert!(check_url("channel.url", url, false).await.is_some(), "{url}");
             assert!(check_url("channel.url", url, true).await.is_none(), "{url}");
         }
+        let unresolved = check_url("channel.url", "http://hook.invalid/", false).await.expect("refused");
+        assert!(unresolved.reason.contains("does not resolve"), "{}", unresolved.reason);
         assert!(private("100.64.0.1".parse().expect("ip")));
         assert!(!private("93.184.216.34".parse().expect("ip")));
+    }
+
+    #[tokio::test]
+    async fn the_delivery_client_never_connects_to_a_private_name() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().expect("a name");
+        assert!(PublicResolver.resolve(name).await.is_err());
+        // The alerts' own client, on a listener that "localhost" reaches: refused before connecting.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let http = crate::alerts::http_client(false);
+        let sent = http.post(format!("http://localhost:{port}/hook")).send().await;
+        assert!(sent.is_err(), "refused by the resolver");
+        let accepted = tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "nothing connected to the private address");
     }
 
     #[tokio::test]
