@@ -24,7 +24,12 @@ on_both_kinds!(
     owners_cannot_raise_their_limits_past_the_operators_ceilings,
     strangers_guessing_from_many_addresses_do_not_lock_the_owner_out,
     alert_targets_that_reach_private_addresses_are_refused,
+    heavy_stage_rules_of_some_tenants_leave_the_others_served,
 );
+
+/// The attacks here load the machine and some assert another client's answer within a second: one at a
+/// time, so that no test's attack is another's noise.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Another client on this machine: requests from 127.0.0.2.
 fn elsewhere() -> reqwest::Client {
@@ -64,6 +69,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 }
 
 async fn silent_connections_from_one_address_leave_the_listeners_to_others(kind: Kind) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let extra = [("LEDGER__SERVER__HEADER_READ_TIMEOUT_SECS", "3"), ("LEDGER__SERVER__IDLE_TIMEOUT_SECS", "3")];
     let d = Daemon::start_with(Fresh::new(kind), &extra).await;
     let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -100,6 +106,7 @@ async fn silent_connections_from_one_address_leave_the_listeners_to_others(kind:
 }
 
 async fn an_idle_http2_connection_is_closed(kind: Kind) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let d = Daemon::start_with(Fresh::new(kind), &[("LEDGER__SERVER__IDLE_TIMEOUT_SECS", "2")]).await;
     for addr in [d.http_addr(), d.grpc_addr()] {
         // A real HTTP/2 client: it answers the daemon's pings, but sends no request after its first.
@@ -128,6 +135,7 @@ fn syslog_frame(key: &str, size: usize) -> Vec<u8> {
 }
 
 async fn a_syslog_connection_with_a_bad_first_key_is_closed_before_its_batch(kind: Kind) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let d = Daemon::start_with(Fresh::new(kind), &[("LEDGER__SYSLOG__TCP_ADDR", "127.0.0.1:0")]).await;
     let (_, _, key) = d.tenant("ada@example.com").await;
     let bogus = ledger_stages::auth::ApiKey::generate().expose_secret().to_owned();
@@ -175,6 +183,7 @@ async fn bulk_request(d: &Daemon, key: &str, path: &str, body: String) -> reqwes
 }
 
 async fn compatibility_fronts_refuse_shared_data_before_copying_it(kind: Kind) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let d = Daemon::start(kind).await;
     let (_, _, key) = d.tenant("ada@example.com").await;
     let big = "x".repeat(2 * 1024 * 1024);
@@ -214,6 +223,7 @@ async fn compatibility_fronts_refuse_shared_data_before_copying_it(kind: Kind) {
 }
 
 async fn slow_bodies_of_one_tenant_leave_the_budget_to_others(kind: Kind) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let d = Daemon::start_with(Fresh::new(kind), &[("LEDGER__SERVER__BODY_READ_TIMEOUT_SECS", "30")]).await;
     let (_, _, attacker) = d.tenant("mallory@example.com").await;
     let (_, _, victim) = d.tenant("ada@example.com").await;
@@ -238,6 +248,7 @@ async fn slow_bodies_of_one_tenant_leave_the_budget_to_others(kind: Kind) {
 }
 
 async fn grpc_queries_are_refused_before_their_message_is_read(kind: Kind) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     use prost::Message;
     let d = Daemon::start(kind).await;
     let (_, _, key) = d.tenant("ada@example.com").await;
@@ -282,6 +293,7 @@ async fn grpc_queries_are_refused_before_their_message_is_read(kind: Kind) {
 }
 
 async fn owners_cannot_raise_their_limits_past_the_operators_ceilings(kind: Kind) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // config.toml's ceilings, with fewer projects and rules to keep the test short.
     let extra = [
         ("LEDGER__LIMITS__MAX_RATE_LIMIT_PER_MINUTE", "60000"),
@@ -326,6 +338,7 @@ async fn owners_cannot_raise_their_limits_past_the_operators_ceilings(kind: Kind
 }
 
 async fn strangers_guessing_from_many_addresses_do_not_lock_the_owner_out(kind: Kind) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let d = Daemon::start(kind).await;
     d.signup("owner@example.com").await;
     let right = json!({"email": "owner@example.com", "password": "correct horse"});
@@ -355,6 +368,7 @@ async fn strangers_guessing_from_many_addresses_do_not_lock_the_owner_out(kind: 
 }
 
 async fn alert_targets_that_reach_private_addresses_are_refused(kind: Kind) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let d = Daemon::start(kind).await;
     let (token, project, _) = d.tenant("ada@example.com").await;
     let path = format!("/v1/projects/{project}/alerts");
@@ -373,4 +387,73 @@ async fn alert_targets_that_reach_private_addresses_are_refused(kind: Kind) {
         r.assert_error(422, "validation_failed");
         assert_eq!(r.body["error"]["details"][0]["field"], "channel.url", "{url}: {r:?}");
     }
+}
+
+/// `n` parse rules and `n` sample rules whose regular expressions are costly to compile and to run.
+fn heavy_rules(n: usize) -> Value {
+    let parse: Vec<Value> = (0..n)
+        .map(|i| json!({"format": "regex", "pattern": format!("(?P<f{i}>\\w{{1,5}}\\s\\w{{1,5}}) x{i}")}))
+        .collect();
+    let sample: Vec<Value> =
+        (0..n).map(|i| json!({"message": format!("\\w{{1,5}}\\s\\w{{1,5}} y{i}"), "action": "drop"})).collect();
+    json!({"parse": parse, "sample": sample})
+}
+
+async fn heavy_stage_rules_of_some_tenants_leave_the_others_served(kind: Kind) {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let d = Daemon::start(kind).await;
+    // Past the project budget: refused before anything is compiled.
+    let (token, project, _) = d.tenant("mallory@example.com").await;
+    let r = d.patch(&format!("/v1/projects/{project}"), Some(&token), json!({"stages": heavy_rules(100)})).await;
+    r.assert_error(422, "validation_failed");
+    assert_eq!(r.body["error"]["details"][0]["field"], "stages", "{r:?}");
+    // Six tenants saving (and then using) heavy rules, at once.
+    let mut attackers = Vec::new();
+    for i in 0..6 {
+        attackers.push(d.tenant(&format!("heavy{i}@example.com")).await);
+    }
+    let (_, _, victim) = d.tenant("ada@example.com").await;
+    let attacks: Vec<_> = attackers
+        .into_iter()
+        .map(|(token, project, key)| {
+            let (client, base) = (d.client().clone(), d.url(""));
+            tokio::spawn(async move {
+                let saved: reqwest::Response = client
+                    .patch(format!("{base}/v1/projects/{project}"))
+                    .bearer_auth(&token)
+                    .json(&json!({"stages": heavy_rules(8)}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = saved.status();
+                if status != 200 {
+                    let text = saved.text().await.unwrap();
+                    println!("heavy rules refused: {}", &text[..text.len().min(300)]);
+                }
+                let logs: Vec<Value> = (0..1000).map(|i| json!({"message": format!("word{i} other{i} z")})).collect();
+                for _ in 0..3 {
+                    let _ = client
+                        .post(format!("{base}/v1/logs"))
+                        .header("x-api-key", &key)
+                        .json(&json!({"logs": logs}))
+                        .send()
+                        .await;
+                }
+                status
+            })
+        })
+        .collect();
+    let mut measured = 0;
+    while attacks.iter().any(|a| !a.is_finished()) {
+        let started = std::time::Instant::now();
+        let health = tokio::time::timeout(Duration::from_secs(1), elsewhere().get(d.url("/health")).send()).await;
+        assert!(health.is_ok(), "another client's /health waited past 1 s while heavy rules compiled and ran");
+        let ingest = tokio::time::timeout(Duration::from_secs(1), d.ingest(&victim, json!({"message": "m"}))).await;
+        assert_eq!(ingest.expect("another tenant's ingestion answered within 1 s").status, 202);
+        measured += 1;
+        tokio::time::sleep(Duration::from_millis(100).saturating_sub(started.elapsed())).await;
+    }
+    let saved: Vec<u16> = futures::future::join_all(attacks).await.into_iter().map(|s| s.unwrap().as_u16()).collect();
+    println!("{measured} probes while six tenants saved heavy rules ({saved:?}) and ingested through them");
+    assert!(measured > 0, "the attack was over before it could be measured");
 }

@@ -27,6 +27,46 @@ pub const MAX_RULES: usize = 100;
 pub const MAX_PATTERN_BYTES: usize = 1024;
 /// Compiled size of one regular expression at most (the `regex` crate's limit, in bytes).
 pub const MAX_COMPILED_BYTES: usize = 1 << 20;
+/// A project's own rules, all stages together, at most: compiling and running them is paid by every one of
+/// the project's requests, off the async workers but on the same cores as every other tenant's.
+pub const MAX_PROJECT_RULES: usize = 100;
+/// Bytes of a project's own rules, all stages together, as JSON at most.
+pub const MAX_PROJECT_RULES_BYTES: usize = 32 * 1024;
+/// Time a project's rules may take to compile, checked when they are saved.
+pub const MAX_COMPILE_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Rule work (compiling a project's rules, running them over a batch) happens on the blocking pool, this
+/// many jobs at once: a project with heavy rules waits for a slot instead of holding the async workers
+/// that answer every other tenant.
+static RULE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Runs `job` on the blocking pool once one of the rule slots is free; `None` if it panicked.
+pub async fn off_the_runtime<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _slot = RULE_SLOTS.acquire().await.ok()?;
+    tokio::task::spawn_blocking(job).await.ok()
+}
+
+/// Runs `apply` over a request's records: inline when only the operator's rules apply, on the blocking pool
+/// ([`off_the_runtime`]) when the project's own do, so that their cost is paid by the project's requests
+/// and not by the async workers every tenant shares.
+pub async fn over_records<R: Send + 'static>(
+    records: &mut Vec<crate::LogRecord>,
+    project_rules: bool,
+    apply: impl FnOnce(&mut [crate::LogRecord]) -> R + Send + 'static,
+) -> Result<R, crate::IngestError> {
+    if !project_rules {
+        return Ok(apply(records));
+    }
+    let mut taken = std::mem::take(records);
+    let (taken, result) = off_the_runtime(move || {
+        let result = apply(&mut taken);
+        (taken, result)
+    })
+    .await
+    .ok_or_else(|| crate::IngestError::unavailable("the project's stage rules"))?;
+    *records = taken;
+    Ok(result)
+}
 
 /// A project's own rules (the `stages` of a project in the API).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +81,38 @@ pub struct StageRules {
 impl StageRules {
     pub fn is_empty(&self) -> bool {
         self.parse.is_empty() && self.redact.is_empty() && self.sample.is_empty()
+    }
+
+    /// Every problem with these rules as a project's: over the project budget (rules, bytes, compile time),
+    /// or not compiling. Compiled off the async workers ([`off_the_runtime`]).
+    pub async fn check(self: Arc<Self>, hash_key: Option<Vec<u8>>) -> Vec<RuleProblem> {
+        let rules = self.parse.len() + self.redact.len() + self.sample.len();
+        let bytes = serde_json::to_vec(&*self).map_or(usize::MAX, |json| json.len());
+        let mut problems = Vec::new();
+        if rules > MAX_PROJECT_RULES {
+            problems
+                .push(RuleProblem::new("stages", format!("{rules} rules; a project has at most {MAX_PROJECT_RULES}")));
+        }
+        if bytes > MAX_PROJECT_RULES_BYTES {
+            let reason = format!("{bytes} bytes of rules; a project has at most {MAX_PROJECT_RULES_BYTES}");
+            problems.push(RuleProblem::new("stages", reason));
+        }
+        if !problems.is_empty() {
+            return problems;
+        }
+        let compiled = off_the_runtime(move || {
+            let started = std::time::Instant::now();
+            let mut problems = self.problems(hash_key.as_deref());
+            let took = started.elapsed();
+            if problems.is_empty() && took > MAX_COMPILE_TIME {
+                let reason =
+                    format!("take {} ms to compile; at most {} ms", took.as_millis(), MAX_COMPILE_TIME.as_millis());
+                problems.push(RuleProblem::new("stages", reason));
+            }
+            problems
+        })
+        .await;
+        compiled.unwrap_or_else(|| vec![RuleProblem::new("stages", "could not be compiled")])
     }
 
     /// Every problem with these rules, each naming its field (`stages.redact[2].pattern`); empty when
@@ -144,13 +216,13 @@ impl<C: Send + Sync + 'static> Compiled<C> {
     }
 
     /// A project's compiled rules, `None` when it has none for this stage. `compile` runs when they are
-    /// new or changed; rules that do not compile (they were checked when saved, so only a config change
-    /// can cause it) are skipped with a warning.
-    pub fn project(
+    /// new or changed, off the async workers ([`off_the_runtime`]); rules that do not compile (they were
+    /// checked when saved, so only a config change can cause it) are skipped with a warning.
+    pub async fn project(
         &self,
         project: Uuid,
         rules: Option<&Arc<StageRules>>,
-        compile: impl FnOnce(&StageRules) -> Result<C, Vec<RuleProblem>>,
+        compile: impl FnOnce(&StageRules) -> Result<C, Vec<RuleProblem>> + Send + 'static,
     ) -> Option<Arc<C>> {
         let rules = rules?;
         if let Some((seen, compiled)) = self.projects.get(&project)
@@ -158,15 +230,20 @@ impl<C: Send + Sync + 'static> Compiled<C> {
         {
             return Some(compiled);
         }
-        match compile(rules) {
-            Ok(compiled) => {
+        let owned = rules.clone();
+        match off_the_runtime(move || compile(&owned)).await {
+            Some(Ok(compiled)) => {
                 let compiled = Arc::new(compiled);
                 self.projects.insert(project, (rules.clone(), compiled.clone()));
                 Some(compiled)
             }
-            Err(problems) => {
+            Some(Err(problems)) => {
                 let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 tracing::warn!(%project, ?problems, "a project's stage rules do not compile; they are skipped");
+                None
+            }
+            None => {
+                tracing::error!(%project, "compiling a project's stage rules panicked; they are skipped");
                 None
             }
         }

@@ -49,7 +49,7 @@ fn checked_name(name: Option<String>, required: bool, problems: &mut Vec<FieldPr
     }
 }
 
-fn checked(
+async fn checked(
     state: &AppState,
     name: Option<String>,
     settings: Option<SettingsPatch>,
@@ -63,9 +63,10 @@ fn checked(
         problems.push(FieldProblem::new(format!("settings.{setting}"), reason));
     }
     if let Some(stages) = stages {
-        // Checked by compiling them as the stages will, with the daemon's hash key.
+        // Checked against the project budget and by compiling them as the stages will, with the daemon's
+        // hash key, off the async workers.
         let key = state.ingestion.rules.hash_key();
-        for problem in stages.problems(key.as_deref()) {
+        for problem in std::sync::Arc::new(stages.clone()).check(key).await {
             problems.push(FieldProblem::new(problem.field, problem.reason));
         }
     }
@@ -107,7 +108,7 @@ pub async fn create(
     SessionAuth(session): SessionAuth,
     JsonBody(body): JsonBody<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectBody>), ApiError> {
-    let (name, patch) = checked(&state, body.name, body.settings, body.stages.as_ref(), true)?;
+    let (name, patch) = checked(&state, body.name, body.settings, body.stages.as_ref(), true).await?;
     let name = name.ok_or_else(|| ApiError::validation("name", "is required"))?;
     let project = state.accounts.create_project(session.user_id, name, patch, body.stages).await?;
     Ok((StatusCode::CREATED, Json(ProjectBody::from(&project))))
@@ -144,7 +145,7 @@ pub async fn update(
     JsonBody(body): JsonBody<UpdateProject>,
 ) -> Result<Json<ProjectBody>, ApiError> {
     let id = path_id(&id)?;
-    let (name, patch) = checked(&state, body.name, body.settings, body.stages.as_ref(), false)?;
+    let (name, patch) = checked(&state, body.name, body.settings, body.stages.as_ref(), false).await?;
     let project = state.accounts.update_project(session.user_id, id, name, patch, body.stages).await?;
     Ok(Json(ProjectBody::from(&project)))
 }

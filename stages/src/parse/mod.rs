@@ -300,21 +300,25 @@ impl Stage for Parse {
 
     async fn apply(&self, request: &mut Ingest) -> Result<(), IngestError> {
         let project = request.project()?;
-        let own =
-            self.rules.project(project.project_id, project.stages.as_ref().filter(|s| !s.parse.is_empty()), |rules| {
+        let own = self
+            .rules
+            .project(project.project_id, project.stages.as_ref().filter(|s| !s.parse.is_empty()), |rules| {
                 Parser::compile(&rules.parse, "stages.parse")
-            });
+            })
+            .await;
         let global = self.rules.global();
         if global.is_empty() && own.is_none() {
             return Ok(());
         }
-        let now = Utc::now();
-        for record in &mut request.records {
-            if !own.as_ref().is_some_and(|own| own.apply(record, &self.limits, now)) {
-                global.apply(record, &self.limits, now);
+        let (limits, now) = (self.limits.clone(), Utc::now());
+        crate::rules::over_records(&mut request.records, own.is_some(), move |records| {
+            for record in records {
+                if !own.as_ref().is_some_and(|own| own.apply(record, &limits, now)) {
+                    global.apply(record, &limits, now);
+                }
             }
-        }
-        Ok(())
+        })
+        .await
     }
 }
 

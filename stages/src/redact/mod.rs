@@ -396,20 +396,25 @@ impl Stage for Redact {
     async fn apply(&self, request: &mut Ingest) -> Result<(), IngestError> {
         let project = request.project()?;
         let global = self.rules.global();
-        let own =
-            self.rules.project(project.project_id, project.stages.as_ref().filter(|s| !s.redact.is_empty()), |rules| {
-                Redactor::compile(&rules.redact, global.key(), "stages.redact")
-            });
+        let key = global.key().map(<[u8]>::to_vec);
+        let own = self
+            .rules
+            .project(project.project_id, project.stages.as_ref().filter(|s| !s.redact.is_empty()), move |rules| {
+                Redactor::compile(&rules.redact, key.as_deref(), "stages.redact")
+            })
+            .await;
         if global.is_empty() && own.is_none() {
             return Ok(());
         }
-        for record in &mut request.records {
-            global.apply(record);
-            if let Some(own) = &own {
-                own.apply(record);
+        crate::rules::over_records(&mut request.records, own.is_some(), move |records| {
+            for record in records {
+                global.apply(record);
+                if let Some(own) = &own {
+                    own.apply(record);
+                }
             }
-        }
-        Ok(())
+        })
+        .await
     }
 }
 

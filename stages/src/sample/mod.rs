@@ -188,18 +188,25 @@ impl Stage for Sample {
 
     async fn apply(&self, request: &mut Ingest) -> Result<(), IngestError> {
         let project = request.project()?;
-        let own =
-            self.rules.project(project.project_id, project.stages.as_ref().filter(|s| !s.sample.is_empty()), |rules| {
+        let own = self
+            .rules
+            .project(project.project_id, project.stages.as_ref().filter(|s| !s.sample.is_empty()), |rules| {
                 Sampler::compile(&rules.sample, "stages.sample")
-            });
+            })
+            .await;
         let global = self.rules.global();
         if global.is_empty() && own.is_none() {
             return Ok(());
         }
-        let decide = |record: &LogRecord| {
-            own.as_ref().and_then(|own| own.decide(record)).or_else(|| global.decide(record)).flatten()
-        };
-        let decisions: Vec<Option<Removal>> = request.records.iter().map(decide).collect();
+        let project_rules = own.is_some();
+        let decisions: Vec<Option<Removal>> =
+            crate::rules::over_records(&mut request.records, project_rules, move |records| {
+                let decide = |record: &LogRecord| {
+                    own.as_ref().and_then(|own| own.decide(record)).or_else(|| global.decide(record)).flatten()
+                };
+                records.iter().map(decide).collect()
+            })
+            .await?;
         if decisions.iter().all(Option::is_none) {
             return Ok(());
         }
