@@ -16,24 +16,6 @@ use serde_json::{Value, json};
 use support::{Daemon, Fresh, Kind, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Runs each `async fn(Kind)` on both backends.
-macro_rules! on_both_kinds {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name(super::Kind::Embedded).await }
-            )*
-        }
-        mod shared {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() { super::$name(super::Kind::Shared).await }
-            )*
-        }
-    };
-}
-
 on_both_kinds!(
     unauthenticated_and_oversized_bodies_cost_almost_nothing,
     concurrent_wrong_logins_let_at_most_the_limit_through,
