@@ -573,6 +573,15 @@ pub struct TailConfig {
     /// Logs kept per tailed project (about: whole commits are kept or dropped) for subscribers that
     /// reconnect with `Last-Event-ID`.
     pub keep_logs: usize,
+    /// Bytes of those logs kept per tailed project at most (embedded: they are in the daemon's memory).
+    pub keep_bytes: usize,
+    /// Bytes of logs one subscriber may have waiting at most; past it, logs are dropped for it (counted,
+    /// and it gets a `dropped` event).
+    pub max_buffer_bytes: usize,
+    /// Subscribers on this instance at most, all projects together; past it, 429.
+    pub max_subscribers: usize,
+    /// Subscribers on this instance to the projects of one account at most; past it, 429.
+    pub max_subscribers_per_account: usize,
     /// Logs a reconnecting subscriber is sent from those kept at most before the live ones.
     pub max_backlog_logs: usize,
     /// Seconds between heartbeats (an SSE comment) on a quiet stream.
@@ -585,6 +594,10 @@ impl Default for TailConfig {
             max_subscribers_per_project: 16,
             buffer_entries: 256,
             keep_logs: 20_000,
+            keep_bytes: 64 * 1024 * 1024,
+            max_buffer_bytes: 16 * 1024 * 1024,
+            max_subscribers: 1024,
+            max_subscribers_per_account: 64,
             max_backlog_logs: 10_000,
             heartbeat_secs: 15,
         }

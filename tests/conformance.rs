@@ -378,7 +378,7 @@ async fn a_revocation_reaches_every_instance() {
 fn feed_of(b: &Backend) -> Arc<dyn ledger::store::tail::TailFeed> {
     match &b.redis {
         Some(redis) => Arc::new(ledger::store::tail::redis::RedisTail::new(redis.clone(), 1000)),
-        None => Arc::new(ledger::store::tail::memory::MemoryTail::new(1000)),
+        None => Arc::new(ledger::store::tail::memory::MemoryTail::new(1000, 64 << 20)),
     }
 }
 

@@ -282,6 +282,81 @@ async fn subscribers_are_capped_heartbeats_come_and_bad_filters_are_refused() {
     d.get("/v1/logs/tail", Some("ledger_nope")).await.assert_error(401, "unauthorized");
 }
 
+/// Four subscribers that read nothing while 2,000 logs of 48 KB (96 MB) are committed: they share what
+/// they wait for, each holds at most `tail.max_buffer_bytes` of it, and the feed keeps at most
+/// `tail.keep_bytes`, so the daemon's memory grows by far less than one copy of the logs (it grew by a copy
+/// per subscriber and one more for the feed).
+async fn stalled_subscribers_of_large_logs_hold_bounded_memory(kind: Kind) {
+    let d = Daemon::start(kind).await;
+    let (_, _, key) = support::unlimited_tenant(&d).await;
+    let (message, attribute) = ("m".repeat(30_000), "a".repeat(15_000));
+    let send = |part: usize| {
+        let (d, key, message, attribute) = (&d, &key, &message, &attribute);
+        async move {
+            for round in 0..20 {
+                let logs: Vec<Value> = (0..100)
+                    .map(|i| json!({"message": format!("{part} {round} {i} {message}"), "attributes": {"big": attribute}}))
+                    .collect();
+                assert_eq!(d.ingest(key, json!({ "logs": logs })).await.status, 202);
+            }
+            // Every log committed (and so handed to the subscribers) before memory is read.
+            support::eventually(Duration::from_secs(60), "the part's logs stored", || async {
+                let page = d.get(&format!("/v1/logs?limit=1&q={part}%2019%2099"), Some(key)).await;
+                (page.body["logs"].as_array().map_or(0, Vec::len) == 1).then_some(())
+            })
+            .await;
+        }
+    };
+    // The same load first without subscribers: what ingestion itself leaves in the allocator.
+    send(1).await;
+    let before = d.rss_bytes();
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(Tail::open(&d, &key, "", None).await);
+    }
+    send(2).await;
+    let grown = d.rss_bytes().saturating_sub(before);
+    println!("RSS growth with four stalled subscribers over 96 MB of logs: {} MB", grown >> 20);
+    assert!(grown < 150 << 20, "memory grew by {} MB", grown >> 20);
+    // Each is told what it lost.
+    let mut first = stalled.remove(0);
+    let mut dropped = 0;
+    while let Some(event) = first.next(Duration::from_secs(3)).await {
+        if event.event == "dropped" {
+            dropped += serde_json::from_str::<Value>(&event.data).unwrap()["dropped"].as_u64().unwrap();
+        }
+    }
+    assert!(dropped > 0, "a stalled subscriber is told it lost logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_subscribers_of_large_logs_hold_bounded_memory_embedded() {
+    stalled_subscribers_of_large_logs_hold_bounded_memory(Kind::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_subscribers_of_large_logs_hold_bounded_memory_shared() {
+    stalled_subscribers_of_large_logs_hold_bounded_memory(Kind::Shared).await;
+}
+
+/// Subscribers are capped per account (all its projects together) and per instance, not only per project.
+#[tokio::test]
+async fn subscribers_are_capped_per_account_and_per_instance() {
+    let extra = [("LEDGER__TAIL__MAX_SUBSCRIBERS_PER_ACCOUNT", "2"), ("LEDGER__TAIL__MAX_SUBSCRIBERS", "3")];
+    let d = Daemon::start_with(Fresh::new(Kind::Embedded), &extra).await;
+    let (token, _, key) = d.tenant("many@example.com").await;
+    let other_project = d.project(&token, "second").await;
+    let (_, other_key) = d.key(&token, &other_project, &["query"]).await;
+    let _one = Tail::open(&d, &key, "", None).await;
+    let _two = Tail::open(&d, &other_key, "", None).await;
+    d.get("/v1/logs/tail", Some(&other_key)).await.assert_error(429, "rate_limited");
+    // Another account still gets one, up to the instance's cap.
+    let (_, _, theirs) = d.tenant("other@example.com").await;
+    let _three = Tail::open(&d, &theirs, "", None).await;
+    let (_, _, third) = d.tenant("third@example.com").await;
+    d.get("/v1/logs/tail", Some(&third)).await.assert_error(429, "rate_limited");
+}
+
 /// The README's curl line, run as written.
 #[tokio::test]
 async fn curl_tails_as_documented() {

@@ -150,7 +150,7 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
     match &backend.logs {
         LogDb::Sqlite(store) => {
             let analytics: Arc<dyn AnalyticsCache> = Arc::new(MemoryAnalytics::default());
-            let tail: Arc<dyn TailFeed> = Arc::new(MemoryTail::new(config.tail.keep_logs));
+            let tail: Arc<dyn TailFeed> = Arc::new(MemoryTail::new(config.tail.keep_logs, config.tail.keep_bytes));
             let (queue, writer) = EmbeddedQueue::start(
                 store.clone(),
                 analytics.clone(),
@@ -331,9 +331,13 @@ async fn serve_fronts(
         operator: http::operator::OperatorToken::new(&config.server.operator_token),
         tail: crate::query::tail::TailHub::new(
             core.plumbing.tail.clone(),
+            backend.accounts.clone(),
             crate::query::tail::TailSettings {
                 max_subscribers_per_project: config.tail.max_subscribers_per_project,
+                max_subscribers: config.tail.max_subscribers,
+                max_subscribers_per_account: config.tail.max_subscribers_per_account,
                 buffer_entries: config.tail.buffer_entries,
+                max_buffer_bytes: config.tail.max_buffer_bytes,
                 max_backlog_logs: config.tail.max_backlog_logs,
             },
         ),

@@ -1,8 +1,10 @@
 //! Live tail: a project's logs as they are committed, to every subscriber of this instance.
 //!
 //! One reader per tailed project reads the store's [`TailFeed`] (after commits, on every instance) and hands
-//! each subscriber the logs that match its filters through a bounded buffer: a subscriber too slow to keep
-//! up loses logs, counted, and is told how many (never a silent gap). A subscriber that reconnects with the
+//! each subscriber the logs that match its filters through a buffer bounded in entries and in bytes; the
+//! subscribers share each entry (they hold which of its logs match, not copies): a subscriber too slow to
+//! keep up loses logs, counted, and is told how many (never a silent gap). Subscribers are capped per
+//! project, per account and per instance. A subscriber that reconnects with the
 //! id of the last log it saw gets every log after it that the feed still keeps, then the live ones: nothing
 //! missed, nothing twice, in commit order per writer.
 
@@ -18,15 +20,21 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::store::logs::LogQuery;
-use crate::store::tail::{FeedEntry, TailFeed, WATCH_SECS};
+use crate::store::tail::{FeedEntry, TailFeed, WATCH_SECS, record_weight};
 
 /// What [`TailHub`] needs from the configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct TailSettings {
     /// Subscribers per project on this instance at most; past it, 429.
     pub max_subscribers_per_project: usize,
+    /// Subscribers on this instance at most; past it, 429.
+    pub max_subscribers: usize,
+    /// Subscribers to one account's projects on this instance at most; past it, 429.
+    pub max_subscribers_per_account: usize,
     /// Commits' worth of logs a subscriber may have waiting at most; past it, they are dropped and counted.
     pub buffer_entries: usize,
+    /// Bytes of logs a subscriber may have waiting at most ([`record_weight`]); past it, likewise.
+    pub max_buffer_bytes: usize,
     /// Logs a resuming subscriber is sent from the feed at most before the live ones.
     pub max_backlog_logs: usize,
 }
@@ -57,9 +65,21 @@ pub fn matches(query: &LogQuery, record: &LogRecord) -> bool {
         })
 }
 
+/// One commit's logs as a subscriber gets them: the entry, shared by every subscriber, and which of its logs
+/// match this one's filters.
+struct Delivery {
+    records: Arc<Vec<LogRecord>>,
+    matched: VecDeque<usize>,
+    /// The entry's weight, counted against the subscriber's buffer until the delivery is read through.
+    bytes: usize,
+}
+
 struct Subscriber {
+    account: Uuid,
     query: LogQuery,
-    tx: mpsc::Sender<Vec<LogRecord>>,
+    tx: mpsc::Sender<Delivery>,
+    /// Bytes of the deliveries waiting for this subscriber.
+    buffered: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     /// Woken when logs are dropped, so a subscriber waiting for logs hears of the loss without one.
     wake: Arc<tokio::sync::Notify>,
@@ -74,6 +94,8 @@ struct ProjectTail {
 
 struct Inner {
     feed: Arc<dyn TailFeed>,
+    /// Who owns a project, for the per-account cap.
+    accounts: Arc<dyn crate::store::AccountStore>,
     settings: TailSettings,
     projects: Mutex<HashMap<Uuid, ProjectTail>>,
     next_id: AtomicU64,
@@ -87,10 +109,11 @@ pub struct TailHub {
 /// One subscriber's stream of events; unsubscribes when dropped.
 pub struct Subscription {
     backlog: VecDeque<TailEvent>,
-    rx: mpsc::Receiver<Vec<LogRecord>>,
+    rx: mpsc::Receiver<Delivery>,
+    buffered: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     wake: Arc<tokio::sync::Notify>,
-    pending: VecDeque<LogRecord>,
+    pending: Option<Delivery>,
     _guard: Guard,
 }
 
@@ -121,8 +144,23 @@ fn position_key(position: &str) -> (u64, u64) {
 }
 
 impl TailHub {
-    pub fn new(feed: Arc<dyn TailFeed>, settings: TailSettings) -> TailHub {
-        TailHub { inner: Arc::new(Inner { feed, settings, projects: Mutex::default(), next_id: AtomicU64::new(1) }) }
+    pub fn new(
+        feed: Arc<dyn TailFeed>,
+        accounts: Arc<dyn crate::store::AccountStore>,
+        settings: TailSettings,
+    ) -> TailHub {
+        let inner = Inner { feed, accounts, settings, projects: Mutex::default(), next_id: AtomicU64::new(1) };
+        TailHub { inner: Arc::new(inner) }
+    }
+
+    /// Why a new subscriber of `account` to `project` must wait: its project, its account or this
+    /// instance has as many as it may.
+    fn full(&self, projects: &HashMap<Uuid, ProjectTail>, project: Uuid, account: Uuid) -> bool {
+        let settings = &self.inner.settings;
+        let all = || projects.values().flat_map(|t| t.subscribers.values());
+        projects.get(&project).is_some_and(|t| t.subscribers.len() >= settings.max_subscribers_per_project)
+            || all().count() >= settings.max_subscribers
+            || all().filter(|s| s.account == account).count() >= settings.max_subscribers_per_account
     }
 
     fn projects(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, ProjectTail>> {
@@ -133,11 +171,10 @@ impl TailHub {
     /// `after` when the feed still holds it.
     pub async fn subscribe(&self, query: LogQuery, after: Option<Uuid>) -> Result<Subscription, ApiError> {
         let project = query.project_id;
-        let full = |tail: Option<&ProjectTail>| {
-            tail.is_some_and(|t| t.subscribers.len() >= self.inner.settings.max_subscribers_per_project)
-        };
-        if full(self.projects().get(&project)) {
-            return Err(ApiError::TooManySubscribers { retry_after: Duration::from_secs(5) });
+        let account = self.inner.accounts.project_owner(project).await?.ok_or(ApiError::NotFound)?;
+        let too_many = || ApiError::TooManySubscribers { retry_after: Duration::from_secs(5) };
+        if self.full(&self.projects(), project, account) {
+            return Err(too_many());
         }
         if !self.projects().contains_key(&project) {
             // Interest first, then where the feed ends: every commit after this point is published.
@@ -151,6 +188,7 @@ impl TailHub {
             }
         }
         let (tx, rx) = mpsc::channel(self.inner.settings.buffer_entries.max(1));
+        let buffered = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
         let wake = Arc::new(tokio::sync::Notify::new());
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -159,12 +197,20 @@ impl TailHub {
             let tail = projects
                 .get_mut(&project)
                 .ok_or(ApiError::Unavailable { what: "the live tail", retry_after: Duration::from_secs(1) })?;
-            if full(Some(tail)) {
-                return Err(ApiError::TooManySubscribers { retry_after: Duration::from_secs(5) });
+            let last = tail.last.clone();
+            if self.full(&projects, project, account) {
+                return Err(too_many());
             }
-            tail.subscribers
-                .insert(id, Subscriber { query: query.clone(), tx, dropped: dropped.clone(), wake: wake.clone() });
-            tail.last.clone()
+            let subscriber = Subscriber {
+                account,
+                query: query.clone(),
+                tx,
+                buffered: buffered.clone(),
+                dropped: dropped.clone(),
+                wake: wake.clone(),
+            };
+            projects.get_mut(&project).map(|tail| tail.subscribers.insert(id, subscriber));
+            last
         };
         crate::observe::metrics().tail_subscribers.inc();
         let guard = Guard { inner: self.inner.clone(), project, id };
@@ -172,7 +218,7 @@ impl TailHub {
             Some(log) => self.backlog(&query, log, joined.as_deref()).await?,
             None => VecDeque::new(),
         };
-        Ok(Subscription { backlog, rx, dropped, wake, pending: VecDeque::new(), _guard: guard })
+        Ok(Subscription { backlog, rx, buffered, dropped, wake, pending: None, _guard: guard })
     }
 
     /// The logs after `log` up to the entry at `until` (what the live stream does not bring), or a gap.
@@ -255,15 +301,21 @@ fn deliver(inner: &Inner, project: Uuid, entries: Vec<FeedEntry>) {
     let mut projects = inner.projects.lock().unwrap_or_else(|p| p.into_inner());
     let Some(tail) = projects.get_mut(&project) else { return };
     let metrics = crate::observe::metrics();
+    let max_bytes = inner.settings.max_buffer_bytes as u64;
     for entry in entries {
+        let bytes = entry.records.iter().map(record_weight).sum::<usize>();
         for subscriber in tail.subscribers.values() {
-            let logs: Vec<LogRecord> =
-                entry.records.iter().filter(|r| matches(&subscriber.query, r)).cloned().collect();
-            if logs.is_empty() {
+            let matched: VecDeque<usize> =
+                (0..entry.records.len()).filter(|i| matches(&subscriber.query, &entry.records[*i])).collect();
+            if matched.is_empty() {
                 continue;
             }
-            let n = logs.len() as u64;
-            if subscriber.tx.try_send(logs).is_err() {
+            let n = matched.len() as u64;
+            let delivery = Delivery { records: entry.records.clone(), matched, bytes };
+            let room = subscriber.buffered.load(Ordering::Relaxed) + bytes as u64 <= max_bytes;
+            if room && subscriber.tx.try_send(delivery).is_ok() {
+                subscriber.buffered.fetch_add(bytes as u64, Ordering::Relaxed);
+            } else {
                 subscriber.dropped.fetch_add(n, Ordering::Relaxed);
                 subscriber.wake.notify_one();
                 metrics.tail_logs.with_label_values(&["dropped"]).inc_by(n);
@@ -285,12 +337,17 @@ impl Subscription {
             if dropped > 0 {
                 return Some(TailEvent::Dropped(dropped));
             }
-            if let Some(record) = self.pending.pop_front() {
-                crate::observe::metrics().tail_logs.with_label_values(&["delivered"]).inc();
-                return Some(TailEvent::Log(record));
+            if let Some(delivery) = &mut self.pending {
+                if let Some(i) = delivery.matched.pop_front() {
+                    crate::observe::metrics().tail_logs.with_label_values(&["delivered"]).inc();
+                    return Some(TailEvent::Log(delivery.records[i].clone()));
+                }
+                // Read through: its entry no longer counts against this subscriber's buffer.
+                self.buffered.fetch_sub(delivery.bytes as u64, Ordering::Relaxed);
+                self.pending = None;
             }
             tokio::select! {
-                batch = self.rx.recv() => self.pending.extend(batch?),
+                delivery = self.rx.recv() => self.pending = Some(delivery?),
                 () = self.wake.notified() => {}
             }
         }

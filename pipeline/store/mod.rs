@@ -134,6 +134,8 @@ pub trait AccountStore: KeyStore {
     /// The owner's projects, oldest first.
     async fn projects(&self, owner: Uuid) -> Result<Vec<Project>, StoreError>;
     async fn project(&self, owner: Uuid, id: Uuid) -> Result<Option<Project>, StoreError>;
+    /// The account that owns a project, if the project exists.
+    async fn project_owner(&self, id: Uuid) -> Result<Option<Uuid>, StoreError>;
     /// Replaces name and settings; `None` when the owner has no such project.
     async fn update_project(&self, owner: Uuid, project: &Project) -> Result<Option<Project>, StoreError>;
     /// Deletes the project and its keys; the digests of its keys, for the caches to forget, or `None`.

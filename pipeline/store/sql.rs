@@ -268,6 +268,12 @@ impl AccountStore for SqlStore {
         Ok(row.map(Project::from))
     }
 
+    async fn project_owner(&self, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let sql = "SELECT owner_id FROM projects WHERE id = $1";
+        let row: Option<(Uuid,)> = on_db!(&self.db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?;
+        Ok(row.map(|(owner,)| owner))
+    }
+
     async fn update_project(&self, owner: Uuid, p: &Project) -> Result<Option<Project>, StoreError> {
         let sql = format!(
             "UPDATE projects SET name = $3, rate_limit_per_minute = $4, rate_limit_per_hour = $5, daily_quota = $6, \

@@ -68,7 +68,7 @@ fn event(e: TailEvent) -> Event {
         (status = 200, content_type = "text/event-stream", description = "Server-Sent Events: `id:` a log id, `data:` the stored log as JSON; `event: dropped` with `{\"dropped\": n}` when logs were lost for a slow subscriber; a comment line at least every 15 s"),
         (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
         (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-        (status = 429, body = crate::error::ErrorBody, description = "rate_limited: the project has as many subscribers on this instance as it may"),
+        (status = 429, body = crate::error::ErrorBody, description = "rate_limited: the project, its account or this instance has as many subscribers as it may"),
     ))]
 pub async fn tail(
     State(state): State<AppState>,

@@ -13,9 +13,12 @@ use super::{FeedEntry, TailFeed, WATCH_SECS, by_project};
 use crate::store::StoreError;
 
 struct Feed {
-    entries: VecDeque<(u64, Arc<Vec<LogRecord>>)>,
+    /// Each entry with its weight ([`super::record_weight`] of its logs).
+    entries: VecDeque<(u64, Arc<Vec<LogRecord>>, usize)>,
     /// Logs in `entries`.
     logs: usize,
+    /// Their weight.
+    bytes: usize,
     next: u64,
     watched_until: Instant,
 }
@@ -25,13 +28,21 @@ pub struct MemoryTail {
     feeds: Mutex<HashMap<Uuid, Feed>>,
     tailed: Mutex<Arc<HashSet<Uuid>>>,
     keep: usize,
+    keep_bytes: usize,
     notify: Notify,
 }
 
 impl MemoryTail {
-    /// Keeps about `keep` logs per project (whole entries).
-    pub fn new(keep: usize) -> MemoryTail {
-        MemoryTail { feeds: Mutex::default(), tailed: Mutex::default(), keep: keep.max(1), notify: Notify::new() }
+    /// Keeps about `keep` logs and `keep_bytes` bytes of them per project (whole entries; the newest entry
+    /// always).
+    pub fn new(keep: usize, keep_bytes: usize) -> MemoryTail {
+        MemoryTail {
+            feeds: Mutex::default(),
+            tailed: Mutex::default(),
+            keep: keep.max(1),
+            keep_bytes: keep_bytes.max(1),
+            notify: Notify::new(),
+        }
     }
 
     fn feeds(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Feed>> {
@@ -52,9 +63,9 @@ impl MemoryTail {
         let Some(feed) = feeds.get(&project) else { return Vec::new() };
         feed.entries
             .iter()
-            .filter(|(n, _)| after.is_none_or(|a| *n > a))
+            .filter(|(n, _, _)| after.is_none_or(|a| *n > a))
             .take(count)
-            .map(|(n, records)| FeedEntry { position: Self::position(*n), records: records.clone() })
+            .map(|(n, records, _)| FeedEntry { position: Self::position(*n), records: records.clone() })
             .collect()
     }
 }
@@ -78,6 +89,7 @@ impl TailFeed for MemoryTail {
         feeds.entry(project).and_modify(|f| f.watched_until = until).or_insert(Feed {
             entries: VecDeque::new(),
             logs: 0,
+            bytes: 0,
             next: 1,
             watched_until: until,
         });
@@ -93,12 +105,15 @@ impl TailFeed for MemoryTail {
             let mut feeds = self.feeds();
             for (project, group) in by_project(records, tailed) {
                 let Some(feed) = feeds.get_mut(&project) else { continue };
+                let weight = group.iter().map(super::record_weight).sum();
                 feed.logs += group.len();
-                feed.entries.push_back((feed.next, Arc::new(group)));
+                feed.bytes += weight;
+                feed.entries.push_back((feed.next, Arc::new(group), weight));
                 feed.next += 1;
-                while feed.logs > self.keep && feed.entries.len() > 1 {
-                    if let Some((_, dropped)) = feed.entries.pop_front() {
+                while (feed.logs > self.keep || feed.bytes > self.keep_bytes) && feed.entries.len() > 1 {
+                    if let Some((_, dropped, weight)) = feed.entries.pop_front() {
                         feed.logs -= dropped.len();
+                        feed.bytes -= weight;
                     }
                 }
             }
@@ -109,7 +124,7 @@ impl TailFeed for MemoryTail {
 
     async fn end(&self, project: Uuid) -> Result<Option<String>, StoreError> {
         let feeds = self.feeds();
-        Ok(feeds.get(&project).and_then(|f| f.entries.back()).map(|(n, _)| Self::position(*n)))
+        Ok(feeds.get(&project).and_then(|f| f.entries.back()).map(|(n, _, _)| Self::position(*n)))
     }
 
     async fn read(
@@ -142,7 +157,7 @@ impl TailFeed for MemoryTail {
         Ok(feed
             .entries
             .iter()
-            .find(|(_, records)| records.iter().any(|r| r.id == log))
-            .map(|(n, records)| FeedEntry { position: Self::position(*n), records: records.clone() }))
+            .find(|(_, records, _)| records.iter().any(|r| r.id == log))
+            .map(|(n, records, _)| FeedEntry { position: Self::position(*n), records: records.clone() }))
     }
 }

@@ -57,6 +57,29 @@ pub trait TailFeed: Send + Sync + 'static {
     async fn locate(&self, project: Uuid, log: Uuid) -> Result<Option<FeedEntry>, StoreError>;
 }
 
+/// About how many bytes a log holds in memory: what the tail's byte bounds count.
+pub fn record_weight(record: &LogRecord) -> usize {
+    fn json(value: &serde_json::Value) -> usize {
+        use serde_json::Value;
+        match value {
+            Value::Null | Value::Bool(_) | Value::Number(_) => 16,
+            Value::String(s) => 24 + s.len(),
+            Value::Array(items) => 24 + items.iter().map(json).sum::<usize>(),
+            Value::Object(map) => 48 + map.iter().map(|(k, v)| 24 + k.len() + json(v)).sum::<usize>(),
+        }
+    }
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    std::mem::size_of::<LogRecord>()
+        + record.message.len()
+        + text(&record.service)
+        + text(&record.environment)
+        + text(&record.host)
+        + text(&record.trace_id)
+        + text(&record.span_id)
+        + json(&record.attributes)
+        + record.exception.as_ref().map_or(0, |e| serde_json::to_vec(e).map_or(0, |v| v.len()))
+}
+
 /// Groups committed logs by project, keeping only tailed projects' logs.
 pub fn by_project(records: Vec<LogRecord>, tailed: &HashSet<Uuid>) -> Vec<(Uuid, Vec<LogRecord>)> {
     let mut groups: Vec<(Uuid, Vec<LogRecord>)> = Vec::new();
