@@ -532,6 +532,8 @@ pub struct LimitsConfig {
     pub max_projects_per_account: usize,
     /// Alert rules one project may have at most.
     pub max_alert_rules_per_project: usize,
+    /// Of them, `query_count` rules at most: each runs a query over the project's logs at every evaluation.
+    pub max_query_rules_per_project: usize,
 }
 
 impl Default for LimitsConfig {
@@ -544,6 +546,7 @@ impl Default for LimitsConfig {
             max_queue_depth: 10_000_000,
             max_projects_per_account: 100,
             max_alert_rules_per_project: 100,
+            max_query_rules_per_project: 10,
         }
     }
 }
@@ -827,8 +830,16 @@ impl Config {
         if let Some((setting, reason)) = defaults_patch.problems_within(&ceiling).into_iter().next() {
             return fail(format!("defaults.{setting} {reason} (its [limits] ceiling)"));
         }
-        if self.limits.max_projects_per_account == 0 || self.limits.max_alert_rules_per_project == 0 {
-            return fail("limits.max_projects_per_account and max_alert_rules_per_project must be at least 1".into());
+        let limits = &self.limits;
+        if limits.max_projects_per_account == 0
+            || limits.max_alert_rules_per_project == 0
+            || limits.max_query_rules_per_project == 0
+        {
+            return fail(
+                "limits.max_projects_per_account, max_alert_rules_per_project and max_query_rules_per_project must \
+                 be at least 1"
+                    .into(),
+            );
         }
         let server = &self.server;
         if server.max_connections == 0

@@ -300,7 +300,8 @@ async fn owners_cannot_raise_their_limits_past_the_operators_ceilings(kind: Kind
         ("LEDGER__LIMITS__MAX_DAILY_QUOTA", "1000000000"),
         ("LEDGER__LIMITS__MAX_QUEUE_DEPTH", "10000000"),
         ("LEDGER__LIMITS__MAX_PROJECTS_PER_ACCOUNT", "3"),
-        ("LEDGER__LIMITS__MAX_ALERT_RULES_PER_PROJECT", "2"),
+        ("LEDGER__LIMITS__MAX_ALERT_RULES_PER_PROJECT", "3"),
+        ("LEDGER__LIMITS__MAX_QUERY_RULES_PER_PROJECT", "1"),
         ("LEDGER__ALERTS__ALLOW_PRIVATE_TARGETS", "true"),
     ];
     let d = Daemon::start_with(Fresh::new(kind), &extra).await;
@@ -324,17 +325,25 @@ async fn owners_cannot_raise_their_limits_past_the_operators_ceilings(kind: Kind
         assert_eq!(d.post("/v1/projects", Some(&token), json!({"name": name})).await.status, 201);
     }
     d.post("/v1/projects", Some(&token), json!({"name": "fourth"})).await.assert_error(422, "validation_failed");
-    // Alert rules per project.
+    // Alert rules per project, and query_count rules (each a query at every evaluation) among them.
     let rule = |name: &str| {
         json!({"name": name, "kind": "new_error", "params": {},
                "channel": {"type": "webhook", "url": "http://127.0.0.1:9/hook"}})
     };
+    let query = |name: &str| {
+        json!({"name": name, "kind": "query_count", "params": {"query": {"q": "timeout"}, "threshold": 2, "window_secs": 60},
+               "channel": {"type": "webhook", "url": "http://127.0.0.1:9/hook"}})
+    };
     let rules = format!("/v1/projects/{project}/alerts");
-    for name in ["one", "two"] {
-        let r = d.post(&rules, Some(&token), rule(name)).await;
+    for body in [rule("one"), query("two")] {
+        let r = d.post(&rules, Some(&token), body).await;
         assert_eq!(r.status, 201, "{r:?}");
     }
-    d.post(&rules, Some(&token), rule("three")).await.assert_error(422, "validation_failed");
+    let r = d.post(&rules, Some(&token), query("second query")).await;
+    r.assert_error(422, "validation_failed");
+    assert_eq!(r.body["error"]["details"][0]["field"], "kind", "{r:?}");
+    assert_eq!(d.post(&rules, Some(&token), rule("three")).await.status, 201);
+    d.post(&rules, Some(&token), rule("four")).await.assert_error(422, "validation_failed");
 }
 
 async fn strangers_guessing_from_many_addresses_do_not_lock_the_owner_out(kind: Kind) {

@@ -69,12 +69,24 @@ pub async fn create(
     JsonBody(input): JsonBody<RuleInput>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let project = owned(&state, &session, &id).await?;
-    let max = state.accounts.limits().max_alert_rules_per_project;
-    if state.backend.alerts.rules(project).await?.len() >= max {
-        let reason = format!("a project has at most {max} alert rules on this server");
-        return Err(ApiError::Validation(vec![crate::error::FieldProblem::new("name", reason)]));
-    }
     let checked = rules::check(input, None, state.alerts.allow_private_targets).await?;
+    let limits = state.accounts.limits();
+    let existing = state.backend.alerts.rules(project).await?;
+    let queries = existing.iter().filter(|r| r.kind == "query_count").count();
+    let refused = if existing.len() >= limits.max_alert_rules_per_project {
+        Some((
+            "name",
+            format!("a project has at most {} alert rules on this server", limits.max_alert_rules_per_project),
+        ))
+    } else if checked.kind == "query_count" && queries >= limits.max_query_rules_per_project {
+        let max = limits.max_query_rules_per_project;
+        Some(("kind", format!("a project has at most {max} query_count rules on this server")))
+    } else {
+        None
+    };
+    if let Some((field, reason)) = refused {
+        return Err(ApiError::Validation(vec![crate::error::FieldProblem::new(field, reason)]));
+    }
     let webhook = checked.channel["type"] == "webhook";
     let now = chrono::Utc::now();
     let rule = AlertRule {
