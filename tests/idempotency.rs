@@ -152,12 +152,4 @@ async fn keys_survive_a_restart_and_a_crash(kind: Kind) {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_keys_survive_a_restart_and_a_crash() {
-    keys_survive_a_restart_and_a_crash(Kind::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_keys_survive_a_restart_and_a_crash() {
-    keys_survive_a_restart_and_a_crash(Kind::Shared).await;
-}
+on_both_kinds!(keys_survive_a_restart_and_a_crash);

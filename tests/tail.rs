@@ -329,15 +329,7 @@ async fn stalled_subscribers_of_large_logs_hold_bounded_memory(kind: Kind) {
     assert!(dropped > 0, "a stalled subscriber is told it lost logs");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_subscribers_of_large_logs_hold_bounded_memory_embedded() {
-    stalled_subscribers_of_large_logs_hold_bounded_memory(Kind::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_subscribers_of_large_logs_hold_bounded_memory_shared() {
-    stalled_subscribers_of_large_logs_hold_bounded_memory(Kind::Shared).await;
-}
+on_both_kinds!(stalled_subscribers_of_large_logs_hold_bounded_memory);
 
 /// Subscribers are capped per account (all its projects together) and per instance, not only per project.
 #[tokio::test]

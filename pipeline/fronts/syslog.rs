@@ -240,6 +240,8 @@ async fn connection<S: AsyncRead + Unpin>(
         }
         let mut room = ingestion.room();
         let mut held = first.bytes.len();
+        // The first message is read already (at most `max_message_bytes`): it is stored even when the
+        // budget is full; the budget decides whether more are read into this batch.
         let _ = room.grow_to(held);
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + linger;

@@ -199,6 +199,12 @@ impl TailHub {
                 .ok_or(ApiError::Unavailable { what: "the live tail", retry_after: Duration::from_secs(1) })?;
             let last = tail.last.clone();
             if self.full(&projects, project, account) {
+                // Another subscriber took the last place meanwhile: a reader started for none stops.
+                if projects.get(&project).is_some_and(|t| t.subscribers.is_empty())
+                    && let Some(idle) = projects.remove(&project)
+                {
+                    idle.stop.cancel();
+                }
                 return Err(too_many());
             }
             let subscriber = Subscriber {
@@ -209,7 +215,9 @@ impl TailHub {
                 dropped: dropped.clone(),
                 wake: wake.clone(),
             };
-            projects.get_mut(&project).map(|tail| tail.subscribers.insert(id, subscriber));
+            if let Some(tail) = projects.get_mut(&project) {
+                tail.subscribers.insert(id, subscriber);
+            }
             last
         };
         crate::observe::metrics().tail_subscribers.inc();
