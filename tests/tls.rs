@@ -128,3 +128,43 @@ async fn syslog_is_served_over_tls() {
     assert_eq!(logs[0]["service"], "tls-app");
     assert_eq!(logs[0]["level"], "ERROR");
 }
+
+/// A client that finishes the TLS handshake and then says nothing is closed once the handshake timeout
+/// passes, on both listeners: quiet TLS connections cannot hold the slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_that_goes_quiet_after_its_handshake_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let fresh = Fresh::new(Kind::Embedded);
+    let (certified, cert, key) = certificate(&fresh);
+    let d = Daemon::start_with(
+        fresh,
+        &[
+            ("LEDGER__SERVER__TLS_CERT_PATH", cert.as_str()),
+            ("LEDGER__SERVER__TLS_KEY_PATH", key.as_str()),
+            ("LEDGER__SERVER__HEADER_READ_TIMEOUT_SECS", "2"),
+        ],
+    )
+    .await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    for addr in [d.http_addr(), d.grpc_addr()] {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.expect("the handshake completes");
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a quiet TLS connection to {addr} was still open after 10 s");
+    }
+}
