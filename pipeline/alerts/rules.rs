@@ -239,6 +239,9 @@ pub async fn check_channel(channel: &Value, allow_private: bool, problems: &mut 
         }
     }
     let mut stored = channel.clone();
+    // PagerDuty's own address when the client gives none: not the client's input, so not resolved here
+    // (a daemon without outside DNS could not save the rule); each delivery still resolves it checked.
+    let defaulted = kind == "pagerduty" && channel.get("url").is_none();
     if kind == "pagerduty" {
         match channel.get("routing_key").and_then(Value::as_str) {
             Some(k) if (1..=64).contains(&k.len()) => {}
@@ -249,6 +252,7 @@ pub async fn check_channel(channel: &Value, allow_private: bool, problems: &mut 
         }
     }
     match stored.get("url").and_then(Value::as_str) {
+        Some(_) if defaulted => {}
         Some(url) => {
             if let Some(problem) = check_url("channel.url", url, allow_private).await {
                 problems.push(problem);
