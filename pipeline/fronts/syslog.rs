@@ -221,7 +221,7 @@ async fn connection<S: AsyncRead + Unpin>(
         };
         let Some(first) = first else { return Ok(()) };
         if !checked {
-            let key = key_of(&first, config);
+            let key = stored_key(log(&first).0, config);
             match ingestion.admit(Protocol::Syslog, key.as_deref()).await {
                 Err(e @ (IngestError::Unauthorized | IngestError::InsufficientScope(_))) => {
                     let day = chrono::Utc::now().date_naive();
@@ -276,10 +276,9 @@ async fn connection<S: AsyncRead + Unpin>(
     }
 }
 
-/// The key a message is stored with: its own, or `[syslog] api_key`.
-fn key_of(frame: &Frame, config: &SyslogConfig) -> Option<String> {
-    let (key, _) = log(frame);
-    key.or_else(|| (!config.api_key.is_empty()).then(|| config.api_key.clone()))
+/// The key a message is stored with: its own (`own`), or `[syslog] api_key`.
+fn stored_key(own: Option<String>, config: &SyslogConfig) -> Option<String> {
+    own.or_else(|| (!config.api_key.is_empty()).then(|| config.api_key.clone()))
 }
 
 /// Retries a batch gets after refusals that pass (rate limit, full queue, unavailable).
@@ -293,8 +292,7 @@ async fn store(ingestion: &Ingestion, config: &SyslogConfig, frames: Vec<Frame>)
     for frame in frames {
         let size = frame.bytes.len();
         let (key, log) = log(&frame);
-        let key = key.or_else(|| (!config.api_key.is_empty()).then(|| config.api_key.clone()));
-        let entry = by_key.entry(key).or_default();
+        let entry = by_key.entry(stored_key(key, config)).or_default();
         entry.0.push(RawLog::from(log));
         entry.1 += size;
     }

@@ -114,11 +114,6 @@ pub struct Room {
 }
 
 impl Room {
-    /// Bytes held now (in whole KiB).
-    pub fn bytes(&self) -> usize {
-        self.permit.as_ref().map_or(0, |p| p.num_permits() * RESERVE_UNIT)
-    }
-
     /// Holds at least `bytes`; 503 when the instance's budget has no room for the difference (what was
     /// held stays held).
     pub fn grow_to(&mut self, bytes: usize) -> Result<(), IngestError> {

@@ -85,9 +85,9 @@ impl StageRules {
 
     /// Every problem with these rules as a project's: over the project budget (rules, bytes, compile time),
     /// or not compiling. Compiled off the async workers ([`off_the_runtime`]).
-    pub async fn check(self: Arc<Self>, hash_key: Option<Vec<u8>>) -> Vec<RuleProblem> {
+    pub async fn check(self, hash_key: Option<Vec<u8>>) -> Vec<RuleProblem> {
         let rules = self.parse.len() + self.redact.len() + self.sample.len();
-        let bytes = serde_json::to_vec(&*self).map_or(usize::MAX, |json| json.len());
+        let bytes = serde_json::to_vec(&self).map_or(usize::MAX, |json| json.len());
         let mut problems = Vec::new();
         if rules > MAX_PROJECT_RULES {
             problems

@@ -54,14 +54,13 @@ fn body_error(error: &axum::Error, limit: usize) -> ApiError {
 /// decompression; it is left holding the decoded size, which the parsed request keeps about.
 pub async fn read_body<T: Send + 'static>(
     headers: &HeaderMap,
-    body: Body,
+    mut body: Body,
     limit: usize,
     room: &mut Room,
     parse: impl FnOnce(&[u8]) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<(T, usize), ApiError> {
     use http_body_util::BodyExt;
     let encoding = decode::encoding(header_text(headers, header::CONTENT_ENCODING))?;
-    let mut body = body;
     let mut raw = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| body_error(&e, limit))?;

@@ -66,7 +66,7 @@ async fn checked(
         // Checked against the project budget and by compiling them as the stages will, with the daemon's
         // hash key, off the async workers.
         let key = state.ingestion.rules.hash_key();
-        for problem in std::sync::Arc::new(stages.clone()).check(key).await {
+        for problem in stages.clone().check(key).await {
             problems.push(FieldProblem::new(problem.field, problem.reason));
         }
     }
