@@ -796,7 +796,7 @@ impl Config {
         let (stages, redact) = (&self.stages, &self.stages.redact);
         let key = redact.hash_key.as_bytes();
         if let Err(problem) =
-            ledger_stages::rules::compile_config(&stages.parse.rules, &redact.rules, key, &stages.sample.rules)
+            ledger_stages::compile::compile_config(&stages.parse.rules, &redact.rules, key, &stages.sample.rules)
         {
             return fail(problem);
         }

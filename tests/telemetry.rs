@@ -79,7 +79,7 @@ async fn spans_trees_and_links(kind: Kind) {
             ("LEDGER__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             // Accepted requests are logged at debug.
-            ("LEDGER__TELEMETRY__LOG_LEVEL", "info,ledger::fronts::http::request_id=debug"),
+            ("LEDGER__TELEMETRY__LOG_LEVEL", "info,ledger::fronts::base::request_id=debug"),
         ],
     )
     .await;

@@ -26,8 +26,8 @@ use uuid::Uuid;
 
 use crate::accounts::Accounts;
 use crate::config::Config;
-use crate::fronts::grpc;
-use crate::fronts::http::{self, AppState};
+use crate::fronts::base::listen::{self, Listener};
+use crate::fronts::base::{AppState, ConsoleSettings, FrontServices, operator::OperatorToken};
 use crate::ingest::outcome::Outcomes;
 use crate::ingest::{self, Ingestion, Parts};
 use crate::jobs::retention;
@@ -101,7 +101,7 @@ pub async fn dead_letter(config: &Config, command: crate::app::cli::DeadLetterCo
                 );
                 for l in &letters {
                     let project = l.project_id.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-                    let at = crate::fronts::http::timestamp(&l.failed_at);
+                    let at = crate::fronts::base::timestamp(&l.failed_at);
                     println!(
                         "{:>6}  {:>5}  {project:<36}  {:>5}  {:<11}  {at:<27}  {}",
                         l.id, l.shard, l.logs, l.reason, l.detail
@@ -320,7 +320,7 @@ async fn serve_fronts(
     let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
     let http_addr = http_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
     let grpc_addr = grpc_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
-    let state = AppState::new(http::FrontServices {
+    let state = AppState::new(FrontServices {
         accounts: core.accounts,
         backend: backend.clone(),
         ingestion: core.ingestion,
@@ -328,7 +328,7 @@ async fn serve_fronts(
         queue: core.plumbing.queue.clone(),
         analytics: core.plumbing.analytics.clone(),
         breaker: core.breaker,
-        operator: http::operator::OperatorToken::new(&config.server.operator_token),
+        operator: OperatorToken::new(&config.server.operator_token),
         tail: crate::query::tail::TailHub::new(
             core.plumbing.tail.clone(),
             backend.accounts.clone(),
@@ -343,7 +343,7 @@ async fn serve_fronts(
         ),
         tail_heartbeat: Duration::from_secs(config.tail.heartbeat_secs.max(1)),
         alerts: alerts(config, backend, &core.plumbing.analytics),
-        console: http::console::ConsoleSettings {
+        console: ConsoleSettings {
             enabled: config.console.enabled,
             secure_cookie: !config.server.tls_cert_path.is_empty(),
         },
@@ -360,29 +360,29 @@ async fn serve_fronts(
             stop.cancel();
         }
     });
-    let tls = crate::app::tls::load(&config.server)?;
+    let tls = crate::app::tls::load(&config.server).map_err(ServeError)?;
     let tls_on = tls.is_some();
     let (rest_tls, grpc_tls) = tls.map(|t| (t.rest, t.grpc)).unzip();
     let server = &config.server;
-    let limits = crate::fronts::listen::Limits {
+    let limits = listen::Limits {
         max_connections: server.max_connections,
         max_connections_per_address: server.max_connections_per_address,
         handshake_timeout: server.header_read_timeout(),
         idle_timeout: Duration::from_secs(server.idle_timeout_secs),
     };
-    let first_bytes = crate::fronts::listen::HTTP_FIRST_BYTES;
+    let first_bytes = listen::HTTP_FIRST_BYTES;
     let syslog_addr = match config.syslog.tcp_addr.parse::<std::net::SocketAddr>() {
         Ok(addr) => {
             let listener = bind(addr, "syslog.tcp_addr").await?;
             let local = listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
             let tls = if config.syslog.tls { rest_tls.clone() } else { None };
-            let syslog_limits = crate::fronts::listen::Limits {
+            let syslog_limits = listen::Limits {
                 max_connections: config.syslog.max_connections,
                 max_connections_per_address: config.syslog.max_connections_per_address,
                 ..limits
             };
             // One byte: a syslog sender may send short messages far apart; the key check bounds the rest.
-            let listener = crate::fronts::listen::Listener::new(listener, syslog_limits, tls, 1);
+            let listener = Listener::new(listener, syslog_limits, tls, 1);
             let (ingestion, syslog) = (state.ingestion.clone(), config.syslog.clone());
             let stop = shutdown.clone();
             tasks.spawn("syslog server", async move {
@@ -394,15 +394,17 @@ async fn serve_fronts(
         // Empty: off (`Config::check` refused anything else).
         Err(_) => String::new(),
     };
-    let app = http::router(state.clone());
-    let http_listener = crate::fronts::listen::Listener::new(http_listener, limits, rest_tls, first_bytes);
+    let app = crate::fronts::serve::router(state.clone());
+    let http_listener = Listener::new(http_listener, limits, rest_tls, first_bytes);
     let (body_timeout, rest_stop) = (config.server.body_read_timeout(), stop.clone());
     tasks.spawn("REST server", async move {
-        http::serve::serve(http_listener, app, body_timeout, rest_stop).await;
+        crate::fronts::serve::serve(http_listener, app, body_timeout, rest_stop).await;
         Ok(())
     });
-    let grpc_listener = crate::fronts::listen::Listener::new(grpc_listener, limits, grpc_tls, first_bytes);
-    tasks.spawn("gRPC server", async move { grpc::serve(grpc_listener, state, stop).await.map_err(ServeError) });
+    let grpc_listener = Listener::new(grpc_listener, limits, grpc_tls, first_bytes);
+    tasks.spawn("gRPC server", async move {
+        crate::fronts::serve::serve_grpc(grpc_listener, state, stop).await.map_err(ServeError)
+    });
     tracing::info!(%http_addr, %grpc_addr, %syslog_addr, backend = %backend.kind, tls = tls_on, "ledger ready");
     Ok(())
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::app::ServeError;
 use crate::config::ServerConfig;
 
 /// Both listeners' TLS settings, made from the same certificate and key.
@@ -17,23 +16,21 @@ pub struct Tls {
 }
 
 /// `None` when TLS is off (both paths empty; `Config::check` refuses only one set).
-pub fn load(config: &ServerConfig) -> Result<Option<Tls>, ServeError> {
+pub fn load(config: &ServerConfig) -> Result<Option<Tls>, String> {
     if config.tls_cert_path.is_empty() {
         return Ok(None);
     }
     // The process's one crypto provider; a second install (several daemons in one test process) is refused
     // harmlessly.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let read = |key: &str, path: &str| {
-        std::fs::read(path).map_err(|e| ServeError::new(format!("cannot read {key} {path:?}: {e}")))
-    };
+    let read = |key: &str, path: &str| std::fs::read(path).map_err(|e| format!("cannot read {key} {path:?}: {e}"));
     let cert = read("server.tls_cert_path", &config.tls_cert_path)?;
     let key = read("server.tls_key_path", &config.tls_key_path)?;
     let unusable = |e: &dyn std::fmt::Display| {
-        ServeError::new(format!(
+        format!(
             "server.tls_cert_path / server.tls_key_path ({:?}, {:?}) are not a PEM certificate and its key: {e}",
             config.tls_cert_path, config.tls_key_path
-        ))
+        )
     };
     let chain = CertificateDer::pem_slice_iter(&cert).collect::<Result<Vec<_>, _>>().map_err(|e| unusable(&e))?;
     let private = PrivateKeyDer::from_pem_slice(&key).map_err(|e| unusable(&e))?;

@@ -24,9 +24,9 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
-use crate::fronts::http::extract::shipper_credential;
-use crate::fronts::http::ingest::{admit, header_text, media_type, read_body};
-use crate::fronts::http::{AppState, request_id};
+use crate::fronts::base::body::{admit, header_text, media_type, read_body};
+use crate::fronts::base::credential::shipper_credential;
+use crate::fronts::base::{AppState, request_id};
 use crate::ingest::map::LogBuilder;
 use crate::ingest::outcome::Outcome;
 

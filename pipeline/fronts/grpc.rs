@@ -9,46 +9,15 @@ use ledger_stages::raw::Field;
 use ledger_stages::{Ingest, IngestError, Problem, Protocol, RateLimitStatus, RawLog};
 use serde_json::{Map, Value, json};
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::{Code, Request, Response, Status, Streaming};
-use tonic_health::ServingStatus;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::ApiError;
-use crate::fronts::http::extract::shipper_credential;
-use crate::fronts::http::logs::read_access;
-use crate::fronts::http::{AppState, request_id};
+use crate::fronts::base::rpc::{admission, read_project, status};
+use crate::fronts::base::{AppState, request_id};
 use crate::ingest::outcome::Outcome;
 use crate::ingest::{Ingestion, idempotency_key_ok};
 use crate::query::logs::{self, LogParams};
 use crate::query::{Range, analytics};
-
-/// API.md's mapping of errors to gRPC status codes; retryable ones carry `retry-after` (whole seconds).
-pub fn status(error: &ApiError) -> tonic::Status {
-    let code = match error {
-        ApiError::BadRequest(_)
-        | ApiError::BodyIncomplete
-        | ApiError::Validation(_)
-        | ApiError::PayloadTooLarge { .. }
-        | ApiError::BatchTooLarge { .. } => Code::InvalidArgument,
-        ApiError::UnsupportedMediaType(_) => Code::InvalidArgument,
-        ApiError::Unauthorized => Code::Unauthenticated,
-        ApiError::InsufficientScope(_) | ApiError::CsrfTokenInvalid => Code::PermissionDenied,
-        ApiError::NotFound => Code::NotFound,
-        ApiError::MethodNotAllowed => Code::Unimplemented,
-        ApiError::EmailTaken => Code::AlreadyExists,
-        ApiError::TooManyLoginAttempts { .. }
-        | ApiError::RateLimited { .. }
-        | ApiError::QuotaExceeded { .. }
-        | ApiError::TooManySubscribers { .. } => Code::ResourceExhausted,
-        ApiError::Unavailable { .. } | ApiError::QueueFull { .. } => Code::Unavailable,
-        ApiError::RequestTimeout => Code::DeadlineExceeded,
-        ApiError::Internal(_) => Code::Internal,
-    };
-    let mut status = tonic::Status::new(code, error.to_string());
-    if let Some(secs) = error.retry_after_secs() {
-        status.metadata_mut().insert("retry-after", MetadataValue::from(secs));
-    }
-    status
-}
 
 /// A protobuf `Value` as JSON; whole numbers become integers, as a JSON client would have sent them.
 fn value_to_json(value: prost_types::Value) -> Value {
@@ -126,10 +95,6 @@ pub struct Ingester {
     ingestion: Ingestion,
 }
 
-/// The project [`Guard`] authenticated a call for.
-#[derive(Clone)]
-struct Admission(ledger_stages::ProjectContext);
-
 impl Ingester {
     async fn batch(
         &self,
@@ -173,11 +138,6 @@ impl Ingester {
             }
         }
     }
-}
-
-pub(crate) fn admission(extensions: &tonic::Extensions) -> Result<&ledger_stages::ProjectContext, Status> {
-    // Every IngestService call passes the guard; without its mark the call is not authenticated.
-    extensions.get::<Admission>().map(|a| &a.0).ok_or_else(|| status(&ApiError::Unauthorized))
 }
 
 #[tonic::async_trait]
@@ -296,14 +256,6 @@ fn range(from: Option<&prost_types::Timestamp>, to: Option<&prost_types::Timesta
     Range::new(time("from", from)?, time("to", to)?).map_err(|e| status(&e))
 }
 
-/// The project a query call may read, as [`Guard`] found it from the call's metadata.
-#[derive(Clone, Copy)]
-struct ReadAccess(uuid::Uuid);
-
-fn read_project(extensions: &tonic::Extensions) -> Result<uuid::Uuid, Status> {
-    extensions.get::<ReadAccess>().map(|access| access.0).ok_or_else(|| Status::internal("no read access checked"))
-}
-
 /// The `level` list and `min_level` of a query or tail request, or INVALID_ARGUMENT naming the bad one.
 fn levels(
     level: &[String],
@@ -324,7 +276,7 @@ impl QueryService for Querier {
         let (_, extensions, q) = request.into_parts();
         let project = read_project(&extensions)?;
         let (levels, min_level) = levels(&q.level, q.min_level.as_deref())?;
-        let after = crate::fronts::http::tail::resume_point(None, q.after.as_deref()).map_err(|e| status(&e))?;
+        let after = crate::query::tail::resume_point(None, q.after.as_deref()).map_err(|e| status(&e))?;
         let params = LogParams {
             levels,
             min_level,
@@ -444,123 +396,15 @@ impl QueryService for Querier {
     }
 }
 
-/// Sets the call's `x-request-id` as REST does (the caller's when acceptable, else a new one): the call's id
-/// in its span, its log lines and its error details.
-fn with_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
-    if let Ok(id) = axum::http::HeaderValue::from_str(&request_id::of(request.headers())) {
-        request.headers_mut().insert(request_id::HEADER, id);
-    }
-    request
-}
-
-/// A call's span, named by its gRPC method and continuing the caller's `traceparent`.
-fn call_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    let path = request.uri().path();
-    let id = request.headers().get(request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    crate::telemetry::request_span(path.trim_start_matches('/'), path, id, request.headers())
-}
-
-/// In front of every service, before tonic reads a message: ingestion calls (`ledger.v1.IngestService` and
-/// OTLP's `LogsService`) and query calls (`ledger.v1.QueryService`) are authenticated from their metadata
-/// alone (an unknown key costs no decoding), and reflection asks for the operator token when one is set.
-#[derive(Clone)]
-struct Guard<S> {
-    inner: S,
-    state: AppState,
-}
-
-impl<S, B> tower::Service<axum::http::Request<B>> for Guard<S>
-where
-    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = axum::http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
-        // The clone that was polled ready is the one to call (tower's idiom).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path();
-        if path.starts_with("/grpc.reflection.") && !self.state.operator.allows(request.headers()) {
-            let refused = Status::unauthenticated("server reflection needs the operator token");
-            return Box::pin(async move { Ok(refused.into_http()) });
-        }
-        if path.starts_with("/ledger.v1.QueryService/") {
-            let state = self.state.clone();
-            return Box::pin(async move {
-                match read_access(request.headers(), &state, None).await {
-                    Ok(project) => {
-                        request.extensions_mut().insert(ReadAccess(project));
-                        inner.call(request).await
-                    }
-                    Err(e) => Ok(status(&e).into_http()),
-                }
-            });
-        }
-        let front = if path.starts_with("/ledger.v1.IngestService/") {
-            Protocol::Grpc
-        } else if path.strip_prefix('/').is_some_and(|p| p.starts_with(crate::fronts::otlp::SERVICE)) {
-            Protocol::Otlp
-        } else {
-            return Box::pin(inner.call(request));
-        };
-        let ingestion = self.state.ingestion.clone();
-        Box::pin(async move {
-            let credential = shipper_credential(request.headers(), false);
-            match ingestion.admit(front, credential.as_deref()).await {
-                Ok(admitted) => {
-                    request.extensions_mut().insert(Admission(admitted.into_project()));
-                    inner.call(request).await
-                }
-                Err(e) => Ok(status(&ApiError::from(e)).into_http()),
-            }
-        })
-    }
-}
-
-/// Serves gRPC on `listener` (HTTP/2 on the shared accept loop, [`crate::fronts::listen`]) until `shutdown`.
-pub async fn serve(
-    listener: crate::fronts::listen::Listener,
-    state: AppState,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> Result<(), String> {
-    let ingestion = state.ingestion.clone();
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ledger_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
+/// `ledger.v1.IngestService`, its messages bounded by the ingestion limits.
+pub fn ingest_service(ingestion: Ingestion) -> IngestServiceServer<Ingester> {
     let max = ingestion.max_body_bytes;
-    ledger_proto::codec::set_max_repeated(ingestion.max_request_logs);
-    let (guarded, otlp) = (state.clone(), ingestion.clone());
-    let ingester = IngestServiceServer::new(Ingester { ingestion }).max_decoding_message_size(max);
-    let routes = tonic::service::Routes::new(health)
-        .add_service(ingester)
-        .add_service(QueryServiceServer::new(Querier { state }))
-        .add_service(crate::fronts::otlp::Grpc::new(otlp))
-        .add_service(reflection)
-        .prepare();
-    let service = tower::ServiceBuilder::new()
-        .map_request(with_request_id)
-        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(call_span))
-        .layer(tower::layer::layer_fn(move |inner| Guard { inner, state: guarded.clone() }))
-        .service(routes);
-    let prepare = |request, _peer| request;
-    crate::fronts::listen::serve_http(listener, crate::fronts::listen::Versions::Http2, service, prepare, shutdown)
-        .await;
-    Ok(())
+    IngestServiceServer::new(Ingester { ingestion }).max_decoding_message_size(max)
+}
+
+/// `ledger.v1.QueryService`.
+pub fn query_service(state: AppState) -> QueryServiceServer<Querier> {
+    QueryServiceServer::new(Querier { state })
 }
 
 #[cfg(test)]
@@ -572,6 +416,7 @@ mod tests {
     #[test]
     fn retryable_errors_carry_retry_after() {
         let s = status(&ApiError::Unavailable { what: "database", retry_after: Duration::from_secs(3) });
+        use tonic::Code;
         assert_eq!(s.code(), Code::Unavailable);
         assert_eq!(s.metadata().get("retry-after").and_then(|v| v.to_str().ok()), Some("3"));
         assert_eq!(status(&ApiError::Unauthorized).code(), Code::Unauthenticated);

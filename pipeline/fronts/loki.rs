@@ -21,9 +21,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::fronts::http::extract::shipper_credential;
-use crate::fronts::http::ingest::{admit, media_type, read_body};
-use crate::fronts::http::{AppState, request_id};
+use crate::fronts::base::body::{admit, media_type, read_body};
+use crate::fronts::base::credential::shipper_credential;
+use crate::fronts::base::{AppState, request_id};
 use crate::ingest::decode;
 use crate::ingest::map::LogBuilder;
 use crate::ingest::outcome::Outcome;
@@ -213,7 +213,7 @@ fn failure(error: &ApiError) -> Response {
     let text = match error {
         ApiError::Validation(problems) => {
             let listed = problems.iter().map(|p| (p.index, p.field.as_str(), p.reason.as_str()));
-            format!("every entry was refused: {}\n", super::refusals(listed, "entry"))
+            format!("every entry was refused: {}\n", crate::fronts::base::refusals(listed, "entry"))
         }
         ApiError::Internal(_) => "internal error\n".to_owned(),
         other => format!("{other}\n"),
@@ -277,8 +277,10 @@ pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body)
     }
     match report.rejected.get() {
         Some(rejected) if !rejected.is_empty() => {
-            let listed =
-                super::refusals(rejected.iter().map(|p| (p.index, p.field.as_str(), p.reason.as_str())), "entry");
+            let listed = crate::fronts::base::refusals(
+                rejected.iter().map(|p| (p.index, p.field.as_str(), p.reason.as_str())),
+                "entry",
+            );
             let text = format!("{} entries refused, the others stored: {listed}", rejected.len());
             failure(&ApiError::BadRequest(text))
         }

@@ -22,9 +22,9 @@ use prost::Message;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::fronts::http::extract::shipper_credential;
-use crate::fronts::http::ingest::{admit, media_type, read_body};
-use crate::fronts::http::{AppState, request_id};
+use crate::fronts::base::body::{admit, media_type, read_body};
+use crate::fronts::base::credential::shipper_credential;
+use crate::fronts::base::{AppState, request_id};
 use crate::ingest::map::{LogBuilder, bytes_id, level_from_text, otlp_level};
 use crate::ingest::outcome::Outcome;
 use crate::ingest::{Admitted, Ingestion, decode};
@@ -170,7 +170,10 @@ fn decode(body: &[u8], encoding: Encoding, max_logs: usize) -> Result<ExportLogs
 /// `partial_success` for the records validate left out: how many, and why the first few were.
 fn partial_success(rejected: Option<&Vec<Problem>>) -> Option<ExportLogsPartialSuccess> {
     let rejected = rejected.filter(|r| !r.is_empty())?;
-    let listed = super::refusals(rejected.iter().map(|p| (p.index, p.field.as_str(), p.reason.as_str())), "record");
+    let listed = crate::fronts::base::refusals(
+        rejected.iter().map(|p| (p.index, p.field.as_str(), p.reason.as_str())),
+        "record",
+    );
     Some(ExportLogsPartialSuccess {
         rejected_log_records: rejected.len() as i64,
         error_message: format!("{} log records refused: {listed}", rejected.len()),
@@ -227,11 +230,11 @@ fn failure(encoding: Encoding, error: &ApiError) -> Response {
     if let ApiError::Internal(cause) = error {
         tracing::error!(error = %cause, "OTLP export failed");
     }
-    let status = crate::fronts::grpc::status(error);
+    let status = crate::fronts::base::rpc::status(error);
     let message = match error {
         ApiError::Validation(problems) => {
             let listed = problems.iter().map(|p| (p.index, p.field.as_str(), p.reason.as_str()));
-            format!("every log record was refused: {}", super::refusals(listed, "record"))
+            format!("every log record was refused: {}", crate::fronts::base::refusals(listed, "record"))
         }
         ApiError::Internal(_) => "internal error".to_owned(),
         other => other.to_string(),
@@ -322,20 +325,20 @@ impl tonic::server::UnaryService<ExportLogsServiceRequest> for ExportCall {
         let ingestion = self.0.clone();
         Box::pin(async move {
             let (metadata, extensions, message) = request.into_parts();
-            let project = crate::fronts::grpc::admission(&extensions)?.clone();
+            let project = crate::fronts::base::rpc::admission(&extensions)?.clone();
             let admitted = ingestion.resume(Protocol::Otlp, project);
             let size = message.encoded_len();
             let _room = match ingestion.reserve(size) {
                 Ok(room) => room,
                 Err(e) => {
                     admitted.refuse(Outcome::Unavailable);
-                    return Err(crate::fronts::grpc::status(&ApiError::from(e)));
+                    return Err(crate::fronts::base::rpc::status(&ApiError::from(e)));
                 }
             };
             let headers = metadata.into_headers();
             let id = headers.get(request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
             let answer = request_id::scope(id.clone(), export(&ingestion, admitted, message, id, size)).await;
-            answer.map(tonic::Response::new).map_err(|e| crate::fronts::grpc::status(&e))
+            answer.map(tonic::Response::new).map_err(|e| crate::fronts::base::rpc::status(&e))
         })
     }
 }

@@ -175,10 +175,10 @@ pub fn log(frame: &Frame) -> (Option<String>, Value) {
     (key, b.build())
 }
 
-/// Serves `[syslog] tcp_addr` on the shared accept loop ([`crate::fronts::listen`]: connection caps per
+/// Serves `[syslog] tcp_addr` on the shared accept loop ([`crate::fronts::base::listen`]: connection caps per
 /// listener and per address, a TLS handshake timeout) until `shutdown`.
 pub async fn serve(
-    listener: crate::fronts::listen::Listener,
+    listener: crate::fronts::base::listen::Listener,
     ingestion: Ingestion,
     config: SyslogConfig,
     shutdown: CancellationToken,

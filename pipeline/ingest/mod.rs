@@ -340,7 +340,7 @@ pub struct StageRuleSet {
 
 /// The three stages' config rules, compiled; or the problems, on one line.
 fn compile_rules(config: &StagesConfig) -> Result<(Parser, Redactor, Sampler), String> {
-    ledger_stages::rules::compile_config(
+    ledger_stages::compile::compile_config(
         &config.parse.rules,
         &config.redact.rules,
         config.redact.hash_key.as_bytes(),

@@ -361,3 +361,13 @@ impl Subscription {
         }
     }
 }
+
+/// The log to resume after: `Last-Event-ID`, else `after`.
+pub fn resume_point(last_event_id: Option<&str>, after: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    match last_event_id.or(after).map(str::trim).filter(|v| !v.is_empty()) {
+        Some(id) => {
+            Uuid::parse_str(id).map(Some).map_err(|_| super::bad("after", "must be the id of a log (Last-Event-ID)"))
+        }
+        None => Ok(None),
+    }
+}

@@ -297,3 +297,17 @@ impl Backend {
         setup::open(config).await
     }
 }
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`: URLs go into error messages.
+pub fn redact(url: &str) -> String {
+    if url.contains(',') {
+        // Several URLs: a Redis Cluster's nodes.
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}

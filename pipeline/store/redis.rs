@@ -353,7 +353,7 @@ impl RedisCache {
             match tokio::time::timeout(self.timeout, connect).await {
                 Ok(Ok(pubsub)) => return Ok(pubsub),
                 Ok(Err(e)) => last = Some(e.to_string()),
-                Err(_) => last = Some(format!("{} did not answer", crate::store::setup::redact(&url))),
+                Err(_) => last = Some(format!("{} did not answer", crate::store::redact(&url))),
             }
         }
         Err(unavailable(last.unwrap_or_else(|| "no cluster node to subscribe on".into())))

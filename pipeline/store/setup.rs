@@ -14,7 +14,7 @@ use sqlx::{PgPool, SqlitePool};
 use super::memory::{InProcess, MemoryCounters};
 use super::redis::RedisCache;
 use super::sql::{Db, SqlStore};
-use super::{Backend, HealthCheck, LogDb};
+use super::{Backend, HealthCheck, LogDb, redact};
 use crate::config::{BackendKind, Config};
 use crate::store::logs::postgres::PgLogStore;
 use crate::store::logs::sqlite::SqliteLogStore;
@@ -40,20 +40,6 @@ fn sqlite_logs() -> Migrator {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct SetupError(pub String);
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`: URLs go into error messages.
-pub fn redact(url: &str) -> String {
-    if url.contains(',') {
-        // Several URLs: a Redis Cluster's nodes.
-        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
-    }
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
 
 pub async fn open(config: &Config) -> Result<Backend, SetupError> {
     match config.backend.kind {

@@ -12,6 +12,7 @@
 //! This crate must never depend on a transport or a database driver.
 
 pub mod auth;
+pub mod compile;
 pub mod context;
 pub mod enrich;
 pub mod fingerprint;

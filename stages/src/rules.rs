@@ -16,10 +16,6 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::parse::ParseRule;
-use crate::redact::RedactRule;
-use crate::sample::SampleRule;
-
 /// Rules at most per stage and project (and in config.toml): enough for any real pipeline, and a bound on
 /// what one project can make every request of its own cost.
 pub const MAX_RULES: usize = 100;
@@ -46,26 +42,106 @@ pub async fn off_the_runtime<T: Send + 'static>(job: impl FnOnce() -> T + Send +
     tokio::task::spawn_blocking(job).await.ok()
 }
 
-/// Runs `apply` over a request's records: inline when only the operator's rules apply, on the blocking pool
-/// ([`off_the_runtime`]) when the project's own do, so that their cost is paid by the project's requests
-/// and not by the async workers every tenant shares.
-pub async fn over_records<R: Send + 'static>(
-    records: &mut Vec<crate::LogRecord>,
-    project_rules: bool,
-    apply: impl FnOnce(&mut [crate::LogRecord]) -> R + Send + 'static,
-) -> Result<R, crate::IngestError> {
-    if !project_rules {
-        return Ok(apply(records));
-    }
-    let mut taken = std::mem::take(records);
-    let (taken, result) = off_the_runtime(move || {
-        let result = apply(&mut taken);
-        (taken, result)
-    })
-    .await
-    .ok_or_else(|| crate::IngestError::unavailable("the project's stage rules"))?;
-    *records = taken;
-    Ok(result)
+// The rules of each stage, as config.toml and the projects API take them; each stage compiles its own.
+
+/// How a rule reads a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// The message is a JSON object.
+    Json,
+    /// The message is `key=value` pairs separated by spaces; values may be double-quoted.
+    Logfmt,
+    /// `pattern` matches the message; its named captures are the fields.
+    Regex,
+}
+
+/// One parse rule, as config.toml and the projects API take it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ParseRule {
+    /// The services whose logs it reads; empty or absent: every log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    pub format: Format,
+    /// The regular expression of format `regex` (named captures: `(?P<name>...)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+}
+
+/// A built-in detector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    Email,
+    Card,
+    Ipv4,
+    Ipv6,
+    Jwt,
+    Bearer,
+    CloudKeys,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    #[default]
+    Mask,
+    Hash,
+    Remove,
+}
+
+/// One redact rule, as config.toml and the projects API take it: exactly one of `detector`, `pattern` and
+/// `attribute`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RedactRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<Detector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+    /// The rule's name in `/metrics`; default: the detector's name, `pattern_<n>` or `attribute_<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub action: Action,
+}
+
+/// What a matching rule does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SampleAction {
+    Drop,
+    Sample,
+}
+
+/// One drop or sample rule, as config.toml and the projects API take it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SampleRule {
+    /// Level names (case-insensitive, `warn` and `fatal` too); empty: any level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
+    /// A regular expression the message must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub action: SampleAction,
+    /// With `sample`: keep one log (one trace) in this many, 2 or more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_in: Option<u64>,
 }
 
 /// A project's own rules (the `stages` of a project in the API).
@@ -81,77 +157,6 @@ pub struct StageRules {
 impl StageRules {
     pub fn is_empty(&self) -> bool {
         self.parse.is_empty() && self.redact.is_empty() && self.sample.is_empty()
-    }
-
-    /// Every problem with these rules as a project's: over the project budget (rules, bytes, compile time),
-    /// or not compiling. Compiled off the async workers ([`off_the_runtime`]).
-    pub async fn check(self, hash_key: Option<Vec<u8>>) -> Vec<RuleProblem> {
-        let rules = self.parse.len() + self.redact.len() + self.sample.len();
-        let bytes = serde_json::to_vec(&self).map_or(usize::MAX, |json| json.len());
-        let mut problems = Vec::new();
-        if rules > MAX_PROJECT_RULES {
-            problems
-                .push(RuleProblem::new("stages", format!("{rules} rules; a project has at most {MAX_PROJECT_RULES}")));
-        }
-        if bytes > MAX_PROJECT_RULES_BYTES {
-            let reason = format!("{bytes} bytes of rules; a project has at most {MAX_PROJECT_RULES_BYTES}");
-            problems.push(RuleProblem::new("stages", reason));
-        }
-        if !problems.is_empty() {
-            return problems;
-        }
-        let compiled = off_the_runtime(move || {
-            let started = std::time::Instant::now();
-            let mut problems = self.problems(hash_key.as_deref());
-            let took = started.elapsed();
-            if problems.is_empty() && took > MAX_COMPILE_TIME {
-                let reason =
-                    format!("take {} ms to compile; at most {} ms", took.as_millis(), MAX_COMPILE_TIME.as_millis());
-                problems.push(RuleProblem::new("stages", reason));
-            }
-            problems
-        })
-        .await;
-        compiled.unwrap_or_else(|| vec![RuleProblem::new("stages", "could not be compiled")])
-    }
-
-    /// Every problem with these rules, each naming its field (`stages.redact[2].pattern`); empty when
-    /// they compile. `hash_key`: the operator's key for the redact stage's `hash` action, if any.
-    pub fn problems(&self, hash_key: Option<&[u8]>) -> Vec<RuleProblem> {
-        let mut problems = Vec::new();
-        if let Err(p) = crate::parse::Parser::compile(&self.parse, "stages.parse") {
-            problems.extend(p);
-        }
-        if let Err(p) = crate::redact::Redactor::compile(&self.redact, hash_key, "stages.redact") {
-            problems.extend(p);
-        }
-        if let Err(p) = crate::sample::Sampler::compile(&self.sample, "stages.sample") {
-            problems.extend(p);
-        }
-        problems
-    }
-}
-
-/// The config's rules of the three stages, compiled (`hash_key` empty: none); or every problem, on one
-/// line, each naming its key (`stages.redact.rules[2].pattern`).
-pub fn compile_config(
-    parse: &[ParseRule],
-    redact: &[RedactRule],
-    hash_key: &[u8],
-    sample: &[SampleRule],
-) -> Result<(crate::parse::Parser, crate::redact::Redactor, crate::sample::Sampler), String> {
-    use crate::redact::MIN_HASH_KEY_BYTES;
-    if !hash_key.is_empty() && hash_key.len() < MIN_HASH_KEY_BYTES {
-        return Err(format!("stages.redact.hash_key must be at least {MIN_HASH_KEY_BYTES} bytes"));
-    }
-    let key = (!hash_key.is_empty()).then_some(hash_key);
-    let mut problems = Vec::new();
-    let parse = crate::parse::Parser::compile(parse, "stages.parse.rules").map_err(|p| problems.extend(p));
-    let redact = crate::redact::Redactor::compile(redact, key, "stages.redact.rules").map_err(|p| problems.extend(p));
-    let sample = crate::sample::Sampler::compile(sample, "stages.sample.rules").map_err(|p| problems.extend(p));
-    match (parse, redact, sample) {
-        (Ok(parse), Ok(redact), Ok(sample)) => Ok((parse, redact, sample)),
-        _ => Err(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")),
     }
 }
 

@@ -112,6 +112,28 @@ where
     }
 }
 
+/// Runs `apply` over a request's records: inline when only the operator's rules apply, on the blocking pool
+/// ([`crate::rules::off_the_runtime`]) when the project's own do, so that their cost is paid by the project's requests
+/// and not by the async workers every tenant shares.
+pub async fn over_records<R: Send + 'static>(
+    records: &mut Vec<crate::LogRecord>,
+    project_rules: bool,
+    apply: impl FnOnce(&mut [crate::LogRecord]) -> R + Send + 'static,
+) -> Result<R, crate::IngestError> {
+    if !project_rules {
+        return Ok(apply(records));
+    }
+    let mut taken = std::mem::take(records);
+    let (taken, result) = crate::rules::off_the_runtime(move || {
+        let result = apply(&mut taken);
+        (taken, result)
+    })
+    .await
+    .ok_or_else(|| crate::IngestError::unavailable("the project's stage rules"))?;
+    *records = taken;
+    Ok(result)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ClientIp, JsonBody, SessionAuth};
-use super::{AppState, timestamp};
 use crate::accounts::Issued;
 use crate::error::{ApiError, ErrorBody, FieldProblem};
+use crate::fronts::base::{AppState, timestamp};
 use crate::store::User;
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::extract::{JsonBody, SessionAuth};
-use super::{AppState, path_id, timestamp};
 use crate::alerts::rules::{self, Checked, RuleInput};
 use crate::error::{ApiError, ErrorBody};
+use crate::fronts::base::{AppState, path_id, timestamp};
 use crate::store::alerts::AlertRule;
 
 /// The project, if the session's user owns it (else 404, as for any project).

@@ -13,9 +13,9 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use super::logs::read_access;
-use super::{AppState, timestamp};
 use crate::error::{ApiError, ErrorBody};
+use crate::fronts::base::credential::read_access;
+use crate::fronts::base::{AppState, timestamp};
 use crate::query::analytics::{ErrorStatus, TopErrors};
 use crate::query::{Params, analytics, bad};
 use crate::store::analytics::{Granularity, TopError};
@@ -49,7 +49,7 @@ pub async fn error_rate(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Json<ErrorRate>, ApiError> {
-    let project = read_access(&headers, &state, params.get("project_id").map(String::as_str)).await?;
+    let project = read_access(&headers, &state.accounts, params.get("project_id").map(String::as_str)).await?;
     let range = Params(&params).only(&["from", "to"])?.range()?;
     let buckets = analytics::error_rate(state.analytics.as_ref(), project, range)
         .await?
@@ -68,7 +68,7 @@ pub async fn volume(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let project = read_access(&headers, &state, params.get("project_id").map(String::as_str)).await?;
+    let project = read_access(&headers, &state.accounts, params.get("project_id").map(String::as_str)).await?;
     let p = Params(&params);
     let range = p.only(&["from", "to", "interval"])?.range()?;
     let g = match p.text("interval") {
@@ -113,7 +113,7 @@ pub async fn top_errors(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let project = read_access(&headers, &state, params.get("project_id").map(String::as_str)).await?;
+    let project = read_access(&headers, &state.accounts, params.get("project_id").map(String::as_str)).await?;
     let p = Params(&params);
     let range = p.only(&["from", "to", "limit"])?.range()?;
     let top = analytics::top_errors(state.analytics.as_ref(), project, range, p.number("limit")?).await?;
@@ -131,7 +131,7 @@ pub async fn usage(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let project = read_access(&headers, &state, params.get("project_id").map(String::as_str)).await?;
+    let project = read_access(&headers, &state.accounts, params.get("project_id").map(String::as_str)).await?;
     let p = Params(&params);
     p.only(&["from", "to"])?;
     let day = |name: &str| -> Result<Option<NaiveDate>, ApiError> {

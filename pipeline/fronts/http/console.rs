@@ -23,11 +23,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
 use super::accounts::{Credentials, UserBody};
 use super::extract::{ClientIp, JsonBody};
 use crate::accounts::Issued;
 use crate::error::ApiError;
+use crate::fronts::base::{AppState, ConsoleSettings};
 
 /// The console's built files. In release builds they are compiled in; debug builds read `console/dist/`.
 #[derive(RustEmbed)]
@@ -41,15 +41,6 @@ const CSRF_HEADER: &str = "x-csrf-token";
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
-
-/// What the console needs from the configuration.
-#[derive(Clone, Copy, Debug)]
-pub struct ConsoleSettings {
-    /// `console.enabled`.
-    pub enabled: bool,
-    /// Cookies marked `Secure` (the listener speaks TLS).
-    pub secure_cookie: bool,
-}
 
 /// The console's routes besides `/` (which [`super::router`] shares with the Elasticsearch front).
 pub fn routes() -> Router<AppState> {

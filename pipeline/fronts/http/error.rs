@@ -4,8 +4,8 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::request_id;
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::fronts::base::request_id;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

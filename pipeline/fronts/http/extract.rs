@@ -7,9 +7,10 @@ use axum::http::{HeaderMap, header};
 use ledger_stages::auth::ApiKey;
 use serde::de::DeserializeOwned;
 
-use super::AppState;
 use crate::accounts::Session;
 use crate::error::{ApiError, FieldProblem};
+use crate::fronts::base::AppState;
+use crate::fronts::base::credential::bearer;
 
 /// A JSON body. Not JSON → 415; unparsable → 400; a field of the wrong type → 422 naming the field.
 pub struct JsonBody<T>(pub T);
@@ -86,7 +87,7 @@ async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes
     Bytes::from_request(request, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge { limit_bytes: super::ACCOUNT_BODY_LIMIT }
-        } else if super::serve::is_body_timeout(&rejection) {
+        } else if crate::fronts::base::body::is_body_timeout(&rejection) {
             ApiError::RequestTimeout
         } else {
             ApiError::BadRequest(rejection.body_text())
@@ -127,44 +128,6 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     }
 }
 
-/// The bearer credential of a request, if it has one.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, credential) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim())
-}
-
-/// The API key a request carries: `Authorization: Bearer ledger_…` or `X-API-Key: ledger_…` (the first wins).
-/// REST and gRPC (its metadata as headers) both read it here.
-pub fn credential(headers: &HeaderMap) -> Option<&str> {
-    bearer(headers).or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
-}
-
-/// The API key of a shipper's request (API.md, "Compatibility fronts"): what [`credential`] reads, or the
-/// password of `Authorization: Basic` (any user name: shippers that only know user and password), or, when
-/// `api_key_scheme` (the Elasticsearch front), `Authorization: ApiKey` with the key or base64 of `id:key`.
-pub fn shipper_credential(headers: &HeaderMap, api_key_scheme: bool) -> Option<String> {
-    use base64::Engine;
-    if let Some(key) = credential(headers) {
-        return Some(key.to_owned());
-    }
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = value.trim().split_once(' ')?;
-    let rest = rest.trim();
-    let decoded = || {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
-        let text = String::from_utf8(bytes).ok()?;
-        text.split_once(':').map(|(_, key)| key.to_owned())
-    };
-    if scheme.eq_ignore_ascii_case("basic") {
-        decoded()
-    } else if api_key_scheme && scheme.eq_ignore_ascii_case("apikey") {
-        if ApiKey::looks_like_key(rest) { Some(rest.to_owned()) } else { decoded() }
-    } else {
-        None
-    }
-}
-
 /// The client's IP address, as the listener saw it (no proxy header is trusted), an IPv6 address as its
 /// /64. A router called without a listener (tests calling it directly) sees the unspecified address.
 pub struct ClientIp(pub std::net::IpAddr);
@@ -175,7 +138,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
         let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
-        Ok(ClientIp(crate::fronts::listen::client_address(ip)))
+        Ok(ClientIp(crate::fronts::base::listen::client_address(ip)))
     }
 }
 
@@ -208,29 +171,6 @@ mod tests {
     struct Login {
         #[allow(dead_code)]
         email: String,
-    }
-
-    #[test]
-    fn shippers_send_keys_as_basic_passwords_and_elasticsearch_api_keys() {
-        use base64::Engine;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let with = |value: String| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::AUTHORIZATION, value.parse().expect("header"));
-            headers
-        };
-        let key = "ledger_abc";
-        assert_eq!(
-            shipper_credential(&with(format!("Basic {}", b64(&format!("user:{key}")))), false).as_deref(),
-            Some(key)
-        );
-        assert_eq!(shipper_credential(&with(format!("Bearer {key}")), false).as_deref(), Some(key));
-        assert_eq!(
-            shipper_credential(&with(format!("ApiKey {}", b64(&format!("id:{key}")))), true).as_deref(),
-            Some(key)
-        );
-        assert_eq!(shipper_credential(&with(format!("ApiKey {}", b64(&format!("id:{key}")))), false), None);
-        assert_eq!(shipper_credential(&with("Basic !!!".into()), false), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
+use crate::fronts::base::AppState;
 
 /// A dependency that does not answer within this is down, as far as a health check is concerned.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -10,95 +10,18 @@ use ledger_stages::{Ingest, Protocol, RateLimitStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::extract::credential;
-use super::{AppState, request_id};
 use crate::error::{ApiError, ErrorBody};
+use crate::fronts::base::body::{admit, header_text, read_body};
+use crate::fronts::base::credential::credential;
+use crate::fronts::base::{AppState, request_id};
 use crate::ingest::outcome::Outcome;
-use crate::ingest::{Admitted, Ingestion, Room, decode, idempotency_key_ok};
-
-/// Uncompressed bodies at least this large, and every compressed one, are decoded off the async workers.
-const DECODE_INLINE_MAX: usize = 256 * 1024;
+use crate::ingest::{decode, idempotency_key_ok};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AcceptedBody {
     accepted: usize,
     /// The logs' ids, in request order.
     ids: Vec<String>,
-}
-
-pub fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The request's media type, without parameters, trimmed and lowercased (`None` without a Content-Type).
-pub fn media_type(headers: &HeaderMap) -> Option<String> {
-    header_text(headers, header::CONTENT_TYPE).and_then(|v| v.split(';').next()).map(|m| m.trim().to_ascii_lowercase())
-}
-
-/// Why a body could not be read: too large, too slow, or cut off (the client went away: nobody reads this
-/// answer, but its outcome is `cancelled`).
-fn body_error(error: &axum::Error, limit: usize) -> ApiError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return ApiError::PayloadTooLarge { limit_bytes: limit };
-        }
-        source = e.source();
-    }
-    if super::serve::is_body_timeout(error) { ApiError::RequestTimeout } else { ApiError::BodyIncomplete }
-}
-
-/// Reads a body within `limit` (before and after its Content-Encoding) and the body read timeout, and
-/// hands the decompressed bytes to `parse`: what every HTTP ingestion front does with its body. `room`
-/// grows with what has arrived (a slow client holds what it sent, not what it announced), then covers the
-/// decompression; it is left holding the decoded size, which the parsed request keeps about.
-pub async fn read_body<T: Send + 'static>(
-    headers: &HeaderMap,
-    mut body: Body,
-    limit: usize,
-    room: &mut Room,
-    parse: impl FnOnce(&[u8]) -> Result<T, ApiError> + Send + 'static,
-) -> Result<(T, usize), ApiError> {
-    use http_body_util::BodyExt;
-    let encoding = decode::encoding(header_text(headers, header::CONTENT_ENCODING))?;
-    let mut raw = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| body_error(&e, limit))?;
-        let Ok(data) = frame.into_data() else { continue };
-        if raw.len() + data.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
-        }
-        room.grow_to(raw.len() + data.len())?;
-        raw.extend_from_slice(&data);
-    }
-    let inline = encoding == decode::Encoding::Identity && raw.len() < DECODE_INLINE_MAX;
-    if encoding != decode::Encoding::Identity {
-        // The compressed bytes and what they may inflate to, held together while decompressing.
-        room.grow_to(raw.len() + limit)?;
-    }
-    let work = move || {
-        let decoded = decode::decompress(&raw, encoding, limit)?;
-        parse(&decoded).map(|parsed| (parsed, decoded.len()))
-    };
-    // Decided by the body as read, not by what Content-Length claims; a compressed body may inflate up to
-    // the limit, so only a small uncompressed one is decoded on the async worker.
-    let (parsed, size) =
-        if inline { work()? } else { tokio::task::spawn_blocking(work).await.map_err(ApiError::internal)?? };
-    room.shrink_to(size);
-    Ok((parsed, size))
-}
-
-/// What every HTTP ingestion front does before reading its body: the credential (from the headers alone:
-/// an unknown key never makes the daemon read the body), then an empty room for the body among every body
-/// this instance holds, which [`read_body`] grows as the body arrives. The room is held until the request
-/// has its answer.
-pub async fn admit(
-    ingestion: &Ingestion,
-    front: Protocol,
-    credential: Option<&str>,
-) -> Result<(Admitted, Room), ApiError> {
-    let admitted = ingestion.admit(front, credential).await?;
-    Ok((admitted, ingestion.room()))
 }
 
 fn with_rate_limit(mut response: Response, status: Option<&RateLimitStatus>) -> Response {

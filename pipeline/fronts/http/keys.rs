@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{OptionalJsonBody, SessionAuth};
-use super::{AppState, path_id, timestamp};
 use crate::error::{ApiError, ErrorBody, FieldProblem};
+use crate::fronts::base::{AppState, path_id, timestamp};
 use crate::store::KeyRecord;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

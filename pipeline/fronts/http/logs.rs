@@ -8,27 +8,15 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use ledger_stages::LogRecord;
-use ledger_stages::auth::ApiKey;
 use ledger_stages::log::fingerprint_hex;
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
-use super::extract::bearer;
-use super::{AppState, path_id, timestamp};
 use crate::error::{ApiError, ErrorBody};
+use crate::fronts::base::credential::read_access;
+use crate::fronts::base::{AppState, path_id, timestamp};
 use crate::query::logs::{self as core, LogParams};
-
-/// The project a read is for: from an API key with the `query` scope (`Authorization: Bearer ledger_…` or
-/// `X-API-Key`), or a session and the owner's `project_id`. gRPC reads its metadata through this too.
-pub async fn read_access(headers: &HeaderMap, state: &AppState, project: Option<&str>) -> Result<Uuid, ApiError> {
-    let key = bearer(headers)
-        .filter(|c| ApiKey::looks_like_key(c))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim);
-    state.accounts.read_access(key, bearer(headers), project).await
-}
 
 /// API.md's stored log.
 pub fn log_json(record: &LogRecord) -> Value {
@@ -75,7 +63,7 @@ pub async fn list(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Json<LogPage>, ApiError> {
-    let project = read_access(&headers, &state, params.get("project_id").map(String::as_str)).await?;
+    let project = read_access(&headers, &state.accounts, params.get("project_id").map(String::as_str)).await?;
     let query = LogParams::from_query(&params)?.validate(project)?;
     let page = core::page(state.logs.as_ref(), query).await?;
     Ok(Json(LogPage { logs: page.logs.iter().map(log_json).collect(), next_cursor: page.next_cursor }))
@@ -90,7 +78,7 @@ pub async fn get(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let project = read_access(&headers, &state, params.get("project_id").map(String::as_str)).await?;
+    let project = read_access(&headers, &state.accounts, params.get("project_id").map(String::as_str)).await?;
     let record = core::one(state.logs.as_ref(), project, path_id(&id)?).await?;
     Ok(Json(log_json(&record)))
 }

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use super::AppState;
+use crate::fronts::base::AppState;
 
 /// Logs by the outcome they ended in.
 pub const INGEST_LOGS: &str = "ledger_ingest_logs_total";

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{JsonBody, SessionAuth};
-use super::{AppState, path_id, timestamp};
 use crate::error::{ApiError, ErrorBody, FieldProblem};
+use crate::fronts::base::{AppState, path_id, timestamp};
 use crate::store::Project;
 
 #[derive(Debug, Deserialize, ToSchema)]

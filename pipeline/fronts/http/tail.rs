@@ -15,25 +15,17 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::json;
-use uuid::Uuid;
 
-use super::AppState;
-use super::logs::{log_json, read_access};
+use super::logs::log_json;
 use crate::error::ApiError;
+use crate::fronts::base::AppState;
+use crate::fronts::base::credential::read_access;
 use crate::query::bad;
 use crate::query::logs::LogParams;
-use crate::query::tail::{Subscription, TailEvent};
+use crate::query::tail::{Subscription, TailEvent, resume_point};
 
 /// The filters of `GET /v1/logs` that make no sense for a stream.
 const NOT_FOR_TAIL: [&str; 4] = ["from", "to", "cursor", "limit"];
-
-/// The log to resume after: `Last-Event-ID`, else `after`.
-pub fn resume_point(last_event_id: Option<&str>, after: Option<&str>) -> Result<Option<Uuid>, ApiError> {
-    match last_event_id.or(after).map(str::trim).filter(|v| !v.is_empty()) {
-        Some(id) => Uuid::parse_str(id).map(Some).map_err(|_| bad("after", "must be the id of a log (Last-Event-ID)")),
-        None => Ok(None),
-    }
-}
 
 /// The tail's filters as the query core's parameters, refusing those of a page.
 pub fn tail_params(mut params: HashMap<String, String>) -> Result<LogParams, ApiError> {
@@ -75,7 +67,7 @@ pub async fn tail(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let project = read_access(&headers, &state, params.get("project_id").map(String::as_str)).await?;
+    let project = read_access(&headers, &state.accounts, params.get("project_id").map(String::as_str)).await?;
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let after = resume_point(last_event_id, params.get("after").map(String::as_str))?;
     let query = tail_params(params)?.validate(project)?;

@@ -12,41 +12,14 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::log::{Level, LogRecord};
 use crate::request::{Ingest, IngestError};
 use crate::rules::{Compiled, RuleProblem};
+pub use crate::rules::{Format, ParseRule};
 use crate::stage::{Stage, StageLayer};
 use crate::validate::ValidateConfig;
-
-/// How a rule reads a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// The message is a JSON object.
-    Json,
-    /// The message is `key=value` pairs separated by spaces; values may be double-quoted.
-    Logfmt,
-    /// `pattern` matches the message; its named captures are the fields.
-    Regex,
-}
-
-/// One parse rule, as config.toml and the projects API take it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct ParseRule {
-    /// The services whose logs it reads; empty or absent: every log.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub services: Vec<String>,
-    pub format: Format,
-    /// The regular expression of format `regex` (named captures: `(?P<name>...)`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
-}
 
 enum How {
     Json,
@@ -311,7 +284,7 @@ impl Stage for Parse {
             return Ok(());
         }
         let (limits, now) = (self.limits.clone(), Utc::now());
-        crate::rules::over_records(&mut request.records, own.is_some(), move |records| {
+        crate::stage::over_records(&mut request.records, own.is_some(), move |records| {
             for record in records {
                 if !own.as_ref().is_some_and(|own| own.apply(record, &limits, now)) {
                     global.apply(record, &limits, now);

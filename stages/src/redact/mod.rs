@@ -22,28 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 
 use crate::log::LogRecord;
 use crate::request::{Ingest, IngestError};
+pub use crate::rules::{Action, Detector, RedactRule};
 use crate::rules::{Compiled, RuleProblem};
 use crate::stage::{Stage, StageLayer};
-
-/// A built-in detector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum Detector {
-    Email,
-    Card,
-    Ipv4,
-    Ipv6,
-    Jwt,
-    Bearer,
-    CloudKeys,
-}
 
 impl Detector {
     pub fn name(self) -> &'static str {
@@ -116,35 +102,6 @@ fn luhn(s: &str) -> bool {
 }
 
 /// What happens to what a rule finds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    #[default]
-    Mask,
-    Hash,
-    Remove,
-}
-
-/// One redact rule, as config.toml and the projects API take it: exactly one of `detector`, `pattern` and
-/// `attribute`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct RedactRule {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detector: Option<Detector>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attribute: Option<String>,
-    /// The rule's name in `/metrics`; default: the detector's name, `pattern_<n>` or `attribute_<name>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub action: Action,
-}
-
 /// Redactions so far, by rule name, for `/metrics`.
 static COUNTS: LazyLock<Mutex<BTreeMap<String, Arc<AtomicU64>>>> = LazyLock::new(Mutex::default);
 
@@ -406,7 +363,7 @@ impl Stage for Redact {
         if global.is_empty() && own.is_none() {
             return Ok(());
         }
-        crate::rules::over_records(&mut request.records, own.is_some(), move |records| {
+        crate::stage::over_records(&mut request.records, own.is_some(), move |records| {
             for record in records {
                 global.apply(record);
                 if let Some(own) = &own {

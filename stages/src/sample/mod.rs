@@ -13,42 +13,11 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::log::{Level, LogRecord};
 use crate::request::{Ingest, IngestError, Removed};
 use crate::rules::{Compiled, RuleProblem};
+pub use crate::rules::{SampleAction, SampleRule};
 use crate::stage::{Stage, StageLayer};
-
-/// What a matching rule does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum SampleAction {
-    Drop,
-    Sample,
-}
-
-/// One drop or sample rule, as config.toml and the projects API take it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct SampleRule {
-    /// Level names (case-insensitive, `warn` and `fatal` too); empty: any level.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub levels: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub services: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub environments: Vec<String>,
-    /// A regular expression the message must match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    pub action: SampleAction,
-    /// With `sample`: keep one log (one trace) in this many, 2 or more.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub one_in: Option<u64>,
-}
 
 /// Why the stage removed a log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,7 +169,7 @@ impl Stage for Sample {
         }
         let project_rules = own.is_some();
         let decisions: Vec<Option<Removal>> =
-            crate::rules::over_records(&mut request.records, project_rules, move |records| {
+            crate::stage::over_records(&mut request.records, project_rules, move |records| {
                 let decide = |record: &LogRecord| {
                     own.as_ref().and_then(|own| own.decide(record)).or_else(|| global.decide(record)).flatten()
                 };

@@ -9,8 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ledger_stages::auth::KeyDigest;
 
-use super::AppState;
-use super::extract::bearer;
+use super::credential::bearer;
 use crate::error::ApiError;
 
 /// The token's SHA-256, compared in constant time; `None` = open.
@@ -32,12 +31,8 @@ impl OperatorToken {
 }
 
 /// Guards an operations route.
-pub async fn required(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.operator.allows(request.headers()) {
-        next.run(request).await
-    } else {
-        ApiError::Unauthorized.into_response()
-    }
+pub async fn required(State(token): State<OperatorToken>, request: Request, next: Next) -> Response {
+    if token.allows(request.headers()) { next.run(request).await } else { ApiError::Unauthorized.into_response() }
 }
 
 #[cfg(test)]
