@@ -11,13 +11,13 @@
 //!   the log store) is at least `quiet_secs` before the first new one.
 
 use chrono::{DateTime, Duration, Utc};
+use ledger_stages::log::fingerprint_hex;
 use serde_json::json;
 
 use super::Alerts;
 use super::notify::Notice;
-use super::rules::{min_level, query_params};
-use crate::query::logs::LogParams;
-use crate::store::alerts::AlertRule;
+use super::rules::{Condition, Rule};
+use crate::query::logs::{LogFilter, LogParams};
 use crate::store::analytics::Granularity;
 use crate::store::logs::LogQuery;
 
@@ -35,54 +35,56 @@ impl Alerts {
             tracing::warn!(%error, "could not look for unfinished alert deliveries");
         }
         let rules = self.store.enabled_rules().await.map_err(|e| e.to_string())?;
-        for rule in rules {
-            crate::observe::metrics().alert_evaluations.with_label_values(&[rule.kind.as_str()]).inc();
+        for row in rules {
+            let rule = match Rule::try_from(row) {
+                Ok(rule) => rule,
+                Err(error) => {
+                    tracing::error!(%error, "alert rule skipped");
+                    continue;
+                }
+            };
+            let kind = rule.condition.kind();
+            crate::observe::metrics().alert_evaluations.with_label_values(&[kind]).inc();
             if let Err(error) = self.evaluate(&rule, Utc::now()).await {
-                tracing::warn!(rule = %rule.id, kind = %rule.kind, %error, "alert rule evaluation failed");
+                tracing::warn!(rule = %rule.id, kind, %error, "alert rule evaluation failed");
             }
         }
         Ok(())
     }
 
-    async fn evaluate(&self, rule: &AlertRule, now: DateTime<Utc>) -> Result<(), String> {
-        match rule.kind.as_str() {
-            "error_rate" => {
-                let (rate, total) = self.error_rate(rule, now).await?;
-                let threshold = rule.params["threshold_percent"].as_f64().unwrap_or(100.0);
-                let min_logs = rule.params["min_logs"].as_u64().unwrap_or(1);
-                let holds = total >= min_logs && rate * 100.0 > threshold;
+    async fn evaluate(&self, rule: &Rule, now: DateTime<Utc>) -> Result<(), String> {
+        match &rule.condition {
+            Condition::ErrorRate { threshold_percent, window_secs, min_logs } => {
+                let (rate, total) = self.error_rate(rule, *window_secs, now).await?;
+                let holds = total >= min_logs.unwrap_or(1) && rate * 100.0 > *threshold_percent;
                 let summary = format!(
-                    "error rate {:.1} % over the last {} s ({total} logs; threshold {threshold} %)",
+                    "error rate {:.1} % over the last {window_secs} s ({total} logs; threshold {threshold_percent} %)",
                     rate * 100.0,
-                    rule.params["window_secs"]
                 );
                 let details =
-                    json!({"error_rate_percent": rate * 100.0, "logs": total, "threshold_percent": threshold});
+                    json!({"error_rate_percent": rate * 100.0, "logs": total, "threshold_percent": threshold_percent});
                 self.transition(rule, holds, now, summary, details).await
             }
-            "query_count" => {
-                let threshold = rule.params["threshold"].as_u64().unwrap_or(0);
-                let count = self.count(rule, now, threshold).await?;
-                let holds = count > threshold;
-                let over = if count > threshold { "more than " } else { "" };
+            Condition::QueryCount { query, threshold, window_secs } => {
+                let count = self.count(rule, query, *window_secs, now, *threshold).await?;
+                let holds = count > *threshold;
+                let over = if holds { "more than " } else { "" };
                 let summary = format!(
-                    "{over}{} logs matched in the last {} s (threshold {threshold})",
-                    count.min(threshold),
-                    rule.params["window_secs"]
+                    "{over}{} logs matched in the last {window_secs} s (threshold {threshold})",
+                    count.min(*threshold),
                 );
-                let details = json!({"count_at_least": count, "threshold": threshold, "query": rule.params["query"]});
+                let details = json!({"count_at_least": count, "threshold": threshold, "query": query});
                 self.transition(rule, holds, now, summary, details).await
             }
-            "new_error" => self.new_errors(rule, now).await,
-            "regression" => self.regressions(rule, now).await,
-            _ => Ok(()),
+            Condition::NewError { min_level } => self.new_errors(rule, min_level.level().number(), now).await,
+            Condition::Regression { quiet_secs } => self.regressions(rule, *quiet_secs, now).await,
         }
     }
 
     /// Fires when `holds` and the rule is not firing (and its cooldown has passed), resolves when it is.
     async fn transition(
         &self,
-        rule: &AlertRule,
+        rule: &Rule,
         holds: bool,
         now: DateTime<Utc>,
         summary: String,
@@ -109,8 +111,7 @@ impl Alerts {
         self.notify(rule, notice).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
-    async fn error_rate(&self, rule: &AlertRule, now: DateTime<Utc>) -> Result<(f64, u64), String> {
-        let window = rule.params["window_secs"].as_i64().unwrap_or(300);
+    async fn error_rate(&self, rule: &Rule, window: i64, now: DateTime<Utc>) -> Result<(f64, u64), String> {
         let g = Granularity::FiveMinutes;
         let from = g.bucket(&(now - Duration::seconds(window)));
         let buckets =
@@ -121,12 +122,16 @@ impl Alerts {
     }
 
     /// Logs matching the rule's query in its window, counted up to `threshold + 1`.
-    async fn count(&self, rule: &AlertRule, now: DateTime<Utc>, threshold: u64) -> Result<u64, String> {
-        let window = rule.params["window_secs"].as_i64().unwrap_or(60);
-        let params = LogParams::from_query(&query_params(&rule.params["query"])).map_err(|e| e.to_string())?;
-        let mut query: LogQuery = LogParams { from: Some(now - Duration::seconds(window)), to: Some(now), ..params }
-            .validate(rule.project_id)
-            .map_err(|e| e.to_string())?;
+    async fn count(
+        &self,
+        rule: &Rule,
+        filter: &LogFilter,
+        window: i64,
+        now: DateTime<Utc>,
+        threshold: u64,
+    ) -> Result<u64, String> {
+        let mut query: LogQuery =
+            filter.params(now - Duration::seconds(window), now).validate(rule.project_id).map_err(|e| e.to_string())?;
         query.limit = usize::try_from(threshold + 1).unwrap_or(10_001);
         let logs = self.logs.query(&query).await.map_err(|e| e.to_string())?;
         Ok(logs.len() as u64)
@@ -135,7 +140,7 @@ impl Alerts {
     /// The errors of the hours since the rule last looked, with what is known of each.
     async fn recent_errors(
         &self,
-        rule: &AlertRule,
+        rule: &Rule,
         now: DateTime<Utc>,
     ) -> Result<Vec<crate::store::analytics::TopError>, String> {
         let g = Granularity::Hour;
@@ -143,8 +148,7 @@ impl Alerts {
         self.analytics.errors(rule.project_id, g, from, g.bucket(&now)).await.map_err(|e| e.to_string())
     }
 
-    async fn new_errors(&self, rule: &AlertRule, now: DateTime<Utc>) -> Result<(), String> {
-        let level = min_level(&rule.params).unwrap_or(ledger_stages::Level::Error.number());
+    async fn new_errors(&self, rule: &Rule, level: i16, now: DateTime<Utc>) -> Result<(), String> {
         let since = rule.created_at.timestamp_micros();
         for error in self.recent_errors(rule, now).await? {
             if error.info.first_seen < since || error.info.level < level {
@@ -156,7 +160,7 @@ impl Alerts {
             };
             let notice = Notice {
                 status: "firing",
-                event_key: format!("new:{:016x}", error.fingerprint),
+                event_key: format!("new:{}", fingerprint_hex(error.fingerprint)),
                 at: now,
                 summary: format!("new error: {}", what.chars().take(300).collect::<String>()),
                 details: json!({
@@ -174,8 +178,8 @@ impl Alerts {
         self.store.checked(rule.id, now).await.map_err(|e| e.to_string())
     }
 
-    async fn regressions(&self, rule: &AlertRule, now: DateTime<Utc>) -> Result<(), String> {
-        let quiet = Duration::seconds(rule.params["quiet_secs"].as_i64().unwrap_or(86_400));
+    async fn regressions(&self, rule: &Rule, quiet_secs: i64, now: DateTime<Utc>) -> Result<(), String> {
+        let quiet = Duration::seconds(quiet_secs);
         let checked = rule.checked_until.timestamp_micros();
         for error in self.recent_errors(rule, now).await? {
             if error.info.last_seen <= checked {
@@ -198,7 +202,11 @@ impl Alerts {
             }
             let notice = Notice {
                 status: "firing",
-                event_key: format!("regression:{:016x}:{}", error.fingerprint, first_new.timestamp_micros()),
+                event_key: format!(
+                    "regression:{}:{}",
+                    fingerprint_hex(error.fingerprint),
+                    first_new.timestamp_micros()
+                ),
                 at: now,
                 summary: format!(
                     "regression: {} is back after {} s without it",
@@ -210,7 +218,7 @@ impl Alerts {
                     "exception_type": error.info.exception_type,
                     "previously_seen": previous.to_rfc3339(),
                     "seen_again": first_new.to_rfc3339(),
-                    "quiet_secs": rule.params["quiet_secs"],
+                    "quiet_secs": quiet_secs,
                 }),
                 fingerprint: Some(error.fingerprint),
                 severity: severity(error.info.level),
@@ -227,7 +235,7 @@ impl Alerts {
     /// occurs more often than that in one evaluation is not quiet.
     async fn occurrence(
         &self,
-        rule: &AlertRule,
+        rule: &Rule,
         fingerprint: u64,
         after: Option<DateTime<Utc>>,
         until: DateTime<Utc>,
@@ -236,7 +244,7 @@ impl Alerts {
         let params = LogParams {
             from: Some(from),
             to: Some(until),
-            fingerprint: Some(format!("{fingerprint:016x}")),
+            fingerprint: Some(fingerprint_hex(fingerprint)),
             limit: Some(if after.is_some() { 1000 } else { 1 }),
             ..LogParams::default()
         };

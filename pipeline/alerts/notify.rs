@@ -8,8 +8,10 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use uuid::Uuid;
 
+use ledger_stages::log::fingerprint_hex as hex;
+
 use super::Alerts;
-use crate::store::alerts::AlertRule;
+use super::rules::{Channel, Condition, Rule};
 
 /// How long a delivery's row stays with its instance after each attempt: longer than the longest wait
 /// between attempts plus a request's timeout, so only a dead instance's deliveries are taken over.
@@ -41,26 +43,23 @@ pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-fn hex(fingerprint: u64) -> String {
-    format!("{fingerprint:016x}")
-}
-
 impl Alerts {
     /// Where a notification links to: the console's Explore, on the error when there is one.
-    pub fn link(&self, rule: &AlertRule, notice: &Notice) -> String {
-        let filter = match (notice.fingerprint, rule.kind.as_str()) {
+    pub fn link(&self, rule: &Rule, notice: &Notice) -> String {
+        let filter = match (notice.fingerprint, &rule.condition) {
             (Some(f), _) => format!("?fingerprint={}", hex(f)),
-            (None, "error_rate") => String::from("?min_level=ERROR"),
+            (None, Condition::ErrorRate { .. }) => String::from("?min_level=ERROR"),
             _ => String::new(),
         };
         format!("{}/#/p/{}/explore{filter}", self.console_url, rule.project_id)
     }
 
     /// The body for the rule's channel.
-    pub fn body(&self, rule: &AlertRule, notice: &Notice) -> Value {
+    pub fn body(&self, rule: &Rule, notice: &Notice) -> Value {
         let link = self.link(rule, notice);
-        match rule.channel["type"].as_str().unwrap_or("webhook") {
-            "slack" => {
+        let kind = rule.condition.kind();
+        match &rule.channel {
+            Channel::Slack { .. } => {
                 let title = match notice.status {
                     "firing" => format!(":rotating_light: *{}* is firing", rule.name),
                     "resolved" => format!(":white_check_mark: *{}* resolved", rule.name),
@@ -71,19 +70,18 @@ impl Alerts {
                     "blocks": [
                         {"type": "section", "text": {"type": "mrkdwn", "text": format!("{title}\n{}", notice.summary)}},
                         {"type": "context", "elements": [{"type": "mrkdwn",
-                            "text": format!("{} · project {} · {}", rule.kind, rule.project_id, notice.at.to_rfc3339())}]},
+                            "text": format!("{kind} · project {} · {}", rule.project_id, notice.at.to_rfc3339())}]},
                         {"type": "actions", "elements": [{"type": "button",
                             "text": {"type": "plain_text", "text": "Open in Ledger"}, "url": link}]},
                     ],
                 })
             }
-            "pagerduty" => {
+            Channel::Pagerduty { routing_key, .. } => {
                 let dedup_key = match (notice.status, notice.fingerprint) {
                     ("test", _) => format!("ledger:{}:test", rule.id),
                     (_, Some(f)) => format!("ledger:{}:{}", rule.id, hex(f)),
                     (_, None) => format!("ledger:{}", rule.id),
                 };
-                let routing_key = rule.channel["routing_key"].clone();
                 if notice.status == "resolved" {
                     return json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key});
                 }
@@ -98,15 +96,15 @@ impl Alerts {
                         "source": "ledger",
                         "timestamp": notice.at.to_rfc3339(),
                         "component": rule.project_id.to_string(),
-                        "class": rule.kind,
+                        "class": kind,
                         "custom_details": notice.details,
                     },
                     "links": [{"href": link, "text": "Open in Ledger"}],
                 })
             }
-            _ => {
+            Channel::Webhook { .. } => {
                 let mut body = json!({
-                    "alert": {"id": rule.id.to_string(), "name": rule.name, "kind": rule.kind},
+                    "alert": {"id": rule.id.to_string(), "name": rule.name, "kind": kind},
                     "project_id": rule.project_id.to_string(),
                     "status": notice.status,
                     "at": notice.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -123,7 +121,7 @@ impl Alerts {
     }
 
     /// Claims the event and, if this instance made its row, delivers it in the background.
-    pub async fn notify(&self, rule: &AlertRule, notice: Notice) -> Result<bool, crate::store::StoreError> {
+    pub async fn notify(&self, rule: &Rule, notice: Notice) -> Result<bool, crate::store::StoreError> {
         let payload = self.body(rule, &notice).to_string();
         let held = Utc::now() + chrono::Duration::seconds(HOLD_SECS);
         if !self.store.claim(rule.id, &notice.event_key, notice.status, notice.at, &payload, held).await? {
@@ -140,7 +138,14 @@ impl Alerts {
         let now = Utc::now();
         let attempts = 1 + self.backoff.len() as i64;
         for unfinished in self.store.reclaim(now, now + chrono::Duration::seconds(HOLD_SECS), attempts).await? {
-            let Some(rule) = self.store.rule_by_id(unfinished.rule_id).await? else { continue };
+            let Some(row) = self.store.rule_by_id(unfinished.rule_id).await? else { continue };
+            let rule = match Rule::try_from(row) {
+                Ok(rule) => rule,
+                Err(error) => {
+                    tracing::error!(%error, "an unfinished alert delivery is left: its rule does not read");
+                    continue;
+                }
+            };
             tracing::info!(rule = %rule.id, event = %unfinished.event_key, attempts = unfinished.attempts, "resuming an alert delivery another instance left");
             let alerts = self.clone();
             tokio::spawn(async move {
@@ -151,8 +156,8 @@ impl Alerts {
     }
 
     /// Sends `body` until a 2xx answer or the attempts run out (after `done` made elsewhere), recording each.
-    pub async fn deliver(&self, rule: &AlertRule, event_key: &str, body: Vec<u8>, done: i64) -> bool {
-        let url = rule.channel["url"].as_str().unwrap_or_default().to_owned();
+    pub async fn deliver(&self, rule: &Rule, event_key: &str, body: Vec<u8>, done: i64) -> bool {
+        let url = rule.channel.url().to_owned();
         let skip = usize::try_from(done).unwrap_or(0);
         // A resumed delivery goes at once, then keeps to the rest of the schedule.
         let waits: Vec<u64> = std::iter::once(0)

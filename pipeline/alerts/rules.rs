@@ -1,14 +1,185 @@
-//! A rule as clients send it (`POST` and `PATCH /v1/projects/{id}/alerts…`), checked once: every problem
-//! named, as 422 `validation_failed`.
+//! A rule, typed: what it watches ([`Condition`], one variant per kind with its parameters) and where it
+//! notifies ([`Channel`]). A rule as clients send it (`POST` and `PATCH /v1/projects/{id}/alerts…`) is
+//! checked once, every problem named as 422 `validation_failed`, and becomes these types; the store keeps
+//! them as JSON and they are read back strictly (a row that does not read is an error, never a default).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use ledger_stages::Level;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::error::{ApiError, FieldProblem};
-use crate::query::logs::LogParams;
+use crate::query::logs::{LogFilter, NOT_FILTERS};
+use crate::store::alerts::AlertRule;
+
+/// What a rule watches: its `kind` and `params` in the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "params", rename_all = "snake_case")]
+pub enum Condition {
+    /// The share of logs at ERROR or above over the window, in percent, above `threshold_percent`.
+    ErrorRate {
+        threshold_percent: f64,
+        window_secs: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_logs: Option<u64>,
+    },
+    /// More than `threshold` logs matching `query` over the window.
+    QueryCount { query: LogFilter, threshold: u64, window_secs: i64 },
+    /// A fingerprint first seen after the rule was made, at `min_level` or above.
+    NewError {
+        #[serde(default)]
+        min_level: ErrorLevel,
+    },
+    /// A fingerprint seen again after `quiet_secs` without it.
+    Regression { quiet_secs: i64 },
+}
+
+impl Condition {
+    pub const QUERY_COUNT: &str = "query_count";
+
+    /// The kind's name in the API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Condition::ErrorRate { .. } => "error_rate",
+            Condition::QueryCount { .. } => "query_count",
+            Condition::NewError { .. } => "new_error",
+            Condition::Regression { .. } => "regression",
+        }
+    }
+
+    /// The kind's parameters in the API's form.
+    pub fn params(&self) -> Value {
+        serde_json::to_value(self).ok().and_then(|mut v| v.get_mut("params").map(Value::take)).unwrap_or(json!({}))
+    }
+
+    /// From a kind and its parameters as the API (and the store) write them.
+    pub fn from_parts(kind: &str, params: Value) -> Result<Condition, serde_json::Error> {
+        serde_json::from_value(json!({"kind": kind, "params": params}))
+    }
+}
+
+/// The levels a new_error rule can start at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ErrorLevel {
+    #[default]
+    Error,
+    Critical,
+}
+
+impl ErrorLevel {
+    pub fn level(self) -> Level {
+        match self {
+            ErrorLevel::Error => Level::Error,
+            ErrorLevel::Critical => Level::Critical,
+        }
+    }
+
+    fn parse(name: &str) -> Option<ErrorLevel> {
+        match name.to_ascii_uppercase().as_str() {
+            "ERROR" => Some(ErrorLevel::Error),
+            "CRITICAL" => Some(ErrorLevel::Critical),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ErrorLevel, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        ErrorLevel::parse(&name).ok_or_else(|| serde::de::Error::custom("min_level must be ERROR or CRITICAL"))
+    }
+}
+
+/// Where a rule notifies: `channel` in the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Channel {
+    /// A JSON POST, signed with the rule's secret.
+    Webhook { url: String },
+    /// A Slack incoming webhook.
+    Slack { url: String },
+    /// PagerDuty's Events API v2.
+    Pagerduty { routing_key: String, url: String },
+}
+
+impl Channel {
+    pub fn url(&self) -> &str {
+        match self {
+            Channel::Webhook { url } | Channel::Slack { url } | Channel::Pagerduty { url, .. } => url,
+        }
+    }
+}
+
+/// A rule with its state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub condition: Condition,
+    pub channel: Channel,
+    /// The webhook signing secret; empty for other channels.
+    pub secret: String,
+    pub cooldown_secs: i64,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub firing: bool,
+    pub episode: i64,
+    pub last_fired_at: Option<DateTime<Utc>>,
+    pub checked_until: DateTime<Utc>,
+}
+
+impl TryFrom<AlertRule> for Rule {
+    type Error = String;
+
+    /// A stored rule, read strictly: one that does not read names itself and why.
+    fn try_from(row: AlertRule) -> Result<Rule, String> {
+        let unreadable =
+            |what: &str, e: serde_json::Error| format!("alert rule {}: its {what} does not read: {e}", row.id);
+        let condition = Condition::from_parts(&row.kind, row.params.clone()).map_err(|e| unreadable("params", e))?;
+        let channel = serde_json::from_value(row.channel.clone()).map_err(|e| unreadable("channel", e))?;
+        Ok(Rule {
+            id: row.id,
+            project_id: row.project_id,
+            name: row.name,
+            condition,
+            channel,
+            secret: row.secret,
+            cooldown_secs: row.cooldown_secs,
+            enabled: row.enabled,
+            created_at: row.created_at,
+            firing: row.firing,
+            episode: row.episode,
+            last_fired_at: row.last_fired_at,
+            checked_until: row.checked_until,
+        })
+    }
+}
+
+impl From<&Rule> for AlertRule {
+    fn from(rule: &Rule) -> AlertRule {
+        AlertRule {
+            id: rule.id,
+            project_id: rule.project_id,
+            name: rule.name.clone(),
+            kind: rule.condition.kind().to_owned(),
+            params: rule.condition.params(),
+            channel: serde_json::to_value(&rule.channel).unwrap_or(Value::Null),
+            secret: rule.secret.clone(),
+            cooldown_secs: rule.cooldown_secs,
+            enabled: rule.enabled,
+            created_at: rule.created_at,
+            firing: rule.firing,
+            episode: rule.episode,
+            last_fired_at: rule.last_fired_at,
+            checked_until: rule.checked_until,
+        }
+    }
+}
 
 pub const KINDS: [&str; 4] = ["error_rate", "query_count", "new_error", "regression"];
 pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -48,22 +219,6 @@ fn whole(params: &Value, name: &str, min: i64, max: i64, problems: &mut Vec<Fiel
     }
 }
 
-/// A query_count rule's filters as the query string `GET /v1/logs` would get.
-pub fn query_params(query: &Value) -> HashMap<String, String> {
-    let mut params = HashMap::new();
-    if let Some(map) = query.as_object() {
-        for (k, v) in map {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                Value::Array(items) => items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
-                other => other.to_string(),
-            };
-            params.insert(k.clone(), text);
-        }
-    }
-    params
-}
-
 /// Every problem with a kind's parameters.
 pub fn check_params(kind: &str, params: &Value, problems: &mut Vec<FieldProblem>) {
     if !params.is_object() {
@@ -95,10 +250,12 @@ pub fn check_params(kind: &str, params: &Value, problems: &mut Vec<FieldProblem>
             whole(params, "window_secs", 1, 86_400, problems);
             match params.get("query") {
                 Some(query) if query.is_object() => {
-                    let map = query_params(query);
-                    if let Some(bad) = ["from", "to", "cursor", "limit"].iter().find(|k| map.contains_key(**k)) {
+                    let now = Utc::now();
+                    if let Some(bad) = NOT_FILTERS.iter().find(|k| query.get(**k).is_some()) {
                         problems.push(FieldProblem::new(format!("params.query.{bad}"), "is set by the rule's window"));
-                    } else if let Err(e) = LogParams::from_query(&map).and_then(|p| p.validate(uuid::Uuid::nil())) {
+                    } else if let Err(e) =
+                        LogFilter::from_json(query).and_then(|f| f.params(now, now).validate(Uuid::nil()))
+                    {
                         problems.push(FieldProblem::new("params.query", e.to_string()));
                     }
                 }
@@ -108,21 +265,11 @@ pub fn check_params(kind: &str, params: &Value, problems: &mut Vec<FieldProblem>
                 None => problems.push(FieldProblem::new("params.query", "is required")),
             }
         }
-        "new_error" if min_level(params).is_none() => {
+        "new_error" if params.get("min_level").is_some_and(|l| l.as_str().and_then(ErrorLevel::parse).is_none()) => {
             problems.push(FieldProblem::new("params.min_level", "must be ERROR or CRITICAL"));
         }
         "regression" => whole(params, "quiet_secs", 1, 365 * 86_400, problems),
         _ => {}
-    }
-}
-
-/// new_error's level: ERROR (default) or CRITICAL, as a number.
-pub fn min_level(params: &Value) -> Option<i16> {
-    match params.get("min_level").map(|v| v.as_str().map(str::to_uppercase)) {
-        None => Some(ledger_stages::Level::Error.number()),
-        Some(Some(l)) if l == "ERROR" => Some(ledger_stages::Level::Error.number()),
-        Some(Some(l)) if l == "CRITICAL" => Some(ledger_stages::Level::Critical.number()),
-        _ => None,
     }
 }
 
@@ -263,18 +410,18 @@ pub async fn check_channel(channel: &Value, allow_private: bool, problems: &mut 
     stored
 }
 
-/// The checked parts of a rule: name, kind, params, channel (as stored), cooldown, enabled.
+/// The checked parts of a rule.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Checked {
     pub name: String,
-    pub kind: String,
-    pub params: Value,
-    pub channel: Value,
+    pub condition: Condition,
+    pub channel: Channel,
     pub cooldown_secs: i64,
     pub enabled: bool,
 }
 
 /// Checks an input against the rule it changes (`base`; none for a create), returning the whole rule.
-pub async fn check(input: RuleInput, base: Option<&Checked>, allow_private: bool) -> Result<Checked, ApiError> {
+pub async fn check(input: RuleInput, base: Option<&Rule>, allow_private: bool) -> Result<Checked, ApiError> {
     let mut problems = Vec::new();
     let name = input.name.or_else(|| base.map(|b| b.name.clone()));
     match &name {
@@ -285,20 +432,20 @@ pub async fn check(input: RuleInput, base: Option<&Checked>, allow_private: bool
     if base.is_some() && input.kind.is_some() {
         problems.push(FieldProblem::new("kind", "cannot change: create another rule"));
     }
-    let kind = base.map(|b| b.kind.clone()).or(input.kind);
+    let kind = base.map(|b| b.condition.kind().to_owned()).or(input.kind);
     match &kind {
         Some(k) if KINDS.contains(&k.as_str()) => {}
         Some(_) => problems.push(FieldProblem::new("kind", "must be error_rate, query_count, new_error or regression")),
         None => problems.push(FieldProblem::new("kind", "is required")),
     }
-    let params = input.params.or_else(|| base.map(|b| b.params.clone())).unwrap_or_else(|| json!({}));
+    let params = input.params.or_else(|| base.map(|b| b.condition.params())).unwrap_or_else(|| json!({}));
     if let Some(kind) = &kind {
         check_params(kind, &params, &mut problems);
     }
     let channel = match input.channel {
         Some(channel) => check_channel(&channel, allow_private, &mut problems).await,
         None => match base {
-            Some(b) => b.channel.clone(),
+            Some(b) => serde_json::to_value(&b.channel).unwrap_or(Value::Null),
             None => {
                 problems.push(FieldProblem::new("channel", "is required"));
                 Value::Null
@@ -312,10 +459,13 @@ pub async fn check(input: RuleInput, base: Option<&Checked>, allow_private: bool
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
     }
+    // Checked above field by field, so these read; should one not, the client hears which.
+    let condition = Condition::from_parts(kind.as_deref().unwrap_or_default(), params)
+        .map_err(|e| ApiError::validation("params", e.to_string()))?;
+    let channel = serde_json::from_value(channel).map_err(|e| ApiError::validation("channel", e.to_string()))?;
     Ok(Checked {
         name: name.unwrap_or_default().trim().to_owned(),
-        kind: kind.unwrap_or_default(),
-        params,
+        condition,
         channel,
         cooldown_secs,
         enabled: input.enabled.or(base.map(|b| b.enabled)).unwrap_or(true),
@@ -383,6 +533,31 @@ mod tests {
         assert!(sent.is_err(), "refused by the resolver");
         let accepted = tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
         assert!(accepted.is_err(), "nothing connected to the private address");
+    }
+
+    #[tokio::test]
+    async fn a_checked_rule_is_typed_and_reads_back_as_stored() {
+        let input = RuleInput {
+            name: Some(" errors ".into()),
+            kind: Some("query_count".into()),
+            params: Some(json!({"query": {"level": "error", "q": "timeout"}, "threshold": 5, "window_secs": 60})),
+            channel: Some(json!({"type": "pagerduty", "routing_key": "abc"})),
+            cooldown_secs: None,
+            enabled: None,
+        };
+        let checked = check(input, None, false).await.expect("valid");
+        let Condition::QueryCount { query, threshold, window_secs } = &checked.condition else { panic!("query_count") };
+        assert_eq!(
+            (query.levels.as_slice(), query.q.as_deref(), *threshold, *window_secs),
+            (&[Level::Error][..], Some("timeout"), 5, 60)
+        );
+        assert_eq!(checked.channel, Channel::Pagerduty { routing_key: "abc".into(), url: PAGERDUTY_URL.into() });
+        let params = checked.condition.params();
+        assert_eq!(params, json!({"query": {"level": ["ERROR"], "q": "timeout"}, "threshold": 5, "window_secs": 60}));
+        assert_eq!(Condition::from_parts("query_count", params).expect("reads"), checked.condition);
+        // A stored row that does not read is an error naming the rule, not a default.
+        assert!(Condition::from_parts("error_rate", json!({"window_secs": 60})).is_err());
+        assert!(Condition::from_parts("new_error", json!({"min_level": "error"})).is_ok(), "older rows' lowercase");
     }
 
     #[tokio::test]

@@ -250,7 +250,12 @@ fn core(config: &Config, backend: &Backend, shutdown: &CancellationToken) -> Res
 
 /// Alert rules' evaluation and delivery, linking to the console at `alerts.console_url` (default: the REST
 /// listener's configured address).
-fn alerts(config: &Config, backend: &Backend, analytics: &Arc<dyn AnalyticsCache>) -> crate::alerts::Alerts {
+fn alerts(
+    config: &Config,
+    backend: &Backend,
+    accounts: &Arc<Accounts>,
+    analytics: &Arc<dyn AnalyticsCache>,
+) -> crate::alerts::Alerts {
     let console_url = if config.alerts.console_url.is_empty() {
         let scheme = if config.server.tls_cert_path.is_empty() { "http" } else { "https" };
         format!("{scheme}://{}", config.server.http_addr)
@@ -259,6 +264,7 @@ fn alerts(config: &Config, backend: &Backend, analytics: &Arc<dyn AnalyticsCache
     };
     crate::alerts::Alerts::new(
         backend.alerts.clone(),
+        accounts.clone(),
         analytics.clone(),
         backend.logs.store(),
         console_url,
@@ -283,7 +289,7 @@ fn scheduler(config: &Config, backend: &Backend, core: &Core) -> Scheduler {
         for job in rebuild::jobs(backend.logs.store(), core.plumbing.analytics.clone(), &config.analytics) {
             scheduler.add(job);
         }
-        let evaluator = alerts(config, backend, &core.plumbing.analytics);
+        let evaluator = alerts(config, backend, &core.accounts, &core.plumbing.analytics);
         let every = Duration::from_secs(config.alerts.evaluate_interval_secs.max(1));
         scheduler.add(
             Job::new("alert evaluation", every, move || {
@@ -320,6 +326,7 @@ async fn serve_fronts(
     let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
     let http_addr = http_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
     let grpc_addr = grpc_listener.local_addr().map_err(|e| ServeError(e.to_string()))?;
+    let alerts = alerts(config, backend, &core.accounts, &core.plumbing.analytics);
     let state = AppState::new(FrontServices {
         accounts: core.accounts,
         backend: backend.clone(),
@@ -342,7 +349,7 @@ async fn serve_fronts(
             },
         ),
         tail_heartbeat: Duration::from_secs(config.tail.heartbeat_secs.max(1)),
-        alerts: alerts(config, backend, &core.plumbing.analytics),
+        alerts,
         console: ConsoleSettings {
             enabled: config.console.enabled,
             secure_cookie: !config.server.tls_cert_path.is_empty(),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use ledger_stages::{Level, LogRecord};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Params, Range, bad, level};
@@ -125,6 +126,90 @@ impl LogParams {
     }
 }
 
+/// The filters of `GET /v1/logs` without a range or a page: a question kept to be asked again (a
+/// `query_count` alert rule's `query`). Read from JSON as clients write it (`"level": "ERROR,WARN"` or
+/// `["ERROR", "WARN"]`, one name or a list for `service`), written back in one form (lists as lists).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LogFilter {
+    #[serde(rename = "level", skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<Level>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_level: Option<Level>,
+    #[serde(rename = "service", skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// The parameters of `GET /v1/logs` a [`LogFilter`] does not hold.
+pub const NOT_FILTERS: [&str; 4] = ["from", "to", "cursor", "limit"];
+
+impl LogFilter {
+    /// From a JSON object of `GET /v1/logs` filters; a bad one is a 400 naming it. `from`, `to`, `cursor`
+    /// and `limit` are not filters.
+    pub fn from_json(value: &serde_json::Value) -> Result<LogFilter, ApiError> {
+        use serde_json::Value;
+        let Some(map) = value.as_object() else {
+            return Err(ApiError::BadRequest("the filters must be an object".into()));
+        };
+        let text = |name: &str, v: &Value| -> Result<String, ApiError> {
+            v.as_str().map(str::to_owned).ok_or_else(|| bad(name, "must be a string"))
+        };
+        // One name, a comma list, or an array of names.
+        let list = |name: &str, v: &Value| -> Result<Vec<String>, ApiError> {
+            let items: Vec<String> = match v {
+                Value::Array(items) => items.iter().map(|i| text(name, i)).collect::<Result<_, _>>()?,
+                other => vec![text(name, other)?],
+            };
+            Ok(items.iter().flat_map(|i| i.split(',')).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+        };
+        let mut filter = LogFilter::default();
+        for (name, v) in map {
+            match name.as_str() {
+                "level" => filter.levels = list(name, v)?.iter().map(|l| level(name, l)).collect::<Result<_, _>>()?,
+                "min_level" => filter.min_level = Some(level(name, &text(name, v)?)?),
+                "service" => filter.services = list(name, v)?,
+                "environment" => filter.environment = Some(text(name, v)?),
+                "q" => filter.q = Some(text(name, v)?),
+                "fingerprint" => filter.fingerprint = Some(text(name, v)?),
+                "trace_id" => filter.trace_id = Some(text(name, v)?),
+                _ => return Err(bad(name, "is unknown")),
+            }
+        }
+        Ok(filter)
+    }
+
+    /// The question over `from`..`to`, as a front would have asked it.
+    pub fn params(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> LogParams {
+        LogParams {
+            from: Some(from),
+            to: Some(to),
+            levels: self.levels.clone(),
+            min_level: self.min_level,
+            services: self.services.clone(),
+            environment: self.environment.clone(),
+            q: self.q.clone(),
+            fingerprint: self.fingerprint.clone(),
+            trace_id: self.trace_id.clone(),
+            limit: None,
+            cursor: None,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LogFilter {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<LogFilter, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        LogFilter::from_json(&value).map_err(serde::de::Error::custom)
+    }
+}
+
 /// One page of logs, newest first, and the cursor of the next if there is one.
 #[derive(Debug)]
 pub struct Page {
@@ -175,6 +260,24 @@ mod tests {
         assert_eq!(search_terms("disk  \"no space left\" Full"), ["disk", "no space left", "Full"]);
         assert_eq!(search_terms("\"unclosed phrase"), ["unclosed phrase"]);
         assert!(search_terms("  ").is_empty());
+    }
+
+    #[test]
+    fn a_filter_reads_json_as_clients_write_it_and_writes_one_form() {
+        let written = serde_json::json!({"level": "error, warn", "service": ["api", "db"], "q": "timeout"});
+        let filter = LogFilter::from_json(&written).expect("valid");
+        assert_eq!(filter.levels, [Level::Error, Level::Warning]);
+        let back = serde_json::to_value(&filter).expect("serializes");
+        assert_eq!(back, serde_json::json!({"level": ["ERROR", "WARNING"], "service": ["api", "db"], "q": "timeout"}));
+        assert_eq!(serde_json::from_value::<LogFilter>(back).expect("reads its own form"), filter);
+        for (bad_filter, param) in [
+            (serde_json::json!({"level": "LOUD"}), "level"),
+            (serde_json::json!({"from": "x"}), "from"),
+            (serde_json::json!({"q": 5}), "q"),
+        ] {
+            let error = LogFilter::from_json(&bad_filter).expect_err(param);
+            assert!(error.to_string().contains(&format!("`{param}`")), "{error}");
+        }
     }
 
     #[test]

@@ -5,31 +5,19 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use super::extract::{JsonBody, SessionAuth};
-use crate::alerts::rules::{self, Checked, RuleInput};
+use crate::alerts::rules::{Rule, RuleInput};
 use crate::error::{ApiError, ErrorBody};
 use crate::fronts::base::{AppState, path_id, timestamp};
-use crate::store::alerts::AlertRule;
 
-/// The project, if the session's user owns it (else 404, as for any project).
-async fn owned(state: &AppState, session: &crate::accounts::Session, id: &str) -> Result<Uuid, ApiError> {
-    let project = path_id(id)?;
-    state.accounts.project(session.user_id, project).await.map(|p| p.id)
-}
-
-async fn rule_of(state: &AppState, project: Uuid, id: &str) -> Result<AlertRule, ApiError> {
-    state.backend.alerts.rule(project, path_id(id)?).await?.ok_or(ApiError::NotFound)
-}
-
-fn rule_json(rule: &AlertRule) -> Value {
+fn rule_json(rule: &Rule) -> Value {
     json!({
         "id": rule.id.to_string(),
         "project_id": rule.project_id.to_string(),
         "name": rule.name,
-        "kind": rule.kind,
-        "params": rule.params,
+        "kind": rule.condition.kind(),
+        "params": rule.condition.params(),
         "channel": rule.channel,
         "cooldown_secs": rule.cooldown_secs,
         "enabled": rule.enabled,
@@ -37,25 +25,6 @@ fn rule_json(rule: &AlertRule) -> Value {
         "state": if rule.firing { "firing" } else { "ok" },
         "last_fired_at": rule.last_fired_at.as_ref().map(timestamp),
     })
-}
-
-fn checked_of(rule: &AlertRule) -> Checked {
-    Checked {
-        name: rule.name.clone(),
-        kind: rule.kind.clone(),
-        params: rule.params.clone(),
-        channel: rule.channel.clone(),
-        cooldown_secs: rule.cooldown_secs,
-        enabled: rule.enabled,
-    }
-}
-
-/// A webhook's signing secret: 32 random bytes, hex.
-fn new_secret() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[utoipa::path(post, path = "/v1/projects/{id}/alerts", tag = "alerts", security(("session" = [])),
@@ -68,47 +37,10 @@ pub async fn create(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<RuleInput>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let project = owned(&state, &session, &id).await?;
-    let checked = rules::check(input, None, state.alerts.allow_private_targets).await?;
-    let limits = state.accounts.limits();
-    let existing = state.backend.alerts.rules(project).await?;
-    let queries = existing.iter().filter(|r| r.kind == "query_count").count();
-    let refused = if existing.len() >= limits.max_alert_rules_per_project {
-        Some((
-            "name",
-            format!("a project has at most {} alert rules on this server", limits.max_alert_rules_per_project),
-        ))
-    } else if checked.kind == "query_count" && queries >= limits.max_query_rules_per_project {
-        let max = limits.max_query_rules_per_project;
-        Some(("kind", format!("a project has at most {max} query_count rules on this server")))
-    } else {
-        None
-    };
-    if let Some((field, reason)) = refused {
-        return Err(ApiError::Validation(vec![crate::error::FieldProblem::new(field, reason)]));
-    }
-    let webhook = checked.channel["type"] == "webhook";
-    let now = chrono::Utc::now();
-    let rule = AlertRule {
-        id: Uuid::now_v7(),
-        project_id: project,
-        name: checked.name,
-        kind: checked.kind,
-        params: checked.params,
-        channel: checked.channel,
-        secret: if webhook { new_secret() } else { String::new() },
-        cooldown_secs: checked.cooldown_secs,
-        enabled: checked.enabled,
-        created_at: now,
-        firing: false,
-        episode: 0,
-        last_fired_at: None,
-        checked_until: now,
-    };
-    state.backend.alerts.create_rule(&rule).await?;
-    let mut body = rule_json(&rule);
-    if webhook {
-        body["secret"] = json!(rule.secret);
+    let created = state.alerts.create(&session, path_id(&id)?, input).await?;
+    let mut body = rule_json(&created.rule);
+    if let Some(secret) = created.secret {
+        body["secret"] = json!(secret);
     }
     Ok((StatusCode::CREATED, Json(body)))
 }
@@ -121,8 +53,7 @@ pub async fn list(
     SessionAuth(session): SessionAuth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let project = owned(&state, &session, &id).await?;
-    let rules = state.backend.alerts.rules(project).await?;
+    let rules = state.alerts.list(&session, path_id(&id)?).await?;
     Ok(Json(json!({"alerts": rules.iter().map(rule_json).collect::<Vec<_>>()})))
 }
 
@@ -134,8 +65,7 @@ pub async fn get(
     SessionAuth(session): SessionAuth,
     Path((id, alert_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let project = owned(&state, &session, &id).await?;
-    Ok(Json(rule_json(&rule_of(&state, project, &alert_id).await?)))
+    Ok(Json(rule_json(&state.alerts.get(&session, path_id(&id)?, path_id(&alert_id)?).await?)))
 }
 
 #[utoipa::path(patch, path = "/v1/projects/{id}/alerts/{alert_id}", tag = "alerts", security(("session" = [])),
@@ -147,22 +77,7 @@ pub async fn update(
     Path((id, alert_id)): Path<(String, String)>,
     JsonBody(input): JsonBody<RuleInput>,
 ) -> Result<Json<Value>, ApiError> {
-    let project = owned(&state, &session, &id).await?;
-    let mut rule = rule_of(&state, project, &alert_id).await?;
-    let channel_changed = input.channel.is_some();
-    let checked = rules::check(input, Some(&checked_of(&rule)), state.alerts.allow_private_targets).await?;
-    let webhook = checked.channel["type"] == "webhook";
-    rule.name = checked.name;
-    rule.params = checked.params;
-    rule.channel = checked.channel;
-    rule.cooldown_secs = checked.cooldown_secs;
-    rule.enabled = checked.enabled;
-    if channel_changed && webhook && rule.secret.is_empty() {
-        return Err(ApiError::validation("channel", "a rule cannot become a webhook: create a webhook rule"));
-    }
-    if !state.backend.alerts.update_rule(&rule).await? {
-        return Err(ApiError::NotFound);
-    }
+    let rule = state.alerts.update(&session, path_id(&id)?, path_id(&alert_id)?, input).await?;
     Ok(Json(rule_json(&rule)))
 }
 
@@ -174,12 +89,8 @@ pub async fn delete(
     SessionAuth(session): SessionAuth,
     Path((id, alert_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let project = owned(&state, &session, &id).await?;
-    if state.backend.alerts.delete_rule(project, path_id(&alert_id)?).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound)
-    }
+    state.alerts.delete(&session, path_id(&id)?, path_id(&alert_id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/v1/projects/{id}/alerts/{alert_id}/test", tag = "alerts", security(("session" = [])),
@@ -191,11 +102,7 @@ pub async fn test(
     SessionAuth(session): SessionAuth,
     Path((id, alert_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let project = owned(&state, &session, &id).await?;
-    let rule = rule_of(&state, project, &alert_id).await?;
-    let notice = crate::alerts::notify::test_notice(rule.id);
-    let event = notice.event_key.clone();
-    state.alerts.notify(&rule, notice).await?;
+    let event = state.alerts.test(&session, path_id(&id)?, path_id(&alert_id)?).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "test", "event": event}))))
 }
 
@@ -208,9 +115,7 @@ pub async fn deliveries(
     SessionAuth(session): SessionAuth,
     Path((id, alert_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let project = owned(&state, &session, &id).await?;
-    let rule = rule_of(&state, project, &alert_id).await?;
-    let deliveries = state.backend.alerts.deliveries(rule.id, 100).await?;
+    let deliveries = state.alerts.deliveries(&session, path_id(&id)?, path_id(&alert_id)?).await?;
     let deliveries: Vec<Value> = deliveries
         .iter()
         .map(|d| {
