@@ -516,14 +516,25 @@ async fn alert_store(b: Backend) {
 /// Writes records through the store's write port, as the writers do: logs behind the search index's
 /// watermark are marked late in the same transaction.
 async fn write_marked(b: &Backend, records: &[ledger_stages::LogRecord]) {
-    use ledger::store::logs::{Late, LogWriter, Rows, WriteBatch};
+    use ledger::store::logs::{Late, LogWriter, PrepareRows, WriteBatch};
     let blocks = ledger::store::logs::search::late_blocks(records, Utc::now());
     let late = Late { blocks: &blocks, decided: std::time::Instant::now() };
-    let groups = [records];
-    let batch = WriteBatch { rows: Rows::Records(&groups), dead_letters: &[], offset: None, late, answers: &[] };
+    let logs = records.len();
     match &b.logs {
-        ledger::store::LogDb::Sqlite(store) => store.write(batch).await.unwrap(),
-        ledger::store::LogDb::Postgres(store) => store.write(batch).await.unwrap(),
+        // Each store takes its own form of rows: the records for SQLite, COPY rows prepared by PostgreSQL's.
+        ledger::store::LogDb::Sqlite(store) => {
+            let rows = [records];
+            let batch = WriteBatch { rows: &rows[..], logs, dead_letters: &[], offset: None, late, answers: &[] };
+            store.write(batch).await.unwrap()
+        }
+        ledger::store::LogDb::Postgres(store) => {
+            type Pg = ledger::store::logs::postgres::PgLogStore;
+            let mut buffer = Vec::new();
+            <Pg as PrepareRows>::push(&mut buffer, records);
+            let rows = <Pg as PrepareRows>::part(&buffer, 0..buffer.len());
+            let batch = WriteBatch { rows, logs, dead_letters: &[], offset: None, late, answers: &[] };
+            store.write(batch).await.unwrap()
+        }
     }
 }
 

@@ -141,7 +141,8 @@ struct Plumbing {
     quota: Arc<dyn QuotaCounter>,
     /// The embedded writer: it ends once every handle on the queue is dropped.
     writer: Option<tokio::task::JoinHandle<()>>,
-    workers: Option<Workers>,
+    /// The shared queue's workers, writing to PostgreSQL.
+    workers: Option<Workers<crate::store::logs::postgres::PgLogStore>>,
     analytics: Arc<dyn AnalyticsCache>,
     tail: Arc<dyn TailFeed>,
 }

@@ -18,8 +18,7 @@ use tracing::Instrument;
 use super::pending::Pending;
 use crate::store::analytics::{AnalyticsCache, Stats};
 use crate::store::logs::search::late_blocks;
-use crate::store::logs::sqlite::SqliteLogStore;
-use crate::store::logs::{KeptAnswer, Late, LogWriter, Rows, WriteBatch, WriteError};
+use crate::store::logs::{KeptAnswer, Late, RecordWriter, WriteBatch, WriteError};
 use crate::store::tail::TailFeed;
 
 struct Job {
@@ -38,8 +37,8 @@ pub struct EmbeddedQueue {
 impl EmbeddedQueue {
     /// Starts the writer. It stops once every clone of the queue is dropped and the batches in hand are
     /// written: that is the embedded backend's graceful shutdown.
-    pub fn start(
-        store: SqliteLogStore,
+    pub fn start<W: RecordWriter>(
+        store: W,
         metrics: Arc<dyn AnalyticsCache>,
         tail: Arc<dyn TailFeed>,
         capacity: usize,
@@ -51,8 +50,8 @@ impl EmbeddedQueue {
     }
 }
 
-async fn write_loop(
-    store: SqliteLogStore,
+async fn write_loop<W: RecordWriter>(
+    store: W,
     metrics: Arc<dyn AnalyticsCache>,
     tail: Arc<dyn TailFeed>,
     mut receiver: mpsc::Receiver<Job>,
@@ -109,7 +108,7 @@ async fn write_loop(
 }
 
 /// The waiting requests' logs, in one transaction through the store's write port.
-async fn write(store: &SqliteLogStore, jobs: &[Job]) -> Result<(), WriteError> {
+async fn write<W: RecordWriter>(store: &W, jobs: &[Job]) -> Result<(), WriteError> {
     let groups: Vec<&[ledger_stages::LogRecord]> = jobs.iter().map(|job| job.records.as_slice()).collect();
     let decided = std::time::Instant::now();
     let late = late_blocks(groups.iter().flat_map(|g| g.iter()), chrono::Utc::now());
@@ -122,7 +121,8 @@ async fn write(store: &SqliteLogStore, jobs: &[Job]) -> Result<(), WriteError> {
             Some(KeptAnswer { project: job.project, key, answer, expires_at })
         })
         .collect();
-    let batch = WriteBatch { rows: Rows::Records(&groups), dead_letters: &[], offset: None, late, answers: &answers };
+    let logs = groups.iter().map(|g| g.len()).sum();
+    let batch = WriteBatch { rows: &groups[..], logs, dead_letters: &[], offset: None, late, answers: &answers };
     store.write(batch).await
 }
 

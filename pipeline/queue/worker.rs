@@ -23,9 +23,8 @@ use uuid::Uuid;
 use super::redis::{Entry, Keys};
 use crate::store::analytics::{AnalyticsCache, Stats};
 use crate::store::dead_letter::{Poison, Reason};
-use crate::store::logs::postgres::encode_copy_rows;
 use crate::store::logs::search::LateBlocks;
-use crate::store::logs::{Late, LogWriter, OffsetMove, Rows, WriteBatch, WriteError};
+use crate::store::logs::{Late, OffsetMove, PrepareRows, WriteBatch, WriteError};
 use crate::store::redis::{Conn, RedisCache};
 
 /// KEYS: stream, the shard's pending counter. ARGV: last committed id, what the shard's per-project pending
@@ -73,13 +72,13 @@ return 0
 /// The offset before any entry: XREAD from here reads the whole stream.
 const START: &str = "0-0";
 
-#[derive(Clone)]
-pub struct Workers {
+/// The shared queue's workers, writing through `W`'s write port in `W`'s own form of rows (PostgreSQL's).
+pub struct Workers<W> {
     pub redis: RedisCache,
     pub keys: Keys,
     pub shards: u32,
     /// The log store's write port: each batch, its dead letters and the shard's offset in one transaction.
-    pub writer: std::sync::Arc<dyn LogWriter>,
+    pub writer: std::sync::Arc<W>,
     pub lease: Duration,
     pub max_write_logs: usize,
     /// This instance, as lease owner.
@@ -90,6 +89,23 @@ pub struct Workers {
     pub analytics: std::sync::Arc<dyn AnalyticsCache>,
     /// The live tail's feed, given each commit's logs of tailed projects.
     pub tail: std::sync::Arc<dyn crate::store::tail::TailFeed>,
+}
+
+impl<W> Clone for Workers<W> {
+    fn clone(&self) -> Self {
+        Workers {
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            shards: self.shards,
+            writer: self.writer.clone(),
+            lease: self.lease,
+            max_write_logs: self.max_write_logs,
+            owner: self.owner.clone(),
+            linger: self.linger,
+            analytics: self.analytics.clone(),
+            tail: self.tail.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,9 +166,10 @@ struct Span {
     payload: Vec<u8>,
 }
 
-/// A read batch, decoded and encoded for COPY, and the entries that could not be decoded.
-struct Prepared {
-    rows: Vec<u8>,
+/// A read batch, decoded and its rows prepared in the store's form, and the entries that could not be
+/// decoded.
+struct Prepared<B> {
+    rows: B,
     logs: usize,
     spans: Vec<Span>,
     poison: Vec<Poison>,
@@ -165,15 +182,19 @@ struct Prepared {
     decided: std::time::Instant,
 }
 
-/// Decodes the entries' payloads and encodes their logs as COPY rows: CPU work, run on a blocking thread so
+/// Decodes the entries' payloads and prepares their logs' rows in the store's form: CPU work, run on a blocking thread so
 /// that requests on the runtime's threads are not held up behind a batch. An entry that cannot be decoded
 /// becomes a dead letter, never a silent gap. An entry's logs are counted, marked and encoded as it is
 /// decoded, and then dropped (but for tailed projects'): a batch's logs are never all held decoded at once.
-fn prepare(shard: i32, entries: Vec<Read>, tailed: &std::collections::HashSet<Uuid>) -> Prepared {
+fn prepare<W: PrepareRows>(
+    shard: i32,
+    entries: Vec<Read>,
+    tailed: &std::collections::HashSet<Uuid>,
+) -> Prepared<W::Buffer> {
     // Lateness is decided before any log is looked at: a write's budget counts from here.
     let (decided, mut late) = (std::time::Instant::now(), LateBlocks::new(chrono::Utc::now()));
     let (mut stats, mut tailing, mut logs) = (Stats::default(), Vec::new(), 0);
-    let mut rows = Vec::new();
+    let mut rows = W::Buffer::default();
     let mut spans = Vec::with_capacity(entries.len());
     let mut poison = Vec::new();
     let mut traceparents = Vec::with_capacity(entries.len());
@@ -185,7 +206,7 @@ fn prepare(shard: i32, entries: Vec<Read>, tailed: &std::collections::HashSet<Uu
         };
         match decoded {
             Ok(entry) => {
-                encode_copy_rows(&entry.records, &mut rows);
+                W::push(&mut rows, &entry.records);
                 for record in &entry.records {
                     stats.add(record);
                     late.add(record);
@@ -195,7 +216,7 @@ fn prepare(shard: i32, entries: Vec<Read>, tailed: &std::collections::HashSet<Uu
                 tailing.extend(entry.records.into_iter().filter(|r| tailed.contains(&r.project_id)));
                 traceparents.push(entry.traceparent);
                 let payload = read.payload.unwrap_or_default();
-                spans.push(Span { id: read.id, end: rows.len(), logs: count, project, payload });
+                spans.push(Span { id: read.id, end: W::end(&rows), logs: count, project, payload });
             }
             Err(detail) => poison.push(Poison {
                 shard,
@@ -211,7 +232,7 @@ fn prepare(shard: i32, entries: Vec<Read>, tailed: &std::collections::HashSet<Uu
     Prepared { rows, logs, spans, poison, traceparents, stats, tailing, late: late.into_marks(), decided }
 }
 
-impl Workers {
+impl<W: PrepareRows> Workers<W> {
     /// Runs a worker loop per shard until `shutdown`; each finishes the batch in hand first.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut loops = tokio::task::JoinSet::new();
@@ -331,7 +352,7 @@ impl Workers {
             // read after that, so it is published.
             let tailed = self.tail.tailed().await;
             let published = tailed.clone();
-            let prepared = tokio::task::spawn_blocking(move || prepare(shard_id, reads, &tailed))
+            let prepared = tokio::task::spawn_blocking(move || prepare::<W>(shard_id, reads, &tailed))
                 .await
                 .map_err(|e| WorkError::Prepare(e.to_string()))?;
             let batch = crate::telemetry::batch_span("shared", prepared.traceparents.iter().map(Option::as_deref));
@@ -377,11 +398,11 @@ impl Workers {
         shard: i32,
         from: &str,
         to: &str,
-        batch: Prepared,
+        batch: Prepared<W::Buffer>,
     ) -> Result<(Option<Stats>, Vec<LogRecord>), WorkError> {
         let Prepared { rows, logs, spans, poison, stats, tailing, late, decided, .. } = batch;
         let late = Late { blocks: &late, decided };
-        match self.commit_rows(shard, (from, to), &rows, logs, &poison, late).await {
+        match self.commit_rows(shard, (from, to), (&rows, 0..W::end(&rows)), logs, &poison, late).await {
             Ok(()) => {
                 counted(&poison);
                 Ok((Some(stats), tailing))
@@ -400,13 +421,14 @@ impl Workers {
         &self,
         shard: i32,
         (from, to): (&str, &str),
-        rows: &[u8],
+        (rows, range): (&W::Buffer, std::ops::Range<usize>),
         logs: usize,
         poison: &[Poison],
         late: Late<'_>,
     ) -> Result<(), WorkError> {
         let batch = WriteBatch {
-            rows: Rows::Encoded { bytes: rows, logs },
+            rows: W::part(rows, range),
+            logs,
             dead_letters: poison,
             offset: Some(OffsetMove { shard, from, to }),
             late,
@@ -427,14 +449,14 @@ impl Workers {
         &self,
         shard: i32,
         (from, to): (&str, &str),
-        rows: &[u8],
+        rows: &W::Buffer,
         spans: Vec<Span>,
         poison: Vec<Poison>,
         late: Late<'_>,
     ) -> Result<(), WorkError> {
         let (mut start, mut offset, mut written) = (0, from.to_owned(), 0);
         for span in spans {
-            let entry_rows = &rows[start..span.end];
+            let entry_rows = (rows, start..span.end);
             start = span.end;
             match self.commit_rows(shard, (&offset, &span.id), entry_rows, span.logs, &[], late).await {
                 Ok(()) => written += span.logs,
@@ -448,7 +470,7 @@ impl Workers {
                         detail: e,
                         payload: Some(span.payload),
                     }];
-                    self.commit_rows(shard, (&offset, &span.id), &[], 0, &refused, late).await?;
+                    self.commit_rows(shard, (&offset, &span.id), (rows, start..start), 0, &refused, late).await?;
                     counted(&refused);
                 }
                 Err(e) => return Err(e),
@@ -456,7 +478,7 @@ impl Workers {
             offset = span.id;
         }
         // The undecodable entries, and the offset to the end of the read.
-        self.commit_rows(shard, (&offset, to), &[], 0, &poison, late).await?;
+        self.commit_rows(shard, (&offset, to), (rows, start..start), 0, &poison, late).await?;
         counted(&poison);
         crate::observe::metrics().written("shared", written);
         Ok(())
@@ -474,6 +496,7 @@ fn counted(poison: &[Poison]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::logs::postgres::{PgLogStore, encode_copy_rows};
 
     #[test]
     fn a_write_takes_entries_up_to_its_logs_and_at_least_one() {
@@ -541,7 +564,7 @@ mod tests {
             reads.iter().filter_map(|r| Entry::decode(r.payload.as_deref()?).ok()).flat_map(|e| e.records).collect();
         assert_eq!(all.len(), 5);
 
-        let prepared = prepare(0, reads, &std::collections::HashSet::from([tailed]));
+        let prepared = prepare::<PgLogStore>(0, reads, &std::collections::HashSet::from([tailed]));
         let mut rows = Vec::new();
         encode_copy_rows(&all, &mut rows);
         assert_eq!(prepared.rows, rows);

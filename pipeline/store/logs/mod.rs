@@ -67,15 +67,6 @@ pub struct LogQuery {
     pub cursor: Option<Cursor>,
 }
 
-/// The logs of a batch to write.
-pub enum Rows<'a> {
-    /// As records: the store encodes them itself.
-    Records(&'a [&'a [LogRecord]]),
-    /// Already encoded by the store's own encoder (PostgreSQL: [`postgres::encode_copy_rows`]), which the
-    /// queue workers run off the async runtime.
-    Encoded { bytes: &'a [u8], logs: usize },
-}
-
 /// A queue's position moving past a batch: written in the batch's transaction, and only if it still holds
 /// `from` (else another worker owns the queue now, and nothing is written).
 #[derive(Clone, Copy, Debug)]
@@ -85,9 +76,12 @@ pub struct OffsetMove<'a> {
     pub to: &'a str,
 }
 
-/// One write: logs, the queue's bookkeeping beside them, one transaction.
-pub struct WriteBatch<'a> {
-    pub rows: Rows<'a>,
+/// One write: logs, the queue's bookkeeping beside them, one transaction. `R` is the store's own form of
+/// rows ([`LogWriter::Rows`]): a queue cannot hand a store another store's rows.
+pub struct WriteBatch<'a, R: ?Sized> {
+    pub rows: &'a R,
+    /// How many logs `rows` hold.
+    pub logs: usize,
     /// Queue entries that cannot be written, kept with why (shared backend).
     pub dead_letters: &'a [crate::store::dead_letter::Poison],
     pub offset: Option<OffsetMove<'a>>,
@@ -141,9 +135,31 @@ pub enum WriteError {
 /// same transaction. PostgreSQL and SQLite both implement it.
 #[async_trait]
 pub trait LogWriter: Send + Sync + 'static {
-    async fn write(&self, batch: WriteBatch<'_>) -> Result<(), WriteError>;
+    /// A batch's rows as this store takes them: PostgreSQL binary COPY rows, which the queue's workers
+    /// prepare off the async runtime ([`PrepareRows`]); SQLite the records themselves, in groups.
+    type Rows<'r>: ?Sized + Sync;
+
+    async fn write<'a>(&self, batch: WriteBatch<'a, Self::Rows<'a>>) -> Result<(), WriteError>;
     /// The queue `shard`'s committed offset, if it has one.
     async fn offset(&self, shard: i32) -> Result<Option<String>, WriteError>;
+}
+
+/// A store that takes the records as they are, in groups (SQLite): what the embedded queue writes to.
+pub trait RecordWriter: for<'a> LogWriter<Rows<'a> = [&'a [LogRecord]]> {}
+
+impl<W: for<'a> LogWriter<Rows<'a> = [&'a [LogRecord]]>> RecordWriter for W {}
+
+/// A store whose rows a queue worker prepares itself, entry by entry off the async runtime, and writes
+/// whole or a part at a time (a refused batch is written entry by entry): the worker fills a buffer through
+/// the store's own encoder and cuts it only where an entry ended, never knowing the format.
+pub trait PrepareRows: LogWriter {
+    type Buffer: Default + Send + Sync + 'static;
+    /// Appends `records` in the store's form.
+    fn push(buffer: &mut Self::Buffer, records: &[LogRecord]);
+    /// Where the rows pushed so far end: a place to cut.
+    fn end(buffer: &Self::Buffer) -> usize;
+    /// The rows between two ends.
+    fn part(buffer: &Self::Buffer, range: std::ops::Range<usize>) -> &Self::Rows<'_>;
 }
 
 #[async_trait]

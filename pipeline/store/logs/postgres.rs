@@ -105,29 +105,35 @@ fn write_error(e: sqlx::Error) -> super::WriteError {
     }
 }
 
+impl super::PrepareRows for PgLogStore {
+    type Buffer = Vec<u8>;
+
+    fn push(buffer: &mut Vec<u8>, records: &[LogRecord]) {
+        encode_copy_rows(records, buffer);
+    }
+
+    fn end(buffer: &Vec<u8>) -> usize {
+        buffer.len()
+    }
+
+    fn part(buffer: &Vec<u8>, range: std::ops::Range<usize>) -> &[u8] {
+        &buffer[range]
+    }
+}
+
 #[async_trait]
 impl super::LogWriter for PgLogStore {
-    async fn write(&self, batch: super::WriteBatch<'_>) -> Result<(), super::WriteError> {
+    /// Binary COPY rows ([`encode_copy_rows`]).
+    type Rows<'r> = [u8];
+
+    async fn write<'a>(&self, batch: super::WriteBatch<'a, [u8]>) -> Result<(), super::WriteError> {
         if !batch.answers.is_empty() {
             // The shared backend's idempotency keys live in Redis, where every instance sees them.
             return Err(super::WriteError::Refused("PostgreSQL keeps no idempotency keys".into()));
         }
         let mut tx = self.pool.begin().await.map_err(write_error)?;
-        match batch.rows {
-            super::Rows::Encoded { bytes, logs } => {
-                if logs > 0 {
-                    copy_encoded(&mut tx, bytes).await.map_err(write_error)?;
-                }
-            }
-            super::Rows::Records(groups) => {
-                let mut bytes = Vec::new();
-                for records in groups {
-                    encode_copy_rows(records, &mut bytes);
-                }
-                if !bytes.is_empty() {
-                    copy_encoded(&mut tx, &bytes).await.map_err(write_error)?;
-                }
-            }
+        if batch.logs > 0 {
+            copy_encoded(&mut tx, batch.rows).await.map_err(write_error)?;
         }
         for letter in batch.dead_letters {
             crate::store::dead_letter::store(&mut tx, letter).await.map_err(write_error)?;

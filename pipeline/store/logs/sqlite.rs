@@ -81,11 +81,12 @@ impl From<Row> for LogRecord {
 /// Inserts records on `conn` (inside the caller's transaction).
 #[async_trait]
 impl super::LogWriter for SqliteLogStore {
-    async fn write(&self, batch: super::WriteBatch<'_>) -> Result<(), super::WriteError> {
+    /// The records, in groups (the embedded queue's requests), inserted as they are.
+    type Rows<'r> = [&'r [LogRecord]];
+
+    async fn write<'a>(&self, batch: super::WriteBatch<'a, [&'a [LogRecord]]>) -> Result<(), super::WriteError> {
         let unavailable = |e: sqlx::Error| super::WriteError::Unavailable(e.to_string());
-        let super::Rows::Records(groups) = batch.rows else {
-            return Err(super::WriteError::Refused("SQLite takes records, not another store's encoding".into()));
-        };
+        let groups = batch.rows;
         if !batch.dead_letters.is_empty() || batch.offset.is_some() {
             // The embedded queue commits before it answers: it has neither offsets nor dead letters.
             return Err(super::WriteError::Refused("the embedded store keeps no queue offsets".into()));
