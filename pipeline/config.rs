@@ -21,7 +21,7 @@ pub struct Config {
     pub backend: BackendConfig,
     pub postgres: PostgresConfig,
     pub redis: RedisConfig,
-    pub auth: AuthConfig,
+    pub auth: AccountsConfig,
     pub roles: RolesConfig,
     pub telemetry: TelemetryConfig,
     /// `[defaults]`: the settings of new projects, declared once (API.md's project settings).
@@ -227,7 +227,8 @@ impl Default for RedisConfig {
 
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
+/// `[auth]`: accounts' sessions, passwords and logins (API keys are `[stages.auth]`, [`ledger_stages::auth::AuthConfig`]).
+pub struct AccountsConfig {
     /// HS256 secret for session tokens, at least 32 bytes. Required when shared; when embedded and empty,
     /// one is generated on first start and kept in `data_dir/jwt_secret` (mode 0600).
     pub jwt_secret: String,
@@ -250,10 +251,10 @@ pub struct AuthConfig {
     pub bcrypt_queue_ms: u64,
 }
 
-impl std::fmt::Debug for AuthConfig {
+impl std::fmt::Debug for AccountsConfig {
     // The secret must never reach a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
+        f.debug_struct("AccountsConfig")
             .field("jwt_secret", &if self.jwt_secret.is_empty() { "(empty)" } else { "(set)" })
             .field("session_ttl_secs", &self.session_ttl_secs)
             .field("bcrypt_cost", &self.bcrypt_cost)
@@ -267,9 +268,9 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
-impl Default for AuthConfig {
+impl Default for AccountsConfig {
     fn default() -> Self {
-        AuthConfig {
+        AccountsConfig {
             jwt_secret: String::new(),
             session_ttl_secs: 3600,
             bcrypt_cost: 12,
@@ -328,52 +329,26 @@ impl Default for TelemetryConfig {
     }
 }
 
-/// The ingestion stages. Declared in the order the stack runs them, outermost first: that order is the
-/// only one a configuration may list them in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Auth,
-    RateLimit,
-    Quota,
-    Validate,
-    Parse,
-    Redact,
-    Enrich,
-    Fingerprint,
-    Sample,
-    Queue,
+ledger_stages::named_enum! {
+    /// The ingestion stages. Declared in the order the stack runs them, outermost first: that order is the
+    /// only one a configuration may list them in.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Stage {
+        Auth = "auth",
+        RateLimit = "rate_limit",
+        Quota = "quota",
+        Validate = "validate",
+        Parse = "parse",
+        Redact = "redact",
+        Enrich = "enrich",
+        Fingerprint = "fingerprint",
+        Sample = "sample",
+        Queue = "queue",
+    }
 }
 
 impl Stage {
-    pub const ALL: [Stage; 10] = [
-        Stage::Auth,
-        Stage::RateLimit,
-        Stage::Quota,
-        Stage::Validate,
-        Stage::Parse,
-        Stage::Redact,
-        Stage::Enrich,
-        Stage::Fingerprint,
-        Stage::Sample,
-        Stage::Queue,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Auth => "auth",
-            Stage::RateLimit => "rate_limit",
-            Stage::Quota => "quota",
-            Stage::Validate => "validate",
-            Stage::Parse => "parse",
-            Stage::Redact => "redact",
-            Stage::Enrich => "enrich",
-            Stage::Fingerprint => "fingerprint",
-            Stage::Sample => "sample",
-            Stage::Queue => "queue",
-        }
-    }
-
     /// Without these a request has no project, no records, no ids, or no home.
     pub fn required(self) -> bool {
         matches!(self, Stage::Auth | Stage::Validate | Stage::Enrich | Stage::Queue)

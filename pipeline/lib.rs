@@ -9,7 +9,7 @@
 //! - [`jobs`] (the scheduler and its periodic jobs) and [`queue`] (the durable queue and its workers).
 //! - [`store`]: the ports (log read and write, analytics cache, accounts) and their PostgreSQL, SQLite,
 //!   Redis and in-process implementations.
-//! - leaves every layer may use: [`config`], [`error`], [`telemetry`], [`observe`].
+//! - leaves every layer may use: [`config`], [`error`], [`telemetry`], [`metrics`].
 //!
 //! The ingestion stages themselves live in the `ledger-stages` crate and know nothing of transports or
 //! databases; this crate implements their storage traits and assembles them.
@@ -22,7 +22,7 @@ pub mod error;
 pub mod fronts;
 pub mod ingest;
 pub mod jobs;
-pub mod observe;
+pub mod metrics;
 pub mod query;
 pub mod queue;
 pub mod store;

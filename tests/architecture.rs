@@ -28,7 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     // Leaves every layer may use: the error type, tracing and Prometheus plumbing.
     ("error", 1),
     ("telemetry", 1),
-    ("observe", 1),
+    ("metrics", 1),
     // Ports and their implementations.
     ("store", 2),
     // The durable queue and its workers; the periodic jobs. Both write and read through the store.
@@ -226,7 +226,7 @@ fn graph(sources: &BTreeMap<Module, Source>) -> Result<Vec<Use>, String> {
     let target = |path: &[String]| -> Option<Module> {
         let mut path = path.to_vec();
         for _ in 0..8 {
-            let len = (0..=path.len()).rev().find(|n| modules.contains(&path[..*n].to_vec()))?;
+            let len = (0..=path.len()).rev().find(|n| modules.contains(&path[..*n]))?;
             let module = path[..len].to_vec();
             match path.get(len).and_then(|name| exports.get(&(module.clone(), name.clone()))) {
                 Some(through) if through != &path[..=len] => {

@@ -71,21 +71,10 @@ fn log(
     ts: chrono::DateTime<Utc>,
 ) -> ledger_stages::LogRecord {
     ledger_stages::LogRecord {
-        id: Uuid::now_v7(),
-        project_id: project,
-        timestamp: ts,
-        received_at: ts,
-        level,
-        message: message.into(),
         service: Some("svc".into()),
-        environment: None,
-        host: None,
-        trace_id: None,
-        span_id: None,
         attributes: serde_json::json!({"k": 1}),
-        exception: None,
         fingerprint: 7,
-        fingerprint_override: None,
+        ..ledger_stages::LogRecord::new(project, ts, level, message)
     }
 }
 
@@ -213,7 +202,7 @@ fn key_record(project_id: Uuid, key: &ApiKey, scopes: Vec<Scope>) -> KeyRecord {
 async fn users(b: Backend) {
     let ada = user("ada@example.com");
     b.accounts.create_user(&ada, "hash-a").await.unwrap();
-    assert!(matches!(b.accounts.create_user(&user("ada@example.com"), "hash-b").await, Err(StoreError::Conflict)));
+    assert!(matches!(b.accounts.create_user(&user("ada@example.com"), "hash-b").await, Err(StoreError::Duplicate)));
     let (found, hash) = b.accounts.user_by_email("ada@example.com").await.unwrap().unwrap();
     assert_eq!((found.clone(), hash.as_str()), (ada.clone(), "hash-a"));
     assert_eq!(b.accounts.user(ada.id).await.unwrap(), Some(ada));

@@ -488,15 +488,6 @@ async fn xadd(d: &Daemon, shard: u32, project: &str, logs: usize, payload: &[u8]
         .unwrap();
 }
 
-/// A metric's value, summed over its label sets that contain `labels`.
-async fn metric(d: &Daemon, name: &str, labels: &str) -> f64 {
-    let text = d.client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poisoned_queue_entries_are_dead_lettered_and_the_shard_keeps_draining() {
     let d = Daemon::start(Kind::Shared).await;
@@ -505,21 +496,13 @@ async fn poisoned_queue_entries_are_dead_lettered_and_the_shard_keeps_draining()
     // entry can hold one, since validation refuses it).
     xadd(&d, 0, &project, 3, b"\x00not messagepack").await;
     let record = ledger_stages::LogRecord {
-        id: uuid::Uuid::now_v7(),
-        project_id: project.parse().unwrap(),
-        timestamp: chrono::Utc::now(),
-        received_at: chrono::Utc::now(),
-        level: ledger_stages::Level::Error,
-        message: "nul \0 inside".into(),
-        service: None,
-        environment: None,
-        host: None,
-        trace_id: None,
-        span_id: None,
-        attributes: json!({}),
-        exception: None,
         fingerprint: 1,
-        fingerprint_override: None,
+        ..ledger_stages::LogRecord::new(
+            project.parse().unwrap(),
+            chrono::Utc::now(),
+            ledger_stages::Level::Error,
+            "nul \0 inside",
+        )
     };
     let entry = ledger::queue::redis::Entry { traceparent: None, records: vec![record] };
     let refused = entry.encode().unwrap();
@@ -539,8 +522,8 @@ async fn poisoned_queue_entries_are_dead_lettered_and_the_shard_keeps_draining()
         .await;
     }
     eventually(Duration::from_secs(20), "both entries dead-lettered and counted", || async {
-        let undecodable = metric(&d, "ledger_dead_letter_logs_total", "undecodable").await;
-        let refused = metric(&d, "ledger_dead_letter_logs_total", "refused").await;
+        let undecodable = d.metric("ledger_dead_letter_logs_total", "undecodable").await.unwrap_or(0.0);
+        let refused = d.metric("ledger_dead_letter_logs_total", "refused").await.unwrap_or(0.0);
         (undecodable == 3.0 && refused == 1.0).then_some(())
     })
     .await;

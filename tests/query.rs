@@ -139,12 +139,6 @@ async fn paging_never_skips_or_repeats_while_ingestion_runs(d: Daemon) {
     assert!(expected.is_subset(&seen), "{} seed logs skipped", expected.difference(&seen).count());
 }
 
-/// The value of an unlabelled metric in `/metrics`.
-async fn metric(d: &Daemon, name: &str) -> Option<f64> {
-    let text = d.client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines().find_map(|line| line.strip_prefix(&format!("{name} ")).and_then(|v| v.trim().parse().ok()))
-}
-
 /// The search index job runs in the daemon, says how far behind it is, and `q` finds the same logs before
 /// and after it has indexed them: old ones (behind the index when written), new ones, phrases.
 async fn search_finds_the_same_before_and_after_indexing(d: Daemon) {
@@ -160,11 +154,11 @@ async fn search_finds_the_same_before_and_after_indexing(d: Daemon) {
     let since = format!("from={}", urlencode(&at(180)));
     search_answers(&d, &key, &since).await;
     let indexed = support::eventually(std::time::Duration::from_secs(90), "the index job reads the logs", || async {
-        metric(&d, "ledger_search_indexed_logs_total").await.filter(|n| *n >= 3.0)
+        d.metric("ledger_search_indexed_logs_total", "").await.filter(|n| *n >= 3.0)
     })
     .await;
     assert!(indexed >= 3.0);
-    let lag = metric(&d, "ledger_search_index_lag_seconds").await.unwrap();
+    let lag = d.metric("ledger_search_index_lag_seconds", "").await.unwrap();
     assert!((0.0..600.0).contains(&lag), "lag {lag}");
     search_answers(&d, &key, &since).await;
 }

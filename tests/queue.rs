@@ -22,24 +22,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 fn record(project: Uuid, message: &str) -> LogRecord {
-    let now = chrono::Utc::now();
-    LogRecord {
-        id: Uuid::now_v7(),
-        project_id: project,
-        timestamp: now,
-        received_at: now,
-        level: Level::Info,
-        message: message.into(),
-        service: None,
-        environment: None,
-        host: None,
-        trace_id: None,
-        span_id: None,
-        attributes: serde_json::json!({}),
-        exception: None,
-        fingerprint: 1,
-        fingerprint_override: None,
-    }
+    LogRecord { fingerprint: 1, ..LogRecord::new(project, chrono::Utc::now(), Level::Info, message) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

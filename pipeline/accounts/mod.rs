@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::config::AuthConfig;
+use crate::config::AccountsConfig;
 use crate::error::ApiError;
 use crate::store::{Backend, KeyRecord, Project, StoreError, User};
 
@@ -33,8 +33,9 @@ const ISSUER: &str = "ledger";
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            // Only a user's e-mail is unique where a conflict reaches a client; other places map it first.
-            StoreError::Conflict => ApiError::EmailTaken,
+            // A duplicate the caller did not name (registration names the e-mail) is a bug, not the client's.
+            StoreError::Duplicate => ApiError::Internal("a row with the same unique value exists".into()),
+            StoreError::Moved => ApiError::Internal("a row changed under an update".into()),
             StoreError::Unavailable { what, cause } => {
                 tracing::warn!(%cause, what, "dependency unavailable");
                 ApiError::Unavailable { what, retry_after: Duration::from_secs(1) }
@@ -78,7 +79,7 @@ pub struct NewKey {
 pub struct Accounts {
     backend: Backend,
     validator: KeyValidator,
-    config: AuthConfig,
+    config: AccountsConfig,
     defaults: ProjectSettings,
     /// The operator's ceilings (`[limits]`).
     limits: crate::config::LimitsConfig,
@@ -108,7 +109,7 @@ impl Accounts {
     pub fn new(
         backend: Backend,
         validator: KeyValidator,
-        config: AuthConfig,
+        config: AccountsConfig,
         jwt_secret: &[u8],
         defaults: ProjectSettings,
         limits: crate::config::LimitsConfig,
@@ -172,7 +173,10 @@ impl Accounts {
         let password = password.to_owned();
         let hash = self.bcrypt(move || bcrypt::hash(password, cost)).await?.map_err(ApiError::internal)?;
         let user = User { id: Uuid::now_v7(), email: email.to_owned(), created_at: now() };
-        self.backend.accounts.create_user(&user, &hash).await?;
+        self.backend.accounts.create_user(&user, &hash).await.map_err(|e| match e {
+            StoreError::Duplicate => ApiError::EmailTaken,
+            other => other.into(),
+        })?;
         tracing::info!(user_id = %user.id, "user registered");
         self.issue(user).await
     }

@@ -362,7 +362,8 @@ impl QueryService for Querier {
                 error_rate: b.error_rate,
             })
             .collect();
-        Ok(Response::new(pb::ErrorRateResponse { bucket_seconds: 300, buckets }))
+        let bucket_seconds = u32::try_from(analytics::ERROR_RATE_BUCKET.seconds()).unwrap_or(u32::MAX);
+        Ok(Response::new(pb::ErrorRateResponse { bucket_seconds, buckets }))
     }
 
     async fn top_errors(
@@ -379,7 +380,7 @@ impl QueryService for Querier {
             .errors
             .into_iter()
             .map(|(e, _)| pb::TopError {
-                fingerprint: format!("{:016x}", e.fingerprint),
+                fingerprint: ledger_stages::log::fingerprint_hex(e.fingerprint),
                 count: e.count,
                 first_seen: micros(e.info.first_seen),
                 last_seen: micros(e.info.last_seen),

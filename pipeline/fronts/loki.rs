@@ -264,7 +264,7 @@ pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body)
         }
     };
     if logs.is_empty() {
-        admitted.refuse(Outcome::Accepted);
+        admitted.accepted_without_logs();
         return StatusCode::NO_CONTENT.into_response();
     }
     let logs = logs.into_iter().map(RawLog::from).collect();

@@ -197,7 +197,7 @@ async fn export(
     let logs = logs(request);
     if logs.is_empty() {
         // Nothing to store is a success with nothing refused.
-        admitted.refuse(Outcome::Accepted);
+        admitted.accepted_without_logs();
         return Ok(ExportLogsServiceResponse { partial_success: None });
     }
     let mut ingest = Ingest::new(request_id, Protocol::Otlp, None, logs.into_iter().map(RawLog::from).collect());

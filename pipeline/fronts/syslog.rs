@@ -227,7 +227,7 @@ async fn connection<S: AsyncRead + Unpin>(
                     let day = chrono::Utc::now().date_naive();
                     let outcome = crate::ingest::outcome::Outcome::of(&Err(e.clone()));
                     ingestion.outcomes.record_logs(Protocol::Syslog, None, day, outcome, 1, 0);
-                    crate::observe::metrics().connection_closed(crate::observe::ConnectionClosed::BadKey);
+                    crate::metrics::metrics().connection_closed(crate::metrics::ConnectionClosed::BadKey);
                     tracing::warn!(error = %e, "syslog connection closed: its first message's key is not valid");
                     return Ok(());
                 }

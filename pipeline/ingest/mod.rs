@@ -87,7 +87,17 @@ impl Admitted {
     }
 
     /// The request was refused before the stack (bad body, no room): counted as `outcome`.
-    pub fn refuse(mut self, outcome: outcome::Outcome) {
+    pub fn refuse(self, outcome: outcome::Outcome) {
+        self.settle(outcome);
+    }
+
+    /// The request succeeded without the stack: it held no logs, or its idempotency key's first answer
+    /// was given again (its logs were counted the first time). Counted as accepted, with no logs.
+    pub fn accepted_without_logs(self) {
+        self.settle(outcome::Outcome::Accepted);
+    }
+
+    fn settle(mut self, outcome: outcome::Outcome) {
         self.settled = true;
         let day = self.received_at.date_naive();
         self.outcomes.record(self.front, Some(self.project.project_id), day, outcome, 0, 0);
@@ -277,8 +287,7 @@ impl Ingestion {
                 Ok(crate::store::Claim::Claimed) => break,
                 Ok(crate::store::Claim::Answered(answer)) => {
                     let ids = answer.split(',').filter_map(|id| uuid::Uuid::parse_str(id).ok()).collect();
-                    // Counted as a request accepted with no logs: its logs were counted the first time.
-                    admitted.refuse(outcome::Outcome::Accepted);
+                    admitted.accepted_without_logs();
                     return (Ok(Accepted { ids }), request.report, true);
                 }
                 Ok(crate::store::Claim::Pending) if started.elapsed() < IDEMPOTENCY_WAIT => {

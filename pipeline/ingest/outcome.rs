@@ -16,37 +16,27 @@ use uuid::Uuid;
 
 use crate::store::{AccountStore, Usage};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Accepted,
-    RateLimited,
-    QuotaExceeded,
-    Backpressure,
-    Invalid,
-    Unauthorized,
-    Unavailable,
-    /// The client went away before its request reached the stack (its body was being read).
-    Cancelled,
-    /// Acknowledged, and removed by a drop rule of the sample stage.
-    DroppedByRule,
-    /// Acknowledged, and not kept by a sample rule.
-    SampledOut,
+ledger_stages::named_enum! {
+    /// The one outcome a request (and each of its logs) ended in.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Outcome {
+        Accepted = "accepted",
+        RateLimited = "rate_limited",
+        QuotaExceeded = "quota_exceeded",
+        Backpressure = "backpressure",
+        Invalid = "invalid",
+        Unauthorized = "unauthorized",
+        Unavailable = "unavailable",
+        /// The client went away before its request reached the stack (its body was being read).
+        Cancelled = "cancelled",
+        /// Acknowledged, and removed by a drop rule of the sample stage.
+        DroppedByRule = "dropped_by_rule",
+        /// Acknowledged, and not kept by a sample rule.
+        SampledOut = "sampled_out",
+    }
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
-        Outcome::Accepted,
-        Outcome::RateLimited,
-        Outcome::QuotaExceeded,
-        Outcome::Backpressure,
-        Outcome::Invalid,
-        Outcome::Unauthorized,
-        Outcome::Unavailable,
-        Outcome::Cancelled,
-        Outcome::DroppedByRule,
-        Outcome::SampledOut,
-    ];
-
     pub fn of(result: &Result<Accepted, IngestError>) -> Outcome {
         match result {
             Ok(_) => Outcome::Accepted,
@@ -70,25 +60,6 @@ impl Outcome {
             E::QuotaExceeded { .. } => Outcome::QuotaExceeded,
             _ => Outcome::Invalid,
         }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::QuotaExceeded => "quota_exceeded",
-            Outcome::Backpressure => "backpressure",
-            Outcome::Invalid => "invalid",
-            Outcome::Unauthorized => "unauthorized",
-            Outcome::Unavailable => "unavailable",
-            Outcome::Cancelled => "cancelled",
-            Outcome::DroppedByRule => "dropped_by_rule",
-            Outcome::SampledOut => "sampled_out",
-        }
-    }
-
-    fn index(self) -> usize {
-        Outcome::ALL.iter().position(|o| *o == self).unwrap_or(0)
     }
 }
 

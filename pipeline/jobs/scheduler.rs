@@ -100,7 +100,7 @@ async fn run_job(job: Job, lease: Option<Arc<dyn JobLease>>, shutdown: Cancellat
         if ours {
             let started = Instant::now();
             let result = (job.work)().await;
-            crate::observe::metrics().job_ran(job.name, started.elapsed(), result.is_ok());
+            crate::metrics::metrics().job_ran(job.name, started.elapsed(), result.is_ok());
             if let Err(error) = result {
                 tracing::warn!(job = job.name, %error, "job failed; it runs again next period");
             }
@@ -154,7 +154,7 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 4, "at 0, 10, 20 and 30 s");
         stop.cancel();
         task.await.expect("stopped");
-        let text = crate::observe::metrics().encode();
+        let text = crate::metrics::metrics().encode();
         assert!(text.contains("ledger_job_runs_total{job=\"tick\",result=\"ok\"} 4"), "{text}");
     }
 

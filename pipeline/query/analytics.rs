@@ -48,12 +48,15 @@ pub struct ErrorRateBucket {
     pub error_rate: f64,
 }
 
+/// The width of the error rate's buckets.
+pub const ERROR_RATE_BUCKET: Granularity = Granularity::FiveMinutes;
+
 pub async fn error_rate(
     cache: &dyn AnalyticsCache,
     project: Uuid,
     range: Range,
 ) -> Result<Vec<ErrorRateBucket>, ApiError> {
-    let counts = volume(cache, project, range, Granularity::FiveMinutes).await?;
+    let counts = volume(cache, project, range, ERROR_RATE_BUCKET).await?;
     Ok(counts
         .into_iter()
         .map(|(start, c)| {

@@ -14,6 +14,7 @@ use crate::error::ApiError;
 
 pub mod analytics;
 pub mod logs;
+pub mod operations;
 pub mod tail;
 
 /// A bad parameter: 400 naming it.

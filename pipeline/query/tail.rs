@@ -133,7 +133,7 @@ impl Drop for Guard {
                 projects.remove(&self.project);
             }
         }
-        crate::observe::metrics().tail_subscribers.dec();
+        crate::metrics::metrics().tail_subscribers.dec();
     }
 }
 
@@ -220,7 +220,7 @@ impl TailHub {
             }
             last
         };
-        crate::observe::metrics().tail_subscribers.inc();
+        crate::metrics::metrics().tail_subscribers.inc();
         let guard = Guard { inner: self.inner.clone(), project, id };
         let backlog = match after {
             Some(log) => self.backlog(&query, log, joined.as_deref()).await?,
@@ -308,7 +308,7 @@ async fn read_loop(inner: Arc<Inner>, project: Uuid, stop: CancellationToken) {
 fn deliver(inner: &Inner, project: Uuid, entries: Vec<FeedEntry>) {
     let mut projects = inner.projects.lock().unwrap_or_else(|p| p.into_inner());
     let Some(tail) = projects.get_mut(&project) else { return };
-    let metrics = crate::observe::metrics();
+    let metrics = crate::metrics::metrics();
     let max_bytes = inner.settings.max_buffer_bytes as u64;
     for entry in entries {
         let bytes = entry.records.iter().map(record_weight).sum::<usize>();
@@ -347,7 +347,7 @@ impl Subscription {
             }
             if let Some(delivery) = &mut self.pending {
                 if let Some(i) = delivery.matched.pop_front() {
-                    crate::observe::metrics().tail_logs.with_label_values(&["delivered"]).inc();
+                    crate::metrics::metrics().tail_logs.with_label_values(&["delivered"]).inc();
                     return Some(TailEvent::Log(delivery.records[i].clone()));
                 }
                 // Read through: its entry no longer counts against this subscriber's buffer.

@@ -86,7 +86,7 @@ async fn write_loop<W: RecordWriter>(
             tracing::error!(%error, requests = jobs.len(), logs, "embedded write failed; requests answered 503");
         } else {
             tracing::debug!(requests = jobs.len(), logs, "embedded batch committed");
-            crate::observe::metrics().written("embedded", logs);
+            crate::metrics::metrics().written("embedded", logs);
         }
         for job in jobs {
             // The request may have given up waiting; then nobody is told, and that is fine: it was not

@@ -335,21 +335,12 @@ mod tests {
         // Times travel to the microsecond, as the log stores keep them.
         let now = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("now");
         let record = LogRecord {
-            id: Uuid::now_v7(),
-            project_id: Uuid::now_v7(),
-            timestamp: now,
-            received_at: now,
-            level: ledger_stages::Level::Info,
-            message: "GET /api/v1/orders/10001 200 in 12ms".into(),
             service: Some("api".into()),
             environment: Some("production".into()),
             host: Some("web-1".into()),
-            trace_id: None,
-            span_id: None,
             attributes: serde_json::json!({"method": "GET", "status": 200}),
-            exception: None,
             fingerprint: 42,
-            fingerprint_override: None,
+            ..LogRecord::new(Uuid::now_v7(), now, ledger_stages::Level::Info, "GET /api/v1/orders/10001 200 in 12ms")
         };
         let entry = Entry { traceparent: None, records: vec![record.clone(); 3] };
         let compact = entry.encode().expect("encodes");

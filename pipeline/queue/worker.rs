@@ -375,7 +375,7 @@ impl<W: PrepareRows> Workers<W> {
                 tracing::warn!(%error, shard, "could not update live analytics; the rebuild job will");
             }
             tracing::debug!(shard, entries = read, logs, "queue batch written");
-            crate::observe::metrics().written("shared", logs);
+            crate::metrics::metrics().written("shared", logs);
             last = newest;
             if caught_up {
                 // Caught up: let the next batch gather instead of writing a trickle one entry at a time.
@@ -480,7 +480,7 @@ impl<W: PrepareRows> Workers<W> {
         // The undecodable entries, and the offset to the end of the read.
         self.commit_rows(shard, (&offset, to), (rows, start..start), 0, &poison, late).await?;
         counted(&poison);
-        crate::observe::metrics().written("shared", written);
+        crate::metrics::metrics().written("shared", written);
         Ok(())
     }
 }
@@ -489,7 +489,7 @@ impl<W: PrepareRows> Workers<W> {
 fn counted(poison: &[Poison]) {
     for p in poison {
         tracing::error!(entry = %p.entry_id, reason = p.reason.as_str(), detail = %p.detail, logs = p.logs, "queue entry dead-lettered");
-        crate::observe::metrics().dead_lettered(p.reason.as_str(), u64::try_from(p.logs).unwrap_or(0));
+        crate::metrics::metrics().dead_lettered(p.reason.as_str(), u64::try_from(p.logs).unwrap_or(0));
     }
 }
 
@@ -518,21 +518,9 @@ mod tests {
     fn log(project: Uuid, level: ledger_stages::Level, seconds_ago: i64) -> LogRecord {
         let at = chrono::Utc::now() - chrono::Duration::seconds(seconds_ago);
         LogRecord {
-            id: Uuid::now_v7(),
-            project_id: project,
-            timestamp: at,
-            received_at: at,
-            level,
-            message: format!("{seconds_ago} seconds ago"),
-            service: None,
-            environment: None,
-            host: None,
-            trace_id: None,
-            span_id: None,
             attributes: serde_json::json!({"n": seconds_ago}),
-            exception: None,
             fingerprint: 7,
-            fingerprint_override: None,
+            ..LogRecord::new(project, at, level, format!("{seconds_ago} seconds ago"))
         }
     }
 

@@ -146,6 +146,20 @@ fn period_ms(window: &Window) -> u64 {
     u64::try_from(window.period.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// The limits' keys, each shape in one place.
+impl RedisLimits {
+    /// A project's count in one window of `period_ms` (the `index`th since the epoch). One hash tag per
+    /// project: a script's keys share a slot on a cluster.
+    fn window_key(&self, project: Uuid, period_ms: u64, index: u64) -> String {
+        self.cache.key("rl", format!("{{{project}}}:{period_ms}:{index}"))
+    }
+
+    /// A project's logs counted against its daily quota on `day`.
+    fn quota_key(&self, project: Uuid, day: NaiveDate) -> String {
+        self.cache.key("quota", format!("{project}:{day}"))
+    }
+}
+
 #[async_trait]
 impl RateLimiter for RedisLimits {
     async fn acquire(&self, project: Uuid, windows: &[Window]) -> Result<Decision, StoreUnavailable> {
@@ -159,8 +173,8 @@ impl RateLimiter for RedisLimits {
             let period = period_ms(window);
             let index = now / period;
             // One hash tag per project: the script's keys share a slot on a cluster.
-            invocation.key(self.cache.key("rl", format!("{{{project}}}:{period}:{index}")));
-            invocation.key(self.cache.key("rl", format!("{{{project}}}:{period}:{}", index.saturating_sub(1))));
+            invocation.key(self.window_key(project, period, index));
+            invocation.key(self.window_key(project, period, index.saturating_sub(1)));
         }
         invocation.arg(now).arg(wanted);
         for window in windows {
@@ -192,14 +206,14 @@ impl RateLimiter for RedisLimits {
 impl QuotaCounter for RedisLimits {
     async fn try_add(&self, project: Uuid, day: NaiveDate, n: u64, limit: u64) -> Result<bool, StoreUnavailable> {
         let mut invocation = self.quota.prepare_invoke();
-        invocation.key(self.cache.key("quota", format!("{project}:{day}"))).arg(n).arg(limit);
+        invocation.key(self.quota_key(project, day)).arg(n).arg(limit);
         let fits: i64 = self.cache.invoke(&invocation).await?;
         Ok(fits == 1)
     }
 
     async fn give_back(&self, project: Uuid, day: NaiveDate, n: u64) -> Result<(), StoreUnavailable> {
         let mut cmd = redis::cmd("DECRBY");
-        cmd.arg(self.cache.key("quota", format!("{project}:{day}"))).arg(n);
+        cmd.arg(self.quota_key(project, day)).arg(n);
         Ok(self.cache.run::<()>(&cmd).await?)
     }
 }
@@ -227,7 +241,7 @@ mod tests {
     /// The current minute's count in Redis.
     async fn counted(limits: &RedisLimits, project: Uuid) -> u64 {
         let index = now_ms() / 60_000;
-        let key = limits.cache.key("rl", format!("{{{project}}}:60000:{index}"));
+        let key = limits.window_key(project, 60_000, index);
         limits.cache.run::<Option<u64>>(redis::cmd("GET").arg(key)).await.expect("GET").unwrap_or(0)
     }
 
@@ -285,7 +299,7 @@ mod tests {
     }
 
     async fn quota_count(limits: &RedisLimits, project: Uuid, day: NaiveDate) -> u64 {
-        let key = limits.cache.key("quota", format!("{project}:{day}"));
+        let key = limits.quota_key(project, day);
         limits.cache.run::<Option<u64>>(redis::cmd("GET").arg(key)).await.expect("GET").unwrap_or(0)
     }
 

@@ -95,12 +95,15 @@ impl Usage {
     }
 }
 
-/// A storage failure, classified so that callers answer 409, 503 or 500.
+/// A storage failure, classified so that callers answer 409 (where they say which value is taken), 503 or 500.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A row with the same unique value exists; which value is for the caller to say.
     #[error("a row with the same unique value exists")]
-    Conflict,
+    Duplicate,
+    /// The row changed under a conditional update: another writer moved it first.
+    #[error("the row changed under this update")]
+    Moved,
     /// The database or cache could not be reached in time: a 503 with Retry-After.
     #[error("{what} unavailable: {cause}")]
     Unavailable { what: &'static str, cause: String },
@@ -115,7 +118,7 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 StoreError::Unavailable { what: "database", cause: e.to_string() }
             }
-            sqlx::Error::Database(ref db) if db.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => StoreError::Duplicate,
             other => StoreError::Internal(other.to_string()),
         }
     }

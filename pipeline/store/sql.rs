@@ -320,7 +320,7 @@ impl AccountStore for SqlStore {
         })
         .map_err(|e| match StoreError::from(e) {
             // The only unique column here is the digest: a 155-bit collision is a bug, not a user error.
-            StoreError::Conflict => StoreError::Internal("API key digest collision".into()),
+            StoreError::Duplicate => StoreError::Internal("API key digest collision".into()),
             other => other,
         })?;
         Ok(())

@@ -11,6 +11,41 @@
 //!
 //! This crate must never depend on a transport or a database driver.
 
+/// A fieldless enum whose variants each have a name, listed once: the enum, `ALL` (in declaration order),
+/// `name()` and `index()` (the place in `ALL`: the declaration order itself) all come from the one list,
+/// so a new variant cannot be missing from any of them.
+#[macro_export]
+macro_rules! named_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: [$name; [$(stringify!($variant)),+].len()] = [$($name::$variant),+];
+
+            /// The variant's name, as metrics, spans and configuration say it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// The variant's place in [`Self::ALL`].
+            pub fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
 pub mod auth;
 pub mod compile;
 pub mod context;

@@ -91,6 +91,31 @@ pub struct LogRecord {
     pub fingerprint_override: Option<String>,
 }
 
+impl LogRecord {
+    /// A log of `project_id` with its time, level and message and nothing else: a new id, received at its
+    /// timestamp, no service, environment, host, trace or exception, attributes `{}`, fingerprint 0. Fill
+    /// in more with struct update syntax.
+    pub fn new(project_id: Uuid, timestamp: DateTime<Utc>, level: Level, message: impl Into<String>) -> LogRecord {
+        LogRecord {
+            id: Uuid::now_v7(),
+            project_id,
+            timestamp,
+            received_at: timestamp,
+            level,
+            message: message.into(),
+            service: None,
+            environment: None,
+            host: None,
+            trace_id: None,
+            span_id: None,
+            attributes: serde_json::json!({}),
+            exception: None,
+            fingerprint: 0,
+            fingerprint_override: None,
+        }
+    }
+}
+
 /// A fingerprint as API.md prints it: 16 lowercase hex characters.
 pub fn fingerprint_hex(fingerprint: u64) -> String {
     format!("{fingerprint:016x}")

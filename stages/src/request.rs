@@ -10,39 +10,20 @@ use crate::log::LogRecord;
 use crate::raw::RawLog;
 use crate::{ProjectContext, Scope};
 
-/// Which front a request came through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Http,
-    Grpc,
-    /// OTLP logs, over HTTP or gRPC.
-    Otlp,
-    /// Loki's push API.
-    Loki,
-    /// Elasticsearch's bulk API.
-    Elasticsearch,
-    /// Syslog over TCP.
-    Syslog,
-}
-
-impl Protocol {
-    pub const ALL: [Protocol; 6] =
-        [Protocol::Http, Protocol::Grpc, Protocol::Otlp, Protocol::Loki, Protocol::Elasticsearch, Protocol::Syslog];
-
-    /// The front's name, as spans and metrics say it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Http => "http",
-            Protocol::Grpc => "grpc",
-            Protocol::Otlp => "otlp",
-            Protocol::Loki => "loki",
-            Protocol::Elasticsearch => "elasticsearch",
-            Protocol::Syslog => "syslog",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        Protocol::ALL.iter().position(|p| *p == self).unwrap_or(0)
+crate::named_enum! {
+    /// Which front a request came through.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Protocol {
+        Http = "http",
+        Grpc = "grpc",
+        /// OTLP logs, over HTTP or gRPC.
+        Otlp = "otlp",
+        /// Loki's push API.
+        Loki = "loki",
+        /// Elasticsearch's bulk API.
+        Elasticsearch = "elasticsearch",
+        /// Syslog over TCP.
+        Syslog = "syslog",
     }
 }
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use serde_json::json;
 use tower::{Layer, ServiceExt};
 use tower_test::mock;
 use uuid::Uuid;
@@ -16,23 +15,7 @@ use crate::stage::{Stage, StageLayer};
 
 /// An INFO log with `message` and nothing else.
 pub fn log(message: &str) -> LogRecord {
-    LogRecord {
-        id: Uuid::nil(),
-        project_id: Uuid::nil(),
-        timestamp: Utc::now(),
-        received_at: Utc::now(),
-        level: Level::Info,
-        message: message.into(),
-        service: None,
-        environment: None,
-        host: None,
-        trace_id: None,
-        span_id: None,
-        attributes: json!({}),
-        exception: None,
-        fingerprint: 0,
-        fingerprint_override: None,
-    }
+    LogRecord { id: Uuid::nil(), ..LogRecord::new(Uuid::nil(), Utc::now(), Level::Info, message) }
 }
 
 /// A project (as auth resolves it) with `stages` as its own rules.

@@ -9,6 +9,11 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+/// A TCP port free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 pub mod cluster;
 pub mod proxy;
 pub mod replica;
@@ -231,6 +236,18 @@ pub fn config_path() -> String {
 }
 
 impl Daemon {
+    /// A metric's value from `/metrics`, summed over its label sets that contain `labels` (`""`: all of
+    /// them); `None` when the daemon shows no such series.
+    pub async fn metric(&self, name: &str, labels: &str) -> Option<f64> {
+        let text = self.client().get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
     pub async fn start(kind: Kind) -> Daemon {
         Self::start_with(Fresh::new(kind), &[]).await
     }

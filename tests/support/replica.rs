@@ -47,9 +47,7 @@ fn run_as() -> Option<(u32, u32)> {
     Some((id("-u"), id("-g")))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use super::free_port;
 
 fn command(program: &str) -> Command {
     let mut command = Command::new(bindir().join(program));

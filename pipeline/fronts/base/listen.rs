@@ -171,7 +171,7 @@ impl Listener {
                     return (stream, peer, Slot { _listener: permit, _address: address });
                 }
                 None => {
-                    crate::observe::metrics().connection_closed(crate::observe::ConnectionClosed::PerAddressCap);
+                    crate::metrics::metrics().connection_closed(crate::metrics::ConnectionClosed::PerAddressCap);
                     tracing::debug!(%peer, "connection refused: too many from this address");
                 }
             }
@@ -250,7 +250,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstBytes<S> {
             }
             Poll::Pending => match this.deadline.as_mut().map(|deadline| deadline.as_mut().poll(cx)) {
                 Some(Poll::Ready(())) => {
-                    crate::observe::metrics().connection_closed(crate::observe::ConnectionClosed::Silent);
+                    crate::metrics::metrics().connection_closed(crate::metrics::ConnectionClosed::Silent);
                     let error = std::io::Error::new(std::io::ErrorKind::TimedOut, "nothing sent in time");
                     Poll::Ready(Err(error))
                 }

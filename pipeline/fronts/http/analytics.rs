@@ -56,7 +56,7 @@ pub async fn error_rate(
         .into_iter()
         .map(|b| ErrorRateBucket { start: start(b.start), total: b.total, errors: b.errors, error_rate: b.error_rate })
         .collect();
-    Ok(Json(ErrorRate { bucket_seconds: Granularity::FiveMinutes.seconds(), buckets }))
+    Ok(Json(ErrorRate { bucket_seconds: analytics::ERROR_RATE_BUCKET.seconds(), buckets }))
 }
 
 #[utoipa::path(get, path = "/v1/metrics/volume", tag = "metrics", security(("api_key" = []), ("session" = [])),
@@ -90,7 +90,7 @@ pub async fn volume(
 fn top_error_json(top: &TopErrors, e: &TopError, status: ErrorStatus) -> Value {
     let time = |micros: i64| DateTime::from_timestamp_micros(micros).map(|t| timestamp(&t));
     json!({
-        "fingerprint": format!("{:016x}", e.fingerprint),
+        "fingerprint": ledger_stages::log::fingerprint_hex(e.fingerprint),
         "count": e.count,
         "first_seen": time(e.info.first_seen),
         "last_seen": time(e.info.last_seen),

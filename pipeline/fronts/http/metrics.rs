@@ -1,7 +1,6 @@
-//! `GET /metrics`: Prometheus text format. Names come from this one place.
-//!
-//! Request durations, write batches and process figures come from the registry in `crate::observe`; the
-//! gauges below are read at scrape time. Names come from these two places only.
+//! `GET /metrics`: Prometheus text format. Every name is in [`crate::metrics`]: the registry's series
+//! (request durations, writes, jobs, …) and the gauges read at each scrape from the core
+//! ([`crate::query::operations`], the ingestion outcomes, the key validations), which this front encodes.
 
 use std::fmt::Write;
 
@@ -10,26 +9,10 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::fronts::base::AppState;
-
-/// Logs by the outcome they ended in.
-pub const INGEST_LOGS: &str = "ledger_ingest_logs_total";
-/// Ingestion requests by the one outcome each ended in (refused before decoding: no logs counted).
-pub const INGEST_REQUESTS: &str = "ledger_ingest_requests_total";
-/// Logs waiting in the queue, all projects together.
-pub const QUEUE_DEPTH: &str = "ledger_queue_depth";
-/// Batches waiting in each queue shard (shared backend).
-pub const QUEUE_SHARD_ENTRIES: &str = "ledger_queue_shard_entries";
-/// How long each shard's oldest batch has waited (shared backend).
-pub const QUEUE_SHARD_LAG: &str = "ledger_queue_shard_lag_seconds";
-/// Key validations by where they were answered.
-pub const KEY_VALIDATIONS: &str = "ledger_key_validations_total";
-/// The account store's circuit breaker: 0 closed, 1 half-open, 2 open.
-pub const BREAKER_STATE: &str = "ledger_account_store_breaker_state";
-/// 1 while Redis commands fail fast (Redis did not answer), else 0 (shared backend).
-pub const REDIS_FAILING_FAST: &str = "ledger_redis_failing_fast";
-pub const REPLICA_LAG: &str = "ledger_postgres_replica_lag_seconds";
-/// Database pool connections by pool and state.
-pub const POOL_CONNECTIONS: &str = "ledger_pool_connections";
+use crate::metrics::{
+    BREAKER_STATE, INGEST_LOGS, INGEST_REQUESTS, KEY_VALIDATIONS, POOL_CONNECTIONS, QUEUE_DEPTH, QUEUE_SHARD_ENTRIES,
+    QUEUE_SHARD_LAG, REDACTIONS, REDIS_FAILING_FAST, REPLICA_LAG,
+};
 
 /// Times a matched route's request.
 pub async fn track(
@@ -41,7 +24,7 @@ pub async fn track(
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    crate::observe::metrics()
+    crate::metrics::metrics()
         .http_duration
         .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
         .observe(started.elapsed().as_secs_f64());
@@ -62,22 +45,21 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         let (front, outcome) = (front.name(), outcome.name());
         let _ = writeln!(out, "{INGEST_REQUESTS}{{front=\"{front}\",outcome=\"{outcome}\"}} {count}");
     }
-    if let Ok(depth) = state.queue.depth().await {
+    let ops = crate::query::operations::read(&state.backend, state.queue.as_ref(), &state.breaker).await;
+    if let Some(depth) = ops.queue_depth {
         let _ = writeln!(out, "# HELP {QUEUE_DEPTH} Logs acknowledged and not yet written.");
         let _ = writeln!(out, "# TYPE {QUEUE_DEPTH} gauge");
         let _ = writeln!(out, "{QUEUE_DEPTH} {depth}");
     }
-    if let Ok(shards) = state.queue.shards().await
-        && !shards.is_empty()
-    {
+    if !ops.shards.is_empty() {
         let _ = writeln!(out, "# HELP {QUEUE_SHARD_ENTRIES} Batches waiting in each queue shard.");
         let _ = writeln!(out, "# TYPE {QUEUE_SHARD_ENTRIES} gauge");
-        for s in &shards {
+        for s in &ops.shards {
             let _ = writeln!(out, "{QUEUE_SHARD_ENTRIES}{{shard=\"{}\"}} {}", s.shard, s.entries);
         }
         let _ = writeln!(out, "# HELP {QUEUE_SHARD_LAG} How long each shard's oldest batch has waited.");
         let _ = writeln!(out, "# TYPE {QUEUE_SHARD_LAG} gauge");
-        for s in &shards {
+        for s in &ops.shards {
             let _ = writeln!(out, "{QUEUE_SHARD_LAG}{{shard=\"{}\"}} {}", s.shard, s.lag.as_secs_f64());
         }
     }
@@ -86,11 +68,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (all, misses, shared) = (load(&counts.validations), load(&counts.local_misses), load(&counts.shared_hits));
     let redactions = ledger_stages::redact::counts();
     if !redactions.is_empty() {
-        let _ = writeln!(out, "# HELP ledger_redactions_total Values the redact stage scrubbed, by rule name.");
-        let _ = writeln!(out, "# TYPE ledger_redactions_total counter");
+        let _ = writeln!(out, "# HELP {REDACTIONS} Values the redact stage scrubbed, by rule name.");
+        let _ = writeln!(out, "# TYPE {REDACTIONS} counter");
         for (rule, count) in redactions {
             let rule = rule.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-            let _ = writeln!(out, "ledger_redactions_total{{rule=\"{rule}\"}} {count}");
+            let _ = writeln!(out, "{REDACTIONS}{{rule=\"{rule}\"}} {count}");
         }
     }
     let _ = writeln!(out, "# HELP {KEY_VALIDATIONS} API key validations by where they were answered.");
@@ -98,7 +80,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "{KEY_VALIDATIONS}{{answered_by=\"local_cache\"}} {}", all.saturating_sub(misses));
     let _ = writeln!(out, "{KEY_VALIDATIONS}{{answered_by=\"shared_cache\"}} {shared}");
     let _ = writeln!(out, "{KEY_VALIDATIONS}{{answered_by=\"store\"}} {}", misses.saturating_sub(shared));
-    let breaker = match state.breaker.state() {
+    let breaker = match ops.breaker {
         ledger_stages::auth::BreakerState::Closed => 0,
         ledger_stages::auth::BreakerState::HalfOpen => 1,
         ledger_stages::auth::BreakerState::Open => 2,
@@ -108,26 +90,21 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "{BREAKER_STATE} {breaker}");
     let _ = writeln!(out, "# HELP {POOL_CONNECTIONS} Database pool connections.");
     let _ = writeln!(out, "# TYPE {POOL_CONNECTIONS} gauge");
-    for (pool, (open, idle)) in
-        [("accounts", state.backend.accounts.pool_usage()), ("logs", state.backend.logs.pool_usage())]
-    {
+    for (pool, (open, idle)) in ops.pools {
         let _ = writeln!(out, "{POOL_CONNECTIONS}{{pool=\"{pool}\",state=\"open\"}} {open}");
         let _ = writeln!(out, "{POOL_CONNECTIONS}{{pool=\"{pool}\",state=\"idle\"}} {idle}");
     }
-    if let Some(redis) = &state.backend.redis {
+    if let Some(failing_fast) = ops.redis_failing_fast {
         let _ =
             writeln!(out, "# HELP {REDIS_FAILING_FAST} 1 while Redis commands fail fast because Redis did not answer.");
         let _ = writeln!(out, "# TYPE {REDIS_FAILING_FAST} gauge");
-        let _ = writeln!(out, "{REDIS_FAILING_FAST} {}", u8::from(redis.failing_fast()));
+        let _ = writeln!(out, "{REDIS_FAILING_FAST} {}", u8::from(failing_fast));
     }
-    if let crate::store::LogDb::Postgres(logs) = &state.backend.logs {
-        let lag = tokio::time::timeout(std::time::Duration::from_secs(1), logs.replica_lag()).await;
-        if let Ok(Ok(Some(lag))) = lag {
-            let _ = writeln!(out, "# HELP {REPLICA_LAG} How far the logs' read replica's replay is behind.");
-            let _ = writeln!(out, "# TYPE {REPLICA_LAG} gauge");
-            let _ = writeln!(out, "{REPLICA_LAG} {lag}");
-        }
+    if let Some(lag) = ops.replica_lag {
+        let _ = writeln!(out, "# HELP {REPLICA_LAG} How far the logs' read replica's replay is behind.");
+        let _ = writeln!(out, "# TYPE {REPLICA_LAG} gauge");
+        let _ = writeln!(out, "{REPLICA_LAG} {lag}");
     }
-    out.push_str(&crate::observe::metrics().encode());
+    out.push_str(&crate::metrics::metrics().encode());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -123,9 +123,7 @@ impl Pipes {
     }
 }
 
-fn hex(fingerprint: u64) -> String {
-    format!("{fingerprint:016x}")
-}
+use ledger_stages::log::fingerprint_hex as hex;
 
 #[async_trait]
 impl AnalyticsCache for RedisAnalytics {

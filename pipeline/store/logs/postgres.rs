@@ -450,22 +450,14 @@ mod tests {
 
     #[test]
     fn copy_rows_are_binary_fields_with_nulls_marked() {
+        let at = DateTime::from_timestamp_micros(1_764_230_400_123_456).expect("time");
         let record = LogRecord {
             id: Uuid::nil(),
-            project_id: Uuid::nil(),
-            timestamp: DateTime::from_timestamp_micros(1_764_230_400_123_456).expect("time"),
             received_at: DateTime::from_timestamp_micros(1_764_230_400_000_001).expect("time"),
-            level: Level::Error,
-            message: "tab\there\nnew line \\ back".into(),
             service: Some("api".into()),
-            environment: None,
-            host: None,
-            trace_id: None,
-            span_id: None,
             attributes: json!({"k": "v\tw"}),
-            exception: None,
             fingerprint: u64::MAX,
-            fingerprint_override: None,
+            ..LogRecord::new(Uuid::nil(), at, Level::Error, "tab\there\nnew line \\ back")
         };
         let mut out = Vec::new();
         encode_copy_rows(&[record], &mut out);

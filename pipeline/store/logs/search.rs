@@ -727,7 +727,7 @@ impl SearchIndex {
                 .await?;
             if moved.rows_affected() != 1 {
                 tx.rollback().await?;
-                return Err(StoreError::Conflict);
+                return Err(StoreError::Moved);
             }
             for chunk in late_ids.chunks(ROWS_PER_STATEMENT) {
                 let mut sql = sqlx::QueryBuilder::new("DELETE FROM search_late WHERE id IN (");
@@ -870,21 +870,13 @@ mod tests {
         let now = Utc::now();
         let project = Uuid::now_v7();
         let record = |age_secs: i64| ledger_stages::LogRecord {
-            id: Uuid::now_v7(),
-            project_id: project,
-            timestamp: now - chrono::Duration::seconds(age_secs),
             received_at: now,
-            level: ledger_stages::Level::Info,
-            message: String::new(),
-            service: None,
-            environment: None,
-            host: None,
-            trace_id: None,
-            span_id: None,
-            attributes: serde_json::Value::Null,
-            exception: None,
-            fingerprint: 0,
-            fingerprint_override: None,
+            ..ledger_stages::LogRecord::new(
+                project,
+                now - chrono::Duration::seconds(age_secs),
+                ledger_stages::Level::Info,
+                "",
+            )
         };
         let logs = [record(1), record(3600), record(3601), record(7200)];
         let late = late_blocks(&logs, now);

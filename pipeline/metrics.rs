@@ -24,6 +24,31 @@ pub const SEARCH_INDEX_LAG: &str = "ledger_search_index_lag_seconds";
 pub const SEARCH_INDEXED_LOGS: &str = "ledger_search_indexed_logs_total";
 pub const CONNECTIONS_CLOSED: &str = "ledger_connections_closed_total";
 
+// Read at each scrape from the core and encoded by the REST front (`fronts/http/metrics.rs`).
+
+/// Logs by the outcome they ended in.
+pub const INGEST_LOGS: &str = "ledger_ingest_logs_total";
+/// Ingestion requests by the one outcome each ended in (refused before decoding: no logs counted).
+pub const INGEST_REQUESTS: &str = "ledger_ingest_requests_total";
+/// Logs waiting in the queue, all projects together.
+pub const QUEUE_DEPTH: &str = "ledger_queue_depth";
+/// Batches waiting in each queue shard (shared backend).
+pub const QUEUE_SHARD_ENTRIES: &str = "ledger_queue_shard_entries";
+/// How long each shard's oldest batch has waited (shared backend).
+pub const QUEUE_SHARD_LAG: &str = "ledger_queue_shard_lag_seconds";
+/// Key validations by where they were answered.
+pub const KEY_VALIDATIONS: &str = "ledger_key_validations_total";
+/// The account store's circuit breaker: 0 closed, 1 half-open, 2 open.
+pub const BREAKER_STATE: &str = "ledger_account_store_breaker_state";
+/// 1 while Redis commands fail fast (Redis did not answer), else 0 (shared backend).
+pub const REDIS_FAILING_FAST: &str = "ledger_redis_failing_fast";
+pub const REPLICA_LAG: &str = "ledger_postgres_replica_lag_seconds";
+/// Database pool connections by pool and state.
+pub const POOL_CONNECTIONS: &str = "ledger_pool_connections";
+
+/// Values the redact stage scrubbed, by rule name.
+pub const REDACTIONS: &str = "ledger_redactions_total";
+
 /// Why a listener closed a connection before it was served.
 #[derive(Clone, Copy, Debug)]
 pub enum ConnectionClosed {
