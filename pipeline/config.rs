@@ -13,6 +13,49 @@ use figment::providers::{Env, Format, Toml};
 use ledger_stages::ProjectSettings;
 use serde::Deserialize;
 
+/// A secret setting (a token, a key): read like any string, never shown. Its `Debug` says only whether it is
+/// set, so a configuration can be logged whole and a new secret field cannot leak by being forgotten.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret(value.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "(empty)" } else { "(set)" })
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -45,7 +88,7 @@ pub struct Config {
     pub source: Option<std::path::PathBuf>,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// REST listener. Port 0 picks a free port (the chosen one is logged in the `ledger ready` line).
@@ -79,7 +122,7 @@ pub struct ServerConfig {
     /// would go past it gets 503 with Retry-After.
     pub max_inflight_body_bytes: usize,
     /// When set, `/metrics`, `/health/deep` and gRPC reflection require `Authorization: Bearer <token>`.
-    pub operator_token: String,
+    pub operator_token: Secret,
 }
 
 impl Default for ServerConfig {
@@ -98,30 +141,8 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             body_read_timeout_secs: 30,
             max_inflight_body_bytes: 256 * 1024 * 1024,
-            operator_token: String::new(),
+            operator_token: Secret::default(),
         }
-    }
-}
-
-impl std::fmt::Debug for ServerConfig {
-    // The operator token must never reach a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("http_addr", &self.http_addr)
-            .field("grpc_addr", &self.grpc_addr)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("shutdown_timeout_secs", &self.shutdown_timeout_secs)
-            .field("shutdown_drain_ms", &self.shutdown_drain_ms)
-            .field("tls_cert_path", &self.tls_cert_path)
-            .field("tls_key_path", &self.tls_key_path)
-            .field("max_connections", &self.max_connections)
-            .field("max_connections_per_address", &self.max_connections_per_address)
-            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
-            .field("idle_timeout_secs", &self.idle_timeout_secs)
-            .field("body_read_timeout_secs", &self.body_read_timeout_secs)
-            .field("max_inflight_body_bytes", &self.max_inflight_body_bytes)
-            .field("operator_token", &if self.operator_token.is_empty() { "(empty)" } else { "(set)" })
-            .finish()
     }
 }
 
@@ -225,13 +246,13 @@ impl Default for RedisConfig {
     }
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 /// `[auth]`: accounts' sessions, passwords and logins (API keys are `[stages.auth]`, [`ledger_stages::auth::AuthConfig`]).
 pub struct AccountsConfig {
     /// HS256 secret for session tokens, at least 32 bytes. Required when shared; when embedded and empty,
     /// one is generated on first start and kept in `data_dir/jwt_secret` (mode 0600).
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     /// Lifetime of a session token.
     pub session_ttl_secs: u64,
     /// bcrypt cost for passwords (4 to 31). Each step doubles the time of a login.
@@ -251,27 +272,10 @@ pub struct AccountsConfig {
     pub bcrypt_queue_ms: u64,
 }
 
-impl std::fmt::Debug for AccountsConfig {
-    // The secret must never reach a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccountsConfig")
-            .field("jwt_secret", &if self.jwt_secret.is_empty() { "(empty)" } else { "(set)" })
-            .field("session_ttl_secs", &self.session_ttl_secs)
-            .field("bcrypt_cost", &self.bcrypt_cost)
-            .field("login_max_failures", &self.login_max_failures)
-            .field("login_window_secs", &self.login_window_secs)
-            .field("login_max_failures_per_email", &self.login_max_failures_per_email)
-            .field("attempts_per_ip_per_minute", &self.attempts_per_ip_per_minute)
-            .field("bcrypt_concurrency", &self.bcrypt_concurrency)
-            .field("bcrypt_queue_ms", &self.bcrypt_queue_ms)
-            .finish()
-    }
-}
-
 impl Default for AccountsConfig {
     fn default() -> Self {
         AccountsConfig {
-            jwt_secret: String::new(),
+            jwt_secret: Secret::default(),
             session_ttl_secs: 3600,
             bcrypt_cost: 12,
             login_max_failures: 10,
@@ -597,7 +601,7 @@ impl Default for ConsoleConfig {
 }
 
 /// `[syslog]`: the syslog front (RFC 5424 and RFC 3164 over TCP).
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyslogConfig {
     /// TCP listener, e.g. `127.0.0.1:6514`. Empty (the default) = off.
@@ -606,7 +610,7 @@ pub struct SyslogConfig {
     pub tls: bool,
     /// The API key for messages that carry none (devices that cannot add a `[ledger@41058 key="…"]`
     /// structured-data element). Empty = every message must carry its key.
-    pub api_key: String,
+    pub api_key: Secret,
     /// Connections open at once at most; past it, new ones wait in the kernel's backlog.
     pub max_connections: usize,
     /// Connections open at once from one client address (an IPv6 /64) at most; past it, a new one from
@@ -628,7 +632,7 @@ impl Default for SyslogConfig {
         SyslogConfig {
             tcp_addr: String::new(),
             tls: false,
-            api_key: String::new(),
+            api_key: Secret::default(),
             max_connections: 256,
             max_connections_per_address: 16,
             max_message_bytes: 64 * 1024,
@@ -636,23 +640,6 @@ impl Default for SyslogConfig {
             linger_ms: 200,
             idle_timeout_secs: 120,
         }
-    }
-}
-
-impl std::fmt::Debug for SyslogConfig {
-    // The API key must never reach a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyslogConfig")
-            .field("tcp_addr", &self.tcp_addr)
-            .field("tls", &self.tls)
-            .field("api_key", &if self.api_key.is_empty() { "(empty)" } else { "(set)" })
-            .field("max_connections", &self.max_connections)
-            .field("max_connections_per_address", &self.max_connections_per_address)
-            .field("max_message_bytes", &self.max_message_bytes)
-            .field("batch_logs", &self.batch_logs)
-            .field("linger_ms", &self.linger_ms)
-            .field("idle_timeout_secs", &self.idle_timeout_secs)
-            .finish()
     }
 }
 
@@ -675,20 +662,13 @@ pub struct ParseConfig {
 }
 
 /// `[stages.redact]`: rules for every project (a project's own rules apply too, after these).
-#[derive(Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedactConfig {
     /// The key of the `hash` action (HMAC-SHA256), at least 16 bytes; required when a rule (here or a
     /// project's) hashes. Changing it changes every hash from then on.
-    pub hash_key: String,
+    pub hash_key: Secret,
     pub rules: Vec<ledger_stages::redact::RedactRule>,
-}
-
-impl std::fmt::Debug for RedactConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let key = if self.hash_key.is_empty() { "" } else { "<hidden>" };
-        f.debug_struct("RedactConfig").field("hash_key", &key).field("rules", &self.rules).finish()
-    }
 }
 
 /// `[stages.sample]`: drop and sample rules for every project (a project's own are tried first).
@@ -769,7 +749,7 @@ impl Config {
             return fail("postgres.max_connections must be at least 1".into());
         }
         let (stages, redact) = (&self.stages, &self.stages.redact);
-        let key = redact.hash_key.as_bytes();
+        let key = redact.hash_key.expose().as_bytes();
         if let Err(problem) =
             ledger_stages::compile::compile_config(&stages.parse.rules, &redact.rules, key, &stages.sample.rules)
         {
@@ -871,6 +851,20 @@ impl Config {
                 "stages.validate.max_request_logs, queue.shards and queue.max_write_logs must be at least 1".into(),
             );
         }
+        // Periods and leases of zero would spin a loop or expire at once: refused, never clamped where used.
+        for (key, secs) in [
+            ("queue.lease_secs", self.queue.lease_secs),
+            ("analytics.five_minute_secs", self.analytics.five_minute_secs),
+            ("analytics.hourly_secs", self.analytics.hourly_secs),
+            ("analytics.daily_secs", self.analytics.daily_secs),
+            ("retention.interval_secs", self.retention.interval_secs),
+            ("alerts.evaluate_interval_secs", self.alerts.evaluate_interval_secs),
+            ("tail.heartbeat_secs", self.tail.heartbeat_secs),
+        ] {
+            if secs == 0 {
+                return fail(format!("{key} must be at least 1"));
+            }
+        }
         let share = self.search.index_share;
         if self.search.index_interval_secs == 0 || !(share > 0.0 && share <= 1.0) {
             return fail(format!(
@@ -898,6 +892,39 @@ mod tests {
         assert_eq!(config.backend.kind, BackendKind::Embedded);
         assert_eq!(config.server.http_addr.port(), 8000);
         assert_eq!(config.defaults, ProjectSettings::default());
+    }
+
+    #[test]
+    fn the_shipped_config_toml_says_the_defaults() {
+        // Every value config.toml writes out is the default in code: the file documents the defaults, it
+        // does not set other ones. (`Debug` shows every field; secrets only as set or empty.)
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let shipped = Config::from_figment(Figment::new().merge(Toml::file_exact(path))).expect("valid");
+        assert_eq!(format!("{shipped:#?}"), format!("{:#?}", Config::default()));
+    }
+
+    #[test]
+    fn secrets_are_never_shown() {
+        let config = from_toml(
+            "[server]\noperator_token = \"operator-token-0123\"\n[auth]\njwt_secret = \"jwt-0123456789abcdef0123456789abcdef\"\n\
+             [syslog]\napi_key = \"ledger_syslogkey\"\n[stages.redact]\nhash_key = \"hash-key-0123456789\"\n",
+        )
+        .expect("valid");
+        let shown = format!("{config:?}");
+        for secret in ["operator-token-0123", "jwt-0123456789abcdef", "ledger_syslogkey", "hash-key-0123456789"] {
+            assert!(!shown.contains(secret), "{secret} shown");
+        }
+        assert_eq!(config.server.operator_token.expose(), "operator-token-0123");
+    }
+
+    #[test]
+    fn periods_of_zero_are_refused_not_clamped() {
+        for (section, key) in
+            [("queue", "lease_secs"), ("alerts", "evaluate_interval_secs"), ("tail", "heartbeat_secs")]
+        {
+            let err = from_toml(&format!("[{section}]\n{key} = 0\n")).expect_err(key);
+            assert!(err.to_string().contains(&format!("{section}.{key}")), "{err}");
+        }
     }
 
     #[test]

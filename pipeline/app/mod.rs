@@ -180,7 +180,7 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
                 keys: Keys { prefix: redis.prefix().to_owned() },
                 shards: config.queue.shards,
                 writer: Arc::new(store.clone()),
-                lease: Duration::from_secs(config.queue.lease_secs.max(1)),
+                lease: Duration::from_secs(config.queue.lease_secs),
                 max_write_logs: config.queue.max_write_logs,
                 linger: Duration::from_millis(config.queue.linger_ms),
                 owner: Uuid::new_v4().to_string(),
@@ -291,7 +291,7 @@ fn scheduler(config: &Config, backend: &Backend, core: &Core) -> Scheduler {
             scheduler.add(job);
         }
         let evaluator = alerts(config, backend, &core.accounts, &core.plumbing.analytics);
-        let every = Duration::from_secs(config.alerts.evaluate_interval_secs.max(1));
+        let every = Duration::from_secs(config.alerts.evaluate_interval_secs);
         scheduler.add(
             Job::new("alert evaluation", every, move || {
                 let evaluator = evaluator.clone();
@@ -336,7 +336,7 @@ async fn serve_fronts(
         queue: core.plumbing.queue.clone(),
         analytics: core.plumbing.analytics.clone(),
         breaker: core.breaker,
-        operator: OperatorToken::new(&config.server.operator_token),
+        operator: OperatorToken::new(config.server.operator_token.expose()),
         tail: crate::query::tail::TailHub::new(
             core.plumbing.tail.clone(),
             backend.accounts.clone(),
@@ -349,7 +349,7 @@ async fn serve_fronts(
                 max_backlog_logs: config.tail.max_backlog_logs,
             },
         ),
-        tail_heartbeat: Duration::from_secs(config.tail.heartbeat_secs.max(1)),
+        tail_heartbeat: Duration::from_secs(config.tail.heartbeat_secs),
         alerts,
         console: ConsoleSettings {
             enabled: config.console.enabled,

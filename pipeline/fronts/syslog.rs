@@ -278,7 +278,7 @@ async fn connection<S: AsyncRead + Unpin>(
 
 /// The key a message is stored with: its own (`own`), or `[syslog] api_key`.
 fn stored_key(own: Option<String>, config: &SyslogConfig) -> Option<String> {
-    own.or_else(|| (!config.api_key.is_empty()).then(|| config.api_key.clone()))
+    own.or_else(|| (!config.api_key.is_empty()).then(|| config.api_key.expose().to_owned()))
 }
 
 /// Retries a batch gets after refusals that pass (rate limit, full queue, unavailable).

@@ -352,7 +352,7 @@ fn compile_rules(config: &StagesConfig) -> Result<(Parser, Redactor, Sampler), S
     ledger_stages::compile::compile_config(
         &config.parse.rules,
         &config.redact.rules,
-        config.redact.hash_key.as_bytes(),
+        config.redact.hash_key.expose().as_bytes(),
         &config.sample.rules,
     )
 }

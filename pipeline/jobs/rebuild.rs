@@ -41,7 +41,7 @@ pub fn jobs(store: Arc<dyn LogStore>, cache: Arc<dyn AnalyticsCache>, config: &A
         .into_iter()
         .map(|(name, g, every, window)| {
             let (store, cache) = (store.clone(), cache.clone());
-            Job::new(name, Duration::from_secs(every.max(1)), move || {
+            Job::new(name, Duration::from_secs(every), move || {
                 let (store, cache) = (store.clone(), cache.clone());
                 async move { rebuild(store.as_ref(), cache.as_ref(), g, Utc::now() - window).await }
             })

@@ -68,7 +68,7 @@ pub fn job(
     config: &RetentionConfig,
 ) -> Job {
     let batch_rows = config.batch_rows.max(1);
-    Job::new("retention", Duration::from_secs(config.interval_secs.max(1)), move || {
+    Job::new("retention", Duration::from_secs(config.interval_secs), move || {
         let (accounts, logs) = (accounts.clone(), logs.clone());
         async move {
             let removed = run_once(accounts.as_ref(), logs.as_ref(), default_days, batch_rows).await?;

@@ -18,7 +18,7 @@ use crate::config::SearchConfig;
 use crate::store::logs::search::SearchIndex;
 
 pub fn job(index: SearchIndex, queue: Arc<dyn LogQueue>, config: &SearchConfig) -> Job {
-    let every = Duration::from_secs(config.index_interval_secs.max(1));
+    let every = Duration::from_secs(config.index_interval_secs);
     let budget = every.mul_f64(config.index_share.clamp(0.01, 1.0));
     Job::new("search index", every, move || {
         let (index, queue) = (index.clone(), queue.clone());
