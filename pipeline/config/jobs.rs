@@ -1,0 +1,163 @@
+//! The periodic work and what it serves: `[analytics]`, `[retention]`, `[alerts]`, `[search]`, `[tail]`.
+
+use serde::Deserialize;
+
+/// `[analytics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Seconds between rebuilds of the last hour's 5-minute buckets. Default 300.
+    pub five_minute_secs: u64,
+    /// Seconds between rebuilds of the last day's hourly buckets and error info. Default 900.
+    pub hourly_secs: u64,
+    /// Seconds between rebuilds of the last week's daily buckets. Default 3600.
+    pub daily_secs: u64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig { five_minute_secs: 300, hourly_secs: 900, daily_secs: 3600 }
+    }
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Seconds between retention runs. Default 3600.
+    pub interval_secs: u64,
+    /// Logs deleted per statement at most. Default 10000.
+    pub batch_rows: i64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { interval_secs: 3600, batch_rows: 10_000 }
+    }
+}
+
+/// `[alerts]`: alert rules' evaluation and delivery.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Seconds between evaluations of every enabled rule (by one instance with the jobs role per period).
+    pub evaluate_interval_secs: u64,
+    /// Accept channel URLs that resolve to loopback or private addresses (self-hosted receivers, tests).
+    pub allow_private_targets: bool,
+    /// The console's address as people reach it, for links in notifications. Empty: http://<server.http_addr>.
+    pub console_url: String,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig { evaluate_interval_secs: 5, allow_private_targets: false, console_url: String::new() }
+    }
+}
+
+/// `[search]`: the search index behind `q` (pipeline/store/logs/search.rs).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Build the index (a job on one instance with the jobs role). Off: every `q` query scans its range,
+    /// and an index built before is used up to where it stopped.
+    pub index: bool,
+    /// Seconds between indexing runs.
+    pub index_interval_secs: u64,
+    /// The share of each interval a run may spend indexing (0 < share ≤ 1): while ingestion outruns it,
+    /// the index falls behind (`ledger_search_index_lag_seconds`) and the logs past it are scanned.
+    pub index_share: f64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig { index: true, index_interval_secs: 10, index_share: 0.25 }
+    }
+}
+
+/// `[tail]`: live tail (`GET /v1/logs/tail`, gRPC `QueryService.Tail`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TailConfig {
+    /// Subscribers per project on one instance at most; past it, 429.
+    pub max_subscribers_per_project: usize,
+    /// Commits' worth of logs a subscriber may have waiting at most; past it, logs are dropped for it, and it
+    /// gets a `dropped` event with their count.
+    pub buffer_entries: usize,
+    /// Logs kept per tailed project (about: whole commits are kept or dropped) for subscribers that
+    /// reconnect with `Last-Event-ID`.
+    pub keep_logs: usize,
+    /// Bytes of those logs kept per tailed project at most (embedded: they are in the daemon's memory).
+    pub keep_bytes: usize,
+    /// Bytes of logs one subscriber may have waiting at most; past it, logs are dropped for it (counted,
+    /// and it gets a `dropped` event).
+    pub max_buffer_bytes: usize,
+    /// Subscribers on this instance at most, all projects together; past it, 429.
+    pub max_subscribers: usize,
+    /// Subscribers on this instance to the projects of one account at most; past it, 429.
+    pub max_subscribers_per_account: usize,
+    /// Logs a reconnecting subscriber is sent from those kept at most before the live ones.
+    pub max_backlog_logs: usize,
+    /// Seconds between heartbeats (an SSE comment) on a quiet stream.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        TailConfig {
+            max_subscribers_per_project: 16,
+            buffer_entries: 256,
+            keep_logs: 20_000,
+            keep_bytes: 64 * 1024 * 1024,
+            max_buffer_bytes: 16 * 1024 * 1024,
+            max_subscribers: 1024,
+            max_subscribers_per_account: 64,
+            max_backlog_logs: 10_000,
+            heartbeat_secs: 15,
+        }
+    }
+}
+
+impl AnalyticsConfig {
+    /// Why `[analytics]` is unusable, if it is.
+    pub fn validate(&self) -> Result<(), String> {
+        super::at_least_one_sec(&[
+            ("analytics.five_minute_secs", self.five_minute_secs),
+            ("analytics.hourly_secs", self.hourly_secs),
+            ("analytics.daily_secs", self.daily_secs),
+        ])
+    }
+}
+
+impl RetentionConfig {
+    /// Why `[retention]` is unusable, if it is.
+    pub fn validate(&self) -> Result<(), String> {
+        super::at_least_one_sec(&[("retention.interval_secs", self.interval_secs)])
+    }
+}
+
+impl AlertsConfig {
+    /// Why `[alerts]` is unusable, if it is.
+    pub fn validate(&self) -> Result<(), String> {
+        super::at_least_one_sec(&[("alerts.evaluate_interval_secs", self.evaluate_interval_secs)])
+    }
+}
+
+impl SearchConfig {
+    /// Why `[search]` is unusable, if it is.
+    pub fn validate(&self) -> Result<(), String> {
+        let share = self.index_share;
+        if self.index_interval_secs == 0 || !(share > 0.0 && share <= 1.0) {
+            return Err(format!(
+                "search.index_interval_secs must be at least 1 and search.index_share within (0, 1], not {share}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TailConfig {
+    /// Why `[tail]` is unusable, if it is.
+    pub fn validate(&self) -> Result<(), String> {
+        super::at_least_one_sec(&[("tail.heartbeat_secs", self.heartbeat_secs)])
+    }
+}
