@@ -2,8 +2,9 @@
 //! rule is checked by tests/architecture.rs):
 //!
 //! - [`app`]: wiring, start-up, shutdown, the command line. Nothing imports it.
-//! - [`fronts`]: one module per protocol (REST, gRPC); each decodes into the core's types and encodes
-//!   its answers. Nothing but `app` imports it.
+//! - [`fronts`]: one module per protocol (REST with the console, gRPC, OTLP, Loki, Elasticsearch, syslog)
+//!   on a shared base; each decodes into the core's types and encodes its answers. Nothing but `app`
+//!   imports it.
 //! - the typed core: [`ingest`], [`query`], [`accounts`], [`alerts`]: one type per question, parsed and validated once,
 //!   answered by one function, whichever front asked.
 //! - [`jobs`] (the scheduler and its periodic jobs) and [`queue`] (the durable queue and its workers).

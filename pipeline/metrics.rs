@@ -73,38 +73,38 @@ impl ConnectionClosed {
 pub struct Metrics {
     registry: Registry,
     /// By route template, method and status.
-    pub http_duration: HistogramVec,
+    http_duration: HistogramVec,
     /// Logs written to the log store, by backend.
-    pub logs_written: IntCounterVec,
+    logs_written: IntCounterVec,
     /// Logs per write (one COPY or one SQLite transaction), by backend.
-    pub batch_logs: HistogramVec,
+    batch_logs: HistogramVec,
     /// Acknowledged logs that went to the dead-letter table instead of the log store, by reason.
-    pub dead_letter_logs: IntCounterVec,
+    dead_letter_logs: IntCounterVec,
     /// Queue entries dead-lettered, by reason.
-    pub dead_letter_entries: IntCounterVec,
+    dead_letter_entries: IntCounterVec,
     /// Periodic job runs, by job and result (`ok`, `failed`).
-    pub job_runs: IntCounterVec,
+    job_runs: IntCounterVec,
     /// When each job last finished (Unix seconds).
-    pub job_last_run: GaugeVec,
+    job_last_run: GaugeVec,
     /// How long each job's last run took.
-    pub job_duration: GaugeVec,
+    job_duration: GaugeVec,
     /// Live-tail subscribers connected to this instance.
-    pub tail_subscribers: prometheus::IntGauge,
+    tail_subscribers: prometheus::IntGauge,
     /// Logs for live-tail subscribers, by outcome (`delivered`, `dropped`: a subscriber too slow for them).
-    pub tail_logs: IntCounterVec,
+    tail_logs: IntCounterVec,
     /// Alert rule evaluations, by kind.
-    pub alert_evaluations: IntCounterVec,
+    alert_evaluations: IntCounterVec,
     /// Notifications made (firing, resolved, test), each once across instances.
-    pub alert_notifications: IntCounterVec,
+    alert_notifications: IntCounterVec,
     /// Delivery attempts by outcome: `delivered`, `failed_attempt`, `gave_up` (all attempts failed).
-    pub alert_deliveries: IntCounterVec,
+    alert_deliveries: IntCounterVec,
     /// How far the search index is behind now (logs newer than that are found by scanning); set by the
     /// instance that ran the indexing job last.
-    pub search_index_lag: prometheus::Gauge,
-    /// Logs read into the search index (a late log's whole minute is read again).
-    pub search_indexed_logs: prometheus::IntCounter,
+    search_index_lag: prometheus::Gauge,
+    /// Logs read into the search index (a late log's whole block of 15 seconds is read again).
+    search_indexed_logs: prometheus::IntCounter,
     /// Connections a listener closed before serving them, by reason ([`ConnectionClosed`]).
-    pub connections_closed: IntCounterVec,
+    connections_closed: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -195,7 +195,68 @@ pub fn metrics() -> &'static Metrics {
     })
 }
 
+/// How one attempt to deliver an alert notification went.
+#[derive(Clone, Copy, Debug)]
+pub enum AlertDelivery {
+    Delivered,
+    /// Failed, with attempts left.
+    FailedAttempt,
+    /// Failed for the last time.
+    GaveUp,
+}
+
+/// Each event the daemon counts is one method here, named for what happened and typed in what it takes
+/// (the model: Vector's one struct per internal event); callers never name a series or a label.
 impl Metrics {
+    /// Records one HTTP request to a matched route.
+    pub fn request_served(&self, route: &str, method: &str, status: u16, took: std::time::Duration) {
+        let status = status.to_string();
+        self.http_duration.with_label_values(&[route, method, status.as_str()]).observe(took.as_secs_f64());
+    }
+
+    /// A live-tail subscriber connected (`true`) or went away (`false`).
+    pub fn tail_subscriber(&self, connected: bool) {
+        if connected { self.tail_subscribers.inc() } else { self.tail_subscribers.dec() }
+    }
+
+    /// A log reached a tail subscriber.
+    pub fn tail_delivered(&self) {
+        self.tail_logs.with_label_values(&["delivered"]).inc();
+    }
+
+    /// Logs a too slow tail subscriber missed.
+    pub fn tail_dropped(&self, logs: u64) {
+        self.tail_logs.with_label_values(&["dropped"]).inc_by(logs);
+    }
+
+    /// An alert rule of `kind` was evaluated.
+    pub fn alert_evaluated(&self, kind: &str) {
+        self.alert_evaluations.with_label_values(&[kind]).inc();
+    }
+
+    /// A notification of `status` (firing, resolved, test) was claimed for sending.
+    pub fn alert_notified(&self, status: &str) {
+        self.alert_notifications.with_label_values(&[status]).inc();
+    }
+
+    /// One delivery attempt's result.
+    pub fn alert_delivery(&self, result: AlertDelivery) {
+        let label = match result {
+            AlertDelivery::Delivered => "delivered",
+            AlertDelivery::FailedAttempt => "failed_attempt",
+            AlertDelivery::GaveUp => "gave_up",
+        };
+        self.alert_deliveries.with_label_values(&[label]).inc();
+    }
+
+    /// One run of the search index job: logs indexed, and how far behind now the index is (when known).
+    pub fn search_indexed(&self, logs: u64, lag_secs: Option<f64>) {
+        self.search_indexed_logs.inc_by(logs);
+        if let Some(lag) = lag_secs {
+            self.search_index_lag.set(lag.max(0.0));
+        }
+    }
+
     /// Records one batch written by `backend`.
     pub fn written(&self, backend: &str, logs: usize) {
         self.logs_written.with_label_values(&[backend]).inc_by(logs as u64);
@@ -240,8 +301,8 @@ mod tests {
         let m = metrics();
         m.written("embedded", 10);
         m.dead_lettered("undecodable", 3);
-        m.http_duration.with_label_values(&["/v1/logs", "POST", "202"]).observe(0.002);
-        m.tail_logs.with_label_values(&["delivered"]).inc();
+        m.request_served("/v1/logs", "POST", 202, std::time::Duration::from_millis(2));
+        m.tail_delivered();
         let text = m.encode();
         for name in [
             HTTP_DURATION,

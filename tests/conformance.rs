@@ -665,14 +665,14 @@ async fn search_index_agrees_with_the_scan(b: Backend) {
     assert_eq!(all_pages(logs.as_ref(), p, everything, &["zanzibar"], SearchPath::Index).await.len(), 32);
     assert!(all_pages(logs.as_ref(), p, everything, &["attronly"], SearchPath::Index).await.is_empty());
 
-    // The index narrows: the rare word's candidates are a few minutes of the 4 days, not all of them.
+    // The index narrows: the rare word's candidates are a few blocks of the 4 days, not all of them.
     let (from, to) = (everything.0.timestamp_micros(), everything.1.timestamp_micros());
     let candidates = index.candidates(p, from, to, &["zanzibar".into()]).await.unwrap().unwrap();
     let minutes: i64 = candidates.iter().map(|(s, e)| e - s).sum::<i64>() / 60_000_000;
     assert!(minutes < 60, "zanzibar's candidates span {minutes} minutes");
     assert!(index.candidates(p, from, to, &["ab".into()]).await.unwrap().is_none(), "too short for a gram");
 
-    // Indexing the late minute keeps the answer and clears the mark.
+    // Indexing the late block keeps the answer and clears the mark.
     index.index_once(Utc::now(), Duration::from_secs(60)).await.unwrap();
     let late = all_pages(logs.as_ref(), p, everything, &["latecomer"], SearchPath::Index).await;
     assert_eq!(late.len(), 1);

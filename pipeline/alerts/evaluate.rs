@@ -44,7 +44,7 @@ impl Alerts {
                 }
             };
             let kind = rule.condition.kind();
-            crate::metrics::metrics().alert_evaluations.with_label_values(&[kind]).inc();
+            crate::metrics::metrics().alert_evaluated(kind);
             if let Err(error) = self.evaluate(&rule, Utc::now()).await {
                 tracing::warn!(rule = %rule.id, kind, %error, "alert rule evaluation failed");
             }

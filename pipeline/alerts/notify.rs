@@ -127,7 +127,7 @@ impl Alerts {
         if !self.store.claim(rule.id, &notice.event_key, notice.status, notice.at, &payload, held).await? {
             return Ok(false);
         }
-        crate::metrics::metrics().alert_notifications.with_label_values(&[notice.status]).inc();
+        crate::metrics::metrics().alert_notified(notice.status);
         let (alerts, rule) = (self.clone(), rule.clone());
         tokio::spawn(async move { alerts.deliver(&rule, &notice.event_key, payload.into_bytes(), 0).await });
         Ok(true)
@@ -194,13 +194,13 @@ impl Alerts {
                 tracing::warn!(rule = %rule.id, %error, "could not record an alert delivery attempt");
             }
             if delivered {
-                crate::metrics::metrics().alert_deliveries.with_label_values(&["delivered"]).inc();
+                crate::metrics::metrics().alert_delivery(crate::metrics::AlertDelivery::Delivered);
                 return true;
             }
-            crate::metrics::metrics().alert_deliveries.with_label_values(&["failed_attempt"]).inc();
+            crate::metrics::metrics().alert_delivery(crate::metrics::AlertDelivery::FailedAttempt);
         }
         tracing::error!(rule = %rule.id, event = %event_key, attempts, "alert not delivered");
-        crate::metrics::metrics().alert_deliveries.with_label_values(&["gave_up"]).inc();
+        crate::metrics::metrics().alert_delivery(crate::metrics::AlertDelivery::GaveUp);
         false
     }
 }

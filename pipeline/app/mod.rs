@@ -1,6 +1,6 @@
 //! The application: the command line, the wiring, start-up and shutdown. Nothing imports this module.
 //!
-//! Wiring: open the backend, build the services once, serve REST and gRPC on their listeners until the
+//! Wiring: open the backend, build the services once, serve the fronts on their listeners until the
 //! shutdown token fires, then drain within `server.shutdown_timeout_secs`.
 //!
 //! [`run`] takes its shutdown token, and `server.*_addr` may use port 0, so tests can start a whole daemon.
@@ -315,7 +315,8 @@ fn scheduler(config: &Config, backend: &Backend, core: &Core) -> Scheduler {
     scheduler
 }
 
-/// Binds both listeners and serves REST and gRPC as tasks until shutdown (after the drain period).
+/// Binds the listeners (HTTP, gRPC, syslog when set) and serves the fronts as tasks until shutdown (after
+/// the drain period).
 async fn serve_fronts(
     config: &Config,
     backend: &Backend,

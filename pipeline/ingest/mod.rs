@@ -1,4 +1,5 @@
-//! Ingestion: the stack of stages, built once from `[ingest]` and `[stages.*]`, that REST and gRPC share.
+//! Ingestion: the stack of stages, built once from `[ingest]` and `[stages.*]`, that every front shares (REST,
+//! gRPC, OTLP, Loki, Elasticsearch, syslog).
 //! The fronts decode into an [`Ingest`] request, call the stack, and encode its answer; nothing else.
 
 use std::sync::Arc;

@@ -28,12 +28,8 @@ pub fn job(index: SearchIndex, queue: Arc<dyn LogQueue>, config: &SearchConfig) 
             let backlog = queue.shards().await.ok().and_then(|s| s.iter().map(|b| b.lag).max()).unwrap_or_default();
             let written_through = now - chrono::Duration::from_std(backlog).unwrap_or_default();
             let progress = index.index_once(written_through, budget).await.map_err(|e| e.to_string())?;
-            let metrics = crate::metrics::metrics();
-            metrics.search_indexed_logs.inc_by(progress.logs);
-            if let Some(through) = progress.indexed_through {
-                let lag = (now.timestamp_micros() - through) as f64 / 1e6;
-                metrics.search_index_lag.set(lag.max(0.0));
-            }
+            let lag = progress.indexed_through.map(|through| (now.timestamp_micros() - through) as f64 / 1e6);
+            crate::metrics::metrics().search_indexed(progress.logs, lag);
             if !progress.caught_up {
                 tracing::debug!(logs = progress.logs, "search index run stopped at its budget; it goes on next run");
             }

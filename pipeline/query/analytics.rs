@@ -1,5 +1,5 @@
 //! Error rate, volume and top errors (from the analytics cache) and usage (from the accounts), each for one
-//! project and range: one function per question, the same answer for REST and gRPC.
+//! project and range: one function per question, the same answer for every front.
 
 use std::collections::HashMap;
 

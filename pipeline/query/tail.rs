@@ -133,7 +133,7 @@ impl Drop for Guard {
                 projects.remove(&self.project);
             }
         }
-        crate::metrics::metrics().tail_subscribers.dec();
+        crate::metrics::metrics().tail_subscriber(false);
     }
 }
 
@@ -220,7 +220,7 @@ impl TailHub {
             }
             last
         };
-        crate::metrics::metrics().tail_subscribers.inc();
+        crate::metrics::metrics().tail_subscriber(true);
         let guard = Guard { inner: self.inner.clone(), project, id };
         let backlog = match after {
             Some(log) => self.backlog(&query, log, joined.as_deref()).await?,
@@ -326,7 +326,7 @@ fn deliver(inner: &Inner, project: Uuid, entries: Vec<FeedEntry>) {
             } else {
                 subscriber.dropped.fetch_add(n, Ordering::Relaxed);
                 subscriber.wake.notify_one();
-                metrics.tail_logs.with_label_values(&["dropped"]).inc_by(n);
+                metrics.tail_dropped(n);
             }
         }
         tail.last = Some(entry.position);
@@ -347,7 +347,7 @@ impl Subscription {
             }
             if let Some(delivery) = &mut self.pending {
                 if let Some(i) = delivery.matched.pop_front() {
-                    crate::metrics::metrics().tail_logs.with_label_values(&["delivered"]).inc();
+                    crate::metrics::metrics().tail_delivered();
                     return Some(TailEvent::Log(delivery.records[i].clone()));
                 }
                 // Read through: its entry no longer counts against this subscriber's buffer.

@@ -13,9 +13,12 @@ use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
+/// A process-wide setting, not a codec's field: tonic's generated services build their codec with
+/// `Default`, so nothing could hand one the configured limit. Set once at start (`set_max_repeated`).
 static MAX_REPEATED: AtomicUsize = AtomicUsize::new(1000);
 
-/// Sets how often a top-level field may repeat in a request (the batch limit, `max_batch_logs`).
+/// Sets how often a top-level field may repeat in a request (the batch limit,
+/// `stages.validate.max_request_logs`); the daemon sets it once, before serving gRPC.
 pub fn set_max_repeated(max: usize) {
     MAX_REPEATED.store(max, Ordering::Relaxed);
 }

@@ -16,7 +16,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The API key a request carries: `Authorization: Bearer ledger_…` or `X-API-Key: ledger_…` (the first wins).
-/// REST and gRPC (its metadata as headers) both read it here.
+/// Every HTTP-borne front and gRPC (its metadata as headers) read it here.
 pub fn credential(headers: &HeaderMap) -> Option<&str> {
     bearer(headers).or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
 }

@@ -23,11 +23,7 @@ pub async fn track(
     let (route, method) = (path.as_str().to_owned(), request.method().as_str().to_owned());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    crate::metrics::metrics()
-        .http_duration
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
-        .observe(started.elapsed().as_secs_f64());
+    crate::metrics::metrics().request_served(&route, &method, response.status().as_u16(), started.elapsed());
     response
 }
 
