@@ -20,7 +20,7 @@ pub struct FieldProblem {
 }
 
 impl FieldProblem {
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> FieldProblem {
+    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> FieldProblem {
         FieldProblem { index: None, field: field.into(), reason: reason.into() }
     }
 }
@@ -73,15 +73,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(cause: impl std::fmt::Display) -> ApiError {
         ApiError::Internal(cause.to_string())
     }
 
-    pub fn validation(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
+    pub(crate) fn validation(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
         ApiError::Validation(vec![FieldProblem::new(field, reason)])
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::BodyIncomplete => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -103,7 +103,7 @@ impl ApiError {
     }
 
     /// API.md's `code`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) | ApiError::BodyIncomplete => "bad_request",
             ApiError::Unauthorized => "unauthorized",
@@ -128,11 +128,11 @@ impl ApiError {
 
     /// Retry-After in whole seconds, rounded up and at least 1: a client that waits exactly this long must
     /// not be refused again. HTTP's header and gRPC's metadata both carry this.
-    pub fn retry_after_secs(&self) -> Option<u64> {
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
         self.retry_after().map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
     }
 
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::TooManyLoginAttempts { retry_after }
             | ApiError::RateLimited { retry_after }

@@ -186,7 +186,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
 }
 
 /// The process's metrics.
-pub fn metrics() -> &'static Metrics {
+pub(crate) fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| match build() {
         Ok(metrics) => metrics,
@@ -209,38 +209,38 @@ pub enum AlertDelivery {
 /// (the model: Vector's one struct per internal event); callers never name a series or a label.
 impl Metrics {
     /// Records one HTTP request to a matched route.
-    pub fn request_served(&self, route: &str, method: &str, status: u16, took: std::time::Duration) {
+    pub(crate) fn request_served(&self, route: &str, method: &str, status: u16, took: std::time::Duration) {
         let status = status.to_string();
         self.http_duration.with_label_values(&[route, method, status.as_str()]).observe(took.as_secs_f64());
     }
 
     /// A live-tail subscriber connected (`true`) or went away (`false`).
-    pub fn tail_subscriber(&self, connected: bool) {
+    pub(crate) fn tail_subscriber(&self, connected: bool) {
         if connected { self.tail_subscribers.inc() } else { self.tail_subscribers.dec() }
     }
 
     /// A log reached a tail subscriber.
-    pub fn tail_delivered(&self) {
+    pub(crate) fn tail_delivered(&self) {
         self.tail_logs.with_label_values(&["delivered"]).inc();
     }
 
     /// Logs a too slow tail subscriber missed.
-    pub fn tail_dropped(&self, logs: u64) {
+    pub(crate) fn tail_dropped(&self, logs: u64) {
         self.tail_logs.with_label_values(&["dropped"]).inc_by(logs);
     }
 
     /// An alert rule of `kind` was evaluated.
-    pub fn alert_evaluated(&self, kind: &str) {
+    pub(crate) fn alert_evaluated(&self, kind: &str) {
         self.alert_evaluations.with_label_values(&[kind]).inc();
     }
 
     /// A notification of `status` (firing, resolved, test) was claimed for sending.
-    pub fn alert_notified(&self, status: &str) {
+    pub(crate) fn alert_notified(&self, status: &str) {
         self.alert_notifications.with_label_values(&[status]).inc();
     }
 
     /// One delivery attempt's result.
-    pub fn alert_delivery(&self, result: AlertDelivery) {
+    pub(crate) fn alert_delivery(&self, result: AlertDelivery) {
         let label = match result {
             AlertDelivery::Delivered => "delivered",
             AlertDelivery::FailedAttempt => "failed_attempt",
@@ -250,7 +250,7 @@ impl Metrics {
     }
 
     /// One run of the search index job: logs indexed, and how far behind now the index is (when known).
-    pub fn search_indexed(&self, logs: u64, lag_secs: Option<f64>) {
+    pub(crate) fn search_indexed(&self, logs: u64, lag_secs: Option<f64>) {
         self.search_indexed_logs.inc_by(logs);
         if let Some(lag) = lag_secs {
             self.search_index_lag.set(lag.max(0.0));
@@ -258,19 +258,19 @@ impl Metrics {
     }
 
     /// Records one batch written by `backend`.
-    pub fn written(&self, backend: &str, logs: usize) {
+    pub(crate) fn written(&self, backend: &str, logs: usize) {
         self.logs_written.with_label_values(&[backend]).inc_by(logs as u64);
         self.batch_logs.with_label_values(&[backend]).observe(logs as f64);
     }
 
     /// Records one queue entry of `logs` logs dead-lettered for `reason`.
-    pub fn dead_lettered(&self, reason: &str, logs: u64) {
+    pub(crate) fn dead_lettered(&self, reason: &str, logs: u64) {
         self.dead_letter_entries.with_label_values(&[reason]).inc();
         self.dead_letter_logs.with_label_values(&[reason]).inc_by(logs);
     }
 
     /// Records one run of a periodic job.
-    pub fn job_ran(&self, job: &str, took: std::time::Duration, ok: bool) {
+    pub(crate) fn job_ran(&self, job: &str, took: std::time::Duration, ok: bool) {
         self.job_runs.with_label_values(&[job, if ok { "ok" } else { "failed" }]).inc();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.job_last_run.with_label_values(&[job]).set(now.as_secs_f64());
@@ -278,12 +278,12 @@ impl Metrics {
     }
 
     /// Records a connection a listener closed before serving it.
-    pub fn connection_closed(&self, reason: ConnectionClosed) {
+    pub(crate) fn connection_closed(&self, reason: ConnectionClosed) {
         self.connections_closed.with_label_values(&[reason.label()]).inc();
     }
 
     /// The registry's metrics in the Prometheus text format.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut buffer = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             tracing::warn!(%error, "could not encode metrics");

@@ -158,7 +158,7 @@ impl Extractor for Headers<'_> {
 /// The span of one request (`name`: the HTTP method, or the gRPC method's path), continuing the caller's
 /// trace when `headers` carry a valid `traceparent`, and carrying its trace id as a field so every log line
 /// of the request has it.
-pub fn request_span(name: &str, path: &str, request_id: &str, headers: &axum::http::HeaderMap) -> Span {
+pub(crate) fn request_span(name: &str, path: &str, request_id: &str, headers: &axum::http::HeaderMap) -> Span {
     let span = tracing::info_span!(
         "request",
         otel.name = name,
@@ -189,7 +189,7 @@ fn record_trace_id(span: &Span) {
 }
 
 /// The current span's context as a W3C `traceparent`, for the queue to carry to the worker.
-pub fn current_traceparent() -> Option<String> {
+pub(crate) fn current_traceparent() -> Option<String> {
     if !EXPORTING.load(Ordering::Relaxed) {
         return None;
     }
@@ -204,7 +204,7 @@ pub fn current_traceparent() -> Option<String> {
 
 /// The span of one write of queued logs (`backend`: `shared` or `embedded`), linked to the span of every
 /// request whose logs it carries.
-pub fn batch_span<'a>(backend: &'static str, requests: impl IntoIterator<Item = Option<&'a str>>) -> Span {
+pub(crate) fn batch_span<'a>(backend: &'static str, requests: impl IntoIterator<Item = Option<&'a str>>) -> Span {
     let span = tracing::info_span!(
         "batch",
         otel.name = "queue batch",
@@ -222,7 +222,7 @@ pub fn batch_span<'a>(backend: &'static str, requests: impl IntoIterator<Item = 
 }
 
 /// A queued `traceparent` back as the span context to link to; `None` when it is absent or malformed.
-pub fn linked_context(traceparent: &str) -> Option<SpanContext> {
+pub(crate) fn linked_context(traceparent: &str) -> Option<SpanContext> {
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     let context = TraceContextPropagator::new().extract(&carrier);
     let span_context = context.span().span_context().clone();

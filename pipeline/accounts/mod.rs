@@ -106,7 +106,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Accounts {
-    pub fn new(
+    pub(crate) fn new(
         backend: Backend,
         validator: KeyValidator,
         config: AccountsConfig,
@@ -135,12 +135,8 @@ impl Accounts {
         }
     }
 
-    pub fn validator(&self) -> &KeyValidator {
+    pub(crate) fn validator(&self) -> &KeyValidator {
         &self.validator
-    }
-
-    pub fn defaults(&self) -> &ProjectSettings {
-        &self.defaults
     }
 
     // ---- users and sessions
@@ -167,7 +163,7 @@ impl Accounts {
         blocking(job).await
     }
 
-    pub async fn register(&self, email: &str, password: &str, ip: IpAddr) -> Result<Issued, ApiError> {
+    pub(crate) async fn register(&self, email: &str, password: &str, ip: IpAddr) -> Result<Issued, ApiError> {
         self.limit_ip(ip, |retry_after| ApiError::RateLimited { retry_after }).await?;
         let cost = self.config.bcrypt_cost;
         let password = password.to_owned();
@@ -189,7 +185,7 @@ impl Accounts {
     ///   an address this account signed in from within [`KNOWN_ADDRESS_FOR`] is held by its own
     ///   (e-mail, IP) limit alone, so strangers guessing from many addresses cannot lock the owner out;
     /// - per IP: every login and register.
-    pub async fn login(&self, email: &str, password: &str, ip: IpAddr) -> Result<Issued, ApiError> {
+    pub(crate) async fn login(&self, email: &str, password: &str, ip: IpAddr) -> Result<Issued, ApiError> {
         self.limit_ip(ip, |retry_after| ApiError::TooManyLoginAttempts { retry_after }).await?;
         let window = Duration::from_secs(self.config.login_window_secs);
         // Keyed by a digest: e-mail addresses have no business in cache key names.
@@ -256,7 +252,7 @@ impl Accounts {
     }
 
     /// Checks a session token: signature, algorithm, issuer, expiry, and that its session is still live.
-    pub async fn session(&self, token: &str) -> Result<Session, ApiError> {
+    pub(crate) async fn session(&self, token: &str) -> Result<Session, ApiError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| ApiError::Unauthorized)?
             .claims;
@@ -268,11 +264,11 @@ impl Accounts {
         }
     }
 
-    pub async fn logout(&self, session: Session) -> Result<(), ApiError> {
+    pub(crate) async fn logout(&self, session: Session) -> Result<(), ApiError> {
         Ok(self.backend.sessions.delete_session(session.session_id).await?)
     }
 
-    pub async fn me(&self, session: Session) -> Result<User, ApiError> {
+    pub(crate) async fn me(&self, session: Session) -> Result<User, ApiError> {
         // A session whose user is gone is no session.
         self.backend.accounts.user(session.user_id).await?.ok_or(ApiError::Unauthorized)
     }
@@ -280,19 +276,19 @@ impl Accounts {
     // ---- projects
 
     /// The operator's ceilings (`[limits]`).
-    pub fn limits(&self) -> &crate::config::LimitsConfig {
+    pub(crate) fn limits(&self) -> &crate::config::LimitsConfig {
         &self.limits
     }
 
     /// Each setting of `patch` out of bounds: past its type's bound, or past the operator's ceiling.
-    pub fn settings_problems(&self, patch: &SettingsPatch) -> Vec<(&'static str, String)> {
+    pub(crate) fn settings_problems(&self, patch: &SettingsPatch) -> Vec<(&'static str, String)> {
         let mut problems = patch.problems();
         problems.extend(patch.problems_within(&self.limits.project_settings()));
         problems
     }
 
     /// A new project; `stages`: its own stage rules, checked by the caller.
-    pub async fn create_project(
+    pub(crate) async fn create_project(
         &self,
         owner: Uuid,
         name: String,
@@ -316,13 +312,13 @@ impl Accounts {
         Ok(project)
     }
 
-    pub async fn projects(&self, owner: Uuid) -> Result<Vec<Project>, ApiError> {
+    pub(crate) async fn projects(&self, owner: Uuid) -> Result<Vec<Project>, ApiError> {
         Ok(self.backend.accounts.projects(owner).await?)
     }
 
     /// The project a reader may read: an API key's own project when the key has the `query` scope (naming
     /// another project is a 404), or, with a session, the `project_id` it names if the user owns it.
-    pub async fn read_access(
+    pub(crate) async fn read_access(
         &self,
         key: Option<&str>,
         session_token: Option<&str>,
@@ -352,11 +348,11 @@ impl Accounts {
         Ok(self.project(session.user_id, id).await?.id)
     }
 
-    pub async fn project(&self, owner: Uuid, id: Uuid) -> Result<Project, ApiError> {
+    pub(crate) async fn project(&self, owner: Uuid, id: Uuid) -> Result<Project, ApiError> {
         self.backend.accounts.project(owner, id).await?.ok_or(ApiError::NotFound)
     }
 
-    pub async fn update_project(
+    pub(crate) async fn update_project(
         &self,
         owner: Uuid,
         id: Uuid,
@@ -379,7 +375,7 @@ impl Accounts {
         Ok(updated)
     }
 
-    pub async fn delete_project(&self, owner: Uuid, id: Uuid) -> Result<(), ApiError> {
+    pub(crate) async fn delete_project(&self, owner: Uuid, id: Uuid) -> Result<(), ApiError> {
         let digests = self.backend.accounts.delete_project(owner, id).await?.ok_or(ApiError::NotFound)?;
         self.forget_keys(&digests).await?;
         tracing::info!(project_id = %id, keys = digests.len(), "project deleted");
@@ -388,7 +384,7 @@ impl Accounts {
 
     // ---- keys
 
-    pub async fn create_key(
+    pub(crate) async fn create_key(
         &self,
         owner: Uuid,
         project_id: Uuid,
@@ -414,12 +410,12 @@ impl Accounts {
         Ok(NewKey { record, key })
     }
 
-    pub async fn keys(&self, owner: Uuid, project_id: Uuid) -> Result<Vec<KeyRecord>, ApiError> {
+    pub(crate) async fn keys(&self, owner: Uuid, project_id: Uuid) -> Result<Vec<KeyRecord>, ApiError> {
         self.project(owner, project_id).await?;
         Ok(self.backend.accounts.keys(project_id).await?)
     }
 
-    pub async fn revoke_key(&self, owner: Uuid, project_id: Uuid, key_id: Uuid) -> Result<(), ApiError> {
+    pub(crate) async fn revoke_key(&self, owner: Uuid, project_id: Uuid, key_id: Uuid) -> Result<(), ApiError> {
         self.project(owner, project_id).await?;
         let digest = self.backend.accounts.revoke_key(project_id, key_id, now()).await?.ok_or(ApiError::NotFound)?;
         self.forget_keys(&[digest]).await?;

@@ -30,7 +30,7 @@ fn severity(level: i16) -> &'static str {
 
 impl Alerts {
     /// One evaluation of every enabled rule; a rule that fails is logged and the others go on.
-    pub async fn evaluate_all(&self) -> Result<(), String> {
+    pub(crate) async fn evaluate_all(&self) -> Result<(), String> {
         if let Err(error) = self.resume_unfinished().await {
             tracing::warn!(%error, "could not look for unfinished alert deliveries");
         }

@@ -41,7 +41,7 @@ pub struct Alerts {
 
 /// The client deliveries are made with: no redirects followed, and unless private targets are allowed,
 /// names resolved by [`rules::PublicResolver`] (checked and connected to as checked).
-pub fn http_client(allow_private_targets: bool) -> reqwest::Client {
+pub(crate) fn http_client(allow_private_targets: bool) -> reqwest::Client {
     let mut http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         // A redirect could lead anywhere, private addresses included: none is followed.
@@ -54,7 +54,7 @@ pub fn http_client(allow_private_targets: bool) -> reqwest::Client {
 }
 
 impl Alerts {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn AlertStore>,
         accounts: Arc<Accounts>,
         analytics: Arc<dyn AnalyticsCache>,
@@ -102,7 +102,7 @@ impl Alerts {
         Rule::try_from(row).map_err(ApiError::internal)
     }
 
-    pub async fn create(&self, session: &Session, project: Uuid, input: RuleInput) -> Result<Created, ApiError> {
+    pub(crate) async fn create(&self, session: &Session, project: Uuid, input: RuleInput) -> Result<Created, ApiError> {
         let project = self.owned(session, project).await?;
         let checked = rules::check(input, None, self.allow_private_targets).await?;
         let limits = self.accounts.limits();
@@ -140,20 +140,26 @@ impl Alerts {
         Ok(Created { rule, secret })
     }
 
-    pub async fn list(&self, session: &Session, project: Uuid) -> Result<Vec<Rule>, ApiError> {
+    pub(crate) async fn list(&self, session: &Session, project: Uuid) -> Result<Vec<Rule>, ApiError> {
         let project = self.owned(session, project).await?;
         let rows = self.store.rules(project).await?;
         rows.into_iter().map(|row| Rule::try_from(row).map_err(ApiError::internal)).collect()
     }
 
-    pub async fn get(&self, session: &Session, project: Uuid, id: Uuid) -> Result<Rule, ApiError> {
+    pub(crate) async fn get(&self, session: &Session, project: Uuid, id: Uuid) -> Result<Rule, ApiError> {
         let project = self.owned(session, project).await?;
         self.rule(project, id).await
     }
 
     /// Changes what `input` names; the kind never changes, and a rule without a signing secret cannot
     /// become a webhook.
-    pub async fn update(&self, session: &Session, project: Uuid, id: Uuid, input: RuleInput) -> Result<Rule, ApiError> {
+    pub(crate) async fn update(
+        &self,
+        session: &Session,
+        project: Uuid,
+        id: Uuid,
+        input: RuleInput,
+    ) -> Result<Rule, ApiError> {
         let project = self.owned(session, project).await?;
         let mut rule = self.rule(project, id).await?;
         let channel_changed = input.channel.is_some();
@@ -172,13 +178,13 @@ impl Alerts {
         Ok(rule)
     }
 
-    pub async fn delete(&self, session: &Session, project: Uuid, id: Uuid) -> Result<(), ApiError> {
+    pub(crate) async fn delete(&self, session: &Session, project: Uuid, id: Uuid) -> Result<(), ApiError> {
         let project = self.owned(session, project).await?;
         if self.store.delete_rule(project, id).await? { Ok(()) } else { Err(ApiError::NotFound) }
     }
 
     /// Sends a test notification through the rule's channel; its event key, whose attempts the deliveries show.
-    pub async fn test(&self, session: &Session, project: Uuid, id: Uuid) -> Result<String, ApiError> {
+    pub(crate) async fn test(&self, session: &Session, project: Uuid, id: Uuid) -> Result<String, ApiError> {
         let project = self.owned(session, project).await?;
         let rule = self.rule(project, id).await?;
         let notice = notify::test_notice(rule.id);
@@ -188,7 +194,12 @@ impl Alerts {
     }
 
     /// The rule's last 100 notifications, newest first.
-    pub async fn deliveries(&self, session: &Session, project: Uuid, id: Uuid) -> Result<Vec<Delivery>, ApiError> {
+    pub(crate) async fn deliveries(
+        &self,
+        session: &Session,
+        project: Uuid,
+        id: Uuid,
+    ) -> Result<Vec<Delivery>, ApiError> {
         let project = self.owned(session, project).await?;
         let rule = self.rule(project, id).await?;
         Ok(self.store.deliveries(rule.id, 100).await?)

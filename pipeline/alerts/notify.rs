@@ -33,7 +33,7 @@ pub struct Notice {
 }
 
 /// `X-Ledger-Signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
-pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
+pub(crate) fn signature(secret: &str, t: i64, body: &[u8]) -> String {
     // HMAC takes keys of any length: `new_from_slice` cannot fail here.
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return String::new() };
     mac.update(t.to_string().as_bytes());
@@ -45,7 +45,7 @@ pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
 
 impl Alerts {
     /// Where a notification links to: the console's Explore, on the error when there is one.
-    pub fn link(&self, rule: &Rule, notice: &Notice) -> String {
+    pub(crate) fn link(&self, rule: &Rule, notice: &Notice) -> String {
         let filter = match (notice.fingerprint, &rule.condition) {
             (Some(f), _) => format!("?fingerprint={}", hex(f)),
             (None, Condition::ErrorRate { .. }) => String::from("?min_level=ERROR"),
@@ -55,7 +55,7 @@ impl Alerts {
     }
 
     /// The body for the rule's channel.
-    pub fn body(&self, rule: &Rule, notice: &Notice) -> Value {
+    pub(crate) fn body(&self, rule: &Rule, notice: &Notice) -> Value {
         let link = self.link(rule, notice);
         let kind = rule.condition.kind();
         match &rule.channel {
@@ -121,7 +121,7 @@ impl Alerts {
     }
 
     /// Claims the event and, if this instance made its row, delivers it in the background.
-    pub async fn notify(&self, rule: &Rule, notice: Notice) -> Result<bool, crate::store::StoreError> {
+    pub(crate) async fn notify(&self, rule: &Rule, notice: Notice) -> Result<bool, crate::store::StoreError> {
         let payload = self.body(rule, &notice).to_string();
         let held = Utc::now() + chrono::Duration::seconds(HOLD_SECS);
         if !self.store.claim(rule.id, &notice.event_key, notice.status, notice.at, &payload, held).await? {
@@ -134,7 +134,7 @@ impl Alerts {
     }
 
     /// Finishes deliveries whose instance stopped before them (no attempt for [`HOLD_SECS`]).
-    pub async fn resume_unfinished(&self) -> Result<(), crate::store::StoreError> {
+    pub(crate) async fn resume_unfinished(&self) -> Result<(), crate::store::StoreError> {
         let now = Utc::now();
         let attempts = 1 + self.backoff.len() as i64;
         for unfinished in self.store.reclaim(now, now + chrono::Duration::seconds(HOLD_SECS), attempts).await? {
@@ -156,7 +156,7 @@ impl Alerts {
     }
 
     /// Sends `body` until a 2xx answer or the attempts run out (after `done` made elsewhere), recording each.
-    pub async fn deliver(&self, rule: &Rule, event_key: &str, body: Vec<u8>, done: i64) -> bool {
+    pub(crate) async fn deliver(&self, rule: &Rule, event_key: &str, body: Vec<u8>, done: i64) -> bool {
         let url = rule.channel.url().to_owned();
         let skip = usize::try_from(done).unwrap_or(0);
         // A resumed delivery goes at once, then keeps to the rest of the schedule.
@@ -206,7 +206,7 @@ impl Alerts {
 }
 
 /// A test notification's event.
-pub fn test_notice(rule_id: Uuid) -> Notice {
+pub(crate) fn test_notice(rule_id: Uuid) -> Notice {
     let at = Utc::now();
     Notice {
         status: "test",

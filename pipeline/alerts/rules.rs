@@ -41,7 +41,7 @@ impl Condition {
     pub const QUERY_COUNT: &str = "query_count";
 
     /// The kind's name in the API.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Condition::ErrorRate { .. } => "error_rate",
             Condition::QueryCount { .. } => "query_count",
@@ -51,12 +51,12 @@ impl Condition {
     }
 
     /// The kind's parameters in the API's form.
-    pub fn params(&self) -> Value {
+    pub(crate) fn params(&self) -> Value {
         serde_json::to_value(self).ok().and_then(|mut v| v.get_mut("params").map(Value::take)).unwrap_or(json!({}))
     }
 
     /// From a kind and its parameters as the API (and the store) write them.
-    pub fn from_parts(kind: &str, params: Value) -> Result<Condition, serde_json::Error> {
+    pub(crate) fn from_parts(kind: &str, params: Value) -> Result<Condition, serde_json::Error> {
         serde_json::from_value(json!({"kind": kind, "params": params}))
     }
 }
@@ -71,7 +71,7 @@ pub enum ErrorLevel {
 }
 
 impl ErrorLevel {
-    pub fn level(self) -> Level {
+    pub(crate) fn level(self) -> Level {
         match self {
             ErrorLevel::Error => Level::Error,
             ErrorLevel::Critical => Level::Critical,
@@ -107,7 +107,7 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         match self {
             Channel::Webhook { url } | Channel::Slack { url } | Channel::Pagerduty { url, .. } => url,
         }
@@ -220,7 +220,7 @@ fn whole(params: &Value, name: &str, min: i64, max: i64, problems: &mut Vec<Fiel
 }
 
 /// Every problem with a kind's parameters.
-pub fn check_params(kind: &str, params: &Value, problems: &mut Vec<FieldProblem>) {
+pub(crate) fn check_params(kind: &str, params: &Value, problems: &mut Vec<FieldProblem>) {
     if !params.is_object() {
         problems.push(FieldProblem::new("params", "must be an object"));
         return;
@@ -276,7 +276,7 @@ pub fn check_params(kind: &str, params: &Value, problems: &mut Vec<FieldProblem>
 /// Whether an address is one a public service should not be made to call: loopback, private, link-local,
 /// shared (CGNAT), reserved, and every IPv6 form that embeds an IPv4 address (mapped, compatible, NAT64,
 /// 6to4, Teredo), whatever the address it embeds.
-pub fn private(ip: IpAddr) -> bool {
+pub(crate) fn private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();
@@ -316,7 +316,7 @@ const PRIVATE: &str = "resolves to a loopback or private address (see alerts.all
 /// A channel URL's problem, if it has one: http(s), a host that resolves, and (unless allowed) not to a
 /// private address. Checked when a rule is saved; each delivery resolves again through
 /// [`PublicResolver`] and connects only to the addresses it checked.
-pub async fn check_url(field: &str, url: &str, allow_private: bool) -> Option<FieldProblem> {
+pub(crate) async fn check_url(field: &str, url: &str, allow_private: bool) -> Option<FieldProblem> {
     let Ok(parsed) = reqwest::Url::parse(url) else {
         return Some(FieldProblem::new(field, "is not a URL"));
     };
@@ -345,7 +345,7 @@ pub async fn check_url(field: &str, url: &str, allow_private: bool) -> Option<Fi
 
 /// Whether a delivery to `url` must not be made: a private address literal (a name is checked by the
 /// client's [`PublicResolver`] as it connects; a name that does not resolve now is a failed attempt, retried).
-pub fn refused_literal(url: &str, allow_private: bool) -> bool {
+pub(crate) fn refused_literal(url: &str, allow_private: bool) -> bool {
     let host = reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned));
     let literal = host.and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok());
     !allow_private && literal.is_some_and(private)
@@ -370,7 +370,7 @@ impl reqwest::dns::Resolve for PublicResolver {
 }
 
 /// Every problem with a channel; the channel as stored (PagerDuty's default URL filled in).
-pub async fn check_channel(channel: &Value, allow_private: bool, problems: &mut Vec<FieldProblem>) -> Value {
+pub(crate) async fn check_channel(channel: &Value, allow_private: bool, problems: &mut Vec<FieldProblem>) -> Value {
     let kind = channel.get("type").and_then(Value::as_str).unwrap_or_default();
     let allowed: &[&str] = match kind {
         "webhook" | "slack" => &["type", "url"],
@@ -421,7 +421,7 @@ pub struct Checked {
 }
 
 /// Checks an input against the rule it changes (`base`; none for a create), returning the whole rule.
-pub async fn check(input: RuleInput, base: Option<&Rule>, allow_private: bool) -> Result<Checked, ApiError> {
+pub(crate) async fn check(input: RuleInput, base: Option<&Rule>, allow_private: bool) -> Result<Checked, ApiError> {
     let mut problems = Vec::new();
     let name = input.name.or_else(|| base.map(|b| b.name.clone()));
     match &name {

@@ -51,12 +51,6 @@ use crate::store::{Backend, LogDb};
 #[error("{0}")]
 pub struct ServeError(String);
 
-impl ServeError {
-    pub fn new(message: String) -> ServeError {
-        ServeError(message)
-    }
-}
-
 impl From<SetupError> for ServeError {
     fn from(e: SetupError) -> Self {
         ServeError(e.0)
@@ -594,7 +588,7 @@ async fn reload_on_hangup(rules: ingest::StageRuleSet, source: Option<std::path:
 }
 
 /// Where `ledger serve` writes its process id, for `ledger reload`.
-pub fn pid_file(config: &Config) -> std::path::PathBuf {
+pub(crate) fn pid_file(config: &Config) -> std::path::PathBuf {
     config.backend.data_dir.join("ledger.pid")
 }
 

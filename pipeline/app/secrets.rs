@@ -12,7 +12,7 @@ use crate::store::setup::SetupError;
 
 const FILE: &str = "jwt_secret";
 
-pub fn jwt_secret(config: &Config) -> Result<Vec<u8>, SetupError> {
+pub(crate) fn jwt_secret(config: &Config) -> Result<Vec<u8>, SetupError> {
     if !config.auth.jwt_secret.is_empty() {
         return Ok(config.auth.jwt_secret.expose().as_bytes().to_vec());
     }
@@ -68,7 +68,7 @@ mod tests {
     #[test]
     fn a_configured_secret_wins() {
         let mut config = Config::default();
-        config.auth.jwt_secret = crate::config::Secret::new("x".repeat(40));
+        config.auth.jwt_secret = "x".repeat(40).into();
         assert_eq!(jwt_secret(&config).expect("configured"), "x".repeat(40).into_bytes());
     }
 }

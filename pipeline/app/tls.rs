@@ -16,7 +16,7 @@ pub struct Tls {
 }
 
 /// `None` when TLS is off (both paths empty; `Config::check` refuses only one set).
-pub fn load(config: &ServerConfig) -> Result<Option<Tls>, String> {
+pub(crate) fn load(config: &ServerConfig) -> Result<Option<Tls>, String> {
     if config.tls_cert_path.is_empty() {
         return Ok(None);
     }

@@ -86,7 +86,7 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     /// Why `[limits]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.max_projects_per_account == 0
             || self.max_alert_rules_per_project == 0
             || self.max_query_rules_per_project == 0
@@ -101,7 +101,7 @@ impl LimitsConfig {
     }
 
     /// The ceilings as project settings, one per setting.
-    pub fn project_settings(&self) -> ProjectSettings {
+    pub(crate) fn project_settings(&self) -> ProjectSettings {
         ProjectSettings {
             rate_limit_per_minute: self.max_rate_limit_per_minute,
             rate_limit_per_hour: self.max_rate_limit_per_hour,
@@ -114,7 +114,7 @@ impl LimitsConfig {
 
 impl AccountsConfig {
     /// Why `[auth]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if !(4..=31).contains(&self.bcrypt_cost) {
             return Err(format!("auth.bcrypt_cost must be 4 to 31, not {}", self.bcrypt_cost));
         }

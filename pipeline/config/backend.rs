@@ -92,7 +92,7 @@ impl Default for RedisConfig {
 
 impl PostgresConfig {
     /// Why `[postgres]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.max_connections == 0 {
             return Err("postgres.max_connections must be at least 1".into());
         }

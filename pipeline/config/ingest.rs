@@ -27,7 +27,7 @@ ledger_stages::named_enum! {
 
 impl Stage {
     /// Without these a request has no project, no records, no ids, or no home.
-    pub fn required(self) -> bool {
+    pub(crate) fn required(self) -> bool {
         matches!(self, Stage::Auth | Stage::Validate | Stage::Enrich | Stage::Queue)
     }
 }
@@ -49,12 +49,12 @@ impl Default for IngestConfig {
 
 impl IngestConfig {
     /// Why `[ingest]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         self.problem().map_or(Ok(()), Err)
     }
 
     /// Why the stage list is unusable, if it is.
-    pub fn problem(&self) -> Option<String> {
+    pub(crate) fn problem(&self) -> Option<String> {
         let order = || Stage::ALL.map(Stage::name).join(" → ");
         if let Some(missing) = Stage::ALL.iter().find(|s| s.required() && !self.stages.contains(s)) {
             return Some(format!("ingest.stages: `{}` cannot be left out", missing.name()));
@@ -65,7 +65,7 @@ impl IngestConfig {
         None
     }
 
-    pub fn has(&self, stage: Stage) -> bool {
+    pub(crate) fn has(&self, stage: Stage) -> bool {
         self.stages.contains(&stage)
     }
 }
@@ -179,7 +179,7 @@ pub struct SampleConfig {
 
 impl QueueConfig {
     /// Why `[queue]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.shards == 0 || self.max_write_logs == 0 {
             return Err("queue.shards and queue.max_write_logs must be at least 1".into());
         }
@@ -189,7 +189,7 @@ impl QueueConfig {
 
 impl SyslogConfig {
     /// Why `[syslog]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if !self.tcp_addr.is_empty() && self.tcp_addr.parse::<SocketAddr>().is_err() {
             return Err(format!("syslog.tcp_addr `{}` is not an address like 127.0.0.1:6514", self.tcp_addr));
         }

@@ -119,7 +119,7 @@ impl Default for TailConfig {
 
 impl AnalyticsConfig {
     /// Why `[analytics]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         super::at_least_one_sec(&[
             ("analytics.five_minute_secs", self.five_minute_secs),
             ("analytics.hourly_secs", self.hourly_secs),
@@ -130,21 +130,21 @@ impl AnalyticsConfig {
 
 impl RetentionConfig {
     /// Why `[retention]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         super::at_least_one_sec(&[("retention.interval_secs", self.interval_secs)])
     }
 }
 
 impl AlertsConfig {
     /// Why `[alerts]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         super::at_least_one_sec(&[("alerts.evaluate_interval_secs", self.evaluate_interval_secs)])
     }
 }
 
 impl SearchConfig {
     /// Why `[search]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let share = self.index_share;
         if self.index_interval_secs == 0 || !(share > 0.0 && share <= 1.0) {
             return Err(format!(
@@ -157,7 +157,7 @@ impl SearchConfig {
 
 impl TailConfig {
     /// Why `[tail]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         super::at_least_one_sec(&[("tail.heartbeat_secs", self.heartbeat_secs)])
     }
 }

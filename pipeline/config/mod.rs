@@ -32,20 +32,16 @@ pub use server::{ConsoleConfig, LogFormat, RolesConfig, ServerConfig, TelemetryC
 pub struct Secret(String);
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
     /// The value itself, for the one place that uses it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 }
@@ -129,7 +125,7 @@ impl Config {
         Ok(config)
     }
 
-    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+    pub(crate) fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         let mut config: Config = figment.extract().map_err(|e| {
             // figment's errors say what and where (the key, the file or variable); keep them on one line.
             ConfigError(format!("invalid configuration: {}", e.to_string().replace('\n', "; ")))

@@ -66,15 +66,15 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    pub fn shutdown_timeout(&self) -> Duration {
+    pub(crate) fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
-    pub fn header_read_timeout(&self) -> Duration {
+    pub(crate) fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_secs)
     }
 
-    pub fn body_read_timeout(&self) -> Duration {
+    pub(crate) fn body_read_timeout(&self) -> Duration {
         Duration::from_secs(self.body_read_timeout_secs)
     }
 }
@@ -140,7 +140,7 @@ impl Default for ConsoleConfig {
 
 impl ServerConfig {
     /// Why `[server]` is unusable, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.max_connections == 0
             || self.max_connections_per_address == 0
             || self.idle_timeout_secs == 0

@@ -41,7 +41,7 @@ const MAX_INDEX_BYTES: usize = 255;
 const MAX_BATCHES_PER_BULK: usize = 50;
 
 /// The routes of this front, each answer marked as Elasticsearch's.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/_cat/health", get(cat_health))
         .route("/_cluster/health", get(cluster_health))
@@ -65,7 +65,7 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
 }
 
 /// `GET /` for shippers (the REST router sends browsers to the console instead).
-pub async fn info() -> Response {
+pub(crate) async fn info() -> Response {
     mark(json_response(
         StatusCode::OK,
         &json!({
@@ -229,7 +229,7 @@ fn time(value: &Value) -> Option<DateTime<Utc>> {
 }
 
 /// A document as a log object.
-pub fn log(document: Map<String, Value>, index: Option<&str>) -> Value {
+pub(crate) fn log(document: Map<String, Value>, index: Option<&str>) -> Value {
     // Only a document without a message of its own is kept whole as its message.
     let has_message =
         ["message", "msg", "log", "MESSAGE"].iter().any(|k| document.get(*k).is_some_and(Value::is_string));

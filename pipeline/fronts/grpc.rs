@@ -398,13 +398,13 @@ impl QueryService for Querier {
 }
 
 /// `ledger.v1.IngestService`, its messages bounded by the ingestion limits.
-pub fn ingest_service(ingestion: Ingestion) -> IngestServiceServer<Ingester> {
+pub(crate) fn ingest_service(ingestion: Ingestion) -> IngestServiceServer<Ingester> {
     let max = ingestion.max_body_bytes;
     IngestServiceServer::new(Ingester { ingestion }).max_decoding_message_size(max)
 }
 
 /// `ledger.v1.QueryService`.
-pub fn query_service(state: AppState) -> QueryServiceServer<Querier> {
+pub(crate) fn query_service(state: AppState) -> QueryServiceServer<Querier> {
     QueryServiceServer::new(Querier { state })
 }
 

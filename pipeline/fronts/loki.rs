@@ -30,7 +30,7 @@ use crate::ingest::outcome::Outcome;
 
 /// Parses a stream's labels in LogQL selector form: `{job="api", env="prod"}` (`\"`, `\\` and `\n`
 /// escaped in values).
-pub fn parse_labels(text: &str) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn parse_labels(text: &str) -> Result<Vec<(String, String)>, String> {
     let inner = text
         .trim()
         .strip_prefix('{')
@@ -233,7 +233,7 @@ enum Encoding {
 }
 
 /// `POST /loki/api/v1/push`.
-pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn push(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     // Loki takes a body without a type as protobuf.
     let encoding = match media_type(&headers).as_deref() {
         Some("application/json") => Encoding::Json,

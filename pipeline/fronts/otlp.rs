@@ -85,7 +85,7 @@ fn largest_shared(request: &ExportLogsServiceRequest) -> Option<usize> {
 }
 
 /// An export request's records as log objects, in order.
-pub fn logs(request: ExportLogsServiceRequest) -> Vec<Value> {
+pub(crate) fn logs(request: ExportLogsServiceRequest) -> Vec<Value> {
     let mut logs = Vec::new();
     for resource_logs in request.resource_logs {
         // What every record of a resource (and of a scope) shares is mapped once, then cloned per record.
@@ -255,7 +255,7 @@ fn failure(encoding: Encoding, error: &ApiError) -> Response {
 }
 
 /// `POST /otlp/v1/logs`.
-pub async fn http(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn http(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let encoding = match media_type(&headers).as_deref() {
         Some("application/x-protobuf" | "application/protobuf") => Encoding::Protobuf,
         Some("application/json") => Encoding::Json,
@@ -306,7 +306,7 @@ pub struct Grpc {
 }
 
 impl Grpc {
-    pub fn new(ingestion: Ingestion) -> Grpc {
+    pub(crate) fn new(ingestion: Ingestion) -> Grpc {
         Grpc { ingestion }
     }
 }

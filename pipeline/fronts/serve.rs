@@ -27,7 +27,7 @@ use crate::fronts::http::{self, ACCOUNT_BODY_LIMIT, console, metrics};
 use crate::fronts::{elastic, grpc, loki, otlp};
 
 /// Every HTTP route of every HTTP front. Tests and the daemon both start from here.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let console = state.console.enabled;
     Router::new()
         .route("/", get(root))
@@ -80,7 +80,7 @@ async fn close_when_draining(State(state): State<AppState>, request: Request, ne
 /// Serves [`router`] on `listener` (see [`listen`] for its limits) until `shutdown`, then lets open
 /// connections finish their requests. Each request carries its peer address (for per-address limits) and a
 /// deadline for its body.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: Listener,
     app: Router,
     body_read_timeout: Duration,
@@ -178,7 +178,7 @@ where
 }
 
 /// Serves gRPC on `listener` (HTTP/2 on the shared accept loop, [`crate::fronts::base::listen`]) until `shutdown`.
-pub async fn serve_grpc(
+pub(crate) async fn serve_grpc(
     listener: crate::fronts::base::listen::Listener,
     state: AppState,
     shutdown: tokio_util::sync::CancellationToken,

@@ -36,7 +36,7 @@ pub struct Frame {
 
 /// Reads the next message: octet-counted when it starts with a digit, else up to a newline. At most `max`
 /// bytes are kept of a message; the rest of it is read and dropped. `None` at the end of the stream.
-pub async fn next_frame<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> std::io::Result<Option<Frame>> {
+pub(crate) async fn next_frame<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> std::io::Result<Option<Frame>> {
     loop {
         let first = match reader.fill_buf().await?.first() {
             None => return Ok(None),
@@ -110,7 +110,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, frame: &mut Frame, m
 }
 
 /// A message as a log object, and the key it carries.
-pub fn log(frame: &Frame) -> (Option<String>, Value) {
+pub(crate) fn log(frame: &Frame) -> (Option<String>, Value) {
     // Neither store keeps a NUL in text: it becomes U+FFFD like any byte that is not UTF-8.
     let text = String::from_utf8_lossy(&frame.bytes).replace('\0', "\u{fffd}");
     let mut b = LogBuilder::new();
@@ -177,7 +177,7 @@ pub fn log(frame: &Frame) -> (Option<String>, Value) {
 
 /// Serves `[syslog] tcp_addr` on the shared accept loop ([`crate::fronts::base::listen`]: connection caps per
 /// listener and per address, a TLS handshake timeout) until `shutdown`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: crate::fronts::base::listen::Listener,
     ingestion: Ingestion,
     config: SyslogConfig,

@@ -25,7 +25,7 @@ pub enum Encoding {
 }
 
 /// The format of a Content-Type value, or 415.
-pub fn format(content_type: Option<&str>) -> Result<Format, ApiError> {
+pub(crate) fn format(content_type: Option<&str>) -> Result<Format, ApiError> {
     let mime = content_type.and_then(|v| v.split(';').next()).map(|m| m.trim().to_ascii_lowercase());
     match mime.as_deref() {
         Some("application/json") => Ok(Format::Json),
@@ -37,7 +37,7 @@ pub fn format(content_type: Option<&str>) -> Result<Format, ApiError> {
 }
 
 /// The encoding of a Content-Encoding value, or 415.
-pub fn encoding(content_encoding: Option<&str>) -> Result<Encoding, ApiError> {
+pub(crate) fn encoding(content_encoding: Option<&str>) -> Result<Encoding, ApiError> {
     match content_encoding.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         None | Some("" | "identity") => Ok(Encoding::Identity),
         Some("gzip" | "x-gzip") => Ok(Encoding::Gzip),
@@ -49,7 +49,7 @@ pub fn encoding(content_encoding: Option<&str>) -> Result<Encoding, ApiError> {
 }
 
 /// Decompresses `body`, refusing anything that inflates beyond `limit` bytes.
-pub fn decompress(body: &[u8], encoding: Encoding, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn decompress(body: &[u8], encoding: Encoding, limit: usize) -> Result<Vec<u8>, ApiError> {
     let reader: Box<dyn Read + '_> = match encoding {
         Encoding::Identity => {
             return if body.len() > limit {
@@ -276,7 +276,7 @@ pub fn logs(body: &[u8], format: Format, max_logs: usize) -> Result<Vec<RawLog>,
 /// nothing: `["resourceLogs", "scopeLogs", "logRecords"]` counts an OTLP request's records, so a body of
 /// ten million empty records is refused before anything is built from it. The keys on the way are
 /// objects' keys, each followed by an array of objects; anything else on the way counts nothing.
-pub fn count_json(body: &[u8], path: &[&str], max: usize) -> Result<usize, serde_json::Error> {
+pub(crate) fn count_json(body: &[u8], path: &[&str], max: usize) -> Result<usize, serde_json::Error> {
     let count = Cell::new(0);
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     // A body with more than `max` is cut short on purpose: the count says so.

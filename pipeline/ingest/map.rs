@@ -21,7 +21,7 @@ const FIELDS: [(&str, &[&str]); 4] = [
 
 /// A level's text as shippers write it: what `POST /v1/logs` accepts, and the syslog and OpenTelemetry
 /// names beside it (`trace`, `notice`, `err`, `crit`, `alert`, `emerg`).
-pub fn level_from_text(text: &str) -> Option<Level> {
+pub(crate) fn level_from_text(text: &str) -> Option<Level> {
     let text = text.trim();
     Level::parse(text).or_else(|| {
         let lower = text.to_ascii_lowercase();
@@ -37,7 +37,7 @@ pub fn level_from_text(text: &str) -> Option<Level> {
 }
 
 /// OTLP's `severity_number`: 1–8 DEBUG, 9–12 INFO, 13–16 WARNING, 17–20 ERROR, 21–24 CRITICAL; 0 is unset.
-pub fn otlp_level(severity_number: i32) -> Option<Level> {
+pub(crate) fn otlp_level(severity_number: i32) -> Option<Level> {
     Some(match severity_number {
         1..=8 => Level::Debug,
         9..=12 => Level::Info,
@@ -49,7 +49,7 @@ pub fn otlp_level(severity_number: i32) -> Option<Level> {
 }
 
 /// Syslog's severity: 0–2 CRITICAL, 3 ERROR, 4 WARNING, 5–6 INFO, 7 DEBUG.
-pub fn syslog_level(severity: u8) -> Level {
+pub(crate) fn syslog_level(severity: u8) -> Level {
     match severity {
         0..=2 => Level::Critical,
         3 => Level::Error,
@@ -66,7 +66,7 @@ fn hex_id(s: &str, len: usize) -> Option<String> {
 }
 
 /// Lowercase hex of an id's bytes; `None` for an empty or all-zero id (OTLP's "no id").
-pub fn bytes_id(bytes: &[u8]) -> Option<String> {
+pub(crate) fn bytes_id(bytes: &[u8]) -> Option<String> {
     use std::fmt::Write;
     if bytes.iter().all(|b| *b == 0) {
         return None;
@@ -105,32 +105,32 @@ pub struct LogBuilder {
 }
 
 impl LogBuilder {
-    pub fn new() -> LogBuilder {
+    pub(crate) fn new() -> LogBuilder {
         LogBuilder::default()
     }
 
-    pub fn message(&mut self, message: impl Into<String>) -> &mut Self {
+    pub(crate) fn message(&mut self, message: impl Into<String>) -> &mut Self {
         self.message = Some(message.into());
         self
     }
 
-    pub fn has_message(&self) -> bool {
+    pub(crate) fn has_message(&self) -> bool {
         self.message.as_ref().is_some_and(|m| !m.is_empty())
     }
 
-    pub fn timestamp(&mut self, time: DateTime<Utc>) -> &mut Self {
+    pub(crate) fn timestamp(&mut self, time: DateTime<Utc>) -> &mut Self {
         self.timestamp = Some(time);
         self
     }
 
     /// The level the protocol itself states (OTLP's severity number, syslog's PRI).
-    pub fn severity(&mut self, level: Level) -> &mut Self {
+    pub(crate) fn severity(&mut self, level: Level) -> &mut Self {
         self.severity = Some(level);
         self
     }
 
     /// A trace id from the protocol's own field (hex); an invalid one is kept as an attribute.
-    pub fn trace_id(&mut self, id: &str) -> &mut Self {
+    pub(crate) fn trace_id(&mut self, id: &str) -> &mut Self {
         match hex_id(id, 32) {
             Some(id) => self.trace_id = Some(id),
             None if id.is_empty() => {}
@@ -141,7 +141,7 @@ impl LogBuilder {
         self
     }
 
-    pub fn span_id(&mut self, id: &str) -> &mut Self {
+    pub(crate) fn span_id(&mut self, id: &str) -> &mut Self {
         match hex_id(id, 16) {
             Some(id) => self.span_id = Some(id),
             None if id.is_empty() => {}
@@ -153,7 +153,7 @@ impl LogBuilder {
     }
 
     /// One key and its value, by the shared rules; later calls for the same key replace earlier ones.
-    pub fn attribute(&mut self, key: impl Into<String>, value: Value) -> &mut Self {
+    pub(crate) fn attribute(&mut self, key: impl Into<String>, value: Value) -> &mut Self {
         let key = key.into();
         if let Some(text) = text(&value) {
             for (field, (_, keys)) in FIELDS.iter().enumerate() {
@@ -206,7 +206,7 @@ impl LogBuilder {
     }
 
     /// The log object, in `POST /v1/logs`'s shape.
-    pub fn build(self) -> Value {
+    pub(crate) fn build(self) -> Value {
         let mut log = Map::new();
         log.insert("message".into(), Value::String(self.message.unwrap_or_default()));
         if let Some(t) = self.timestamp {

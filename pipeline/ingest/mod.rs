@@ -63,7 +63,7 @@ const IDEMPOTENCY_PENDING: std::time::Duration = std::time::Duration::from_secs(
 const IDEMPOTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Whether an `Idempotency-Key` is acceptable: 1 to 128 printable ASCII characters.
-pub fn idempotency_key_ok(key: &str) -> bool {
+pub(crate) fn idempotency_key_ok(key: &str) -> bool {
     (1..=128).contains(&key.len()) && key.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
@@ -82,19 +82,19 @@ pub struct Admitted {
 impl Admitted {
     /// The project, for a front that admits each message of a stream by it ([`Ingestion::resume`]): this
     /// admission itself ends here without an outcome of its own.
-    pub fn into_project(mut self) -> ProjectContext {
+    pub(crate) fn into_project(mut self) -> ProjectContext {
         self.settled = true;
         self.project.clone()
     }
 
     /// The request was refused before the stack (bad body, no room): counted as `outcome`.
-    pub fn refuse(self, outcome: outcome::Outcome) {
+    pub(crate) fn refuse(self, outcome: outcome::Outcome) {
         self.settle(outcome);
     }
 
     /// The request succeeded without the stack: it held no logs, or its idempotency key's first answer
     /// was given again (its logs were counted the first time). Counted as accepted, with no logs.
-    pub fn accepted_without_logs(self) {
+    pub(crate) fn accepted_without_logs(self) {
         self.settle(outcome::Outcome::Accepted);
     }
 
@@ -127,7 +127,7 @@ pub struct Room {
 impl Room {
     /// Holds at least `bytes`; 503 when the instance's budget has no room for the difference (what was
     /// held stays held).
-    pub fn grow_to(&mut self, bytes: usize) -> Result<(), IngestError> {
+    pub(crate) fn grow_to(&mut self, bytes: usize) -> Result<(), IngestError> {
         let want = bytes.div_ceil(RESERVE_UNIT).max(1);
         let have = self.permit.as_ref().map_or(0, |p| p.num_permits());
         if want <= have {
@@ -147,7 +147,7 @@ impl Room {
     }
 
     /// Gives back all but `bytes`.
-    pub fn shrink_to(&mut self, bytes: usize) {
+    pub(crate) fn shrink_to(&mut self, bytes: usize) {
         let keep = bytes.div_ceil(RESERVE_UNIT).max(1);
         if let Some(permit) = &mut self.permit
             && permit.num_permits() > keep
@@ -160,7 +160,7 @@ impl Room {
 impl Ingestion {
     /// The project of a request through `front`, from its credential alone; refusals are counted. Nothing
     /// of the body has been read when this answers, so an unknown key costs a cache look-up and nothing more.
-    pub async fn admit(&self, front: Protocol, credential: Option<&str>) -> Result<Admitted, IngestError> {
+    pub(crate) async fn admit(&self, front: Protocol, credential: Option<&str>) -> Result<Admitted, IngestError> {
         let received_at = chrono::Utc::now();
         let result = if self.draining.is_cancelled() {
             Err(IngestError::unavailable("this instance (shutting down)"))
@@ -183,28 +183,28 @@ impl Ingestion {
     }
 
     /// A request of a project already admitted by [`Ingestion::admit`] (another message of the same call).
-    pub fn resume(&self, front: Protocol, project: ProjectContext) -> Admitted {
+    pub(crate) fn resume(&self, front: Protocol, project: ProjectContext) -> Admitted {
         Admitted { project, front, received_at: chrono::Utc::now(), outcomes: self.outcomes.clone(), settled: false }
     }
 
     /// Room for `bytes` of a body among every body this instance holds; 503 when full. A body read as it
     /// arrives takes an empty room and grows it ([`Room::grow_to`]), so a slow client holds only what it
     /// has sent, not what it may send.
-    pub fn reserve(&self, bytes: usize) -> Result<Room, IngestError> {
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<Room, IngestError> {
         let mut room = self.room();
         room.grow_to(bytes.min(self.max_body_bytes))?;
         Ok(room)
     }
 
     /// An empty room, to grow as a body arrives.
-    pub fn room(&self) -> Room {
+    pub(crate) fn room(&self) -> Room {
         Room { inflight: self.inflight.clone(), permit: None }
     }
 
     /// Runs one admitted request through the stack and counts its outcome (for a partial request, the logs
     /// validate left out as `invalid`; logs sample removed as `dropped_by_rule` or `sampled_out`). The stack runs as a task of its own: a client that goes away
     /// mid-request does not cut it short, so quota, queue and outcome agree.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         mut admitted: Admitted,
         mut request: Ingest,
@@ -271,7 +271,7 @@ impl Ingestion {
     /// refused after it reached the queue (not confirmed by enough replicas: its logs will be stored), so
     /// a retry of it is answered with its ids; after any other refusal, a retry runs again. Without a key,
     /// this is `run`.
-    pub async fn run_once(
+    pub(crate) async fn run_once(
         &self,
         admitted: Admitted,
         request: Ingest,
@@ -359,7 +359,7 @@ fn compile_rules(config: &StagesConfig) -> Result<(Parser, Redactor, Sampler), S
 }
 
 impl StageRuleSet {
-    pub fn compile(config: &StagesConfig) -> Result<StageRuleSet, String> {
+    pub(crate) fn compile(config: &StagesConfig) -> Result<StageRuleSet, String> {
         let (parse, redact, sample) = compile_rules(config)?;
         Ok(StageRuleSet {
             parse: Arc::new(Compiled::new(parse)),
@@ -369,7 +369,7 @@ impl StageRuleSet {
     }
 
     /// Swaps in the rules of `config`, all three or none.
-    pub fn reload(&self, config: &StagesConfig) -> Result<(), String> {
+    pub(crate) fn reload(&self, config: &StagesConfig) -> Result<(), String> {
         let (parse, redact, sample) = compile_rules(config)?;
         self.parse.replace(parse);
         self.redact.replace(redact);
@@ -378,7 +378,7 @@ impl StageRuleSet {
     }
 
     /// The hash key the redact stage uses now, for checking a project's rules.
-    pub fn hash_key(&self) -> Option<Vec<u8>> {
+    pub(crate) fn hash_key(&self) -> Option<Vec<u8>> {
         self.redact.global().key().map(<[u8]>::to_vec)
     }
 }
@@ -394,7 +394,7 @@ pub struct Parts {
 }
 
 /// Builds the stack. The config was checked by `Config::check`.
-pub fn build(config: &IngestConfig, parts: Parts) -> Stack {
+pub(crate) fn build(config: &IngestConfig, parts: Parts) -> Stack {
     use crate::config::Stage;
     let stack = ServiceBuilder::new()
         // First: every later stage works for a project, and unauthenticated requests cost nothing more.

@@ -37,7 +37,7 @@ ledger_stages::named_enum! {
 }
 
 impl Outcome {
-    pub fn of(result: &Result<Accepted, IngestError>) -> Outcome {
+    pub(crate) fn of(result: &Result<Accepted, IngestError>) -> Outcome {
         match result {
             Ok(_) => Outcome::Accepted,
             Err(IngestError::RateLimited { .. }) => Outcome::RateLimited,
@@ -50,7 +50,7 @@ impl Outcome {
     }
 
     /// The outcome of a request a front refused before the stack (its body could not be used).
-    pub fn of_refusal(error: &crate::error::ApiError) -> Outcome {
+    pub(crate) fn of_refusal(error: &crate::error::ApiError) -> Outcome {
         use crate::error::ApiError as E;
         match error {
             E::Unavailable { .. } | E::QueueFull { .. } | E::Internal(_) => Outcome::Unavailable,
@@ -76,7 +76,7 @@ pub struct Outcomes {
 }
 
 impl Outcomes {
-    pub fn new(store: Arc<dyn AccountStore>) -> Outcomes {
+    pub(crate) fn new(store: Arc<dyn AccountStore>) -> Outcomes {
         Outcomes { logs: Default::default(), requests: Default::default(), usage: Mutex::default(), store }
     }
 
@@ -85,7 +85,7 @@ impl Outcomes {
     }
 
     /// Counts one request through `front`, and its `logs` logs, ending in `outcome`.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         front: Protocol,
         project: Option<Uuid>,
@@ -99,7 +99,7 @@ impl Outcomes {
     }
 
     /// Counts `logs` logs of a request counted already (a part of it that ended otherwise).
-    pub fn record_logs(
+    pub(crate) fn record_logs(
         &self,
         front: Protocol,
         project: Option<Uuid>,
@@ -128,12 +128,12 @@ impl Outcomes {
     }
 
     /// Logs counted per front and outcome since start.
-    pub fn totals(&self) -> Vec<(Protocol, Outcome, u64)> {
+    pub(crate) fn totals(&self) -> Vec<(Protocol, Outcome, u64)> {
         Self::read(&self.logs)
     }
 
     /// Requests counted per front and outcome since start.
-    pub fn requests(&self) -> Vec<(Protocol, Outcome, u64)> {
+    pub(crate) fn requests(&self) -> Vec<(Protocol, Outcome, u64)> {
         Self::read(&self.requests)
     }
 
@@ -145,7 +145,7 @@ impl Outcomes {
     }
 
     /// Writes the usage counted so far; on failure keeps it for the next try.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let rows: Vec<(Uuid, NaiveDate, Usage)> = self.pending().drain().map(|((p, d), u)| (p, d, u)).collect();
         if rows.is_empty() {
             return;

@@ -31,7 +31,7 @@ pub async fn rebuild(
 
 /// The three rebuild jobs, for the scheduler. Every instance with the jobs role may run them: a rebuild
 /// writes whole buckets over the cache, so two at once do no harm, but one per period is enough.
-pub fn jobs(store: Arc<dyn LogStore>, cache: Arc<dyn AnalyticsCache>, config: &AnalyticsConfig) -> Vec<Job> {
+pub(crate) fn jobs(store: Arc<dyn LogStore>, cache: Arc<dyn AnalyticsCache>, config: &AnalyticsConfig) -> Vec<Job> {
     let schedules = [
         ("analytics rebuild 5m", Granularity::FiveMinutes, config.five_minute_secs, chrono::Duration::hours(1)),
         ("analytics rebuild 1h", Granularity::Hour, config.hourly_secs, chrono::Duration::days(1)),

@@ -24,7 +24,7 @@ pub struct Removed {
 }
 
 /// One retention run.
-pub async fn run_once(
+pub(crate) async fn run_once(
     accounts: &dyn AccountStore,
     logs: &dyn LogStore,
     default_days: u32,
@@ -61,7 +61,7 @@ pub async fn run_once(
 }
 
 /// Retention as a scheduled job, run by one instance per period.
-pub fn job(
+pub(crate) fn job(
     accounts: Arc<dyn AccountStore>,
     logs: Arc<dyn LogStore>,
     default_days: u32,

@@ -30,7 +30,7 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn new<F, Fut>(name: &'static str, every: Duration, work: F) -> Job
+    pub(crate) fn new<F, Fut>(name: &'static str, every: Duration, work: F) -> Job
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
@@ -40,12 +40,12 @@ impl Job {
     }
 
     /// Runs on one instance per period.
-    pub fn once_across_instances(mut self) -> Job {
+    pub(crate) fn once_across_instances(mut self) -> Job {
         self.once_across_instances = true;
         self
     }
 
-    pub fn jitter(mut self, jitter: Duration) -> Job {
+    pub(crate) fn jitter(mut self, jitter: Duration) -> Job {
         self.jitter = jitter;
         self
     }
@@ -60,20 +60,20 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// `lease` decides the `once_across_instances` jobs; without one (a single instance) they always run.
-    pub fn new(lease: Option<Arc<dyn JobLease>>) -> Scheduler {
+    pub(crate) fn new(lease: Option<Arc<dyn JobLease>>) -> Scheduler {
         Scheduler { jobs: Vec::new(), lease }
     }
 
-    pub fn add(&mut self, job: Job) {
+    pub(crate) fn add(&mut self, job: Job) {
         self.jobs.push(job);
     }
 
-    pub fn names(&self) -> Vec<&'static str> {
+    pub(crate) fn names(&self) -> Vec<&'static str> {
         self.jobs.iter().map(|j| j.name).collect()
     }
 
     /// Runs every job until `shutdown`; a run in progress is finished first.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut running = tokio::task::JoinSet::new();
         for job in self.jobs {
             running.spawn(run_job(job, self.lease.clone(), shutdown.clone()));

@@ -17,7 +17,7 @@ use super::scheduler::Job;
 use crate::config::SearchConfig;
 use crate::store::logs::search::SearchIndex;
 
-pub fn job(index: SearchIndex, queue: Arc<dyn LogQueue>, config: &SearchConfig) -> Job {
+pub(crate) fn job(index: SearchIndex, queue: Arc<dyn LogQueue>, config: &SearchConfig) -> Job {
     let every = Duration::from_secs(config.index_interval_secs);
     let budget = every.mul_f64(config.index_share.clamp(0.01, 1.0));
     Job::new("search index", every, move || {

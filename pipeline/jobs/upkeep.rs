@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::scheduler::Job;
 use crate::store::logs::postgres::{PgLogStore, ensure_partitions, summarize_brin};
 
-pub fn jobs(store: &PgLogStore) -> Vec<Job> {
+pub(crate) fn jobs(store: &PgLogStore) -> Vec<Job> {
     let (a, b) = (store.pool().clone(), store.pool().clone());
     vec![
         Job::new("log partitions", Duration::from_secs(3600), move || {

@@ -24,7 +24,7 @@ fn buckets(g: Granularity, range: &Range) -> Result<(i64, i64), ApiError> {
 }
 
 /// Level counts of every bucket of `range`, empty ones included, oldest first.
-pub async fn volume(
+pub(crate) async fn volume(
     cache: &dyn AnalyticsCache,
     project: Uuid,
     range: Range,
@@ -51,7 +51,7 @@ pub struct ErrorRateBucket {
 /// The width of the error rate's buckets.
 pub const ERROR_RATE_BUCKET: Granularity = Granularity::FiveMinutes;
 
-pub async fn error_rate(
+pub(crate) async fn error_rate(
     cache: &dyn AnalyticsCache,
     project: Uuid,
     range: Range,
@@ -80,7 +80,7 @@ pub enum ErrorStatus {
 }
 
 impl ErrorStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorStatus::New => "new",
             ErrorStatus::Regressed => "regressed",
@@ -103,7 +103,7 @@ pub struct TopErrors {
 
 impl TopErrors {
     /// An error's counts for every bucket of the range, empty ones included, oldest first.
-    pub fn dense_series(&self, error: &TopError) -> Vec<u64> {
+    pub(crate) fn dense_series(&self, error: &TopError) -> Vec<u64> {
         let step = self.granularity.seconds();
         let mut dense = vec![0; usize::try_from((self.last - self.first) / step + 1).unwrap_or(0)];
         for (bucket, count) in &error.series {
@@ -129,7 +129,7 @@ fn status(error: &TopError, range_start: i64, before: &[(i64, u64)], g: Granular
 }
 
 /// The most frequent errors of `range`, at most `limit` (1 to 100, default 10).
-pub async fn top_errors(
+pub(crate) async fn top_errors(
     cache: &dyn AnalyticsCache,
     project: Uuid,
     range: Range,
@@ -163,7 +163,7 @@ pub async fn top_errors(
 }
 
 /// Each day's usage from `from` (default 29 days before `to`) to `to` (default today, UTC), at most 367 days.
-pub async fn usage(
+pub(crate) async fn usage(
     accounts: &dyn AccountStore,
     project: Uuid,
     from: Option<NaiveDate>,

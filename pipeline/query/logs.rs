@@ -40,7 +40,7 @@ pub struct LogParams {
 
 impl LogParams {
     /// From REST's query string.
-    pub fn from_query(params: &HashMap<String, String>) -> Result<LogParams, ApiError> {
+    pub(crate) fn from_query(params: &HashMap<String, String>) -> Result<LogParams, ApiError> {
         let p = Params(params);
         p.only(&[
             "from",
@@ -73,7 +73,7 @@ impl LogParams {
     }
 
     /// The store's question for `project_id`, or a 400 naming the first bad parameter.
-    pub fn validate(self, project_id: Uuid) -> Result<LogQuery, ApiError> {
+    pub(crate) fn validate(self, project_id: Uuid) -> Result<LogQuery, ApiError> {
         let texts = [
             ("environment", self.environment.as_deref()),
             ("q", self.q.as_deref()),
@@ -153,7 +153,7 @@ pub const NOT_FILTERS: [&str; 4] = ["from", "to", "cursor", "limit"];
 impl LogFilter {
     /// From a JSON object of `GET /v1/logs` filters; a bad one is a 400 naming it. `from`, `to`, `cursor`
     /// and `limit` are not filters.
-    pub fn from_json(value: &serde_json::Value) -> Result<LogFilter, ApiError> {
+    pub(crate) fn from_json(value: &serde_json::Value) -> Result<LogFilter, ApiError> {
         use serde_json::Value;
         let Some(map) = value.as_object() else {
             return Err(ApiError::BadRequest("the filters must be an object".into()));
@@ -186,7 +186,7 @@ impl LogFilter {
     }
 
     /// The question over `from`..`to`, as a front would have asked it.
-    pub fn params(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> LogParams {
+    pub(crate) fn params(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> LogParams {
         LogParams {
             from: Some(from),
             to: Some(to),
@@ -217,7 +217,7 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-pub async fn page(store: &dyn LogStore, mut query: LogQuery) -> Result<Page, ApiError> {
+pub(crate) async fn page(store: &dyn LogStore, mut query: LogQuery) -> Result<Page, ApiError> {
     let limit = query.limit;
     // One more than asked tells whether there is a next page.
     query.limit += 1;
@@ -230,12 +230,12 @@ pub async fn page(store: &dyn LogStore, mut query: LogQuery) -> Result<Page, Api
 }
 
 /// One log of the project, or 404.
-pub async fn one(store: &dyn LogStore, project_id: Uuid, id: Uuid) -> Result<LogRecord, ApiError> {
+pub(crate) async fn one(store: &dyn LogStore, project_id: Uuid, id: Uuid) -> Result<LogRecord, ApiError> {
     store.get(project_id, id).await?.ok_or(ApiError::NotFound)
 }
 
 /// Splits `q` into terms: `"quoted phrases"` and single words.
-pub fn search_terms(q: &str) -> Vec<String> {
+pub(crate) fn search_terms(q: &str) -> Vec<String> {
     let mut terms = Vec::new();
     for (i, part) in q.split('"').enumerate() {
         if i % 2 == 1 {

@@ -18,7 +18,7 @@ pub mod operations;
 pub mod tail;
 
 /// A bad parameter: 400 naming it.
-pub fn bad(param: &str, reason: &str) -> ApiError {
+pub(crate) fn bad(param: &str, reason: &str) -> ApiError {
     ApiError::BadRequest(format!("query parameter `{param}` {reason}"))
 }
 
@@ -30,7 +30,7 @@ pub struct Range {
 }
 
 impl Range {
-    pub fn new(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Range, ApiError> {
+    pub(crate) fn new(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Range, ApiError> {
         let to = to.unwrap_or_else(Utc::now);
         let from = from.unwrap_or(to - chrono::Duration::hours(24));
         if from > to {
@@ -47,7 +47,7 @@ pub struct Params<'a>(pub &'a HashMap<String, String>);
 impl Params<'_> {
     /// Refuses any parameter not in `allowed`, and any value holding a NUL character (neither database
     /// compares text with one).
-    pub fn only(&self, allowed: &[&str]) -> Result<&Self, ApiError> {
+    pub(crate) fn only(&self, allowed: &[&str]) -> Result<&Self, ApiError> {
         if let Some(unknown) = self.0.keys().find(|k| !allowed.contains(&k.as_str()) && k.as_str() != "project_id") {
             return Err(bad(unknown, "is unknown"));
         }
@@ -58,11 +58,11 @@ impl Params<'_> {
     }
 
     /// A parameter's text; empty counts as absent.
-    pub fn text(&self, name: &str) -> Option<&str> {
+    pub(crate) fn text(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
-    pub fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    pub(crate) fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
         self.text(name)
             .map(|v| {
                 DateTime::parse_from_rfc3339(v).map(|t| t.to_utc()).map_err(|_| bad(name, "must be an RFC 3339 time"))
@@ -70,27 +70,27 @@ impl Params<'_> {
             .transpose()
     }
 
-    pub fn range(&self) -> Result<Range, ApiError> {
+    pub(crate) fn range(&self) -> Result<Range, ApiError> {
         Range::new(self.time("from")?, self.time("to")?)
     }
 
-    pub fn level(&self, name: &str) -> Result<Option<Level>, ApiError> {
+    pub(crate) fn level(&self, name: &str) -> Result<Option<Level>, ApiError> {
         self.text(name).map(|v| level(name, v)).transpose()
     }
 
     /// A comma list.
-    pub fn list(&self, name: &str) -> Vec<String> {
+    pub(crate) fn list(&self, name: &str) -> Vec<String> {
         self.text(name).map(|list| list.split(',').map(|s| s.trim().to_owned()).collect()).unwrap_or_default()
     }
 
     /// A whole number; its range is checked by the answer, so REST and gRPC are refused alike.
-    pub fn number(&self, name: &str) -> Result<Option<u32>, ApiError> {
+    pub(crate) fn number(&self, name: &str) -> Result<Option<u32>, ApiError> {
         self.text(name).map(|v| v.parse::<u32>().map_err(|_| bad(name, "must be a whole number"))).transpose()
     }
 }
 
 /// A level by name (API.md's names, case-insensitive; `warn` and `fatal` too).
-pub fn level(param: &str, value: &str) -> Result<Level, ApiError> {
+pub(crate) fn level(param: &str, value: &str) -> Result<Level, ApiError> {
     Level::parse(value.trim()).ok_or_else(|| bad(param, "must be DEBUG, INFO, WARNING, ERROR or CRITICAL"))
 }
 

@@ -27,7 +27,7 @@ pub struct Operations {
 }
 
 /// Reads the state now.
-pub async fn read(
+pub(crate) async fn read(
     backend: &Backend,
     queue: &dyn LogQueue,
     breaker: &Arc<BreakerStore<Arc<dyn KeyStore>>>,

@@ -52,7 +52,7 @@ pub enum TailEvent {
 
 /// Whether `record` passes the filters of `query` (its range, limit and cursor play no part in a tail).
 /// `q`'s terms match case-insensitively, as the stores' `ILIKE` does.
-pub fn matches(query: &LogQuery, record: &LogRecord) -> bool {
+pub(crate) fn matches(query: &LogQuery, record: &LogRecord) -> bool {
     (query.levels.is_empty() || query.levels.contains(&record.level))
         && query.min_level.is_none_or(|min| record.level >= min)
         && (query.services.is_empty() || record.service.as_ref().is_some_and(|s| query.services.contains(s)))
@@ -144,7 +144,7 @@ fn position_key(position: &str) -> (u64, u64) {
 }
 
 impl TailHub {
-    pub fn new(
+    pub(crate) fn new(
         feed: Arc<dyn TailFeed>,
         accounts: Arc<dyn crate::store::AccountStore>,
         settings: TailSettings,
@@ -169,7 +169,7 @@ impl TailHub {
 
     /// Subscribes to `query.project_id`'s logs that match `query`, from now on, or from after the log
     /// `after` when the feed still holds it.
-    pub async fn subscribe(&self, query: LogQuery, after: Option<Uuid>) -> Result<Subscription, ApiError> {
+    pub(crate) async fn subscribe(&self, query: LogQuery, after: Option<Uuid>) -> Result<Subscription, ApiError> {
         let project = query.project_id;
         let account = self.inner.accounts.project_owner(project).await?.ok_or(ApiError::NotFound)?;
         let too_many = || ApiError::TooManySubscribers { retry_after: Duration::from_secs(5) };
@@ -335,7 +335,7 @@ fn deliver(inner: &Inner, project: Uuid, entries: Vec<FeedEntry>) {
 
 impl Subscription {
     /// The next event; `None` once the hub is gone.
-    pub async fn next(&mut self) -> Option<TailEvent> {
+    pub(crate) async fn next(&mut self) -> Option<TailEvent> {
         if let Some(event) = self.backlog.pop_front() {
             return Some(event);
         }
@@ -363,7 +363,7 @@ impl Subscription {
 }
 
 /// The log to resume after: `Last-Event-ID`, else `after`.
-pub fn resume_point(last_event_id: Option<&str>, after: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+pub(crate) fn resume_point(last_event_id: Option<&str>, after: Option<&str>) -> Result<Option<Uuid>, ApiError> {
     match last_event_id.or(after).map(str::trim).filter(|v| !v.is_empty()) {
         Some(id) => {
             Uuid::parse_str(id).map(Some).map_err(|_| super::bad("after", "must be the id of a log (Last-Event-ID)"))

@@ -37,7 +37,7 @@ pub struct EmbeddedQueue {
 impl EmbeddedQueue {
     /// Starts the writer. It stops once every clone of the queue is dropped and the batches in hand are
     /// written: that is the embedded backend's graceful shutdown.
-    pub fn start<W: RecordWriter>(
+    pub(crate) fn start<W: RecordWriter>(
         store: W,
         metrics: Arc<dyn AnalyticsCache>,
         tail: Arc<dyn TailFeed>,

@@ -31,7 +31,7 @@ pub mod pending {
         }
 
         /// Adds `n` unless the project already holds `max` or more; whether it did.
-        pub fn try_add(&self, project: Uuid, n: u64, max: u64) -> bool {
+        pub(crate) fn try_add(&self, project: Uuid, n: u64, max: u64) -> bool {
             let mut counts = self.lock();
             let count = counts.entry(project).or_insert(0);
             if *count >= max {
@@ -41,7 +41,7 @@ pub mod pending {
             true
         }
 
-        pub fn remove(&self, project: Uuid, n: u64) {
+        pub(crate) fn remove(&self, project: Uuid, n: u64) {
             let mut counts = self.lock();
             if let Some(count) = counts.get_mut(&project) {
                 *count = count.saturating_sub(n);
@@ -51,7 +51,7 @@ pub mod pending {
             }
         }
 
-        pub fn total(&self) -> u64 {
+        pub(crate) fn total(&self) -> u64 {
             self.lock().values().sum()
         }
     }

@@ -153,12 +153,12 @@ impl Keys {
     }
 
     /// What [`Keys::pending`] starts with: the release script appends each entry's project to it.
-    pub fn pending_prefix(&self, shard: u32) -> String {
+    pub(crate) fn pending_prefix(&self, shard: u32) -> String {
         format!("{}pending:{{{shard}}}:", self.prefix)
     }
 
     /// All the shard's logs that are not written yet.
-    pub fn pending_shard(&self, shard: u32) -> String {
+    pub(crate) fn pending_shard(&self, shard: u32) -> String {
         format!("{}pending:{{{shard}}}", self.prefix)
     }
 
@@ -192,7 +192,7 @@ impl RedisQueue {
     }
 
     /// Waits for `replicas` replicas to hold each batch before acknowledging it.
-    pub fn replicated(mut self, replicas: u32) -> RedisQueue {
+    pub(crate) fn replicated(mut self, replicas: u32) -> RedisQueue {
         self.min_replicas = replicas;
         self
     }
@@ -205,7 +205,13 @@ impl RedisQueue {
 
 impl RedisQueue {
     /// Puts a dead letter's payload back on its shard (`ledger dead-letter replay`).
-    pub async fn requeue(&self, shard: u32, project: Option<Uuid>, logs: u64, payload: &[u8]) -> Result<(), String> {
+    pub(crate) async fn requeue(
+        &self,
+        shard: u32,
+        project: Option<Uuid>,
+        logs: u64,
+        payload: &[u8],
+    ) -> Result<(), String> {
         let script = redis::Script::new(REQUEUE);
         let mut invocation = script.prepare_invoke();
         let shard = shard % self.shards;

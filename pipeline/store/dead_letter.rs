@@ -19,7 +19,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::Undecodable => "undecodable",
             Reason::Refused => "refused",
@@ -54,7 +54,7 @@ pub struct DeadLetter {
 
 /// Whether PostgreSQL refused a write for what the data holds (retrying cannot help), rather than for a
 /// passing reason.
-pub fn is_data_error(error: &sqlx::Error) -> bool {
+pub(crate) fn is_data_error(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(e) => {
             e.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23") || code.starts_with("54"))
@@ -64,7 +64,7 @@ pub fn is_data_error(error: &sqlx::Error) -> bool {
 }
 
 /// Stores `poison` in the caller's transaction.
-pub async fn store(conn: &mut PgConnection, poison: &Poison) -> Result<(), sqlx::Error> {
+pub(crate) async fn store(conn: &mut PgConnection, poison: &Poison) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO dead_letters (shard, entry_id, project_id, logs, reason, detail, payload) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -82,7 +82,7 @@ pub async fn store(conn: &mut PgConnection, poison: &Poison) -> Result<(), sqlx:
 }
 
 /// Every dead letter, oldest first.
-pub async fn list(pool: &PgPool) -> Result<Vec<DeadLetter>, sqlx::Error> {
+pub(crate) async fn list(pool: &PgPool) -> Result<Vec<DeadLetter>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, shard, entry_id, project_id, logs, reason, detail, failed_at FROM dead_letters ORDER BY id",
     )
@@ -101,7 +101,7 @@ pub struct Taken {
 
 /// Takes dead letters out of the table (all of them, or those with the given ids), handing each to `then`
 /// inside its transaction: the row is deleted only if `then` succeeds. How many were taken.
-pub async fn take<F, Fut>(pool: &PgPool, ids: Option<&[i64]>, mut then: F) -> Result<usize, String>
+pub(crate) async fn take<F, Fut>(pool: &PgPool, ids: Option<&[i64]>, mut then: F) -> Result<usize, String>
 where
     F: FnMut(Taken) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,

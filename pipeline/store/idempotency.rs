@@ -21,7 +21,7 @@ pub struct SqliteIdempotency {
 }
 
 impl SqliteIdempotency {
-    pub fn new(pool: SqlitePool) -> SqliteIdempotency {
+    pub(crate) fn new(pool: SqlitePool) -> SqliteIdempotency {
         SqliteIdempotency { pool, claims: MemoryIdempotency::default() }
     }
 }

@@ -94,7 +94,7 @@ pub struct RedisLimits {
 }
 
 impl RedisLimits {
-    pub fn new(cache: RedisCache) -> RedisLimits {
+    pub(crate) fn new(cache: RedisCache) -> RedisLimits {
         RedisLimits {
             cache,
             rate_limit: redis::Script::new(RATE_LIMIT),

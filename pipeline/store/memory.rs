@@ -84,7 +84,7 @@ pub struct SeededQuota {
 }
 
 impl SeededQuota {
-    pub fn new(store: std::sync::Arc<dyn super::AccountStore>) -> SeededQuota {
+    pub(crate) fn new(store: std::sync::Arc<dyn super::AccountStore>) -> SeededQuota {
         SeededQuota { counts: Default::default(), store, seeded: Default::default() }
     }
 

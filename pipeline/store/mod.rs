@@ -83,7 +83,7 @@ pub struct Usage {
 }
 
 impl Usage {
-    pub fn add(&mut self, other: &Usage) {
+    pub(crate) fn add(&mut self, other: &Usage) {
         self.accepted += other.accepted;
         self.rejected_rate_limited += other.rejected_rate_limited;
         self.rejected_quota += other.rejected_quota;
@@ -271,7 +271,7 @@ pub enum LogDb {
 
 impl LogDb {
     /// Connections of the log store's pool: (open, idle).
-    pub fn pool_usage(&self) -> (u32, usize) {
+    pub(crate) fn pool_usage(&self) -> (u32, usize) {
         match self {
             LogDb::Sqlite(s) => (s.pool().size(), s.pool().num_idle()),
             LogDb::Postgres(s) => (s.pool().size(), s.pool().num_idle()),
@@ -302,7 +302,7 @@ impl Backend {
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`: URLs go into error messages.
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     if url.contains(',') {
         // Several URLs: a Redis Cluster's nodes.
         return url.split(',').map(redact).collect::<Vec<_>>().join(",");

@@ -83,7 +83,12 @@ impl ConnectionLike for Conn {
 impl Conn {
     /// `WAIT replicas timeout` on the connection that wrote `key`: how many replicas have every write made
     /// through it so far (on a cluster, the primary of `key`'s slot is asked).
-    pub async fn wait_replicas(&mut self, key: &str, replicas: u32, timeout: Duration) -> redis::RedisResult<u32> {
+    pub(crate) async fn wait_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<u32> {
         let mut wait = redis::cmd("WAIT");
         wait.arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1));
         let acked: i64 = match self {
@@ -126,7 +131,7 @@ impl FailFast {
 
     /// Whether a command may go to Redis now; the first after a pause becomes the trial, holding the others
     /// off for as long as it may take (`trial`).
-    pub fn admit(&self, trial: Duration) -> bool {
+    pub(crate) fn admit(&self, trial: Duration) -> bool {
         let until = self.until_ms.load(Ordering::Acquire);
         if until == 0 {
             return true;
@@ -140,17 +145,17 @@ impl FailFast {
     }
 
     /// Whether commands are failing fast now.
-    pub fn failing(&self) -> bool {
+    pub(crate) fn failing(&self) -> bool {
         self.until_ms.load(Ordering::Acquire) != 0
     }
 
-    pub fn answered(&self) {
+    pub(crate) fn answered(&self) {
         if self.until_ms.swap(0, Ordering::AcqRel) != 0 {
             tracing::info!("Redis answers again");
         }
     }
 
-    pub fn failed(&self) {
+    pub(crate) fn failed(&self) {
         let until = self.now_ms().saturating_add(Self::OPEN_MS);
         if self.until_ms.swap(until, Ordering::AcqRel) == 0 {
             tracing::warn!(fail_fast_ms = Self::OPEN_MS, "Redis does not answer: failing fast, retrying every second");
@@ -175,7 +180,7 @@ impl From<StoreError> for StoreUnavailable {
 
 impl RedisCache {
     /// Connects to the Redis or Redis Cluster that `url` names and checks the connection with a PING.
-    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<RedisCache, StoreError> {
+    pub(crate) async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<RedisCache, StoreError> {
         let seeds: Vec<String> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
         let late = || unavailable(format!("no answer within {timeout:?}"));
         let cluster = tokio::time::timeout(timeout, cluster_enabled(&seeds)).await.map_err(|_| late())??;
@@ -210,13 +215,13 @@ impl RedisCache {
     }
 
     /// Whether `redis.url` names a cluster.
-    pub fn is_cluster(&self) -> bool {
+    pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.target, Target::Cluster { .. })
     }
 
     /// A connection of its own, for commands that block it (a worker's XREAD): a multiplexed connection to
     /// a single Redis, or a cluster connection of its own.
-    pub async fn dedicated(&self) -> redis::RedisResult<Conn> {
+    pub(crate) async fn dedicated(&self) -> redis::RedisResult<Conn> {
         match &self.target {
             Target::Single(client) => {
                 let config = redis::AsyncConnectionConfig::new()
@@ -228,7 +233,7 @@ impl RedisCache {
         }
     }
 
-    pub fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
+    pub(crate) fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
         format!("{}{kind}:{id}", self.prefix)
     }
 
@@ -237,17 +242,17 @@ impl RedisCache {
     }
 
     /// Runs a command with this cache's deadline.
-    pub async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+    pub(crate) async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         self.query(cmd).await
     }
 
     /// Runs a pipeline with this cache's deadline.
-    pub async fn run_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
+    pub(crate) async fn run_pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
         self.query_pipe(pipe).await
     }
 
     /// Runs a script with this cache's deadline.
-    pub async fn invoke<T: redis::FromRedisValue>(
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
@@ -285,7 +290,7 @@ impl RedisCache {
 
     /// Waits until `replicas` replicas hold every write made so far on the connection that wrote `key` (on a
     /// cluster, its slot's primary), for at most half this cache's deadline; an error when fewer do.
-    pub async fn wait_replicas(&self, key: &str, replicas: u32) -> Result<(), StoreError> {
+    pub(crate) async fn wait_replicas(&self, key: &str, replicas: u32) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let acked = self.guarded(conn.wait_replicas(key, replicas, self.timeout / 2)).await?;
         if acked < replicas {
@@ -298,7 +303,10 @@ impl RedisCache {
 
     /// Runs pipelines that each touch one hash slot, at once, with this cache's deadline: what a pipeline
     /// spanning slots becomes on a cluster (on a single Redis they share the connection's pipelining).
-    pub async fn run_pipes<T: redis::FromRedisValue>(&self, pipes: &[redis::Pipeline]) -> Result<Vec<T>, StoreError> {
+    pub(crate) async fn run_pipes<T: redis::FromRedisValue>(
+        &self,
+        pipes: &[redis::Pipeline],
+    ) -> Result<Vec<T>, StoreError> {
         let calls = pipes.iter().map(|pipe| {
             let mut conn = self.conn.clone();
             async move { pipe.query_async::<T>(&mut conn).await }
@@ -307,16 +315,12 @@ impl RedisCache {
     }
 
     /// Whether commands fail fast now, Redis having failed to answer.
-    pub fn failing_fast(&self) -> bool {
+    pub(crate) fn failing_fast(&self) -> bool {
         self.fail_fast.failing()
     }
 
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
@@ -340,7 +344,7 @@ impl RedisCache {
     /// A pub/sub connection. On a cluster, a message published on any node reaches the subscribers of every
     /// node, so one node is enough: the first of the cluster's nodes (as it knows them now, then those named
     /// in `redis.url`) that answers.
-    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, StoreError> {
+    pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub, StoreError> {
         let seeds = match &self.target {
             Target::Single(client) => return client.get_async_pubsub().await.map_err(unavailable),
             Target::Cluster { seeds, .. } => seeds,
@@ -368,7 +372,7 @@ impl RedisCache {
     }
 
     /// The fewest replicas attached to a primary: what `redis.min_replicas_acked` can count on now.
-    pub async fn fewest_replicas(&self) -> Result<u32, StoreError> {
+    pub(crate) async fn fewest_replicas(&self) -> Result<u32, StoreError> {
         match &self.target {
             Target::Single(_) => {
                 let info: String = self.query(redis::cmd("INFO").arg("replication")).await?;

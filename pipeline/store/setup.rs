@@ -41,7 +41,7 @@ fn sqlite_logs() -> Migrator {
 #[error("{0}")]
 pub struct SetupError(pub String);
 
-pub async fn open(config: &Config) -> Result<Backend, SetupError> {
+pub(crate) async fn open(config: &Config) -> Result<Backend, SetupError> {
     match config.backend.kind {
         BackendKind::Embedded => open_embedded(config).await,
         BackendKind::Shared => open_shared(config).await,
@@ -153,7 +153,7 @@ fn private_file(path: &Path) -> Result<(), SetupError> {
     }
 }
 
-pub async fn sqlite_pool(path: &Path, synchronous: SqliteSynchronous) -> Result<SqlitePool, SetupError> {
+pub(crate) async fn sqlite_pool(path: &Path, synchronous: SqliteSynchronous) -> Result<SqlitePool, SetupError> {
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
@@ -170,7 +170,7 @@ pub async fn sqlite_pool(path: &Path, synchronous: SqliteSynchronous) -> Result<
 }
 
 /// Connects to a PostgreSQL database, creating it first when it is missing and we have the right to.
-pub async fn postgres_pool(url: &str, max_connections: u32, timeout: Duration) -> Result<PgPool, SetupError> {
+pub(crate) async fn postgres_pool(url: &str, max_connections: u32, timeout: Duration) -> Result<PgPool, SetupError> {
     let shown = redact(url);
     let reach = |e: sqlx::Error| SetupError(format!("cannot reach PostgreSQL at {shown}: {e}"));
     let exists = tokio::time::timeout(timeout, sqlx::Postgres::database_exists(url))

@@ -38,11 +38,11 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
-    pub fn new(db: Db) -> SqlStore {
+    pub(crate) fn new(db: Db) -> SqlStore {
         SqlStore { db }
     }
 
-    pub fn db(&self) -> &Db {
+    pub(crate) fn db(&self) -> &Db {
         &self.db
     }
 }

@@ -83,7 +83,7 @@ pub struct Client {
 
 impl Client {
     /// From the arguments: `--api-key` wins over the session; `--url` over the session's URL.
-    pub fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+    pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Client> {
         let saved = saved();
         let base = args
             .url
@@ -107,7 +107,7 @@ impl Client {
         Ok(Client { http, base, credential, key: is_key })
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -139,11 +139,11 @@ impl Client {
         if status.is_success() { Ok(body) } else { Err(api_error(status, &body)) }
     }
 
-    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
         self.send_json(self.request(Method::GET, path).query(query)).await
     }
 
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut request = self.request(method, path);
         if let Some(body) = body {
             request = request.json(&body);
@@ -200,7 +200,7 @@ fn api_error(status: StatusCode, body: &Value) -> anyhow::Error {
 }
 
 /// A duration like `90s`, `15m`, `1h`, `7d`.
-pub fn parse_since(text: &str) -> anyhow::Result<chrono::Duration> {
+pub(crate) fn parse_since(text: &str) -> anyhow::Result<chrono::Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (n, unit) = text.split_at(split);

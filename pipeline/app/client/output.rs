@@ -17,12 +17,12 @@ fn text(value: &Value) -> String {
 }
 
 /// Colours at a terminal, as `NO_COLOR` (no-color.org) allows.
-pub fn colours() -> bool {
+pub(crate) fn colours() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// A level as `[LEVEL]`-wide text, coloured when `colour`.
-pub fn level(level: &str, colour: bool) -> String {
+pub(crate) fn level(level: &str, colour: bool) -> String {
     let code = match level {
         "DEBUG" => "2",
         "INFO" => "34",
@@ -35,7 +35,7 @@ pub fn level(level: &str, colour: bool) -> String {
 }
 
 /// One log as a line: time, level, service, message (its newlines shown as `⏎`).
-pub fn log_line(log: &Value, colour: bool) -> String {
+pub(crate) fn log_line(log: &Value, colour: bool) -> String {
     let message = log["message"].as_str().unwrap_or_default().replace('\n', " ⏎ ");
     format!(
         "{}  {}  {:<12}  {}",
@@ -47,7 +47,7 @@ pub fn log_line(log: &Value, colour: bool) -> String {
 }
 
 /// Objects as a table of `columns` (title, field), a JSON array, or JSON lines.
-pub fn items(output: Output, items: &[Value], columns: &[(&str, &str)]) -> anyhow::Result<()> {
+pub(crate) fn items(output: Output, items: &[Value], columns: &[(&str, &str)]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match output {
         Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(items)?)?,
@@ -92,11 +92,11 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn new(output: Output) -> Sink {
+    pub(crate) fn new(output: Output) -> Sink {
         Sink { output, colour: colours(), held: Vec::new() }
     }
 
-    pub fn log(&mut self, log: &Value) -> anyhow::Result<()> {
+    pub(crate) fn log(&mut self, log: &Value) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         match self.output {
             Output::Table => writeln!(out, "{}", log_line(log, self.colour))?,
@@ -106,7 +106,7 @@ impl Sink {
         Ok(())
     }
 
-    pub fn finish(self) -> anyhow::Result<()> {
+    pub(crate) fn finish(self) -> anyhow::Result<()> {
         if self.output == Output::Json {
             writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&self.held)?)?;
         }

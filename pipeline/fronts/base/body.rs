@@ -26,7 +26,7 @@ const DECODE_INLINE_MAX: usize = 256 * 1024;
 pub struct BodyTimeout;
 
 /// Whether an error (or any error in its chain) is a [`BodyTimeout`].
-pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {
         if e.is::<BodyTimeout>() {
@@ -76,16 +76,16 @@ impl http_body::Body for DeadlineBody {
 }
 
 /// Gives a request's body a deadline for its whole read.
-pub fn deadline_body(request: Request, timeout: Duration) -> Request {
+pub(crate) fn deadline_body(request: Request, timeout: Duration) -> Request {
     request.map(|inner| Body::new(DeadlineBody { inner, timeout, deadline: None }))
 }
 
-pub fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+pub(crate) fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The request's media type, without parameters, trimmed and lowercased (`None` without a Content-Type).
-pub fn media_type(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
     header_text(headers, header::CONTENT_TYPE).and_then(|v| v.split(';').next()).map(|m| m.trim().to_ascii_lowercase())
 }
 
@@ -106,7 +106,7 @@ fn body_error(error: &axum::Error, limit: usize) -> ApiError {
 /// hands the decompressed bytes to `parse`: what every HTTP ingestion front does with its body. `room`
 /// grows with what has arrived (a slow client holds what it sent, not what it announced), then covers the
 /// decompression; it is left holding the decoded size, which the parsed request keeps about.
-pub async fn read_body<T: Send + 'static>(
+pub(crate) async fn read_body<T: Send + 'static>(
     headers: &HeaderMap,
     mut body: Body,
     limit: usize,
@@ -146,7 +146,7 @@ pub async fn read_body<T: Send + 'static>(
 /// an unknown key never makes the daemon read the body), then an empty room for the body among every body
 /// this instance holds, which [`read_body`] grows as the body arrives. The room is held until the request
 /// has its answer.
-pub async fn admit(
+pub(crate) async fn admit(
     ingestion: &Ingestion,
     front: Protocol,
     credential: Option<&str>,

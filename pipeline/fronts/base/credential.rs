@@ -9,7 +9,7 @@ use crate::accounts::Accounts;
 use crate::error::ApiError;
 
 /// The bearer credential of a request, if it has one.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, credential) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim())
@@ -17,14 +17,14 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The API key a request carries: `Authorization: Bearer ledger_…` or `X-API-Key: ledger_…` (the first wins).
 /// Every HTTP-borne front and gRPC (its metadata as headers) read it here.
-pub fn credential(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn credential(headers: &HeaderMap) -> Option<&str> {
     bearer(headers).or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
 }
 
 /// The API key of a shipper's request (API.md, "Compatibility fronts"): what [`credential`] reads, or the
 /// password of `Authorization: Basic` (any user name: shippers that only know user and password), or, when
 /// `api_key_scheme` (the Elasticsearch front), `Authorization: ApiKey` with the key or base64 of `id:key`.
-pub fn shipper_credential(headers: &HeaderMap, api_key_scheme: bool) -> Option<String> {
+pub(crate) fn shipper_credential(headers: &HeaderMap, api_key_scheme: bool) -> Option<String> {
     use base64::Engine;
     if let Some(key) = credential(headers) {
         return Some(key.to_owned());
@@ -48,7 +48,11 @@ pub fn shipper_credential(headers: &HeaderMap, api_key_scheme: bool) -> Option<S
 
 /// The project a read is for: from an API key with the `query` scope (`Authorization: Bearer ledger_…` or
 /// `X-API-Key`), or a session and the owner's `project_id`. gRPC reads its metadata through this too.
-pub async fn read_access(headers: &HeaderMap, accounts: &Accounts, project: Option<&str>) -> Result<Uuid, ApiError> {
+pub(crate) async fn read_access(
+    headers: &HeaderMap,
+    accounts: &Accounts,
+    project: Option<&str>,
+) -> Result<Uuid, ApiError> {
     let key = bearer(headers)
         .filter(|c| ApiKey::looks_like_key(c))
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))

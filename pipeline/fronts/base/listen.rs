@@ -48,7 +48,7 @@ pub struct Limits {
 
 /// The address a client is counted under (connections, login limits): its IPv4 address, or its IPv6 /64
 /// (a client is handed a whole /64, so its addresses within it are one client).
-pub fn client_address(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_address(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -131,7 +131,7 @@ pub struct Listener {
 pub const HTTP_FIRST_BYTES: usize = 24;
 
 impl Listener {
-    pub fn new(
+    pub(crate) fn new(
         tcp: TcpListener,
         limits: Limits,
         tls: Option<Arc<rustls::ServerConfig>>,
@@ -181,7 +181,7 @@ impl Listener {
     /// Accepts until `shutdown` fires, then waits for the connections' tasks to end. Each connection is
     /// handshaken (TLS, first bytes) in a task of its own, then given to `handle` with a token that fires
     /// when the connection should close gracefully.
-    pub async fn run<F, Fut>(self, shutdown: CancellationToken, handle: F)
+    pub(crate) async fn run<F, Fut>(self, shutdown: CancellationToken, handle: F)
     where
         F: Fn(Connection, CancellationToken) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -432,7 +432,7 @@ pub enum Versions {
 
 /// Serves `service` on every connection of `listener` until `shutdown`, then lets open connections finish
 /// their requests. `prepare` runs on each request before the service (the peer address is given).
-pub async fn serve_http<S, B, P>(
+pub(crate) async fn serve_http<S, B, P>(
     listener: Listener,
     versions: Versions,
     service: S,

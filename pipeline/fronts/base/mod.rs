@@ -19,19 +19,22 @@ mod state;
 pub use state::{AppState, ConsoleSettings, FrontServices};
 
 /// API.md's timestamps: RFC 3339, UTC, microseconds.
-pub fn timestamp(t: &DateTime<Utc>) -> String {
+pub(crate) fn timestamp(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// Ids in paths are opaque: one that is not a UUID names nothing, so it is a 404 like any unknown id.
-pub fn path_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn path_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
 }
 
 /// The first few of a request's refused records, for a protocol that answers in one line of text (OTLP's
 /// `partial_success` and error status, Loki's error body): `"entry 3: message must not be empty; …"`, each
 /// refusal as (index, field, reason), `item` naming a record in the protocol's words.
-pub fn refusals<'a>(problems: impl ExactSizeIterator<Item = (Option<usize>, &'a str, &'a str)>, item: &str) -> String {
+pub(crate) fn refusals<'a>(
+    problems: impl ExactSizeIterator<Item = (Option<usize>, &'a str, &'a str)>,
+    item: &str,
+) -> String {
     const LISTED: usize = 5;
     let total = problems.len();
     let listed: Vec<String> = problems

@@ -17,12 +17,12 @@ use crate::error::ApiError;
 pub struct OperatorToken(Option<Arc<KeyDigest>>);
 
 impl OperatorToken {
-    pub fn new(token: &str) -> OperatorToken {
+    pub(crate) fn new(token: &str) -> OperatorToken {
         OperatorToken((!token.is_empty()).then(|| Arc::new(KeyDigest::of(token))))
     }
 
     /// Whether a request with these headers may use the operations endpoints.
-    pub fn allows(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn allows(&self, headers: &HeaderMap) -> bool {
         match &self.0 {
             None => true,
             Some(expected) => bearer(headers).is_some_and(|given| KeyDigest::of(given).ct_eq(expected)),
@@ -31,7 +31,7 @@ impl OperatorToken {
 }
 
 /// Guards an operations route.
-pub async fn required(State(token): State<OperatorToken>, request: Request, next: Next) -> Response {
+pub(crate) async fn required(State(token): State<OperatorToken>, request: Request, next: Next) -> Response {
     if token.allows(request.headers()) { next.run(request).await } else { ApiError::Unauthorized.into_response() }
 }
 

@@ -18,17 +18,17 @@ tokio::task_local! {
 }
 
 /// Runs `future` as the work of request `id` (for fronts other than HTTP).
-pub async fn scope<F: std::future::Future>(id: String, future: F) -> F::Output {
+pub(crate) async fn scope<F: std::future::Future>(id: String, future: F) -> F::Output {
     REQUEST_ID.scope(id, future).await
 }
 
 /// The id of the request this task serves, if any.
-pub fn current() -> Option<String> {
+pub(crate) fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
 /// The request's id: the client's `x-request-id` when it is acceptable, else a new UUIDv7.
-pub fn of(headers: &axum::http::HeaderMap) -> String {
+pub(crate) fn of(headers: &axum::http::HeaderMap) -> String {
     headers
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
@@ -54,7 +54,7 @@ fn front_route(path: &str) -> Option<&'static str> {
     }
 }
 
-pub async fn middleware(request: Request, next: Next) -> Response {
+pub(crate) async fn middleware(request: Request, next: Next) -> Response {
     let id = of(request.headers());
     let (method, path) = (request.method().as_str(), request.uri().path());
     let name = front_route(path).map_or_else(|| method.to_owned(), |route| format!("{method} {route}"));

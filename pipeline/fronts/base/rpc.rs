@@ -6,7 +6,7 @@ use tonic::metadata::MetadataValue;
 use crate::error::ApiError;
 
 /// API.md's mapping of errors to gRPC status codes; retryable ones carry `retry-after` (whole seconds).
-pub fn status(error: &ApiError) -> tonic::Status {
+pub(crate) fn status(error: &ApiError) -> tonic::Status {
     let code = match error {
         ApiError::BadRequest(_)
         | ApiError::BodyIncomplete
@@ -40,7 +40,7 @@ pub fn status(error: &ApiError) -> tonic::Status {
 pub struct Admission(pub ledger_stages::ProjectContext);
 
 /// The project of an ingestion call, as the guard admitted it.
-pub fn admission(extensions: &tonic::Extensions) -> Result<&ledger_stages::ProjectContext, tonic::Status> {
+pub(crate) fn admission(extensions: &tonic::Extensions) -> Result<&ledger_stages::ProjectContext, tonic::Status> {
     // Every ingestion call passes the guard; without its mark the call is not authenticated.
     extensions.get::<Admission>().map(|a| &a.0).ok_or_else(|| status(&ApiError::Unauthorized))
 }
@@ -50,7 +50,7 @@ pub fn admission(extensions: &tonic::Extensions) -> Result<&ledger_stages::Proje
 pub struct ReadAccess(pub uuid::Uuid);
 
 /// The project a query call may read.
-pub fn read_project(extensions: &tonic::Extensions) -> Result<uuid::Uuid, tonic::Status> {
+pub(crate) fn read_project(extensions: &tonic::Extensions) -> Result<uuid::Uuid, tonic::Status> {
     extensions
         .get::<ReadAccess>()
         .map(|access| access.0)

@@ -14,7 +14,7 @@ use super::operator::OperatorToken;
 pub struct AppState(Arc<FrontServices>);
 
 impl AppState {
-    pub fn new(services: FrontServices) -> AppState {
+    pub(crate) fn new(services: FrontServices) -> AppState {
         AppState(Arc::new(services))
     }
 }

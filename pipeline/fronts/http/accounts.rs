@@ -101,7 +101,7 @@ impl Credentials {
         (status = 429, body = ErrorBody, description = "rate_limited: too many attempts from this IP, with Retry-After"),
         (status = 503, body = ErrorBody, description = "unavailable: password checking busy or a store down, with Retry-After"),
     ))]
-pub async fn register(
+pub(crate) async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<Credentials>,
@@ -118,7 +118,7 @@ pub async fn register(
         (status = 429, body = ErrorBody, description = "too_many_login_attempts, with Retry-After"),
         (status = 503, body = ErrorBody, description = "unavailable: password checking busy or a store down, with Retry-After"),
     ))]
-pub async fn login(
+pub(crate) async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<Credentials>,
@@ -131,14 +131,20 @@ pub async fn login(
 
 #[utoipa::path(post, path = "/v1/logout", tag = "accounts", security(("session" = [])),
     responses((status = 204, description = "The token is refused from the next request on"), (status = 401, body = ErrorBody)))]
-pub async fn logout(State(state): State<AppState>, SessionAuth(session): SessionAuth) -> Result<StatusCode, ApiError> {
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    SessionAuth(session): SessionAuth,
+) -> Result<StatusCode, ApiError> {
     state.accounts.logout(session).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "accounts", security(("session" = [])),
     responses((status = 200, body = UserBody), (status = 401, body = ErrorBody)))]
-pub async fn me(State(state): State<AppState>, SessionAuth(session): SessionAuth) -> Result<Json<UserBody>, ApiError> {
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    SessionAuth(session): SessionAuth,
+) -> Result<Json<UserBody>, ApiError> {
     let user = state.accounts.me(session).await?;
     Ok(Json(UserBody::from(&user)))
 }

@@ -31,7 +31,7 @@ fn rule_json(rule: &Rule) -> Value {
     params(("id" = String, Path)), request_body = Value,
     responses((status = 201, body = Value, description = "The rule; for a webhook channel also its signing `secret`, shown in this answer only"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path(id): Path<String>,
@@ -48,7 +48,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/projects/{id}/alerts", tag = "alerts", security(("session" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Value, description = "{\"alerts\": [rule, ...]}"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path(id): Path<String>,
@@ -60,7 +60,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/projects/{id}/alerts/{alert_id}", tag = "alerts", security(("session" = [])),
     params(("id" = String, Path), ("alert_id" = String, Path)),
     responses((status = 200, body = Value), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path((id, alert_id)): Path<(String, String)>,
@@ -71,7 +71,7 @@ pub async fn get(
 #[utoipa::path(patch, path = "/v1/projects/{id}/alerts/{alert_id}", tag = "alerts", security(("session" = [])),
     params(("id" = String, Path), ("alert_id" = String, Path)), request_body = Value,
     responses((status = 200, body = Value), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path((id, alert_id)): Path<(String, String)>,
@@ -84,7 +84,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/v1/projects/{id}/alerts/{alert_id}", tag = "alerts", security(("session" = [])),
     params(("id" = String, Path), ("alert_id" = String, Path)),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path((id, alert_id)): Path<(String, String)>,
@@ -97,7 +97,7 @@ pub async fn delete(
     params(("id" = String, Path), ("alert_id" = String, Path)),
     responses((status = 202, body = Value, description = "A test notification is on its way; its attempts appear in the deliveries"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn test(
+pub(crate) async fn test(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path((id, alert_id)): Path<(String, String)>,
@@ -110,7 +110,7 @@ pub async fn test(
     params(("id" = String, Path), ("alert_id" = String, Path)),
     responses((status = 200, body = Value, description = "{\"deliveries\": [{at, status, attempts, response_status, delivered, event}]}, newest first"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn deliveries(
+pub(crate) async fn deliveries(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path((id, alert_id)): Path<(String, String)>,

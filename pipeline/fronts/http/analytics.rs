@@ -44,7 +44,7 @@ pub struct ErrorRate {
 #[utoipa::path(get, path = "/v1/metrics/error-rate", tag = "metrics", security(("api_key" = []), ("session" = [])),
     params(("from" = Option<String>, Query), ("to" = Option<String>, Query), ("project_id" = Option<String>, Query)),
     responses((status = 200, body = ErrorRate), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn error_rate(
+pub(crate) async fn error_rate(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -63,7 +63,7 @@ pub async fn error_rate(
     params(("from" = Option<String>, Query), ("to" = Option<String>, Query), ("interval" = Option<String>, Query, description = "5m, 1h (default) or 1d"),
         ("project_id" = Option<String>, Query)),
     responses((status = 200, body = Value, description = "{\"interval\", \"buckets\": [{\"start\", \"counts\": {level: n}}]}"), (status = 400, body = ErrorBody)))]
-pub async fn volume(
+pub(crate) async fn volume(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -108,7 +108,7 @@ fn top_error_json(top: &TopErrors, e: &TopError, status: ErrorStatus) -> Value {
         ("project_id" = Option<String>, Query)),
     responses((status = 200, body = Value, description = "{\"bucket_seconds\": 3600 (86400 past 7 days), \"errors\": [{fingerprint, count, first_seen, last_seen, level, service, sample_message, exception_type, status: new|regressed|ongoing, series: [count per bucket of the range, oldest first]}]}. `new`: first seen in the range; `regressed`: seen before, then not for a day up to its first occurrence in the range."),
         (status = 400, body = ErrorBody)))]
-pub async fn top_errors(
+pub(crate) async fn top_errors(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -126,7 +126,7 @@ pub async fn top_errors(
         ("to" = Option<String>, Query, description = "YYYY-MM-DD, default today (UTC)"), ("project_id" = Option<String>, Query)),
     responses((status = 200, body = Value, description = "{\"days\": [{day, accepted, rejected_rate_limited, rejected_quota, rejected_backpressure, rejected_invalid, dropped_by_rule, sampled_out, bytes}]}"),
         (status = 400, body = ErrorBody)))]
-pub async fn usage(
+pub(crate) async fn usage(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,

@@ -43,7 +43,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      frame-ancestors 'none'";
 
 /// The console's routes besides `/` (which [`super::router`] shares with the Elasticsearch front).
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/console/session", get(current).post(sign_in).delete(sign_out))
         .route("/console/signup", post(sign_up))
@@ -52,12 +52,12 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Whether a `GET /` is a browser's (it asks for HTML) rather than a shipper's probe.
-pub fn wants_html(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"))
 }
 
 /// The console's page.
-pub async fn index(headers: &HeaderMap) -> Response {
+pub(crate) async fn index(headers: &HeaderMap) -> Response {
     protect(asset("index.html", headers)).await
 }
 
@@ -105,7 +105,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The CSRF token of a session: derived from its token, which only the cookie holds, so it cannot be
 /// guessed without it and needs no storage.
-pub fn csrf_token(session_token: &str) -> String {
+pub(crate) fn csrf_token(session_token: &str) -> String {
     let digest = Sha256::new().chain_update(b"ledger console csrf\0").chain_update(session_token).finalize();
     hex(&digest[..16])
 }
@@ -117,7 +117,7 @@ fn csrf_ok(headers: &HeaderMap, session_token: &str) -> bool {
 }
 
 /// The session token of the request's cookie, if it has one.
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -131,7 +131,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 
 /// Middleware: a `/v1/` request with the session cookie and no `Authorization` header is authenticated by the
 /// cookie, if it is a read or carries the session's CSRF token.
-pub async fn cookie_session(mut request: Request, next: Next) -> Response {
+pub(crate) async fn cookie_session(mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if !path.starts_with("/v1/") || request.headers().contains_key(header::AUTHORIZATION) {
         return next.run(request).await;

@@ -54,7 +54,7 @@ fn nul_at(value: &serde_json::Value, path: &mut String) -> bool {
     }
 }
 
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // A NUL can only come as the escape `\u0000`; neither database stores one in text, so it is refused here,
     // naming where, instead of failing in the store.
     if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))

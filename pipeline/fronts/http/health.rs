@@ -22,7 +22,7 @@ pub struct Health {
 
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health),
     (status = 503, body = Health, description = "Shutting down: `{\"status\": \"shutting_down\"}`")))]
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     if state.ingestion.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "shutting_down" }));
     }
@@ -67,7 +67,7 @@ pub struct QueueCheck {
 
 #[utoipa::path(get, path = "/health/deep", tag = "operations",
     responses((status = 200, body = DeepHealth), (status = 503, body = DeepHealth, description = "A dependency is down")))]
-pub async fn deep(State(state): State<AppState>) -> (StatusCode, Json<DeepHealth>) {
+pub(crate) async fn deep(State(state): State<AppState>) -> (StatusCode, Json<DeepHealth>) {
     let runs = state.backend.checks.iter().map(|(name, check)| async move {
         let started = Instant::now();
         let result = tokio::time::timeout(CHECK_TIMEOUT, check.lag_seconds()).await;

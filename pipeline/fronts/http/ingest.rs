@@ -46,7 +46,7 @@ fn with_rate_limit(mut response: Response, status: Option<&RateLimitStatus>) -> 
         (status = 429, body = ErrorBody, description = "rate_limited or quota_exceeded, with Retry-After"),
         (status = 503, body = ErrorBody, description = "queue_full or unavailable, with Retry-After"),
     ))]
-pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let ingestion = &state.ingestion;
     let key = match headers.get("idempotency-key").map(|v| v.to_str().ok().filter(|k| idempotency_key_ok(k))) {
         None => None,

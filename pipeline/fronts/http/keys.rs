@@ -100,7 +100,7 @@ pub struct KeyList {
 #[utoipa::path(post, path = "/v1/projects/{id}/keys", tag = "keys", security(("session" = [])), params(("id" = String, Path)),
     request_body(content = CreateKey, description = "Optional"),
     responses((status = 201, body = CreatedKey), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path(id): Path<String>,
@@ -125,7 +125,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/v1/projects/{id}/keys", tag = "keys", security(("session" = [])), params(("id" = String, Path)),
     responses((status = 200, body = KeyList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path(id): Path<String>,
@@ -138,7 +138,7 @@ pub async fn list(
     params(("id" = String, Path), ("key_id" = String, Path)),
     responses((status = 204, description = "Revoked: refused from the next request on, on every instance"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn revoke(
+pub(crate) async fn revoke(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path((id, key_id)): Path<(String, String)>,

@@ -19,7 +19,7 @@ use crate::fronts::base::{AppState, path_id, timestamp};
 use crate::query::logs::{self as core, LogParams};
 
 /// API.md's stored log.
-pub fn log_json(record: &LogRecord) -> Value {
+pub(crate) fn log_json(record: &LogRecord) -> Value {
     json!({
         "id": record.id.to_string(),
         "timestamp": timestamp(&record.timestamp),
@@ -58,7 +58,7 @@ pub struct LogPage {
     ),
     responses((status = 200, body = LogPage, description = "Newest first"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -72,7 +72,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/logs/{id}", tag = "query", security(("api_key" = []), ("session" = [])),
     params(("id" = String, Path), ("project_id" = Option<String>, Query, description = "Required with a session token")),
     responses((status = 200, body = Value, description = "The stored log"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,

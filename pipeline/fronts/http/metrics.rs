@@ -15,7 +15,7 @@ use crate::metrics::{
 };
 
 /// Times a matched route's request.
-pub async fn track(
+pub(crate) async fn track(
     path: axum::extract::MatchedPath,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -27,7 +27,7 @@ pub async fn track(
     response
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(out, "# HELP {INGEST_LOGS} Logs received, by front and the one outcome each ended in.");

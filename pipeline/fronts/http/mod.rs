@@ -31,7 +31,7 @@ pub const ACCOUNT_BODY_LIMIT: usize = 64 * 1024;
 
 /// The REST routes (the console's among them when it is enabled), without the layers every HTTP answer gets
 /// ([`crate::fronts::serve::router`] adds those).
-pub fn routes(state: &AppState) -> Router<AppState> {
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
     let console = state.console.enabled;
     let operator = || middleware::from_fn_with_state(state.operator.clone(), operator::required);
     Router::new()

@@ -95,7 +95,7 @@ fn with_every_error(mut doc: Value) -> Value {
     doc
 }
 
-pub async fn document() -> Json<Value> {
+pub(crate) async fn document() -> Json<Value> {
     static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     Json(DOCUMENT.get_or_init(|| with_every_error(serde_json::to_value(ApiDoc::openapi()).unwrap_or_default())).clone())
 }

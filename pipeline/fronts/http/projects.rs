@@ -103,7 +103,7 @@ pub struct ProjectList {
 
 #[utoipa::path(post, path = "/v1/projects", tag = "projects", security(("session" = [])), request_body = CreateProject,
     responses((status = 201, body = ProjectBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     JsonBody(body): JsonBody<CreateProject>,
@@ -116,7 +116,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/v1/projects", tag = "projects", security(("session" = [])),
     responses((status = 200, body = ProjectList, description = "The caller's projects, oldest first"), (status = 401, body = ErrorBody)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
 ) -> Result<Json<ProjectList>, ApiError> {
@@ -126,7 +126,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/v1/projects/{id}", tag = "projects", security(("session" = [])), params(("id" = String, Path)),
     responses((status = 200, body = ProjectBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path(id): Path<String>,
@@ -138,7 +138,7 @@ pub async fn get(
 #[utoipa::path(patch, path = "/v1/projects/{id}", tag = "projects", security(("session" = [])), params(("id" = String, Path)),
     request_body = UpdateProject,
     responses((status = 200, body = ProjectBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path(id): Path<String>,
@@ -152,7 +152,7 @@ pub async fn update(
 
 #[utoipa::path(delete, path = "/v1/projects/{id}", tag = "projects", security(("session" = [])), params(("id" = String, Path)),
     responses((status = 204, description = "Deleted; its keys stop working at once"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     SessionAuth(session): SessionAuth,
     Path(id): Path<String>,

@@ -28,7 +28,7 @@ use crate::query::tail::{Subscription, TailEvent, resume_point};
 const NOT_FOR_TAIL: [&str; 4] = ["from", "to", "cursor", "limit"];
 
 /// The tail's filters as the query core's parameters, refusing those of a page.
-pub fn tail_params(mut params: HashMap<String, String>) -> Result<LogParams, ApiError> {
+pub(crate) fn tail_params(mut params: HashMap<String, String>) -> Result<LogParams, ApiError> {
     params.remove("after");
     if let Some(name) = NOT_FOR_TAIL.iter().find(|n| params.contains_key(**n)) {
         return Err(bad(name, "is not a live-tail parameter (a tail has no range, page or cursor)"));
@@ -62,7 +62,7 @@ fn event(e: TailEvent) -> Event {
         (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
         (status = 429, body = crate::error::ErrorBody, description = "rate_limited: the project, its account or this instance has as many subscribers as it may"),
     ))]
-pub async fn tail(
+pub(crate) async fn tail(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,

@@ -30,7 +30,7 @@ pub enum Granularity {
 impl Granularity {
     pub const ALL: [Granularity; 3] = [Granularity::FiveMinutes, Granularity::Hour, Granularity::Day];
 
-    pub fn seconds(self) -> i64 {
+    pub(crate) fn seconds(self) -> i64 {
         match self {
             Granularity::FiveMinutes => 300,
             Granularity::Hour => 3600,
@@ -39,7 +39,7 @@ impl Granularity {
     }
 
     /// API.md's names: `5m`, `1h`, `1d`.
-    pub fn parse(s: &str) -> Option<Granularity> {
+    pub(crate) fn parse(s: &str) -> Option<Granularity> {
         match s {
             "5m" => Some(Granularity::FiveMinutes),
             "1h" => Some(Granularity::Hour),
@@ -48,7 +48,7 @@ impl Granularity {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Granularity::FiveMinutes => "5m",
             Granularity::Hour => "1h",
@@ -74,7 +74,7 @@ impl Granularity {
 /// Counts per level, indexed DEBUG..CRITICAL.
 pub type LevelCounts = [u64; 5];
 
-pub fn level_index(level: Level) -> usize {
+pub(crate) fn level_index(level: Level) -> usize {
     Level::ALL.iter().position(|l| *l == level).unwrap_or(1)
 }
 
@@ -91,7 +91,7 @@ pub struct ErrorInfo {
 
 impl ErrorInfo {
     /// Widens `self` by `other`: earliest first, latest last, highest level; the rest stays the first's.
-    pub fn merge(&mut self, other: &ErrorInfo) {
+    pub(crate) fn merge(&mut self, other: &ErrorInfo) {
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
         self.level = self.level.max(other.level);
@@ -109,7 +109,7 @@ pub struct Stats {
 
 impl Stats {
     /// The counts of a committed batch.
-    pub fn of<'a>(records: impl IntoIterator<Item = &'a LogRecord>) -> Stats {
+    pub(crate) fn of<'a>(records: impl IntoIterator<Item = &'a LogRecord>) -> Stats {
         let mut stats = Stats::default();
         for r in records {
             stats.add(r);
@@ -118,7 +118,7 @@ impl Stats {
     }
 
     /// Counts one more log.
-    pub fn add(&mut self, r: &LogRecord) {
+    pub(crate) fn add(&mut self, r: &LogRecord) {
         for g in Granularity::ALL {
             self.volume.entry((r.project_id, g, g.bucket(&r.timestamp))).or_default()[level_index(r.level)] += 1;
         }

@@ -33,11 +33,11 @@ impl Cursor {
     }
 
     /// Opaque to clients: base64url of `micros:uuid`.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(format!("{}:{}", self.timestamp.timestamp_micros(), self.id))
     }
 
-    pub fn decode(s: &str) -> Option<Cursor> {
+    pub(crate) fn decode(s: &str) -> Option<Cursor> {
         let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
         let (micros, id) = raw.split_once(':')?;
         Some(Cursor {
@@ -112,7 +112,7 @@ pub struct Late<'a> {
 
 impl Late<'_> {
     /// Whether the write is still in time to commit.
-    pub fn in_time(&self) -> bool {
+    pub(crate) fn in_time(&self) -> bool {
         self.decided.elapsed() < search::WRITE_BUDGET
     }
 }
@@ -212,7 +212,7 @@ pub struct StatsSql {
 impl StatsSql {
     /// `bucket`: the bucket start of `ts` in Unix seconds; `micros`: an expression over `ts` in Unix
     /// microseconds (applied to `min(ts)` and `max(ts)`); `exception_type`: the exception's type.
-    pub fn new(bucket: &str, micros: impl Fn(&str) -> String, exception_type: &str) -> StatsSql {
+    pub(crate) fn new(bucket: &str, micros: impl Fn(&str) -> String, exception_type: &str) -> StatsSql {
         let window = "FROM logs WHERE ts >= $1 AND ts < $2";
         StatsSql {
             volume: format!("SELECT project_id, {bucket}, level, count(*) {window} GROUP BY 1, 2, 3"),
@@ -230,7 +230,7 @@ impl StatsSql {
 }
 
 /// Assembles the analytics query rows into cache stats.
-pub fn assemble(
+pub(crate) fn assemble(
     g: crate::store::analytics::Granularity,
     volume: Vec<VolumeRow>,
     errors: Vec<ErrorRow>,
@@ -282,7 +282,7 @@ impl Dialect for sqlx::Sqlite {
 /// index's candidates, `[start, end)` in microseconds), one keyed sub-select per range, each stopping at
 /// the page's size, in a `UNION ALL`: every range is an index range scan of its own, whatever the planner
 /// would make of one statement over their span.
-pub fn select<'a, DB>(q: &LogQuery, ranges: Option<&[(i64, i64)]>) -> sqlx::QueryBuilder<'a, DB>
+pub(crate) fn select<'a, DB>(q: &LogQuery, ranges: Option<&[(i64, i64)]>) -> sqlx::QueryBuilder<'a, DB>
 where
     DB: Dialect,
     Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
@@ -370,7 +370,7 @@ pub enum SearchPath {
 /// The index's candidate ranges (newest first) cut to what a page still needs (below its cursor), in
 /// groups that double in size: the first statements are small and stop early when the newest ranges
 /// fill the page, and a long tail of candidates costs few statements.
-pub fn range_groups(q: &LogQuery, ranges: &[(i64, i64)]) -> Vec<Vec<(i64, i64)>> {
+pub(crate) fn range_groups(q: &LogQuery, ranges: &[(i64, i64)]) -> Vec<Vec<(i64, i64)>> {
     let below = q.cursor.map(|c| c.timestamp.timestamp_micros());
     let ranges: Vec<(i64, i64)> = ranges
         .iter()
@@ -392,7 +392,7 @@ pub fn range_groups(q: &LogQuery, ranges: &[(i64, i64)]) -> Vec<Vec<(i64, i64)>>
 
 /// Runs a query along the index's candidate ranges (in [`range_groups`], until the page is full) or, without
 /// them, as one scan: `fetch` runs one [`select`] of a page with its ranges.
-pub async fn paged<F, Fut>(
+pub(crate) async fn paged<F, Fut>(
     q: &LogQuery,
     candidates: Option<Vec<(i64, i64)>>,
     mut fetch: F,
@@ -414,7 +414,7 @@ where
 }
 
 /// A `LIKE` pattern that matches `term` anywhere, with `%`, `_` and `\` taken literally.
-pub fn contains_pattern(term: &str) -> String {
+pub(crate) fn contains_pattern(term: &str) -> String {
     let mut pattern = String::with_capacity(term.len() + 2);
     pattern.push('%');
     for c in term.chars() {

@@ -36,26 +36,26 @@ const REPLICA_LAG: &str = "SELECT CASE WHEN NOT pg_is_in_recovery() \
     ELSE COALESCE(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)::float8 END";
 
 impl PgLogStore {
-    pub fn new(pool: PgPool) -> PgLogStore {
+    pub(crate) fn new(pool: PgPool) -> PgLogStore {
         let search = SearchIndex::new(crate::store::sql::Db::Postgres(pool.clone()));
         PgLogStore { pool, replica: None, search }
     }
 
     /// Reads from `replica` what can be read from it (see the module's documentation).
-    pub fn with_replica(mut self, replica: PgPool) -> PgLogStore {
+    pub(crate) fn with_replica(mut self, replica: PgPool) -> PgLogStore {
         self.search = self.search.with_reader(crate::store::sql::Db::Postgres(replica.clone()));
         self.replica = Some(replica);
         self
     }
 
     /// The read replica's lag; `None` without one.
-    pub async fn replica_lag(&self) -> Result<Option<f64>, StoreError> {
+    pub(crate) async fn replica_lag(&self) -> Result<Option<f64>, StoreError> {
         let Some(replica) = &self.replica else { return Ok(None) };
         Ok(Some(sqlx::query_scalar(REPLICA_LAG).fetch_one(replica).await?))
     }
 
     /// The read replica's health check, if there is one.
-    pub fn replica_check(&self) -> Option<ReplicaCheck> {
+    pub(crate) fn replica_check(&self) -> Option<ReplicaCheck> {
         self.replica.is_some().then(|| ReplicaCheck(self.clone()))
     }
 
@@ -402,7 +402,7 @@ pub async fn copy_records(conn: &mut PgConnection, records: &[LogRecord]) -> Res
 }
 
 /// COPYs rows already encoded by [`encode_copy_rows`] (the queue workers encode off the async runtime).
-pub async fn copy_encoded(conn: &mut PgConnection, rows: &[u8]) -> Result<u64, sqlx::Error> {
+pub(crate) async fn copy_encoded(conn: &mut PgConnection, rows: &[u8]) -> Result<u64, sqlx::Error> {
     let mut copy = conn.copy_in_raw(&format!("COPY logs ({COLUMNS}) FROM STDIN (FORMAT binary)")).await?;
     copy.send(COPY_HEADER).await?;
     copy.send(rows).await?;

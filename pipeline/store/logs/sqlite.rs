@@ -23,7 +23,7 @@ pub struct SqliteLogStore {
 }
 
 impl SqliteLogStore {
-    pub fn new(pool: SqlitePool) -> SqliteLogStore {
+    pub(crate) fn new(pool: SqlitePool) -> SqliteLogStore {
         let search = SearchIndex::new(crate::store::sql::Db::Sqlite(pool.clone()));
         SqliteLogStore { pool, search }
     }
@@ -119,7 +119,10 @@ impl super::LogWriter for SqliteLogStore {
 }
 
 /// Keeps an idempotency key's answer (a later answer for the same key replaces it).
-pub async fn keep_answer(conn: &mut SqliteConnection, answer: &super::KeptAnswer<'_>) -> Result<(), sqlx::Error> {
+pub(crate) async fn keep_answer(
+    conn: &mut SqliteConnection,
+    answer: &super::KeptAnswer<'_>,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT OR REPLACE INTO idempotency_keys (project_id, key, answer, expires_at) VALUES (?, ?, ?, ?)")
         .bind(answer.project)
         .bind(answer.key)

@@ -58,7 +58,7 @@ pub trait TailFeed: Send + Sync + 'static {
 }
 
 /// About how many bytes a log holds in memory: what the tail's byte bounds count.
-pub fn record_weight(record: &LogRecord) -> usize {
+pub(crate) fn record_weight(record: &LogRecord) -> usize {
     fn json(value: &serde_json::Value) -> usize {
         use serde_json::Value;
         match value {
@@ -81,7 +81,7 @@ pub fn record_weight(record: &LogRecord) -> usize {
 }
 
 /// Groups committed logs by project, keeping only tailed projects' logs.
-pub fn by_project(records: Vec<LogRecord>, tailed: &HashSet<Uuid>) -> Vec<(Uuid, Vec<LogRecord>)> {
+pub(crate) fn by_project(records: Vec<LogRecord>, tailed: &HashSet<Uuid>) -> Vec<(Uuid, Vec<LogRecord>)> {
     let mut groups: Vec<(Uuid, Vec<LogRecord>)> = Vec::new();
     for record in records.into_iter().filter(|r| tailed.contains(&r.project_id)) {
         match groups.iter_mut().find(|(p, _)| *p == record.project_id) {

@@ -83,7 +83,7 @@ pub(super) fn block_of(micros: i64) -> i64 {
 pub struct Blocks(pub(super) Vec<u16>);
 
 impl Blocks {
-    pub fn insert(&mut self, block: u16) {
+    pub(crate) fn insert(&mut self, block: u16) {
         if self.0.last() != Some(&block) {
             self.0.push(block);
         }
@@ -95,28 +95,20 @@ impl Blocks {
     }
 
     /// Whether `block` is in the set (a tidy one).
-    pub fn contains(&self, block: u16) -> bool {
+    pub(crate) fn contains(&self, block: u16) -> bool {
         self.0.binary_search(&block).is_ok()
     }
 
-    pub fn merge(&mut self, other: &Blocks) {
+    pub(crate) fn merge(&mut self, other: &Blocks) {
         self.0.extend_from_slice(&other.0);
         self.tidy();
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u16> + '_ {
         self.0.iter().copied()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         if self.0.len() * 2 < BITMAP_BYTES {
             self.0.iter().flat_map(|m| m.to_le_bytes()).collect()
         } else {
@@ -128,7 +120,7 @@ impl Blocks {
         }
     }
 
-    pub fn decode(bytes: &[u8]) -> Blocks {
+    pub(crate) fn decode(bytes: &[u8]) -> Blocks {
         let mut set = Vec::new();
         if bytes.len() == BITMAP_BYTES {
             for (i, byte) in bytes.iter().enumerate() {

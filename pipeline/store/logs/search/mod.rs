@@ -98,11 +98,11 @@ pub struct LateBlocks {
 }
 
 impl LateBlocks {
-    pub fn new(now: DateTime<Utc>) -> LateBlocks {
+    pub(crate) fn new(now: DateTime<Utc>) -> LateBlocks {
         LateBlocks { cutoff: (now - LATE).timestamp_micros(), marks: HashMap::new() }
     }
 
-    pub fn add(&mut self, record: &ledger_stages::LogRecord) {
+    pub(crate) fn add(&mut self, record: &ledger_stages::LogRecord) {
         let ts = record.timestamp.timestamp_micros();
         if ts < self.cutoff {
             let ids = self.marks.entry((record.project_id, block_of(ts))).or_insert((record.id, record.id));
@@ -112,7 +112,7 @@ impl LateBlocks {
     }
 
     /// The marks, sorted.
-    pub fn into_marks(self) -> Vec<LateMark> {
+    pub(crate) fn into_marks(self) -> Vec<LateMark> {
         let mut marks: Vec<LateMark> = self
             .marks
             .into_iter()
@@ -189,25 +189,25 @@ impl ReadKeys for sqlx::SqliteConnection {
 }
 
 impl SearchIndex {
-    pub fn new(db: Db) -> SearchIndex {
+    pub(crate) fn new(db: Db) -> SearchIndex {
         SearchIndex { reader: db.clone(), db, span: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1)) }
     }
 
     /// Plans queries on `reader` (a read replica); the index is still built on the primary.
-    pub fn with_reader(mut self, reader: Db) -> SearchIndex {
+    pub(crate) fn with_reader(mut self, reader: Db) -> SearchIndex {
         self.reader = reader;
         self
     }
 
     /// Everything before this (Unix microseconds) is indexed; `None` before the index's first run.
-    pub async fn indexed_through(&self) -> Result<Option<i64>, StoreError> {
+    pub(crate) async fn indexed_through(&self) -> Result<Option<i64>, StoreError> {
         Ok(on_db!(&self.db, pool => {
             sqlx::query_scalar("SELECT indexed_through FROM search_state WHERE id = 1").fetch_optional(pool).await?
         }))
     }
 
     /// Forgets the index of weeks wholly before `before` (retention), all projects; how many rows it removed.
-    pub async fn forget_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub(crate) async fn forget_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         let week = block_of(before.timestamp_micros()).div_euclid(BLOCKS_PER_WEEK) as i32;
         Ok(on_db!(&self.db, pool => {
             sqlx::query("DELETE FROM search_grams WHERE week < $1").bind(week).execute(pool).await?.rows_affected()

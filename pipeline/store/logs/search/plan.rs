@@ -40,7 +40,7 @@ pub(super) fn ranges(blocks: &[i64], tail_from: Option<i64>, from: i64, to_exclu
 impl SearchIndex {
     /// The candidate ranges of `q` along `path` (see [`SearchIndex::candidates`]); `None`: scan.
     /// Read from the replica, if any, when `on_replica`.
-    pub async fn plan(
+    pub(crate) async fn plan(
         &self,
         q: &crate::store::logs::LogQuery,
         path: crate::store::logs::SearchPath,
