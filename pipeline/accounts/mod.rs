@@ -154,7 +154,7 @@ impl Accounts {
     /// Runs a bcrypt job once a slot is free (at most `auth.bcrypt_concurrency` at once); 503 when none
     /// frees up within `auth.bcrypt_queue_ms`.
     async fn bcrypt<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-        let wait = Duration::from_millis(self.config.bcrypt_queue_ms);
+        let wait = self.config.bcrypt_queue;
         let busy = ApiError::Unavailable { what: "password checking (busy)", retry_after: Duration::from_secs(1) };
         let _slot = match tokio::time::timeout(wait, self.bcrypt_slots.acquire()).await {
             Ok(Ok(slot)) => slot,
@@ -187,7 +187,7 @@ impl Accounts {
     /// - per IP: every login and register.
     pub(crate) async fn login(&self, email: &str, password: &str, ip: IpAddr) -> Result<Issued, ApiError> {
         self.limit_ip(ip, |retry_after| ApiError::TooManyLoginAttempts { retry_after }).await?;
-        let window = Duration::from_secs(self.config.login_window_secs);
+        let window = self.config.login_window;
         // Keyed by a digest: e-mail addresses have no business in cache key names.
         let email_key = KeyDigest::of(email).to_hex();
         let per_email = format!("login-failures:{email_key}");
@@ -236,7 +236,7 @@ impl Accounts {
 
     async fn issue(&self, user: User) -> Result<Issued, ApiError> {
         let session_id = Uuid::new_v4();
-        let ttl = Duration::from_secs(self.config.session_ttl_secs);
+        let ttl = self.config.session_ttl;
         self.backend.sessions.create_session(session_id, user.id, ttl).await?;
         let iat = Utc::now().timestamp();
         let claims = Claims {
@@ -244,11 +244,11 @@ impl Accounts {
             sid: session_id.to_string(),
             iss: ISSUER.into(),
             iat,
-            exp: iat + i64::try_from(self.config.session_ttl_secs).unwrap_or(i64::MAX / 2),
+            exp: iat + i64::try_from(self.config.session_ttl.as_secs()).unwrap_or(i64::MAX / 2),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)?;
-        Ok(Issued { user, token, expires_in: self.config.session_ttl_secs })
+        Ok(Issued { user, token, expires_in: self.config.session_ttl.as_secs() })
     }
 
     /// Checks a session token: signature, algorithm, issuer, expiry, and that its session is still live.

@@ -174,9 +174,9 @@ fn plumbing(config: &Config, backend: &Backend) -> Result<Plumbing, ServeError> 
                 keys: Keys { prefix: redis.prefix().to_owned() },
                 shards: config.queue.shards,
                 writer: Arc::new(store.clone()),
-                lease: Duration::from_secs(config.queue.lease_secs),
+                lease: config.queue.lease,
                 max_write_logs: config.queue.max_write_logs,
-                linger: Duration::from_millis(config.queue.linger_ms),
+                linger: config.queue.linger,
                 owner: Uuid::new_v4().to_string(),
                 analytics: analytics.clone(),
                 tail: tail.clone(),
@@ -285,7 +285,7 @@ fn scheduler(config: &Config, backend: &Backend, core: &Core) -> Scheduler {
             scheduler.add(job);
         }
         let evaluator = alerts(config, backend, &core.accounts, &core.plumbing.analytics);
-        let every = Duration::from_secs(config.alerts.evaluate_interval_secs);
+        let every = config.alerts.evaluate_interval;
         scheduler.add(
             Job::new("alert evaluation", every, move || {
                 let evaluator = evaluator.clone();
@@ -344,7 +344,7 @@ async fn serve_fronts(
                 max_backlog_logs: config.tail.max_backlog_logs,
             },
         ),
-        tail_heartbeat: Duration::from_secs(config.tail.heartbeat_secs),
+        tail_heartbeat: config.tail.heartbeat,
         alerts,
         console: ConsoleSettings {
             enabled: config.console.enabled,
@@ -353,7 +353,7 @@ async fn serve_fronts(
     });
     // Shutdown drains first (new ingestion answered 503), then closes the listeners and finishes what is in
     // flight.
-    let drain = Duration::from_millis(config.server.shutdown_drain_ms);
+    let drain = config.server.shutdown_drain;
     let stop = CancellationToken::new();
     tokio::spawn({
         let (shutdown, stop) = (shutdown.clone(), stop.clone());
@@ -370,8 +370,8 @@ async fn serve_fronts(
     let limits = listen::Limits {
         max_connections: server.max_connections,
         max_connections_per_address: server.max_connections_per_address,
-        handshake_timeout: server.header_read_timeout(),
-        idle_timeout: Duration::from_secs(server.idle_timeout_secs),
+        handshake_timeout: server.header_read_timeout,
+        idle_timeout: server.idle_timeout,
     };
     let first_bytes = listen::HTTP_FIRST_BYTES;
     let syslog_addr = match config.syslog.tcp_addr.parse::<std::net::SocketAddr>() {
@@ -399,7 +399,7 @@ async fn serve_fronts(
     };
     let app = crate::fronts::serve::router(state.clone());
     let http_listener = Listener::new(http_listener, limits, rest_tls, first_bytes);
-    let (body_timeout, rest_stop) = (config.server.body_read_timeout(), stop.clone());
+    let (body_timeout, rest_stop) = (config.server.body_read_timeout, stop.clone());
     tasks.spawn("REST server", async move {
         crate::fronts::serve::serve(http_listener, app, body_timeout, rest_stop).await;
         Ok(())
@@ -467,7 +467,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 
     let mut failure = supervise(&mut tasks, &shutdown).await;
     tracing::info!("shutting down");
-    let drained = tokio::time::timeout(config.server.shutdown_timeout(), async {
+    let drained = tokio::time::timeout(config.server.shutdown_timeout, async {
         while let Some((task, result)) = tasks.join_next().await {
             if let Err(e) = result {
                 tracing::error!(task, error = %e, "a task failed while shutting down");
@@ -484,7 +484,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(timeout_secs = config.server.shutdown_timeout_secs, "shutdown timed out; exiting anyway");
+        tracing::warn!(timeout_secs = config.server.shutdown_timeout.as_secs(), "shutdown timed out; exiting anyway");
     }
     let _ = std::fs::remove_file(&pid_file);
     match failure {

@@ -1,6 +1,8 @@
 //! `[auth]` (accounts' sessions, passwords and logins) and `[limits]` (the operator's ceilings).
 
 use ledger_stages::ProjectSettings;
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::Secret;
@@ -13,13 +15,15 @@ pub struct AccountsConfig {
     /// one is generated on first start and kept in `data_dir/jwt_secret` (mode 0600).
     pub jwt_secret: Secret,
     /// Lifetime of a session token.
-    pub session_ttl_secs: u64,
+    #[serde(rename = "session_ttl_secs", with = "super::secs")]
+    pub session_ttl: Duration,
     /// bcrypt cost for passwords (4 to 31). Each step doubles the time of a login.
     pub bcrypt_cost: u32,
     /// Login attempts per (e-mail, client IP) within `login_window_secs` before 429
     /// `too_many_login_attempts`; counted before the password is checked, cleared by a success.
     pub login_max_failures: u32,
-    pub login_window_secs: u64,
+    #[serde(rename = "login_window_secs", with = "super::secs")]
+    pub login_window: Duration,
     /// Failed logins per e-mail from every IP together within `login_window_secs` before 429: the looser
     /// ceiling on guessing from many addresses. The owner's own IP is not locked out by others below it.
     pub login_max_failures_per_email: u32,
@@ -28,21 +32,22 @@ pub struct AccountsConfig {
     /// Password hashes (bcrypt) computed at once at most; 0 = the number of cores. Past it, and after
     /// waiting `bcrypt_queue_ms`, login and register answer 503 with Retry-After.
     pub bcrypt_concurrency: usize,
-    pub bcrypt_queue_ms: u64,
+    #[serde(rename = "bcrypt_queue_ms", with = "super::millis")]
+    pub bcrypt_queue: Duration,
 }
 
 impl Default for AccountsConfig {
     fn default() -> Self {
         AccountsConfig {
             jwt_secret: Secret::default(),
-            session_ttl_secs: 3600,
+            session_ttl: Duration::from_secs(3600),
             bcrypt_cost: 12,
             login_max_failures: 10,
-            login_window_secs: 900,
+            login_window: Duration::from_secs(900),
             login_max_failures_per_email: 100,
             attempts_per_ip_per_minute: 60,
             bcrypt_concurrency: 0,
-            bcrypt_queue_ms: 1000,
+            bcrypt_queue: Duration::from_millis(1000),
         }
     }
 }
@@ -118,7 +123,7 @@ impl AccountsConfig {
         if !(4..=31).contains(&self.bcrypt_cost) {
             return Err(format!("auth.bcrypt_cost must be 4 to 31, not {}", self.bcrypt_cost));
         }
-        if self.session_ttl_secs == 0 {
+        if self.session_ttl.is_zero() {
             return Err("auth.session_ttl_secs must be at least 1".into());
         }
         if !self.jwt_secret.is_empty() && self.jwt_secret.len() < 32 {

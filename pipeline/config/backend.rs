@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -49,7 +51,8 @@ pub struct PostgresConfig {
     /// Connections per pool (each of the two databases has one pool).
     pub max_connections: u32,
     /// How long to wait for a connection before answering 503.
-    pub connect_timeout_secs: u64,
+    #[serde(rename = "connect_timeout_secs", with = "super::secs")]
+    pub connect_timeout: Duration,
 }
 
 impl Default for PostgresConfig {
@@ -59,7 +62,7 @@ impl Default for PostgresConfig {
             logs_url: "postgres://postgres@127.0.0.1:5432/ledger_logs".into(),
             logs_read_url: String::new(),
             max_connections: 16,
-            connect_timeout_secs: 5,
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -73,7 +76,8 @@ pub struct RedisConfig {
     /// Every key Ledger writes starts with this, so deployments (and tests) can share one Redis.
     pub key_prefix: String,
     /// How long to wait for Redis before answering 503.
-    pub timeout_secs: u64,
+    #[serde(rename = "timeout_secs", with = "super::secs")]
+    pub timeout: Duration,
     /// Replicas that must hold a batch before its 202 (`WAIT`), so that a failover to one of them loses no
     /// acknowledged log. 0: the 202 follows the primary's write.
     pub min_replicas_acked: u32,
@@ -84,7 +88,7 @@ impl Default for RedisConfig {
         RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "ledger:".into(),
-            timeout_secs: 2,
+            timeout: Duration::from_secs(2),
             min_replicas_acked: 0,
         }
     }

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::Secret;
@@ -79,7 +81,8 @@ pub struct QueueConfig {
     pub shards: u32,
     /// Seconds a worker's lease on a shard lasts without renewal; another instance takes the shard over
     /// after it lapses. Default 15.
-    pub lease_secs: u64,
+    #[serde(rename = "lease_secs", with = "super::secs")]
+    pub lease: Duration,
     /// Logs per write (one COPY, or one SQLite transaction) at most. Default 5000: writes of 10,000 stored no
     /// faster and held more memory. (Was `max_batch_logs`,
     /// which read as if it bounded requests; the old name is accepted, with a warning, for one release.)
@@ -90,12 +93,19 @@ pub struct QueueConfig {
     /// Shared backend: after a write that did not fill a whole read, a worker waits this long (ms) before
     /// reading again, so a trickle of small requests is written in few large COPYs. Adds at most this much
     /// to the time until a log is readable. Default 100.
-    pub linger_ms: u64,
+    #[serde(rename = "linger_ms", with = "super::millis")]
+    pub linger: Duration,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { shards: 4, lease_secs: 15, max_write_logs: 5_000, embedded_capacity: 4096, linger_ms: 100 }
+        QueueConfig {
+            shards: 4,
+            lease: Duration::from_secs(15),
+            max_write_logs: 5_000,
+            embedded_capacity: 4096,
+            linger: Duration::from_millis(100),
+        }
     }
 }
 
@@ -121,9 +131,11 @@ pub struct SyslogConfig {
     /// Messages of one connection sent to the stack together at most.
     pub batch_logs: usize,
     /// Milliseconds a connection's messages wait for more before they go to the stack.
-    pub linger_ms: u64,
+    #[serde(rename = "linger_ms", with = "super::millis")]
+    pub linger: Duration,
     /// Seconds a connection may stay silent before it is closed.
-    pub idle_timeout_secs: u64,
+    #[serde(rename = "idle_timeout_secs", with = "super::secs")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for SyslogConfig {
@@ -136,8 +148,8 @@ impl Default for SyslogConfig {
             max_connections_per_address: 16,
             max_message_bytes: 64 * 1024,
             batch_logs: 500,
-            linger_ms: 200,
-            idle_timeout_secs: 120,
+            linger: Duration::from_millis(200),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -183,7 +195,7 @@ impl QueueConfig {
         if self.shards == 0 || self.max_write_logs == 0 {
             return Err("queue.shards and queue.max_write_logs must be at least 1".into());
         }
-        super::at_least_one_sec(&[("queue.lease_secs", self.lease_secs)])
+        super::at_least_one_sec(&[("queue.lease_secs", self.lease)])
     }
 }
 
@@ -197,7 +209,7 @@ impl SyslogConfig {
             || self.batch_logs == 0
             || self.max_connections == 0
             || self.max_connections_per_address == 0
-            || self.idle_timeout_secs == 0
+            || self.idle_timeout.is_zero()
         {
             return Err("syslog.max_message_bytes must be at least 480 (RFC 5424's minimum), syslog.batch_logs, \
                         max_connections, max_connections_per_address and idle_timeout_secs at least 1"

@@ -1,5 +1,7 @@
 //! The periodic work and what it serves: `[analytics]`, `[retention]`, `[alerts]`, `[search]`, `[tail]`.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 /// `[analytics]`.
@@ -7,16 +9,23 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsConfig {
     /// Seconds between rebuilds of the last hour's 5-minute buckets. Default 300.
-    pub five_minute_secs: u64,
+    #[serde(rename = "five_minute_secs", with = "super::secs")]
+    pub five_minute_every: Duration,
     /// Seconds between rebuilds of the last day's hourly buckets and error info. Default 900.
-    pub hourly_secs: u64,
+    #[serde(rename = "hourly_secs", with = "super::secs")]
+    pub hourly_every: Duration,
     /// Seconds between rebuilds of the last week's daily buckets. Default 3600.
-    pub daily_secs: u64,
+    #[serde(rename = "daily_secs", with = "super::secs")]
+    pub daily_every: Duration,
 }
 
 impl Default for AnalyticsConfig {
     fn default() -> Self {
-        AnalyticsConfig { five_minute_secs: 300, hourly_secs: 900, daily_secs: 3600 }
+        AnalyticsConfig {
+            five_minute_every: Duration::from_secs(300),
+            hourly_every: Duration::from_secs(900),
+            daily_every: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -25,14 +34,15 @@ impl Default for AnalyticsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Seconds between retention runs. Default 3600.
-    pub interval_secs: u64,
+    #[serde(rename = "interval_secs", with = "super::secs")]
+    pub interval: Duration,
     /// Logs deleted per statement at most. Default 10000.
     pub batch_rows: i64,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { interval_secs: 3600, batch_rows: 10_000 }
+        RetentionConfig { interval: Duration::from_secs(3600), batch_rows: 10_000 }
     }
 }
 
@@ -41,7 +51,8 @@ impl Default for RetentionConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Seconds between evaluations of every enabled rule (by one instance with the jobs role per period).
-    pub evaluate_interval_secs: u64,
+    #[serde(rename = "evaluate_interval_secs", with = "super::secs")]
+    pub evaluate_interval: Duration,
     /// Accept channel URLs that resolve to loopback or private addresses (self-hosted receivers, tests).
     pub allow_private_targets: bool,
     /// The console's address as people reach it, for links in notifications. Empty: http://<server.http_addr>.
@@ -50,7 +61,11 @@ pub struct AlertsConfig {
 
 impl Default for AlertsConfig {
     fn default() -> Self {
-        AlertsConfig { evaluate_interval_secs: 5, allow_private_targets: false, console_url: String::new() }
+        AlertsConfig {
+            evaluate_interval: Duration::from_secs(5),
+            allow_private_targets: false,
+            console_url: String::new(),
+        }
     }
 }
 
@@ -62,7 +77,8 @@ pub struct SearchConfig {
     /// and an index built before is used up to where it stopped.
     pub index: bool,
     /// Seconds between indexing runs.
-    pub index_interval_secs: u64,
+    #[serde(rename = "index_interval_secs", with = "super::secs")]
+    pub index_interval: Duration,
     /// The share of each interval a run may spend indexing (0 < share ≤ 1): while ingestion outruns it,
     /// the index falls behind (`ledger_search_index_lag_seconds`) and the logs past it are scanned.
     pub index_share: f64,
@@ -70,7 +86,7 @@ pub struct SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { index: true, index_interval_secs: 10, index_share: 0.25 }
+        SearchConfig { index: true, index_interval: Duration::from_secs(10), index_share: 0.25 }
     }
 }
 
@@ -98,7 +114,8 @@ pub struct TailConfig {
     /// Logs a reconnecting subscriber is sent from those kept at most before the live ones.
     pub max_backlog_logs: usize,
     /// Seconds between heartbeats (an SSE comment) on a quiet stream.
-    pub heartbeat_secs: u64,
+    #[serde(rename = "heartbeat_secs", with = "super::secs")]
+    pub heartbeat: Duration,
 }
 
 impl Default for TailConfig {
@@ -112,7 +129,7 @@ impl Default for TailConfig {
             max_subscribers: 1024,
             max_subscribers_per_account: 64,
             max_backlog_logs: 10_000,
-            heartbeat_secs: 15,
+            heartbeat: Duration::from_secs(15),
         }
     }
 }
@@ -121,9 +138,9 @@ impl AnalyticsConfig {
     /// Why `[analytics]` is unusable, if it is.
     pub(crate) fn validate(&self) -> Result<(), String> {
         super::at_least_one_sec(&[
-            ("analytics.five_minute_secs", self.five_minute_secs),
-            ("analytics.hourly_secs", self.hourly_secs),
-            ("analytics.daily_secs", self.daily_secs),
+            ("analytics.five_minute_secs", self.five_minute_every),
+            ("analytics.hourly_secs", self.hourly_every),
+            ("analytics.daily_secs", self.daily_every),
         ])
     }
 }
@@ -131,14 +148,14 @@ impl AnalyticsConfig {
 impl RetentionConfig {
     /// Why `[retention]` is unusable, if it is.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        super::at_least_one_sec(&[("retention.interval_secs", self.interval_secs)])
+        super::at_least_one_sec(&[("retention.interval_secs", self.interval)])
     }
 }
 
 impl AlertsConfig {
     /// Why `[alerts]` is unusable, if it is.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        super::at_least_one_sec(&[("alerts.evaluate_interval_secs", self.evaluate_interval_secs)])
+        super::at_least_one_sec(&[("alerts.evaluate_interval_secs", self.evaluate_interval)])
     }
 }
 
@@ -146,7 +163,7 @@ impl SearchConfig {
     /// Why `[search]` is unusable, if it is.
     pub(crate) fn validate(&self) -> Result<(), String> {
         let share = self.index_share;
-        if self.index_interval_secs == 0 || !(share > 0.0 && share <= 1.0) {
+        if self.index_interval.is_zero() || !(share > 0.0 && share <= 1.0) {
             return Err(format!(
                 "search.index_interval_secs must be at least 1 and search.index_share within (0, 1], not {share}"
             ));
@@ -158,6 +175,6 @@ impl SearchConfig {
 impl TailConfig {
     /// Why `[tail]` is unusable, if it is.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        super::at_least_one_sec(&[("tail.heartbeat_secs", self.heartbeat_secs)])
+        super::at_least_one_sec(&[("tail.heartbeat_secs", self.heartbeat)])
     }
 }

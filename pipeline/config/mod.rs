@@ -25,6 +25,28 @@ pub use ingest::{
 pub use jobs::{AlertsConfig, AnalyticsConfig, RetentionConfig, SearchConfig, TailConfig};
 pub use server::{ConsoleConfig, LogFormat, RolesConfig, ServerConfig, TelemetryConfig};
 
+/// A duration written as whole seconds (keys ending `_secs`), read into a `Duration` once, here.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_secs)
+    }
+}
+
+/// A duration written as whole milliseconds (keys ending `_ms`).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+}
+
 /// A secret setting (a token, a key): read like any string, never shown. Its `Debug` says only whether it is
 /// set, so a configuration can be logged whole and a new secret field cannot leak by being forgotten.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -220,8 +242,8 @@ impl Config {
 }
 
 /// A period or lease of zero would spin a loop or expire at once: refused, never clamped where used.
-fn at_least_one_sec(settings: &[(&str, u64)]) -> Result<(), String> {
-    match settings.iter().find(|(_, secs)| *secs == 0) {
+fn at_least_one_sec(settings: &[(&str, std::time::Duration)]) -> Result<(), String> {
+    match settings.iter().find(|(_, period)| period.is_zero()) {
         Some((key, _)) => Err(format!("{key} must be at least 1")),
         None => Ok(()),
     }

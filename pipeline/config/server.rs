@@ -17,10 +17,12 @@ pub struct ServerConfig {
     /// Largest request body, after decompression.
     pub max_body_bytes: usize,
     /// How long SIGTERM waits for requests and batches in hand before exiting anyway.
-    pub shutdown_timeout_secs: u64,
+    #[serde(rename = "shutdown_timeout_secs", with = "super::secs")]
+    pub shutdown_timeout: Duration,
     /// On SIGTERM, how long the listeners stay open answering new ingestion 503 (and `/health` 503, so
     /// load balancers take the instance out) before they close. Requests begun before are finished.
-    pub shutdown_drain_ms: u64,
+    #[serde(rename = "shutdown_drain_ms", with = "super::millis")]
+    pub shutdown_drain: Duration,
     /// TLS for both listeners: a PEM certificate chain and its PEM private key. Both empty = plain TCP.
     pub tls_cert_path: String,
     pub tls_key_path: String,
@@ -31,12 +33,15 @@ pub struct ServerConfig {
     pub max_connections_per_address: usize,
     /// Seconds for a TLS handshake, then for a connection's first bytes, then for a request head to arrive;
     /// an idle keep-alive connection is closed after it too.
-    pub header_read_timeout_secs: u64,
+    #[serde(rename = "header_read_timeout_secs", with = "super::secs")]
+    pub header_read_timeout: Duration,
     /// Seconds an HTTP/2 connection (REST or gRPC) may stay open with no request in flight before it is
     /// closed (a GOAWAY; clients reconnect when they next need to).
-    pub idle_timeout_secs: u64,
+    #[serde(rename = "idle_timeout_secs", with = "super::secs")]
+    pub idle_timeout: Duration,
     /// Seconds for a whole request body to arrive once its handler reads it; slower is 408.
-    pub body_read_timeout_secs: u64,
+    #[serde(rename = "body_read_timeout_secs", with = "super::secs")]
+    pub body_read_timeout: Duration,
     /// Bytes of ingestion bodies read, decoded or in the stack at once on this instance; a request that
     /// would go past it gets 503 with Retry-After.
     pub max_inflight_body_bytes: usize,
@@ -50,32 +55,18 @@ impl Default for ServerConfig {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             max_body_bytes: 10 * 1024 * 1024,
-            shutdown_timeout_secs: 30,
-            shutdown_drain_ms: 500,
+            shutdown_timeout: Duration::from_secs(30),
+            shutdown_drain: Duration::from_millis(500),
             tls_cert_path: String::new(),
             tls_key_path: String::new(),
             max_connections: 1024,
             max_connections_per_address: 128,
-            header_read_timeout_secs: 10,
-            idle_timeout_secs: 60,
-            body_read_timeout_secs: 30,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
             max_inflight_body_bytes: 256 * 1024 * 1024,
             operator_token: Secret::default(),
         }
-    }
-}
-
-impl ServerConfig {
-    pub(crate) fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs(self.shutdown_timeout_secs)
-    }
-
-    pub(crate) fn header_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.header_read_timeout_secs)
-    }
-
-    pub(crate) fn body_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.body_read_timeout_secs)
     }
 }
 
@@ -143,9 +134,9 @@ impl ServerConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.max_connections == 0
             || self.max_connections_per_address == 0
-            || self.idle_timeout_secs == 0
-            || self.header_read_timeout_secs == 0
-            || self.body_read_timeout_secs == 0
+            || self.idle_timeout.is_zero()
+            || self.header_read_timeout.is_zero()
+            || self.body_read_timeout.is_zero()
             || self.max_inflight_body_bytes < self.max_body_bytes
         {
             return Err("server.max_connections, max_connections_per_address, header_read_timeout_secs, \

@@ -208,8 +208,8 @@ async fn connection<S: AsyncRead + Unpin>(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let idle = Duration::from_secs(config.idle_timeout_secs);
-    let linger = Duration::from_millis(config.linger_ms);
+    let idle = config.idle_timeout;
+    let linger = config.linger;
     let mut checked = false;
     loop {
         let first = tokio::select! {

@@ -7,7 +7,6 @@
 //! rebuild's query and its write is missed until the next rebuild, never counted twice.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::scheduler::Job;
 use crate::config::AnalyticsConfig;
@@ -33,15 +32,15 @@ pub async fn rebuild(
 /// writes whole buckets over the cache, so two at once do no harm, but one per period is enough.
 pub(crate) fn jobs(store: Arc<dyn LogStore>, cache: Arc<dyn AnalyticsCache>, config: &AnalyticsConfig) -> Vec<Job> {
     let schedules = [
-        ("analytics rebuild 5m", Granularity::FiveMinutes, config.five_minute_secs, chrono::Duration::hours(1)),
-        ("analytics rebuild 1h", Granularity::Hour, config.hourly_secs, chrono::Duration::days(1)),
-        ("analytics rebuild 1d", Granularity::Day, config.daily_secs, chrono::Duration::days(7)),
+        ("analytics rebuild 5m", Granularity::FiveMinutes, config.five_minute_every, chrono::Duration::hours(1)),
+        ("analytics rebuild 1h", Granularity::Hour, config.hourly_every, chrono::Duration::days(1)),
+        ("analytics rebuild 1d", Granularity::Day, config.daily_every, chrono::Duration::days(7)),
     ];
     schedules
         .into_iter()
         .map(|(name, g, every, window)| {
             let (store, cache) = (store.clone(), cache.clone());
-            Job::new(name, Duration::from_secs(every), move || {
+            Job::new(name, every, move || {
                 let (store, cache) = (store.clone(), cache.clone());
                 async move { rebuild(store.as_ref(), cache.as_ref(), g, Utc::now() - window).await }
             })

@@ -6,7 +6,6 @@
 //! are dropped whole, which costs nothing per row.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::scheduler::Job;
 use crate::config::RetentionConfig;
@@ -68,7 +67,7 @@ pub(crate) fn job(
     config: &RetentionConfig,
 ) -> Job {
     let batch_rows = config.batch_rows.max(1);
-    Job::new("retention", Duration::from_secs(config.interval_secs), move || {
+    Job::new("retention", config.interval, move || {
         let (accounts, logs) = (accounts.clone(), logs.clone());
         async move {
             let removed = run_once(accounts.as_ref(), logs.as_ref(), default_days, batch_rows).await?;

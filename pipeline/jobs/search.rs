@@ -8,7 +8,6 @@
 //! it (its lag grows by the backlog; search stays complete, scanning what is not indexed yet).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use ledger_stages::queue::LogQueue;
@@ -18,7 +17,7 @@ use crate::config::SearchConfig;
 use crate::store::logs::search::SearchIndex;
 
 pub(crate) fn job(index: SearchIndex, queue: Arc<dyn LogQueue>, config: &SearchConfig) -> Job {
-    let every = Duration::from_secs(config.index_interval_secs);
+    let every = config.index_interval;
     let budget = every.mul_f64(config.index_share.clamp(0.01, 1.0));
     Job::new("search index", every, move || {
         let (index, queue) = (index.clone(), queue.clone());

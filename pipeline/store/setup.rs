@@ -78,7 +78,7 @@ async fn open_embedded(config: &Config) -> Result<Backend, SetupError> {
 
 async fn open_shared(config: &Config) -> Result<Backend, SetupError> {
     let pg = &config.postgres;
-    let timeout = Duration::from_secs(pg.connect_timeout_secs);
+    let timeout = pg.connect_timeout;
     let auth = postgres_pool(&pg.auth_url, pg.max_connections, timeout).await?;
     migrate(pg_auth(), &auth, "the auth database").await?;
     let logs = if pg.logs_url == pg.auth_url {
@@ -87,7 +87,7 @@ async fn open_shared(config: &Config) -> Result<Backend, SetupError> {
         postgres_pool(&pg.logs_url, pg.max_connections, timeout).await?
     };
     migrate(pg_logs(), &logs, "the logs database").await?;
-    let redis_timeout = Duration::from_secs(config.redis.timeout_secs);
+    let redis_timeout = config.redis.timeout;
     let redis = RedisCache::connect(&config.redis.url, &config.redis.key_prefix, redis_timeout)
         .await
         .map_err(|e| SetupError(format!("cannot use Redis at {}: {e}", redact(&config.redis.url))))?;
