@@ -443,8 +443,10 @@ async fn alert_store(b: Backend) {
         id: Uuid::now_v7(),
         project_id: p.id,
         name: "r".into(),
-        kind: "error_rate".into(),
-        params: serde_json::json!({"threshold_percent": 5, "window_secs": 300}),
+        condition: ledger::store::alerts::Watch {
+            kind: "error_rate".into(),
+            params: serde_json::json!({"threshold_percent": 5, "window_secs": 300}),
+        },
         channel: serde_json::json!({"type": "webhook", "url": "https://example.com/h"}),
         secret: "s3cret".into(),
         cooldown_secs: 300,

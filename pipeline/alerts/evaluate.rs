@@ -36,7 +36,7 @@ impl Alerts {
         }
         let rules = self.store.enabled_rules().await.map_err(|e| e.to_string())?;
         for row in rules {
-            let rule = match Rule::try_from(row) {
+            let rule = match Rule::read(row) {
                 Ok(rule) => rule,
                 Err(error) => {
                     tracing::error!(%error, "alert rule skipped");

@@ -99,7 +99,7 @@ impl Alerts {
 
     async fn rule(&self, project: Uuid, id: Uuid) -> Result<Rule, ApiError> {
         let row = self.store.rule(project, id).await?.ok_or(ApiError::NotFound)?;
-        Rule::try_from(row).map_err(ApiError::internal)
+        Rule::read(row).map_err(ApiError::internal)
     }
 
     pub(crate) async fn create(&self, session: &Session, project: Uuid, input: RuleInput) -> Result<Created, ApiError> {
@@ -107,7 +107,7 @@ impl Alerts {
         let checked = rules::check(input, None, self.allow_private_targets).await?;
         let limits = self.accounts.limits();
         let existing = self.store.rules(project).await?;
-        let queries = existing.iter().filter(|r| r.kind == Condition::QUERY_COUNT).count();
+        let queries = existing.iter().filter(|r| r.condition.kind == Condition::QUERY_COUNT).count();
         if existing.len() >= limits.max_alert_rules_per_project {
             let reason =
                 format!("a project has at most {} alert rules on this server", limits.max_alert_rules_per_project);
@@ -136,14 +136,14 @@ impl Alerts {
             last_fired_at: None,
             checked_until: now,
         };
-        self.store.create_rule(&(&rule).into()).await?;
+        self.store.create_rule(&rule.stored()).await?;
         Ok(Created { rule, secret })
     }
 
     pub(crate) async fn list(&self, session: &Session, project: Uuid) -> Result<Vec<Rule>, ApiError> {
         let project = self.owned(session, project).await?;
         let rows = self.store.rules(project).await?;
-        rows.into_iter().map(|row| Rule::try_from(row).map_err(ApiError::internal)).collect()
+        rows.into_iter().map(|row| Rule::read(row).map_err(ApiError::internal)).collect()
     }
 
     pub(crate) async fn get(&self, session: &Session, project: Uuid, id: Uuid) -> Result<Rule, ApiError> {
@@ -172,7 +172,7 @@ impl Alerts {
         rule.channel = checked.channel;
         rule.cooldown_secs = checked.cooldown_secs;
         rule.enabled = checked.enabled;
-        if !self.store.update_rule(&(&rule).into()).await? {
+        if !self.store.update_rule(&rule.stored()).await? {
             return Err(ApiError::NotFound);
         }
         Ok(rule)

@@ -139,7 +139,7 @@ impl Alerts {
         let attempts = 1 + self.backoff.len() as i64;
         for unfinished in self.store.reclaim(now, now + chrono::Duration::seconds(HOLD_SECS), attempts).await? {
             let Some(row) = self.store.rule_by_id(unfinished.rule_id).await? else { continue };
-            let rule = match Rule::try_from(row) {
+            let rule = match Rule::read(row) {
                 Ok(rule) => rule,
                 Err(error) => {
                     tracing::error!(%error, "an unfinished alert delivery is left: its rule does not read");

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use ledger_stages::Level;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, FieldProblem};
 use crate::query::logs::{LogFilter, NOT_FILTERS};
-use crate::store::alerts::AlertRule;
+use crate::store::alerts::{AlertRule, Watch};
 
 /// What a rule watches: its `kind` and `params` in the API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -114,69 +114,28 @@ impl Channel {
     }
 }
 
-/// A rule with its state.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Rule {
-    pub id: Uuid,
-    pub project_id: Uuid,
-    pub name: String,
-    pub condition: Condition,
-    pub channel: Channel,
-    /// The webhook signing secret; empty for other channels.
-    pub secret: String,
-    pub cooldown_secs: i64,
-    pub enabled: bool,
-    pub created_at: DateTime<Utc>,
-    pub firing: bool,
-    pub episode: i64,
-    pub last_fired_at: Option<DateTime<Utc>>,
-    pub checked_until: DateTime<Utc>,
-}
+/// A rule with its state, typed.
+pub type Rule = AlertRule<Condition, Channel>;
 
-impl TryFrom<AlertRule> for Rule {
-    type Error = String;
-
+impl Rule {
     /// A stored rule, read strictly: one that does not read names itself and why.
-    fn try_from(row: AlertRule) -> Result<Rule, String> {
-        let unreadable =
-            |what: &str, e: serde_json::Error| format!("alert rule {}: its {what} does not read: {e}", row.id);
-        let condition = Condition::from_parts(&row.kind, row.params.clone()).map_err(|e| unreadable("params", e))?;
-        let channel = serde_json::from_value(row.channel.clone()).map_err(|e| unreadable("channel", e))?;
-        Ok(Rule {
-            id: row.id,
-            project_id: row.project_id,
-            name: row.name,
-            condition,
-            channel,
-            secret: row.secret,
-            cooldown_secs: row.cooldown_secs,
-            enabled: row.enabled,
-            created_at: row.created_at,
-            firing: row.firing,
-            episode: row.episode,
-            last_fired_at: row.last_fired_at,
-            checked_until: row.checked_until,
-        })
+    pub fn read(row: AlertRule) -> Result<Rule, String> {
+        let id = row.id;
+        let unreadable = |what: &str, e: serde_json::Error| format!("alert rule {id}: its {what} does not read: {e}");
+        row.try_map(
+            |watch| Condition::from_parts(&watch.kind, watch.params).map_err(|e| unreadable("params", e)),
+            |channel| serde_json::from_value(channel).map_err(|e| unreadable("channel", e)),
+        )
     }
-}
 
-impl From<&Rule> for AlertRule {
-    fn from(rule: &Rule) -> AlertRule {
-        AlertRule {
-            id: rule.id,
-            project_id: rule.project_id,
-            name: rule.name.clone(),
-            kind: rule.condition.kind().to_owned(),
-            params: rule.condition.params(),
-            channel: serde_json::to_value(&rule.channel).unwrap_or(Value::Null),
-            secret: rule.secret.clone(),
-            cooldown_secs: rule.cooldown_secs,
-            enabled: rule.enabled,
-            created_at: rule.created_at,
-            firing: rule.firing,
-            episode: rule.episode,
-            last_fired_at: rule.last_fired_at,
-            checked_until: rule.checked_until,
+    /// The rule as the store keeps it.
+    pub fn stored(&self) -> AlertRule {
+        let watch =
+            |c: Condition| Ok::<_, std::convert::Infallible>(Watch { kind: c.kind().to_owned(), params: c.params() });
+        let channel = |n: Channel| Ok(serde_json::to_value(n).unwrap_or(Value::Null));
+        match self.clone().try_map(watch, channel) {
+            Ok(stored) => stored,
+            Err(never) => match never {},
         }
     }
 }

@@ -15,14 +15,14 @@ pub struct AccountsConfig {
     /// one is generated on first start and kept in `data_dir/jwt_secret` (mode 0600).
     pub jwt_secret: Secret,
     /// Lifetime of a session token.
-    #[serde(rename = "session_ttl_secs", with = "super::secs")]
+    #[serde(rename = "session_ttl_secs", deserialize_with = "super::secs")]
     pub session_ttl: Duration,
     /// bcrypt cost for passwords (4 to 31). Each step doubles the time of a login.
     pub bcrypt_cost: u32,
     /// Login attempts per (e-mail, client IP) within `login_window_secs` before 429
     /// `too_many_login_attempts`; counted before the password is checked, cleared by a success.
     pub login_max_failures: u32,
-    #[serde(rename = "login_window_secs", with = "super::secs")]
+    #[serde(rename = "login_window_secs", deserialize_with = "super::secs")]
     pub login_window: Duration,
     /// Failed logins per e-mail from every IP together within `login_window_secs` before 429: the looser
     /// ceiling on guessing from many addresses. The owner's own IP is not locked out by others below it.
@@ -32,7 +32,7 @@ pub struct AccountsConfig {
     /// Password hashes (bcrypt) computed at once at most; 0 = the number of cores. Past it, and after
     /// waiting `bcrypt_queue_ms`, login and register answer 503 with Retry-After.
     pub bcrypt_concurrency: usize,
-    #[serde(rename = "bcrypt_queue_ms", with = "super::millis")]
+    #[serde(rename = "bcrypt_queue_ms", deserialize_with = "super::millis")]
     pub bcrypt_queue: Duration,
 }
 

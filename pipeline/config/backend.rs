@@ -51,7 +51,7 @@ pub struct PostgresConfig {
     /// Connections per pool (each of the two databases has one pool).
     pub max_connections: u32,
     /// How long to wait for a connection before answering 503.
-    #[serde(rename = "connect_timeout_secs", with = "super::secs")]
+    #[serde(rename = "connect_timeout_secs", deserialize_with = "super::secs")]
     pub connect_timeout: Duration,
 }
 
@@ -76,7 +76,7 @@ pub struct RedisConfig {
     /// Every key Ledger writes starts with this, so deployments (and tests) can share one Redis.
     pub key_prefix: String,
     /// How long to wait for Redis before answering 503.
-    #[serde(rename = "timeout_secs", with = "super::secs")]
+    #[serde(rename = "timeout_secs", deserialize_with = "super::secs")]
     pub timeout: Duration,
     /// Replicas that must hold a batch before its 202 (`WAIT`), so that a failover to one of them loses no
     /// acknowledged log. 0: the 202 follows the primary's write.

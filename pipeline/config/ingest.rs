@@ -81,7 +81,7 @@ pub struct QueueConfig {
     pub shards: u32,
     /// Seconds a worker's lease on a shard lasts without renewal; another instance takes the shard over
     /// after it lapses. Default 15.
-    #[serde(rename = "lease_secs", with = "super::secs")]
+    #[serde(rename = "lease_secs", deserialize_with = "super::secs")]
     pub lease: Duration,
     /// Logs per write (one COPY, or one SQLite transaction) at most. Default 5000: writes of 10,000 stored no
     /// faster and held more memory. (Was `max_batch_logs`,
@@ -93,7 +93,7 @@ pub struct QueueConfig {
     /// Shared backend: after a write that did not fill a whole read, a worker waits this long (ms) before
     /// reading again, so a trickle of small requests is written in few large COPYs. Adds at most this much
     /// to the time until a log is readable. Default 100.
-    #[serde(rename = "linger_ms", with = "super::millis")]
+    #[serde(rename = "linger_ms", deserialize_with = "super::millis")]
     pub linger: Duration,
 }
 
@@ -131,10 +131,10 @@ pub struct SyslogConfig {
     /// Messages of one connection sent to the stack together at most.
     pub batch_logs: usize,
     /// Milliseconds a connection's messages wait for more before they go to the stack.
-    #[serde(rename = "linger_ms", with = "super::millis")]
+    #[serde(rename = "linger_ms", deserialize_with = "super::millis")]
     pub linger: Duration,
     /// Seconds a connection may stay silent before it is closed.
-    #[serde(rename = "idle_timeout_secs", with = "super::secs")]
+    #[serde(rename = "idle_timeout_secs", deserialize_with = "super::secs")]
     pub idle_timeout: Duration,
 }
 

@@ -9,13 +9,13 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsConfig {
     /// Seconds between rebuilds of the last hour's 5-minute buckets. Default 300.
-    #[serde(rename = "five_minute_secs", with = "super::secs")]
+    #[serde(rename = "five_minute_secs", deserialize_with = "super::secs")]
     pub five_minute_every: Duration,
     /// Seconds between rebuilds of the last day's hourly buckets and error info. Default 900.
-    #[serde(rename = "hourly_secs", with = "super::secs")]
+    #[serde(rename = "hourly_secs", deserialize_with = "super::secs")]
     pub hourly_every: Duration,
     /// Seconds between rebuilds of the last week's daily buckets. Default 3600.
-    #[serde(rename = "daily_secs", with = "super::secs")]
+    #[serde(rename = "daily_secs", deserialize_with = "super::secs")]
     pub daily_every: Duration,
 }
 
@@ -34,7 +34,7 @@ impl Default for AnalyticsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Seconds between retention runs. Default 3600.
-    #[serde(rename = "interval_secs", with = "super::secs")]
+    #[serde(rename = "interval_secs", deserialize_with = "super::secs")]
     pub interval: Duration,
     /// Logs deleted per statement at most. Default 10000.
     pub batch_rows: i64,
@@ -51,7 +51,7 @@ impl Default for RetentionConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Seconds between evaluations of every enabled rule (by one instance with the jobs role per period).
-    #[serde(rename = "evaluate_interval_secs", with = "super::secs")]
+    #[serde(rename = "evaluate_interval_secs", deserialize_with = "super::secs")]
     pub evaluate_interval: Duration,
     /// Accept channel URLs that resolve to loopback or private addresses (self-hosted receivers, tests).
     pub allow_private_targets: bool,
@@ -77,7 +77,7 @@ pub struct SearchConfig {
     /// and an index built before is used up to where it stopped.
     pub index: bool,
     /// Seconds between indexing runs.
-    #[serde(rename = "index_interval_secs", with = "super::secs")]
+    #[serde(rename = "index_interval_secs", deserialize_with = "super::secs")]
     pub index_interval: Duration,
     /// The share of each interval a run may spend indexing (0 < share ≤ 1): while ingestion outruns it,
     /// the index falls behind (`ledger_search_index_lag_seconds`) and the logs past it are scanned.
@@ -114,7 +114,7 @@ pub struct TailConfig {
     /// Logs a reconnecting subscriber is sent from those kept at most before the live ones.
     pub max_backlog_logs: usize,
     /// Seconds between heartbeats (an SSE comment) on a quiet stream.
-    #[serde(rename = "heartbeat_secs", with = "super::secs")]
+    #[serde(rename = "heartbeat_secs", deserialize_with = "super::secs")]
     pub heartbeat: Duration,
 }
 

@@ -26,25 +26,13 @@ pub use jobs::{AlertsConfig, AnalyticsConfig, RetentionConfig, SearchConfig, Tai
 pub use server::{ConsoleConfig, LogFormat, RolesConfig, ServerConfig, TelemetryConfig};
 
 /// A duration written as whole seconds (keys ending `_secs`), read into a `Duration` once, here.
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        u64::deserialize(deserializer).map(Duration::from_secs)
-    }
+fn secs<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<std::time::Duration, D::Error> {
+    u64::deserialize(deserializer).map(std::time::Duration::from_secs)
 }
 
 /// A duration written as whole milliseconds (keys ending `_ms`).
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        u64::deserialize(deserializer).map(Duration::from_millis)
-    }
+fn millis<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<std::time::Duration, D::Error> {
+    u64::deserialize(deserializer).map(std::time::Duration::from_millis)
 }
 
 /// A secret setting (a token, a key): read like any string, never shown. Its `Debug` says only whether it is

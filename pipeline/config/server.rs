@@ -17,11 +17,11 @@ pub struct ServerConfig {
     /// Largest request body, after decompression.
     pub max_body_bytes: usize,
     /// How long SIGTERM waits for requests and batches in hand before exiting anyway.
-    #[serde(rename = "shutdown_timeout_secs", with = "super::secs")]
+    #[serde(rename = "shutdown_timeout_secs", deserialize_with = "super::secs")]
     pub shutdown_timeout: Duration,
     /// On SIGTERM, how long the listeners stay open answering new ingestion 503 (and `/health` 503, so
     /// load balancers take the instance out) before they close. Requests begun before are finished.
-    #[serde(rename = "shutdown_drain_ms", with = "super::millis")]
+    #[serde(rename = "shutdown_drain_ms", deserialize_with = "super::millis")]
     pub shutdown_drain: Duration,
     /// TLS for both listeners: a PEM certificate chain and its PEM private key. Both empty = plain TCP.
     pub tls_cert_path: String,
@@ -33,14 +33,14 @@ pub struct ServerConfig {
     pub max_connections_per_address: usize,
     /// Seconds for a TLS handshake, then for a connection's first bytes, then for a request head to arrive;
     /// an idle keep-alive connection is closed after it too.
-    #[serde(rename = "header_read_timeout_secs", with = "super::secs")]
+    #[serde(rename = "header_read_timeout_secs", deserialize_with = "super::secs")]
     pub header_read_timeout: Duration,
     /// Seconds an HTTP/2 connection (REST or gRPC) may stay open with no request in flight before it is
     /// closed (a GOAWAY; clients reconnect when they next need to).
-    #[serde(rename = "idle_timeout_secs", with = "super::secs")]
+    #[serde(rename = "idle_timeout_secs", deserialize_with = "super::secs")]
     pub idle_timeout: Duration,
     /// Seconds for a whole request body to arrive once its handler reads it; slower is 408.
-    #[serde(rename = "body_read_timeout_secs", with = "super::secs")]
+    #[serde(rename = "body_read_timeout_secs", deserialize_with = "super::secs")]
     pub body_read_timeout: Duration,
     /// Bytes of ingestion bodies read, decoded or in the stack at once on this instance; a request that
     /// would go past it gets 503 with Retry-After.

@@ -12,15 +12,25 @@ use uuid::Uuid;
 use super::StoreError;
 use super::sql::{Db, SqlStore, on_db};
 
-/// A rule as stored.
+/// What a rule watches, as the store keeps it: the kind's name and its parameters as JSON. The alerts core
+/// reads it typed.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AlertRule {
+pub struct Watch {
+    pub kind: String,
+    pub params: Value,
+}
+
+/// A rule and its state. The store keeps what it watches and where it notifies as JSON (`C` = [`Watch`],
+/// `N` = the channel's object); the alerts core has them typed (`alerts::rules::Rule`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertRule<C = Watch, N = Value> {
     pub id: Uuid,
     pub project_id: Uuid,
     pub name: String,
-    pub kind: String,
-    pub params: Value,
-    pub channel: Value,
+    /// What it watches.
+    pub condition: C,
+    /// Where it notifies.
+    pub channel: N,
     /// The webhook signing secret; empty for other channels.
     pub secret: String,
     pub cooldown_secs: i64,
@@ -30,6 +40,31 @@ pub struct AlertRule {
     pub episode: i64,
     pub last_fired_at: Option<DateTime<Utc>>,
     pub checked_until: DateTime<Utc>,
+}
+
+impl<C, N> AlertRule<C, N> {
+    /// The same rule with what it watches and where it notifies in another form.
+    pub fn try_map<C2, N2, E>(
+        self,
+        condition: impl FnOnce(C) -> Result<C2, E>,
+        channel: impl FnOnce(N) -> Result<N2, E>,
+    ) -> Result<AlertRule<C2, N2>, E> {
+        Ok(AlertRule {
+            id: self.id,
+            project_id: self.project_id,
+            name: self.name,
+            condition: condition(self.condition)?,
+            channel: channel(self.channel)?,
+            secret: self.secret,
+            cooldown_secs: self.cooldown_secs,
+            enabled: self.enabled,
+            created_at: self.created_at,
+            firing: self.firing,
+            episode: self.episode,
+            last_fired_at: self.last_fired_at,
+            checked_until: self.checked_until,
+        })
+    }
 }
 
 /// A notification whose delivery another instance left unfinished, claimed for this one.
@@ -136,8 +171,8 @@ impl From<RuleRow> for AlertRule {
             id: r.id,
             project_id: r.project_id,
             name: r.name,
-            kind: r.kind,
-            params: serde_json::from_str(&r.params).unwrap_or(Value::Null),
+            // Text that is not JSON reads as null, which the alerts core refuses to read as a rule, naming it.
+            condition: Watch { kind: r.kind, params: serde_json::from_str(&r.params).unwrap_or(Value::Null) },
             channel: serde_json::from_str(&r.channel).unwrap_or(Value::Null),
             secret: r.secret,
             cooldown_secs: r.cooldown_secs,
@@ -167,10 +202,10 @@ impl AlertStore for SqlStore {
         let sql = format!(
             "INSERT INTO alert_rules ({RULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         );
-        let (params, channel) = (r.params.to_string(), r.channel.to_string());
+        let (params, channel) = (r.condition.params.to_string(), r.channel.to_string());
         on_db!(self.db(), pool => {
             sqlx::query(&sql)
-                .bind(r.id).bind(r.project_id).bind(&r.name).bind(&r.kind).bind(&params).bind(&channel)
+                .bind(r.id).bind(r.project_id).bind(&r.name).bind(&r.condition.kind).bind(&params).bind(&channel)
                 .bind(&r.secret).bind(r.cooldown_secs).bind(r.enabled).bind(r.created_at).bind(r.firing)
                 .bind(r.episode).bind(r.last_fired_at).bind(r.checked_until)
                 .execute(pool).await.map(|_| ())
@@ -195,7 +230,7 @@ impl AlertStore for SqlStore {
     async fn update_rule(&self, r: &AlertRule) -> Result<bool, StoreError> {
         let sql = "UPDATE alert_rules SET name = $3, params = $4, channel = $5, cooldown_secs = $6, enabled = $7 \
                    WHERE project_id = $1 AND id = $2";
-        let (params, channel) = (r.params.to_string(), r.channel.to_string());
+        let (params, channel) = (r.condition.params.to_string(), r.channel.to_string());
         let n = on_db!(self.db(), pool => {
             sqlx::query(sql)
                 .bind(r.project_id).bind(r.id).bind(&r.name).bind(&params).bind(&channel)
