@@ -77,22 +77,22 @@ impl IngestConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Redis stream shards (shared backend). Each is written by one worker at a time; more shards, more
-    /// parallel COPY streams. Default 4.
+    /// parallel COPY streams.
     pub shards: u32,
     /// Seconds a worker's lease on a shard lasts without renewal; another instance takes the shard over
-    /// after it lapses. Default 15.
+    /// after it lapses.
     #[serde(rename = "lease_secs", deserialize_with = "super::secs")]
     pub lease: Duration,
-    /// Logs per write (one COPY, or one SQLite transaction) at most. Default 5000: writes of 10,000 stored no
+    /// Logs per write (one COPY, or one SQLite transaction) at most: writes of 10,000 stored no
     /// faster and held more memory. (Was `max_batch_logs`,
     /// which read as if it bounded requests; the old name is accepted, with a warning, for one release.)
     #[serde(alias = "max_batch_logs")]
     pub max_write_logs: usize,
-    /// Requests waiting for the embedded writer at most; beyond, 503 `queue_full`. Default 4096.
+    /// Requests waiting for the embedded writer at most; beyond, 503 `queue_full`.
     pub embedded_capacity: usize,
     /// Shared backend: after a write that did not fill a whole read, a worker waits this long (ms) before
     /// reading again, so a trickle of small requests is written in few large COPYs. Adds at most this much
-    /// to the time until a log is readable. Default 100.
+    /// to the time until a log is readable.
     #[serde(rename = "linger_ms", deserialize_with = "super::millis")]
     pub linger: Duration,
 }

@@ -8,13 +8,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsConfig {
-    /// Seconds between rebuilds of the last hour's 5-minute buckets. Default 300.
+    /// Seconds between rebuilds of the last hour's 5-minute buckets.
     #[serde(rename = "five_minute_secs", deserialize_with = "super::secs")]
     pub five_minute_every: Duration,
-    /// Seconds between rebuilds of the last day's hourly buckets and error info. Default 900.
+    /// Seconds between rebuilds of the last day's hourly buckets and error info.
     #[serde(rename = "hourly_secs", deserialize_with = "super::secs")]
     pub hourly_every: Duration,
-    /// Seconds between rebuilds of the last week's daily buckets. Default 3600.
+    /// Seconds between rebuilds of the last week's daily buckets.
     #[serde(rename = "daily_secs", deserialize_with = "super::secs")]
     pub daily_every: Duration,
 }
@@ -33,10 +33,10 @@ impl Default for AnalyticsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
-    /// Seconds between retention runs. Default 3600.
+    /// Seconds between retention runs.
     #[serde(rename = "interval_secs", deserialize_with = "super::secs")]
     pub interval: Duration,
-    /// Logs deleted per statement at most. Default 10000.
+    /// Logs deleted per statement at most.
     pub batch_rows: i64,
 }
 
