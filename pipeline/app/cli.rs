@@ -23,7 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: REST and gRPC fronts and the roles of [roles]. Stops gracefully on SIGTERM.
+    /// Run the daemon: its fronts (REST, gRPC, OTLP, Loki, Elasticsearch, syslog) and the roles of [roles].
+    /// Stops gracefully on SIGTERM.
     Serve,
     /// Create the databases when missing, apply the migrations in schema/, and exit.
     Migrate,
