@@ -510,12 +510,11 @@ async fn write_marked(b: &Backend, records: &[ledger_stages::LogRecord]) {
     use ledger::store::logs::{Late, LogWriter, PrepareRows, WriteBatch};
     let blocks = ledger::store::logs::search::late_blocks(records, Utc::now());
     let late = Late { blocks: &blocks, decided: std::time::Instant::now() };
-    let logs = records.len();
     match &b.logs {
         // Each store takes its own form of rows: the records for SQLite, COPY rows prepared by PostgreSQL's.
         ledger::store::LogDb::Sqlite(store) => {
             let rows = [records];
-            let batch = WriteBatch { rows: &rows[..], logs, dead_letters: &[], offset: None, late, answers: &[] };
+            let batch = WriteBatch { rows: &rows[..], dead_letters: &[], offset: None, late, answers: &[] };
             store.write(batch).await.unwrap()
         }
         ledger::store::LogDb::Postgres(store) => {
@@ -523,7 +522,7 @@ async fn write_marked(b: &Backend, records: &[ledger_stages::LogRecord]) {
             let mut buffer = Vec::new();
             <Pg as PrepareRows>::push(&mut buffer, records);
             let rows = <Pg as PrepareRows>::part(&buffer, 0..buffer.len());
-            let batch = WriteBatch { rows, logs, dead_letters: &[], offset: None, late, answers: &[] };
+            let batch = WriteBatch { rows, dead_letters: &[], offset: None, late, answers: &[] };
             store.write(batch).await.unwrap()
         }
     }

@@ -121,8 +121,7 @@ async fn write<W: RecordWriter>(store: &W, jobs: &[Job]) -> Result<(), WriteErro
             Some(KeptAnswer { project: job.project, key, answer, expires_at })
         })
         .collect();
-    let logs = groups.iter().map(|g| g.len()).sum();
-    let batch = WriteBatch { rows: &groups[..], logs, dead_letters: &[], offset: None, late, answers: &answers };
+    let batch = WriteBatch { rows: &groups[..], dead_letters: &[], offset: None, late, answers: &answers };
     store.write(batch).await
 }
 

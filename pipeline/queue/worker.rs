@@ -73,6 +73,7 @@ return 0
 const START: &str = "0-0";
 
 /// The shared queue's workers, writing through `W`'s write port in `W`'s own form of rows (PostgreSQL's).
+#[derive(Clone)]
 pub struct Workers<W> {
     pub redis: RedisCache,
     pub keys: Keys,
@@ -89,23 +90,6 @@ pub struct Workers<W> {
     pub analytics: std::sync::Arc<dyn AnalyticsCache>,
     /// The live tail's feed, given each commit's logs of tailed projects.
     pub tail: std::sync::Arc<dyn crate::store::tail::TailFeed>,
-}
-
-impl<W> Clone for Workers<W> {
-    fn clone(&self) -> Self {
-        Workers {
-            redis: self.redis.clone(),
-            keys: self.keys.clone(),
-            shards: self.shards,
-            writer: self.writer.clone(),
-            lease: self.lease,
-            max_write_logs: self.max_write_logs,
-            owner: self.owner.clone(),
-            linger: self.linger,
-            analytics: self.analytics.clone(),
-            tail: self.tail.clone(),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +216,7 @@ fn prepare<W: PrepareRows>(
     Prepared { rows, logs, spans, poison, traceparents, stats, tailing, late: late.into_marks(), decided }
 }
 
-impl<W: PrepareRows> Workers<W> {
+impl<W: PrepareRows + Clone> Workers<W> {
     /// Runs a worker loop per shard until `shutdown`; each finishes the batch in hand first.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut loops = tokio::task::JoinSet::new();
@@ -400,9 +384,9 @@ impl<W: PrepareRows> Workers<W> {
         to: &str,
         batch: Prepared<W::Buffer>,
     ) -> Result<(Option<Stats>, Vec<LogRecord>), WorkError> {
-        let Prepared { rows, logs, spans, poison, stats, tailing, late, decided, .. } = batch;
+        let Prepared { rows, spans, poison, stats, tailing, late, decided, .. } = batch;
         let late = Late { blocks: &late, decided };
-        match self.commit_rows(shard, (from, to), (&rows, 0..W::end(&rows)), logs, &poison, late).await {
+        match self.commit_rows(shard, (from, to), W::part(&rows, 0..W::end(&rows)), &poison, late).await {
             Ok(()) => {
                 counted(&poison);
                 Ok((Some(stats), tailing))
@@ -417,23 +401,16 @@ impl<W: PrepareRows> Workers<W> {
     }
 
     /// One transaction through the write port: the rows, the dead letters, the offset.
-    async fn commit_rows(
+    async fn commit_rows<'a>(
         &self,
         shard: i32,
-        (from, to): (&str, &str),
-        (rows, range): (&W::Buffer, std::ops::Range<usize>),
-        logs: usize,
-        poison: &[Poison],
-        late: Late<'_>,
+        (from, to): (&'a str, &'a str),
+        rows: &'a W::Rows<'a>,
+        poison: &'a [Poison],
+        late: Late<'a>,
     ) -> Result<(), WorkError> {
-        let batch = WriteBatch {
-            rows: W::part(rows, range),
-            logs,
-            dead_letters: poison,
-            offset: Some(OffsetMove { shard, from, to }),
-            late,
-            answers: &[],
-        };
+        let batch =
+            WriteBatch { rows, dead_letters: poison, offset: Some(OffsetMove { shard, from, to }), late, answers: &[] };
         match self.writer.write(batch).await {
             Ok(()) => Ok(()),
             // Someone else moved the offset: this worker is no longer the owner.
@@ -456,9 +433,9 @@ impl<W: PrepareRows> Workers<W> {
     ) -> Result<(), WorkError> {
         let (mut start, mut offset, mut written) = (0, from.to_owned(), 0);
         for span in spans {
-            let entry_rows = (rows, start..span.end);
+            let entry_rows = W::part(rows, start..span.end);
             start = span.end;
-            match self.commit_rows(shard, (&offset, &span.id), entry_rows, span.logs, &[], late).await {
+            match self.commit_rows(shard, (&offset, &span.id), entry_rows, &[], late).await {
                 Ok(()) => written += span.logs,
                 Err(WorkError::Write(WriteError::Refused(e))) => {
                     let refused = [Poison {
@@ -470,7 +447,7 @@ impl<W: PrepareRows> Workers<W> {
                         detail: e,
                         payload: Some(span.payload),
                     }];
-                    self.commit_rows(shard, (&offset, &span.id), (rows, start..start), 0, &refused, late).await?;
+                    self.commit_rows(shard, (&offset, &span.id), W::part(rows, start..start), &refused, late).await?;
                     counted(&refused);
                 }
                 Err(e) => return Err(e),
@@ -478,7 +455,7 @@ impl<W: PrepareRows> Workers<W> {
             offset = span.id;
         }
         // The undecodable entries, and the offset to the end of the read.
-        self.commit_rows(shard, (&offset, to), (rows, start..start), 0, &poison, late).await?;
+        self.commit_rows(shard, (&offset, to), W::part(rows, start..start), &poison, late).await?;
         counted(&poison);
         crate::metrics::metrics().written("shared", written);
         Ok(())

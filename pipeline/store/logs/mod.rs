@@ -80,8 +80,6 @@ pub struct OffsetMove<'a> {
 /// rows ([`LogWriter::Rows`]): a queue cannot hand a store another store's rows.
 pub struct WriteBatch<'a, R: ?Sized> {
     pub rows: &'a R,
-    /// How many logs `rows` hold.
-    pub logs: usize,
     /// Queue entries that cannot be written, kept with why (shared backend).
     pub dead_letters: &'a [crate::store::dead_letter::Poison],
     pub offset: Option<OffsetMove<'a>>,

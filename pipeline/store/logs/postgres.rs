@@ -132,7 +132,7 @@ impl super::LogWriter for PgLogStore {
             return Err(super::WriteError::Refused("PostgreSQL keeps no idempotency keys".into()));
         }
         let mut tx = self.pool.begin().await.map_err(write_error)?;
-        if batch.logs > 0 {
+        if !batch.rows.is_empty() {
             copy_encoded(&mut tx, batch.rows).await.map_err(write_error)?;
         }
         for letter in batch.dead_letters {
