@@ -244,7 +244,7 @@ impl Alerts {
         let params = LogParams {
             from: Some(from),
             to: Some(until),
-            fingerprint: Some(fingerprint_hex(fingerprint)),
+            filter: LogFilter { fingerprint: Some(fingerprint_hex(fingerprint)), ..LogFilter::default() },
             limit: Some(if after.is_some() { 1000 } else { 1 }),
             ..LogParams::default()
         };

@@ -16,7 +16,7 @@ use crate::fronts::base::rpc::{admission, read_project, status};
 use crate::fronts::base::{AppState, request_id};
 use crate::ingest::outcome::Outcome;
 use crate::ingest::{Ingestion, idempotency_key_ok};
-use crate::query::logs::{self, LogParams};
+use crate::query::logs::{self, LogFilter, LogParams};
 use crate::query::{Range, analytics};
 
 /// A protobuf `Value` as JSON; whole numbers become integers, as a JSON client would have sent them.
@@ -278,13 +278,15 @@ impl QueryService for Querier {
         let (levels, min_level) = levels(&q.level, q.min_level.as_deref())?;
         let after = crate::query::tail::resume_point(None, q.after.as_deref()).map_err(|e| status(&e))?;
         let params = LogParams {
-            levels,
-            min_level,
-            services: q.service,
-            environment: q.environment,
-            q: q.q,
-            fingerprint: q.fingerprint,
-            trace_id: q.trace_id,
+            filter: LogFilter {
+                levels,
+                min_level,
+                services: q.service,
+                environment: q.environment,
+                q: q.q,
+                fingerprint: q.fingerprint,
+                trace_id: q.trace_id,
+            },
             ..LogParams::default()
         };
         let query = params.validate(project).map_err(|e| status(&e))?;
@@ -326,13 +328,15 @@ impl QueryService for Querier {
         let params = LogParams {
             from: time("from", q.from.as_ref())?,
             to: time("to", q.to.as_ref())?,
-            levels,
-            min_level,
-            services: q.service,
-            environment: q.environment,
-            q: q.q,
-            fingerprint: q.fingerprint,
-            trace_id: q.trace_id,
+            filter: LogFilter {
+                levels,
+                min_level,
+                services: q.service,
+                environment: q.environment,
+                q: q.q,
+                fingerprint: q.fingerprint,
+                trace_id: q.trace_id,
+            },
             limit: q.limit,
             cursor: q.cursor,
         };

@@ -21,17 +21,7 @@ const MAX_TERM_BYTES: usize = 256;
 pub struct LogParams {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
-    /// Any of these (empty: any).
-    pub levels: Vec<Level>,
-    pub min_level: Option<Level>,
-    /// Any of these (empty: any).
-    pub services: Vec<String>,
-    pub environment: Option<String>,
-    /// Words and `"quoted phrases"`, each of which must occur.
-    pub q: Option<String>,
-    /// 16 hex characters.
-    pub fingerprint: Option<String>,
-    pub trace_id: Option<String>,
+    pub filter: LogFilter,
     /// 1 to 1000; default 100.
     pub limit: Option<u32>,
     /// A `next_cursor` this API gave.
@@ -60,13 +50,15 @@ impl LogParams {
         Ok(LogParams {
             from: p.time("from")?,
             to: p.time("to")?,
-            levels,
-            min_level: p.level("min_level")?,
-            services: p.list("service"),
-            environment: owned("environment"),
-            q: owned("q"),
-            fingerprint: owned("fingerprint"),
-            trace_id: owned("trace_id"),
+            filter: LogFilter {
+                levels,
+                min_level: p.level("min_level")?,
+                services: p.list("service"),
+                environment: owned("environment"),
+                q: owned("q"),
+                fingerprint: owned("fingerprint"),
+                trace_id: owned("trace_id"),
+            },
             limit: p.number("limit")?,
             cursor: owned("cursor"),
         })
@@ -74,24 +66,25 @@ impl LogParams {
 
     /// The store's question for `project_id`, or a 400 naming the first bad parameter.
     pub(crate) fn validate(self, project_id: Uuid) -> Result<LogQuery, ApiError> {
+        let filter = self.filter;
         let texts = [
-            ("environment", self.environment.as_deref()),
-            ("q", self.q.as_deref()),
-            ("fingerprint", self.fingerprint.as_deref()),
-            ("trace_id", self.trace_id.as_deref()),
+            ("environment", filter.environment.as_deref()),
+            ("q", filter.q.as_deref()),
+            ("fingerprint", filter.fingerprint.as_deref()),
+            ("trace_id", filter.trace_id.as_deref()),
             ("cursor", self.cursor.as_deref()),
         ];
-        let services = self.services.iter().map(|s| ("service", Some(s.as_str())));
+        let services = filter.services.iter().map(|s| ("service", Some(s.as_str())));
         if let Some((name, _)) = texts.into_iter().chain(services).find(|(_, v)| v.is_some_and(|v| v.contains('\0'))) {
             // Neither database compares text holding a NUL.
             return Err(bad(name, "must not contain NUL characters"));
         }
         let Range { from, to } = Range::new(self.from, self.to)?;
-        let terms = self.q.as_deref().map(search_terms).unwrap_or_default();
+        let terms = filter.q.as_deref().map(search_terms).unwrap_or_default();
         if terms.len() > MAX_TERMS || terms.iter().any(|t| t.len() > MAX_TERM_BYTES) {
             return Err(bad("q", "may hold at most 16 terms of at most 256 bytes"));
         }
-        let fingerprint = match self.fingerprint.as_deref().filter(|f| !f.is_empty()) {
+        let fingerprint = match filter.fingerprint.as_deref().filter(|f| !f.is_empty()) {
             Some(f) if f.len() == 16 => {
                 Some(u64::from_str_radix(f, 16).map_err(|_| bad("fingerprint", "must be 16 hex characters"))?)
             }
@@ -113,13 +106,13 @@ impl LogParams {
             project_id,
             from,
             to,
-            levels: self.levels,
-            min_level: self.min_level,
-            services: self.services.into_iter().filter(|s| !s.is_empty()).collect(),
-            environment: self.environment.filter(|e| !e.is_empty()),
+            levels: filter.levels,
+            min_level: filter.min_level,
+            services: filter.services.into_iter().filter(|s| !s.is_empty()).collect(),
+            environment: filter.environment.filter(|e| !e.is_empty()),
             terms,
             fingerprint,
-            trace_id: self.trace_id.filter(|t| !t.is_empty()),
+            trace_id: filter.trace_id.filter(|t| !t.is_empty()),
             limit,
             cursor,
         })
@@ -131,16 +124,20 @@ impl LogParams {
 /// `["ERROR", "WARN"]`, one name or a list for `service`), written back in one form (lists as lists).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LogFilter {
+    /// Any of these (empty: any).
     #[serde(rename = "level", skip_serializing_if = "Vec::is_empty")]
     pub levels: Vec<Level>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_level: Option<Level>,
+    /// Any of these (empty: any).
     #[serde(rename = "service", skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// Words and `"quoted phrases"`, each of which must occur.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub q: Option<String>,
+    /// 16 hex characters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,19 +184,7 @@ impl LogFilter {
 
     /// The question over `from`..`to`, as a front would have asked it.
     pub(crate) fn params(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> LogParams {
-        LogParams {
-            from: Some(from),
-            to: Some(to),
-            levels: self.levels.clone(),
-            min_level: self.min_level,
-            services: self.services.clone(),
-            environment: self.environment.clone(),
-            q: self.q.clone(),
-            fingerprint: self.fingerprint.clone(),
-            trace_id: self.trace_id.clone(),
-            limit: None,
-            cursor: None,
-        }
+        LogParams { from: Some(from), to: Some(to), filter: self.clone(), ..LogParams::default() }
     }
 }
 
@@ -283,16 +268,21 @@ mod tests {
     #[test]
     fn every_rule_is_checked_in_one_place() {
         let project = Uuid::nil();
-        let ok = LogParams { limit: Some(5), fingerprint: Some("00000000deadbeef".into()), ..LogParams::default() };
+        let filtered = |filter: LogFilter| LogParams { filter, ..LogParams::default() };
+        let ok = LogParams {
+            limit: Some(5),
+            filter: LogFilter { fingerprint: Some("00000000deadbeef".into()), ..LogFilter::default() },
+            ..LogParams::default()
+        };
         let query = ok.validate(project).expect("valid");
         assert_eq!((query.limit, query.fingerprint), (5, Some(0xdead_beef)));
         for (bad_params, param) in [
             (LogParams { limit: Some(0), ..LogParams::default() }, "limit"),
             (LogParams { limit: Some(1001), ..LogParams::default() }, "limit"),
-            (LogParams { fingerprint: Some("xyz".into()), ..LogParams::default() }, "fingerprint"),
+            (filtered(LogFilter { fingerprint: Some("xyz".into()), ..LogFilter::default() }), "fingerprint"),
             (LogParams { cursor: Some("nope".into()), ..LogParams::default() }, "cursor"),
-            (LogParams { q: Some("a ".repeat(17)), ..LogParams::default() }, "q"),
-            (LogParams { services: vec!["a\0b".into()], ..LogParams::default() }, "service"),
+            (filtered(LogFilter { q: Some("a ".repeat(17)), ..LogFilter::default() }), "q"),
+            (filtered(LogFilter { services: vec!["a\0b".into()], ..LogFilter::default() }), "service"),
         ] {
             let error = bad_params.validate(project).expect_err(param);
             assert!(error.to_string().contains(&format!("`{param}`")), "{error}");

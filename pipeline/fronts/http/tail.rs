@@ -21,16 +21,13 @@ use crate::error::ApiError;
 use crate::fronts::base::AppState;
 use crate::fronts::base::credential::read_access;
 use crate::query::bad;
-use crate::query::logs::LogParams;
+use crate::query::logs::{LogParams, NOT_FILTERS};
 use crate::query::tail::{Subscription, TailEvent, resume_point};
-
-/// The filters of `GET /v1/logs` that make no sense for a stream.
-const NOT_FOR_TAIL: [&str; 4] = ["from", "to", "cursor", "limit"];
 
 /// The tail's filters as the query core's parameters, refusing those of a page.
 pub(crate) fn tail_params(mut params: HashMap<String, String>) -> Result<LogParams, ApiError> {
     params.remove("after");
-    if let Some(name) = NOT_FOR_TAIL.iter().find(|n| params.contains_key(**n)) {
+    if let Some(name) = NOT_FILTERS.iter().find(|n| params.contains_key(**n)) {
         return Err(bad(name, "is not a live-tail parameter (a tail has no range, page or cursor)"));
     }
     LogParams::from_query(&params)
