@@ -49,24 +49,16 @@ pub const POOL_CONNECTIONS: &str = "ledger_pool_connections";
 /// Values the redact stage scrubbed, by rule name.
 pub const REDACTIONS: &str = "ledger_redactions_total";
 
-/// Why a listener closed a connection before it was served.
-#[derive(Clone, Copy, Debug)]
-pub enum ConnectionClosed {
-    /// Its address already had its share of the listener's connections.
-    PerAddressCap,
-    /// Nothing (or no TLS handshake) arrived within the handshake timeout.
-    Silent,
-    /// A syslog connection whose first message carried a key that is not valid.
-    BadKey,
-}
-
-impl ConnectionClosed {
-    fn label(self) -> &'static str {
-        match self {
-            ConnectionClosed::PerAddressCap => "per_address_cap",
-            ConnectionClosed::Silent => "silent",
-            ConnectionClosed::BadKey => "bad_key",
-        }
+ledger_stages::named_enum! {
+    /// Why a listener closed a connection before it was served.
+    #[derive(Clone, Copy, Debug)]
+    pub enum ConnectionClosed {
+        /// Its address already had its share of the listener's connections.
+        PerAddressCap = "per_address_cap",
+        /// Nothing (or no TLS handshake) arrived within the handshake timeout.
+        Silent = "silent",
+        /// A syslog connection whose first message carried a key that is not valid.
+        BadKey = "bad_key",
     }
 }
 
@@ -195,14 +187,16 @@ pub(crate) fn metrics() -> &'static Metrics {
     })
 }
 
-/// How one attempt to deliver an alert notification went.
-#[derive(Clone, Copy, Debug)]
-pub enum AlertDelivery {
-    Delivered,
-    /// Failed, with attempts left.
-    FailedAttempt,
-    /// Failed for the last time.
-    GaveUp,
+ledger_stages::named_enum! {
+    /// How one attempt to deliver an alert notification went.
+    #[derive(Clone, Copy, Debug)]
+    pub enum AlertDelivery {
+        Delivered = "delivered",
+        /// Failed, with attempts left.
+        FailedAttempt = "failed_attempt",
+        /// Failed for the last time.
+        GaveUp = "gave_up",
+    }
 }
 
 /// Each event the daemon counts is one method here, named for what happened and typed in what it takes
@@ -241,12 +235,7 @@ impl Metrics {
 
     /// One delivery attempt's result.
     pub(crate) fn alert_delivery(&self, result: AlertDelivery) {
-        let label = match result {
-            AlertDelivery::Delivered => "delivered",
-            AlertDelivery::FailedAttempt => "failed_attempt",
-            AlertDelivery::GaveUp => "gave_up",
-        };
-        self.alert_deliveries.with_label_values(&[label]).inc();
+        self.alert_deliveries.with_label_values(&[result.name()]).inc();
     }
 
     /// One run of the search index job: logs indexed, and how far behind now the index is (when known).
@@ -279,7 +268,7 @@ impl Metrics {
 
     /// Records a connection a listener closed before serving it.
     pub(crate) fn connection_closed(&self, reason: ConnectionClosed) {
-        self.connections_closed.with_label_values(&[reason.label()]).inc();
+        self.connections_closed.with_label_values(&[reason.name()]).inc();
     }
 
     /// The registry's metrics in the Prometheus text format.
