@@ -50,21 +50,16 @@ impl Default for IngestConfig {
 }
 
 impl IngestConfig {
-    /// Why `[ingest]` is unusable, if it is.
+    /// Why `[ingest]` (its stage list) is unusable, if it is.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        self.problem().map_or(Ok(()), Err)
-    }
-
-    /// Why the stage list is unusable, if it is.
-    pub(crate) fn problem(&self) -> Option<String> {
         let order = || Stage::ALL.map(Stage::name).join(" → ");
         if let Some(missing) = Stage::ALL.iter().find(|s| s.required() && !self.stages.contains(s)) {
-            return Some(format!("ingest.stages: `{}` cannot be left out", missing.name()));
+            return Err(format!("ingest.stages: `{}` cannot be left out", missing.name()));
         }
         if self.stages.windows(2).any(|w| w[0] >= w[1]) {
-            return Some(format!("ingest.stages: stages run in the order {}, each once", order()));
+            return Err(format!("ingest.stages: stages run in the order {}, each once", order()));
         }
-        None
+        Ok(())
     }
 
     pub(crate) fn has(&self, stage: Stage) -> bool {
