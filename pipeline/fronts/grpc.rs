@@ -257,13 +257,20 @@ fn range(from: Option<&prost_types::Timestamp>, to: Option<&prost_types::Timesta
 }
 
 /// The `level` list and `min_level` of a query or tail request, or INVALID_ARGUMENT naming the bad one.
-fn levels(
+/// The filters a query or tail call carries (the same fields in both messages), as the query core's.
+fn log_filter(
     level: &[String],
     min_level: Option<&str>,
-) -> Result<(Vec<ledger_stages::Level>, Option<ledger_stages::Level>), Status> {
+    services: Vec<String>,
+    environment: Option<String>,
+    q: Option<String>,
+    fingerprint: Option<String>,
+    trace_id: Option<String>,
+) -> Result<LogFilter, Status> {
     let levels = level.iter().map(|l| crate::query::level("level", l)).collect::<Result<Vec<_>, _>>();
     let min_level = min_level.map(|l| crate::query::level("min_level", l)).transpose();
-    Ok((levels.map_err(|e| status(&e))?, min_level.map_err(|e| status(&e))?))
+    let (levels, min_level) = (levels.map_err(|e| status(&e))?, min_level.map_err(|e| status(&e))?);
+    Ok(LogFilter { levels, min_level, services, environment, q, fingerprint, trace_id })
 }
 
 #[tonic::async_trait]
@@ -275,20 +282,11 @@ impl QueryService for Querier {
         use futures::StreamExt;
         let (_, extensions, q) = request.into_parts();
         let project = read_project(&extensions)?;
-        let (levels, min_level) = levels(&q.level, q.min_level.as_deref())?;
-        let after = crate::query::tail::resume_point(None, q.after.as_deref()).map_err(|e| status(&e))?;
-        let params = LogParams {
-            filter: LogFilter {
-                levels,
-                min_level,
-                services: q.service,
-                environment: q.environment,
-                q: q.q,
-                fingerprint: q.fingerprint,
-                trace_id: q.trace_id,
-            },
-            ..LogParams::default()
-        };
+        let after = q.after;
+        let filter =
+            log_filter(&q.level, q.min_level.as_deref(), q.service, q.environment, q.q, q.fingerprint, q.trace_id)?;
+        let after = crate::query::tail::resume_point(None, after.as_deref()).map_err(|e| status(&e))?;
+        let params = LogParams { filter, ..LogParams::default() };
         let query = params.validate(project).map_err(|e| status(&e))?;
         let subscription = self.state.tail.subscribe(query, after).await.map_err(|e| status(&e))?;
         // Ends after a loss: a stream of records has no room for a `dropped` event, so the client is told by
@@ -324,19 +322,12 @@ impl QueryService for Querier {
     ) -> Result<Response<pb::QueryLogsResponse>, Status> {
         let (_, extensions, q) = request.into_parts();
         let project = read_project(&extensions)?;
-        let (levels, min_level) = levels(&q.level, q.min_level.as_deref())?;
+        let filter =
+            log_filter(&q.level, q.min_level.as_deref(), q.service, q.environment, q.q, q.fingerprint, q.trace_id)?;
         let params = LogParams {
             from: time("from", q.from.as_ref())?,
             to: time("to", q.to.as_ref())?,
-            filter: LogFilter {
-                levels,
-                min_level,
-                services: q.service,
-                environment: q.environment,
-                q: q.q,
-                fingerprint: q.fingerprint,
-                trace_id: q.trace_id,
-            },
+            filter,
             limit: q.limit,
             cursor: q.cursor,
         };
